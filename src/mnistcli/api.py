@@ -1,0 +1,262 @@
+"""One function per command: compose registry, store, training, inference and data.
+
+Every function returns a dataclass and never prints; progress goes out through callbacks. The CLI
+(and any Python user) calls these; they raise `MnistError` subclasses for anything the user can
+fix.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mnistcli import __version__, store
+from mnistcli.atomic import atomic_write
+from mnistcli.config import TrainConfig
+from mnistcli.data import images as image_io
+from mnistcli.data import mnist
+from mnistcli.dataset import TensorData
+from mnistcli.device import choose_device, seed_everything
+from mnistcli.errors import CheckpointError, ImageError, UsageError
+from mnistcli.inference import evaluate_classifier, predict_proba
+from mnistcli.inference import embed as embed_images
+from mnistcli.models.base import MEAN, STD
+from mnistcli.registry import ModelEntry, create_model, get_entry, list_models
+from mnistcli.tasks import get_task
+from mnistcli.training import EpochInfo, StepInfo, fit
+
+PREPROCESSING = {
+    "input": [1, 28, 28],
+    "pixels": "float32 = uint8 / 255, white ink on black, MNIST-style (see data/images.py)",
+    "normalize": {"mean": MEAN, "std": STD, "where": "inside the model"},
+}
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    task: str
+    description: str
+    params: int
+    recipe: dict[str, Any]
+
+
+@dataclass
+class TrainReport:
+    run: store.Run
+    config: TrainConfig
+    test_accuracy: float
+    test_loss: float
+    seconds: float  # training loop only
+    total_seconds: float  # data loading, training, evaluation and saving
+    history: list[dict[str, Any]]
+    stopped_early: bool
+    device: str
+
+
+@dataclass
+class EvalReport:
+    run: store.Run
+    accuracy: float
+    loss: float
+    per_class: list[dict[str, Any]]
+    confusion: list[list[int]]
+    total: int
+    seconds: float
+    device: str
+
+    @property
+    def images_per_second(self) -> float:
+        return self.total / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass
+class Prediction:
+    path: str
+    digit: int
+    confidence: float
+    probabilities: list[float]
+
+
+@dataclass
+class Failure:
+    path: str
+    error: str
+
+
+@dataclass
+class PredictReport:
+    run: store.Run
+    results: list[Prediction | Failure] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [r for r in self.results if isinstance(r, Failure)]
+
+
+@dataclass
+class EmbedReport:
+    run: store.Run
+    paths: list[str]  # the images embedded, in input order
+    vectors: np.ndarray  # (len(paths), D) float32
+    failures: list[Failure]
+
+
+def models(pattern: str = "*") -> list[ModelInfo]:
+    """Every registered model matching `pattern`, with its parameter count."""
+    return [_info(e) for e in list_models(pattern)]
+
+
+def _info(entry: ModelEntry) -> ModelInfo:
+    params = sum(p.numel() for p in create_model(entry.name).parameters())
+    return ModelInfo(entry.name, entry.task, entry.description, params, entry.recipe)
+
+
+def _data(data_dir: str | None, on_download: mnist.ProgressFn | None) -> Path:
+    return mnist.resolve_dir(data_dir, on_progress=on_download)
+
+
+def _load_tensors(split: str, folder: Path, device: torch.device) -> TensorData:
+    s = mnist.load_split(split, folder)
+    return TensorData.from_numpy(s.images, s.labels, device)
+
+
+def train(
+    model_name: str,
+    options: dict[str, Any] | None = None,
+    model_args: dict[str, Any] | None = None,
+    name: str | None = None,
+    data_dir: str | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    on_download: mnist.ProgressFn | None = None,
+) -> TrainReport:
+    """Train `model_name` with its recipe overridden by the non-None `options`; save and return the run."""
+    t0 = time.perf_counter()
+    entry = get_entry(model_name)
+    config = TrainConfig.build(entry.recipe, options or {})
+    device = choose_device(config.device)
+    generator = seed_everything(config.seed)
+    folder = _data(data_dir, on_download)
+    train_data = _load_tensors("train", folder, device).select(config.classes, config.per_class, generator)
+    test_data = _load_tensors("test", folder, device).select(config.classes, None, generator)
+    train_data, val_data = train_data.split(config.val_split, generator)
+    if len(train_data) == 0:
+        raise UsageError("no training images left after --classes/--per-class/--val-split")
+
+    model = create_model(model_name, **(model_args or {})).to(device)
+    task = get_task(entry.task, config)
+    result = fit(model, task, train_data, config, generator, val=val_data, on_step=on_step, on_epoch=on_epoch)
+    test = evaluate_classifier(model, test_data)
+
+    meta = {
+        "model": {"name": model_name, "args": model_args or {}, "task": entry.task,
+                  "params": sum(p.numel() for p in model.parameters())},
+        "preprocessing": PREPROCESSING,
+        "config": config.to_dict(),
+        "data": {"folder": str(folder), "train_images": len(train_data), "val_images": len(val_data or []),
+                 "test_images": len(test_data), "classes": list(config.classes or range(10))},
+        "history": result.history,
+        "metrics": {"test_accuracy": test.accuracy, "test_loss": test.loss, "best_epoch": result.best_epoch,
+                    "stopped_early": result.stopped_early},
+        "seconds": result.seconds,
+        "device": str(device),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"mnistcli": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+    }
+    run = store.save(model, meta, name=name)
+    return TrainReport(run, config, test.accuracy, test.loss, result.seconds, time.perf_counter() - t0,
+                       result.history, result.stopped_early, str(device))
+
+
+def _load(ref: str | None, tasks: set[str], device: str) -> tuple[store.Run, torch.nn.Module, torch.device]:
+    run = store.resolve(ref, tasks)
+    if run.task not in tasks:
+        raise CheckpointError(f"checkpoint {run.name!r} is a {run.task} model; this command needs {' or '.join(sorted(tasks))}")
+    dev = choose_device(device)
+    return run, store.load(run, dev), dev
+
+
+def evaluate(ref: str | None = None, data_dir: str | None = None, device: str = "auto",
+             on_download: mnist.ProgressFn | None = None) -> EvalReport:
+    """Evaluate a classifier checkpoint on the 10,000 MNIST test images."""
+    run, model, dev = _load(ref, {"classify"}, device)
+    test_data = _load_tensors("test", _data(data_dir, on_download), dev)
+    t0 = time.perf_counter()
+    result = evaluate_classifier(model, test_data)
+    seconds = time.perf_counter() - t0
+    return EvalReport(run, result.accuracy, result.loss, result.per_class(), result.confusion.tolist(),
+                      result.total, seconds, str(dev))
+
+
+def _read_images(paths: Sequence[str]) -> tuple[list[tuple[str, np.ndarray | ImageError]], np.ndarray]:
+    """Load user images; returns (path, array or error) in input order, and the readable ones stacked."""
+    loaded = list(image_io.load_images(paths))
+    arrays = [item for _, item in loaded if not isinstance(item, ImageError)]
+    return loaded, (np.stack(arrays) if arrays else np.zeros((0, 28, 28), dtype=np.float32))
+
+
+def predict(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> PredictReport:
+    """Classify each image; unreadable ones become `Failure`s and the rest still go through."""
+    if not paths:
+        raise UsageError("no images given (pass files, folders, or - to read paths from stdin)")
+    run, model, _ = _load(ref, {"classify"}, device)
+    loaded, stacked = _read_images(paths)
+    rows = iter(predict_proba(model, stacked) if len(stacked) else [])
+    results: list[Prediction | Failure] = []
+    for path, item in loaded:
+        if isinstance(item, ImageError):
+            results.append(Failure(path, str(item)))
+        else:
+            row = next(rows)
+            results.append(Prediction(path, int(row.argmax()), float(row.max()), [round(float(v), 6) for v in row]))
+    return PredictReport(run, results)
+
+
+def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> EmbedReport:
+    """Feature vectors of each readable image, in input order; unreadable ones become failures."""
+    if not paths:
+        raise UsageError("no images given (pass files, folders, or - to read paths from stdin)")
+    run, model, _ = _load(ref, {"classify"}, device)
+    loaded, stacked = _read_images(paths)
+    dim = int(getattr(model, "feature_dim", 0))
+    vectors = embed_images(model, stacked) if len(stacked) else np.zeros((0, dim), dtype=np.float32)
+    ok_paths = [p for p, item in loaded if not isinstance(item, ImageError)]
+    failures = [Failure(p, str(item)) for p, item in loaded if isinstance(item, ImageError)]
+    return EmbedReport(run, ok_paths, vectors, failures)
+
+
+def save_embeddings(report: EmbedReport, output: str | Path, fmt: str) -> Path:
+    """Write the vectors as .npy (float32, rows in input order) or CSV (path, then the values), atomically."""
+    if fmt == "npy":
+        return atomic_write(output, lambda f: np.save(f, report.vectors.astype(np.float32)))
+    if fmt == "csv":
+        header = "path," + ",".join(f"e{i}" for i in range(report.vectors.shape[1]))
+        lines = [header] + [
+            _csv_field(p) + "," + ",".join(f"{v:.6g}" for v in row) for p, row in zip(report.paths, report.vectors)
+        ]
+        return atomic_write(output, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    raise UsageError(f"unknown format {fmt!r} (choose npy or csv)")
+
+
+def _csv_field(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+def checkpoints() -> list[store.Run]:
+    """The user's runs (oldest first), then the bundled ones first."""
+    return store.list_runs(include_bundled=True)
+
+
+def remove_checkpoint(name: str) -> store.Run:
+    """Delete a run from the store; returns it."""
+    return store.remove(name)

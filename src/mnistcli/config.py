@@ -1,0 +1,75 @@
+"""The training configuration: one dataclass, every field commented, recorded in each checkpoint.
+
+Models carry their own recipe (registry defaults) on top of these values; command-line options
+override both. No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+SCHEDULERS = ("none", "step", "cosine", "onecycle")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5  # passes over the training set
+    batch_size: int = 128  # images per optimizer step
+    lr: float = 0.01  # learning rate (the peak rate for onecycle)
+    optimizer: str = "adam"  # sgd (momentum), nesterov, adam or adamw
+    momentum: float = 0.9  # for sgd and nesterov
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
+    scheduler: str = "none"  # none, step (x0.1 at 1/2 and 3/4 of the run), cosine, onecycle; stepped per batch
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device
+    val_split: float = 0.0  # fraction of the training set held out for validation / early stopping
+    early_stopping: int = 0  # stop after this many epochs without validation improvement (0: off)
+    seed: int = 0  # seeds the initialisation, the shuffling, the split and the augmentation
+    device: str = "auto"  # auto, cpu, cuda or mps
+    classes: tuple[int, ...] | None = None  # train only on these digits (None: all ten)
+    per_class: int | None = None  # use at most this many training images per class (None: all)
+
+    def __post_init__(self) -> None:
+        from mnistcli.errors import UsageError
+
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {self.optimizer!r} (choose from {', '.join(OPTIMIZERS)})")
+        if self.scheduler not in SCHEDULERS:
+            raise UsageError(f"unknown scheduler {self.scheduler!r} (choose from {', '.join(SCHEDULERS)})")
+        if self.device not in DEVICES:
+            raise UsageError(f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UsageError("--epochs and --batch-size must be at least 1")
+        if self.lr <= 0:
+            raise UsageError("--lr must be positive")
+        if not 0.0 <= self.val_split < 1.0:
+            raise UsageError("--val-split must be in [0, 1)")
+        if self.early_stopping < 0:
+            raise UsageError("--early-stopping must be 0 (off) or a positive patience")
+        if self.early_stopping and self.val_split == 0.0:
+            self.val_split = 0.1  # early stopping needs held-out data; never the test set
+        if self.classes is not None:
+            self.classes = tuple(sorted(set(self.classes)))
+            if not self.classes or any(not 0 <= c <= 9 for c in self.classes):
+                raise UsageError("--classes takes digits 0-9, e.g. 0,1,2")
+        if self.per_class is not None and self.per_class < 1:
+            raise UsageError("--per-class must be at least 1")
+
+    @classmethod
+    def build(cls, recipe: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
+        """Defaults, then the model's `recipe`, then the non-None `overrides` (command-line options)."""
+        names = {f.name for f in fields(cls)}
+        merged = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
+        unknown = set(merged) - names
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+        return cls(**merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        d = asdict(self)
+        d["classes"] = list(self.classes) if self.classes is not None else None
+        return d

@@ -1,0 +1,185 @@
+"""Find, download and verify MNIST; return its splits as uint8 numpy arrays.
+
+The files are looked for, in order, in an explicit folder (`--data-dir`), the folder named by the
+`MNIST_DATA_DIR` environment variable, and the download cache under the mnistcli home. A folder
+that was named explicitly must hold the files: it is an error, not a silent fallback, if it does
+not. Only the cache is filled by downloading, trying each mirror in turn and checking the md5 of
+the decompressed bytes (so a mirror that recompressed its .gz files still verifies).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnistcli import paths
+from mnistcli.atomic import atomic_write_bytes
+from mnistcli.data.idx import read_idx
+from mnistcli.errors import DataError
+
+ENV_DATA_DIR = "MNIST_DATA_DIR"
+ENV_MIRRORS = "MNISTCLI_MIRRORS"  # comma-separated base URLs; replaces MIRRORS (tests use it)
+
+# Tried in turn. Each serves the four canonical .gz files under the canonical names.
+MIRRORS: tuple[str, ...] = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+
+# Canonical file stem -> md5 of the *decompressed* IDX bytes.
+RESOURCES: dict[str, str] = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+SPLITS: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+# on_progress(filename, bytes_done, bytes_total or None)
+ProgressFn = Callable[[str, int, "int | None"], None]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of MNIST: `images` (N, 28, 28) uint8, `labels` (N,) uint8 in 0..9."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    images_path: Path
+    labels_path: Path
+
+
+def candidates(stem: str) -> list[str]:
+    """File names a stem may appear under: both naming styles, raw or gzip."""
+    dotted = stem.replace("-idx", ".idx")  # train-images.idx3-ubyte, as some mirrors name them
+    return [name + ext for name in dict.fromkeys((stem, dotted)) for ext in ("", ".gz")]
+
+
+def find_file(folder: Path, stem: str) -> Path | None:
+    """Return the first existing file for `stem` in `folder`, or None."""
+    for name in candidates(stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def missing_files(folder: Path) -> list[str]:
+    """Canonical stems not found in `folder`."""
+    return [stem for stem in RESOURCES if find_file(folder, stem) is None]
+
+
+def resolve_dir(
+    data_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    on_progress: ProgressFn | None = None,
+) -> Path:
+    """Return a folder holding all four MNIST files, downloading into the cache if needed.
+
+    Raises `DataError` if an explicitly named folder lacks files, or the download fails.
+    """
+    for folder, origin in ((data_dir, "--data-dir"), (os.environ.get(ENV_DATA_DIR) or None, ENV_DATA_DIR)):
+        if folder is None:
+            continue
+        folder = Path(folder).expanduser()
+        missing = missing_files(folder)
+        if missing:
+            raise DataError(f"{folder} ({origin}): no MNIST file for {', '.join(missing)} (raw or .gz)")
+        return folder
+    cache = paths.data_cache_dir()
+    if missing_files(cache):
+        if not download:
+            raise DataError(f"MNIST is not in {cache}; pass --data-dir or set {ENV_DATA_DIR}")
+        fetch(cache, on_progress=on_progress)
+    return cache
+
+
+def load_split(split: str, folder: Path) -> Split:
+    """Read and validate one split ('train' or 'test') from `folder`.
+
+    Raises `DataError` if images and labels disagree in count, shape or value range, and
+    `IdxError` if either file is malformed.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    image_stem, label_stem = SPLITS[split]
+    image_path, label_path = find_file(folder, image_stem), find_file(folder, label_stem)
+    if image_path is None or label_path is None:
+        raise DataError(f"{folder}: no MNIST {split} files")
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise DataError(f"{image_path}: expected N x 28 x 28 uint8 images, got {'x'.join(map(str, images.shape))} {images.dtype}")
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DataError(f"{label_path}: expected a 1-D uint8 label vector, got shape {labels.shape} {labels.dtype}")
+    if len(images) != len(labels):
+        raise DataError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} labels")
+    if len(labels) and int(labels.max()) > 9:
+        raise DataError(f"{label_path}: label {int(labels.max())} is outside 0-9")
+    return Split(np.asarray(images), np.asarray(labels), image_path, label_path)
+
+
+def mirrors() -> list[str]:
+    """The mirror base URLs to try, from `MNISTCLI_MIRRORS` if set."""
+    env = os.environ.get(ENV_MIRRORS)
+    return [m.strip() for m in env.split(",") if m.strip()] if env else list(MIRRORS)
+
+
+def fetch(dest: Path, mirror_list: Sequence[str] | None = None, on_progress: ProgressFn | None = None) -> Path:
+    """Download any missing MNIST file into `dest`, verified by md5; returns `dest`.
+
+    Each file is tried on every mirror in turn and written atomically. Raises `DataError` with
+    the reasons and a hint to use local files if a file cannot be had from any mirror.
+    """
+    mirror_list = list(mirror_list or mirrors())
+    for stem, md5 in RESOURCES.items():
+        if find_file(dest, stem) is not None:
+            continue
+        reasons = []
+        for base in mirror_list:
+            url = base.rstrip("/") + f"/{stem}.gz"
+            try:
+                payload = _download(url, f"{stem}.gz", on_progress)
+                raw = gzip.decompress(payload)
+            except urllib.error.HTTPError as e:
+                reasons.append(f"{url}: HTTP {e.code} {e.reason}")
+                continue
+            except (urllib.error.URLError, OSError, EOFError, ValueError) as e:
+                reasons.append(f"{url}: {getattr(e, 'reason', None) or e}")
+                continue
+            if hashlib.md5(raw).hexdigest() != md5:
+                reasons.append(f"{url}: md5 mismatch")
+                continue
+            atomic_write_bytes(dest / f"{stem}.gz", payload)
+            break
+        else:
+            raise DataError(
+                f"could not download {stem}.gz ({'; '.join(reasons)}); put the four MNIST IDX files in a "
+                f"folder and pass --data-dir DIR or set {ENV_DATA_DIR}"
+            )
+    return dest
+
+
+def _download(url: str, label: str, on_progress: ProgressFn | None, chunk: int = 1 << 16) -> bytes:
+    """Return the body of `url`, reporting progress."""
+    request = urllib.request.Request(url, headers={"User-Agent": "mnistcli"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        parts: list[bytes] = []
+        done = 0
+        while block := response.read(chunk):
+            parts.append(block)
+            done += len(block)
+            if on_progress:
+                on_progress(label, done, total)
+    return b"".join(parts)

@@ -1,0 +1,73 @@
+"""MNIST as tensors in memory, batched by indexing (the airbench way).
+
+The images stay uint8 on the training device (a quarter of the bytes of float32, so indexing a
+batch out of 60,000 images moves less memory) and become floats in [0, 1] one batch at a time.
+There is no DataLoader and no per-sample Python: a batch is `images[perm[i:i+b]]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TensorData:
+    """Images (N, 28, 28) uint8 and labels (N,) int64, on one device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, images: np.ndarray, labels: np.ndarray, device: torch.device) -> TensorData:
+        """Copy numpy arrays (e.g. a read-only memory-mapped IDX file) onto `device`."""
+        return cls(
+            torch.from_numpy(np.array(images, dtype=np.uint8, order="C")).to(device),
+            torch.from_numpy(np.array(labels, dtype=np.int64)).to(device),
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor) -> TensorData:
+        """The rows at `index` (a new tensor pair)."""
+        index = index.to(self.labels.device)
+        return TensorData(self.images[index], self.labels[index])
+
+    def select(self, classes: tuple[int, ...] | None, per_class: int | None, generator: torch.Generator) -> TensorData:
+        """Keep only `classes` and at most `per_class` images of each (a seeded random choice)."""
+        if classes is None and per_class is None:
+            return self
+        labels = self.labels.cpu()
+        keep = []
+        for c in classes if classes is not None else range(10):
+            idx = torch.nonzero(labels == c).flatten()
+            if per_class is not None and len(idx) > per_class:
+                idx = idx[torch.randperm(len(idx), generator=generator)[:per_class]].sort().values
+            keep.append(idx)
+        return self.subset(torch.cat(keep).sort().values)
+
+    def split(self, fraction: float, generator: torch.Generator) -> tuple[TensorData, TensorData | None]:
+        """Hold out a random `fraction` for validation; returns (train, val or None)."""
+        if fraction <= 0:
+            return self, None
+        perm = torch.randperm(len(self), generator=generator)
+        n_val = max(1, int(round(len(self) * fraction)))
+        return self.subset(perm[n_val:]), self.subset(perm[:n_val])
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (float images (B, 1, 28, 28) in [0, 1], labels); shuffled when `generator` is given."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        order = order.to(self.labels.device)
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            yield to_float(self.images[index]), self.labels[index]
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 28, 28) -> float32 (N, 1, 28, 28) in [0, 1]."""
+    return images.unsqueeze(1).float().div_(255.0)

@@ -1,0 +1,47 @@
+"""The one family of domain errors.
+
+Everything the user can get wrong (a bad file, a missing dataset, an unknown model, a corrupt
+checkpoint) raises a subclass of `MnistError` whose message is one line naming the thing and the
+problem. Only the CLI boundary turns these into a red message and a non-zero exit; library code
+lets them propagate. No torch here: the CLI imports this module at start-up.
+"""
+
+from __future__ import annotations
+
+
+class MnistError(Exception):
+    """Base class of every error the CLI reports as a one-line message (exit code 1)."""
+
+
+class IdxError(MnistError):
+    """An IDX file is malformed: bad magic, unknown type, wrong size, broken gzip."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class DataError(MnistError):
+    """The dataset is missing, cannot be downloaded, or is inconsistent."""
+
+
+class ImageError(MnistError):
+    """A user image cannot be read or holds no digit."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class CheckpointError(MnistError):
+    """A checkpoint cannot be found, is corrupt, or does not fit the command."""
+
+
+class ModelError(MnistError):
+    """An unknown model name, a duplicate registration, or bad model arguments."""
+
+
+class UsageError(MnistError):
+    """Options that do not make sense together (exit code 2, like Click's usage errors)."""

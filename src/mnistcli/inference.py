@@ -1,0 +1,93 @@
+"""Inference over tensors: evaluate a classifier, predict probabilities, extract embeddings.
+
+Everything here runs in eval mode under `torch.inference_mode`, in batches, on the model's device,
+and returns plain Python/numpy results. No file I/O, no printing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistcli.dataset import TensorData
+
+EVAL_BATCH = 1000  # images per forward pass when not training (memory, not accuracy, bound)
+
+
+@dataclass
+class ClassifierEval:
+    """Accuracy and loss of a classifier, with the 10x10 confusion matrix (rows: true digit)."""
+
+    accuracy: float
+    loss: float
+    confusion: np.ndarray  # (10, 10) int64, confusion[true, predicted]
+    predictions: np.ndarray  # (N,) int64
+    total: int
+
+    def per_class(self) -> list[dict[str, float | int]]:
+        """For each digit: correct, total and accuracy (NaN-free: accuracy 0 when total is 0)."""
+        rows = []
+        for digit in range(self.confusion.shape[0]):
+            total = int(self.confusion[digit].sum())
+            correct = int(self.confusion[digit, digit])
+            rows.append({"digit": digit, "correct": correct, "total": total, "accuracy": correct / total if total else 0.0})
+        return rows
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-less model)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+@torch.inference_mode()
+def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EVAL_BATCH) -> ClassifierEval:
+    """Evaluate on `data`: mean cross-entropy, accuracy, confusion matrix and predictions."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=data.labels.device)
+    preds = []
+    for x, y in data.batches(batch_size):
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        preds.append(logits.argmax(dim=1))
+    model.train(was_training)
+    predictions = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=data.labels.device)
+    n_classes = 10
+    confusion = torch.bincount(data.labels * n_classes + predictions, minlength=n_classes * n_classes)
+    confusion_np = confusion.reshape(n_classes, n_classes).cpu().numpy()
+    total = len(data)
+    correct = int(np.trace(confusion_np))
+    return ClassifierEval(
+        accuracy=correct / total if total else 0.0,
+        loss=float(loss_sum) / total if total else 0.0,
+        confusion=confusion_np,
+        predictions=predictions.cpu().numpy(),
+        total=total,
+    )
+
+
+def _map_batches(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Apply `fn` to float images (N, 28, 28) in [0, 1], batch by batch on the model's device."""
+    model.eval()
+    device = model_device(model)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32))
+            out.append(fn(x.unsqueeze(1).to(device)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Class probabilities (N, classes) for float images (N, 28, 28) in [0, 1]; N must be >= 1."""
+    return _map_batches(model, lambda x: torch.softmax(model(x), dim=1), images, batch_size)
+
+
+def embed(model: nn.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """Feature vectors (N, D) from `model.features` for float images (N, 28, 28) in [0, 1]; N >= 1."""
+    return _map_batches(model, model.features, images, batch_size)

@@ -1,0 +1,8 @@
+"""Model architectures, one per file; importing this package registers them all.
+
+The import order is the order `mnist models` lists them: simplest first.
+"""
+
+# isort: off
+from mnistcli.models import linear, mlp, lenet, cnn  # noqa: F401
+# isort: on

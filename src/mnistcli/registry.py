@@ -1,0 +1,85 @@
+"""The model registry: one decorator registers a builder under its name, one factory builds all.
+
+Modelled on timm's `register_model` (wildcard `list_models`) and torchvision's `_api` (a duplicate
+name is a hard error). Each entry knows its task (which decides how it is trained and evaluated)
+and its training recipe (the defaults `mnist train NAME` uses). The model modules register
+themselves when `mnistcli.models` is imported, which happens on the first lookup here, so
+importing this module stays cheap (no torch).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mnistcli.errors import ModelError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+TASKS = ("classify",)
+B = TypeVar("B", bound=Callable[..., "nn.Module"])
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder, task, one-line description and training recipe."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    task: str
+    description: str
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, task: str, description: str, **recipe: Any) -> Callable[[B], B]:
+    """Decorator: register `builder(**kwargs) -> nn.Module` under `name`.
+
+    `recipe` holds TrainConfig defaults for this model. Raises `ModelError` on a duplicate name
+    or an unknown task.
+    """
+    if task not in TASKS:
+        raise ModelError(f"model {name!r}: unknown task {task!r} (known: {', '.join(TASKS)})")
+
+    def decorate(builder: B) -> B:
+        if name in _REGISTRY:
+            raise ModelError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelEntry(name, builder, task, description, dict(recipe))
+        return builder
+
+    return decorate
+
+
+def _load() -> None:
+    import mnistcli.models  # noqa: F401  (registers every built-in model)
+
+
+def list_models(pattern: str = "*") -> list[ModelEntry]:
+    """Entries whose name matches the shell-style `pattern`, in registration order."""
+    _load()
+    return [e for n, e in _REGISTRY.items() if fnmatch.fnmatchcase(n, pattern)]
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The entry for `name`. Raises `ModelError` naming close matches if there is none."""
+    _load()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(_REGISTRY)}"
+        raise ModelError(f"unknown model {name!r}{hint}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model registered as `name` with `kwargs`. Raises `ModelError` on bad arguments."""
+    entry = get_entry(name)
+    try:
+        return entry.builder(**kwargs)
+    except TypeError as e:
+        raise ModelError(f"model {name!r}: bad arguments {kwargs} ({e})") from None

@@ -1,0 +1,229 @@
+"""The checkpoint store: save, list, resolve, load and remove training runs.
+
+A run is a folder under `<home>/runs/<name>/` holding `model.safetensors` (weights only: loading
+cannot run code, unlike a pickle) and `meta.json`, which describes the run well enough to rebuild
+the model through the registry with nothing else known (model name and arguments, preprocessing,
+training config, per-epoch metrics, test metrics, versions, date), as nanoGPT's checkpoints do.
+
+Saving writes a hidden temporary folder and renames it into place, so an interrupted save never
+leaves a run that looks complete. A small pretrained `cnn` ships inside the package and is used
+when the user has no run of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mnistcli import paths
+from mnistcli.errors import CheckpointError, MnistError
+from mnistcli.registry import create_model
+
+FORMAT = "mnistcli-checkpoint/1"
+WEIGHTS, META = "model.safetensors", "meta.json"
+BUNDLED_ROOT = Path(__file__).parent / "pretrained"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One checkpoint: its name, folder and parsed metadata."""
+
+    name: str
+    path: Path
+    meta: dict[str, Any]
+    bundled: bool = False
+
+    @property
+    def model(self) -> str:
+        return str(self.meta["model"]["name"])
+
+    @property
+    def task(self) -> str:
+        return str(self.meta["model"].get("task", "classify"))
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.meta.get("metrics", {}).get("test_accuracy")
+
+    @property
+    def created(self) -> str:
+        return str(self.meta.get("created", ""))
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """Parse and check `folder/meta.json`. Raises `CheckpointError` if missing or corrupt."""
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: not a checkpoint (no {META})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{folder / META}: corrupt checkpoint metadata ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "name" not in meta.get("model", {}):
+        raise CheckpointError(f"{folder / META}: not a {FORMAT} checkpoint")
+    return meta
+
+
+def _open(folder: Path, bundled: bool = False) -> Run:
+    return Run(folder.name, folder, read_meta(folder), bundled)
+
+
+def list_runs(root: Path | None = None, include_bundled: bool = False) -> list[Run]:
+    """Runs in the store, oldest first; folders that are not readable checkpoints are skipped."""
+    root = root or paths.runs_dir()
+    runs = []
+    folders = sorted(root.iterdir()) if root.is_dir() else []
+    for folder in folders:
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue  # temporary folders of saves in progress, or stray files
+        try:
+            runs.append(_open(folder))
+        except CheckpointError:
+            continue
+    runs.sort(key=lambda r: (r.created, r.name))
+    return (bundled_runs() + runs) if include_bundled else runs
+
+
+def bundled_runs() -> list[Run]:
+    """The pretrained checkpoints shipped inside the package."""
+    if not BUNDLED_ROOT.is_dir():
+        return []
+    return [_open(f, bundled=True) for f in sorted(BUNDLED_ROOT.iterdir()) if (f / META).is_file()]
+
+
+def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | None = None) -> Run:
+    """Find the checkpoint `ref` names: a path, a run name, or a model name (its latest run).
+
+    With no `ref`, the latest run whose task is in `tasks`, else a bundled one. Raises
+    `CheckpointError` if nothing matches.
+    """
+    allowed = set(tasks) if tasks is not None else None
+
+    def fits(run: Run) -> bool:
+        return allowed is None or run.task in allowed
+
+    if ref is not None:
+        candidate = Path(ref).expanduser()
+        if candidate.is_file() and candidate.name in (WEIGHTS, META):
+            candidate = candidate.parent
+        if candidate.is_dir() and (candidate / META).exists():
+            return _open(candidate)
+        folder = (root or paths.runs_dir()) / ref
+        if NAME_RE.match(ref) and folder.is_dir():
+            return _open(folder)
+        bundled = [r for r in bundled_runs() if r.name == ref]
+        if bundled:
+            return bundled[0]
+        by_model = [r for r in list_runs(root, include_bundled=True) if r.model == ref]
+        if by_model:
+            user = [r for r in by_model if not r.bundled]
+            return (user or by_model)[-1]
+        raise CheckpointError(f"no checkpoint {ref!r}: not a run name, a model with runs, or a checkpoint folder")
+    user = [r for r in list_runs(root) if fits(r)]
+    if user:
+        return user[-1]
+    bundled = [r for r in bundled_runs() if fits(r)]
+    if bundled:
+        return bundled[0]
+    raise CheckpointError("no checkpoint yet: train one with `mnist train cnn`")
+
+
+def load(run: Run, device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the run's model through the registry and load its weights (no code runs).
+
+    Returns the model in eval mode on `device`. Raises `CheckpointError` if the weights are
+    missing, corrupt, or do not fit the model the metadata names.
+    """
+    spec = run.meta["model"]
+    try:
+        model = create_model(spec["name"], **spec.get("args", {}))
+    except MnistError as e:
+        raise CheckpointError(f"{run.path}: cannot rebuild its model ({e})") from None
+    try:
+        state = load_file(run.path / WEIGHTS, device="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"{run.path}: no {WEIGHTS}") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{run.path / WEIGHTS}: corrupt weights ({e})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{run.path / WEIGHTS}: weights do not fit model {spec['name']!r} ({first})") from None
+    return model.to(device).eval()
+
+
+def unique_name(base: str, root: Path) -> str:
+    """`base`, or `base-2`, `base-3`, ... whichever is free under `root`."""
+    name, n = base, 1
+    while (root / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def save(model: nn.Module, meta: dict[str, Any], name: str | None = None, root: Path | None = None) -> Run:
+    """Save a new run atomically; returns it. `meta` must hold at least `model.name`.
+
+    The run is named `name` (an error if taken) or `<model>-<UTC date-time>`. Raises
+    `CheckpointError` for an invalid or taken name.
+    """
+    root = root or paths.runs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        if not NAME_RE.match(name):
+            raise CheckpointError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-'")
+        if (root / name).exists():
+            raise CheckpointError(f"a run named {name!r} already exists in {root}")
+    else:
+        name = unique_name(f"{meta['model']['name']}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", root)
+    meta = {**meta, "format": FORMAT, "name": name}
+    meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "model": meta["model"]["name"]})
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.rename(tmp, root / name)  # atomic; fails rather than overwrites if the name was taken meanwhile
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _open(root / name)
+
+
+def remove(ref: str, root: Path | None = None) -> Run:
+    """Delete the run named `ref` from the store; returns what was removed.
+
+    Raises `CheckpointError` if it is not a run in the store (bundled checkpoints stay).
+    """
+    root = root or paths.runs_dir()
+    folder = root / ref
+    if not NAME_RE.match(ref) or not folder.is_dir():
+        raise CheckpointError(f"no run named {ref!r} in {root}")
+    run = Run(ref, folder, {"model": {"name": "?"}})
+    try:
+        run = _open(folder)
+    except CheckpointError:
+        pass  # a broken run can still be removed
+    trash = root / f".trash-{ref}-{uuid.uuid4().hex[:8]}"
+    os.rename(folder, trash)  # the run disappears at once, whatever rmtree then takes
+    shutil.rmtree(trash, ignore_errors=True)
+    return run

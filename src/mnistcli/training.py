@@ -1,0 +1,157 @@
+"""The one training loop: fit(model, task, data, config, callbacks) -> FitResult.
+
+No printing and no file I/O: progress goes out through `on_step` / `on_epoch` callbacks, and the
+result comes back as data. Batches come from in-memory tensors by indexing a seeded permutation,
+augmentation is one warp of the whole batch, and the learning-rate schedule steps per batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistcli.augment import random_affine
+from mnistcli.config import TrainConfig
+from mnistcli.dataset import TensorData
+from mnistcli.tasks.base import Task
+
+LOG_EVERY = 10  # steps between progress reports (each report syncs the device for .item())
+
+
+@dataclass
+class StepInfo:
+    """Progress within training, reported every few steps."""
+
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # 1-based, across the whole run
+    total_steps: int
+    loss: float  # running mean over the epoch so far
+    accuracy: float  # running training accuracy over the epoch so far
+    lr: float
+
+
+@dataclass
+class EpochInfo:
+    """Metrics at the end of one epoch."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    lr: float
+    seconds: float  # wall time since the start of training
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+@dataclass
+class FitResult:
+    """What a training run produced (the model is trained in place)."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_early: bool = False
+    best_epoch: int | None = None  # the epoch whose weights were kept, when validating
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer the config names."""
+    params = model.parameters()
+    if config.optimizer in ("sgd", "nesterov"):
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, nesterov=config.optimizer == "nesterov",
+            weight_decay=config.weight_decay,
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int) -> Any:
+    """A per-batch learning-rate schedule, or None."""
+    if config.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.25)
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if config.scheduler == "step":
+        milestones = [total_steps // 2, (3 * total_steps) // 4]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    return None
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    train: TensorData,
+    config: TrainConfig,
+    generator: torch.Generator,
+    val: TensorData | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+) -> FitResult:
+    """Train `model` in place on `train` for `config.epochs` epochs.
+
+    With `val`, each epoch is validated; with `config.early_stopping` the run stops after that
+    many epochs without a better validation accuracy and the best weights are restored.
+    Returns the per-epoch history and timing.
+    """
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, total_steps)
+    result = FitResult()
+    best_acc, best_state, stale = -1.0, None, 0
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        loss_sum = torch.zeros((), device=train.labels.device)
+        correct = torch.zeros((), device=train.labels.device, dtype=torch.long)
+        seen = 0
+        for x, y in train.batches(config.batch_size, generator):
+            if config.augment:
+                x = random_affine(x, generator)
+            loss, n_correct = task.loss(model, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            step += 1
+            loss_sum += loss.detach() * len(y)
+            correct += n_correct
+            seen += len(y)
+            if on_step and (step % LOG_EVERY == 0 or step % steps_per_epoch == 0):
+                on_step(StepInfo(epoch, config.epochs, step, total_steps, float(loss_sum) / seen,
+                                 float(correct) / seen, optimizer.param_groups[0]["lr"]))
+        info = EpochInfo(epoch, float(loss_sum) / seen, float(correct) / seen, optimizer.param_groups[0]["lr"],
+                         time.perf_counter() - start)
+        if val is not None:
+            metrics = task.evaluate(model, val)
+            info.val_loss, info.val_accuracy = metrics["loss"], metrics["accuracy"]
+            if info.val_accuracy > best_acc:
+                best_acc, stale, result.best_epoch = info.val_accuracy, 0, epoch
+                if config.early_stopping:
+                    best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+        info.seconds = time.perf_counter() - start
+        result.history.append(asdict(info))
+        if on_epoch:
+            on_epoch(info)
+        if config.early_stopping and stale >= config.early_stopping:
+            result.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    elif val is not None:
+        result.best_epoch = len(result.history)
+    result.seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,53 @@
+"""Test helpers: synthetic MNIST-like digits written as IDX files, and PNG export.
+
+The synthetic digits are the characters 0-9 rendered with Pillow's built-in font, jittered in
+position, size, rotation and stroke, so they look like digits (predict's preprocessing has
+something real to do) and a small model learns them in one epoch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from mnistcli.data.idx import write_idx
+
+
+def render_digit(digit: int, rng: np.random.Generator) -> np.ndarray:
+    """A 28x28 uint8 image of `digit`, light on dark, MNIST-like."""
+    size = int(rng.integers(18, 25))
+    font = ImageFont.load_default(size=size)
+    canvas = Image.new("L", (40, 40), 0)
+    ImageDraw.Draw(canvas).text((20, 20), str(digit), fill=255, font=font, anchor="mm",
+                                stroke_width=int(rng.integers(0, 2)), stroke_fill=255)
+    canvas = canvas.rotate(float(rng.uniform(-10, 10)), resample=Image.Resampling.BILINEAR)
+    dx, dy = (int(v) for v in rng.integers(-2, 3, size=2))
+    return np.asarray(canvas.crop((6 - dx, 6 - dy, 34 - dx, 34 - dy)), dtype=np.uint8)
+
+
+def make_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` synthetic digits (uint8 (n, 28, 28)) with balanced labels (uint8 (n,))."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    return np.stack([render_digit(int(d), rng) for d in labels]), labels
+
+
+def write_mnist(folder: Path, n_train: int = 300, n_test: int = 100, gz: bool = True) -> Path:
+    """Write a synthetic MNIST (the four canonical files) into `folder`; returns it."""
+    ext = ".gz" if gz else ""
+    for split, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        images, labels = make_digits(n, seed)
+        write_idx(folder / f"{split}-images-idx3-ubyte{ext}", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{ext}", labels)
+    return folder
+
+
+def save_png(array: np.ndarray, path: Path) -> Path:
+    """Save a uint8 or [0, 1] float array as a grayscale PNG."""
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    Image.fromarray(array).save(path)
+    return path

@@ -1,0 +1,124 @@
+"""Finding, validating and downloading MNIST; the download runs against a server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistcli.data import mnist
+from mnistcli.data.idx import write_idx
+from mnistcli.errors import DataError
+
+from tests.helpers import write_mnist
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local HTTP server over a fresh folder; yields (base URL, folder)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/", root
+    finally:
+        httpd.shutdown()
+
+
+def synthetic_resources(folder: Path) -> dict[str, str]:
+    """md5s of the decompressed synthetic files, to stand in for the published ones."""
+    return {stem: hashlib.md5(gzip.decompress((folder / f"{stem}.gz").read_bytes())).hexdigest() for stem in mnist.RESOURCES}
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_both_naming_styles(tmp_path: Path, gz: bool) -> None:
+    folder = write_mnist(tmp_path, n_train=20, n_test=10, gz=gz)
+    for path in list(folder.iterdir()):  # rename to the dotted style some mirrors use
+        path.rename(folder / path.name.replace("-idx", ".idx"))
+    split = mnist.load_split("test", mnist.resolve_dir(folder))
+    assert split.images.shape == (10, 28, 28) and split.labels.shape == (10,)
+    assert ".idx" in split.images_path.name
+
+
+def test_search_order_and_explicit_folder_must_hold_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = write_mnist(tmp_path / "good", n_train=10, n_test=10)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("MNIST_DATA_DIR", str(good))
+    assert mnist.resolve_dir(None) == good
+    with pytest.raises(DataError, match=r"empty \(--data-dir\): no MNIST file for train-images-idx3-ubyte"):
+        mnist.resolve_dir(empty)
+    monkeypatch.setenv("MNIST_DATA_DIR", str(empty))
+    with pytest.raises(DataError, match="MNIST_DATA_DIR"):
+        mnist.resolve_dir(None)
+
+
+def test_counts_that_disagree_are_refused(tmp_path: Path) -> None:
+    folder = write_mnist(tmp_path, n_train=10, n_test=10)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(9, dtype=np.uint8))
+    with pytest.raises(DataError, match="10 images but .* 9 labels"):
+        mnist.load_split("test", folder)
+
+
+def test_labels_out_of_range_and_wrong_shape_are_refused(tmp_path: Path) -> None:
+    folder = write_mnist(tmp_path, n_train=10, n_test=10)
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.full(10, 12, dtype=np.uint8))
+    with pytest.raises(DataError, match="label 12 is outside 0-9"):
+        mnist.load_split("test", folder)
+    write_idx(folder / "train-images-idx3-ubyte.gz", np.zeros((10, 32, 32), dtype=np.uint8))
+    with pytest.raises(DataError, match="expected N x 28 x 28 uint8 images, got 10x32x32"):
+        mnist.load_split("train", folder)
+
+
+def test_download_tries_mirrors_checks_md5_and_writes_atomically(
+    tmp_path: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, root = server
+    source = write_mnist(tmp_path / "src", n_train=20, n_test=10)
+    monkeypatch.setattr(mnist, "RESOURCES", synthetic_resources(source))
+    (root / "bad").mkdir()
+    (root / "good").mkdir()
+    for f in source.iterdir():
+        shutil.copy(f, root / "good" / f.name)
+        (root / "bad" / f.name).write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x00"))  # valid gzip, wrong md5
+    monkeypatch.setenv("MNISTCLI_MIRRORS", f"{url}missing/,{url}bad/,{url}good/")
+    seen: list[tuple[str, int]] = []
+    folder = mnist.resolve_dir(None, on_progress=lambda label, done, total: seen.append((label, done)))
+    assert mnist.missing_files(folder) == []
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary files left
+    assert {label for label, _ in seen} == {f"{s}.gz" for s in mnist.RESOURCES}
+    np.testing.assert_array_equal(mnist.load_split("train", folder).labels, mnist.load_split("train", source).labels)
+
+
+def test_download_failure_says_how_to_use_local_files(server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = server
+    monkeypatch.setenv("MNISTCLI_MIRRORS", f"{url}nothing-here/")
+    with pytest.raises(DataError, match=r"could not download train-images-idx3-ubyte.gz .*404.*--data-dir DIR or set MNIST_DATA_DIR"):
+        mnist.resolve_dir(None)
+
+
+def test_real_download_path_with_real_files(real_mnist: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The published md5s verify the real files when served by a mirror."""
+    url, root = server
+    for f in real_mnist.glob("*.gz"):
+        shutil.copy(f, root / f.name)
+    monkeypatch.delenv("MNIST_DATA_DIR")
+    monkeypatch.setenv("MNISTCLI_MIRRORS", url)
+    folder = mnist.resolve_dir(None)
+    assert mnist.load_split("train", folder).labels.shape == (60000,)
