@@ -20,8 +20,9 @@ def render_digit(digit: int, rng: np.random.Generator) -> np.ndarray:
     size = int(rng.integers(18, 25))
     font = ImageFont.load_default(size=size)
     canvas = Image.new("L", (40, 40), 0)
-    ImageDraw.Draw(canvas).text((20, 20), str(digit), fill=255, font=font, anchor="mm",
-                                stroke_width=int(rng.integers(0, 2)), stroke_fill=255)
+    ImageDraw.Draw(canvas).text(
+        (20, 20), str(digit), fill=255, font=font, anchor="mm", stroke_width=int(rng.integers(0, 2)), stroke_fill=255
+    )
     canvas = canvas.rotate(float(rng.uniform(-10, 10)), resample=Image.Resampling.BILINEAR)
     dx, dy = (int(v) for v in rng.integers(-2, 3, size=2))
     return np.asarray(canvas.crop((6 - dx, 6 - dy, 34 - dx, 34 - dy)), dtype=np.uint8)

@@ -18,7 +18,9 @@ DTYPES = ["uint8", "int8", "int16", "int32", "float32", "float64"]
 
 def test_bytes_laid_out_by_hand(tmp_path: Path) -> None:
     # 2x3 int16, big-endian: magic 00 00 0B 02, dims 2 and 3, then six shorts.
-    raw = bytes([0, 0, 0x0B, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + b"".join(v.to_bytes(2, "big", signed=True) for v in (1, -2, 3, 300, -500, 7))
+    raw = bytes([0, 0, 0x0B, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + b"".join(
+        v.to_bytes(2, "big", signed=True) for v in (1, -2, 3, 300, -500, 7)
+    )
     path = tmp_path / "hand.idx"
     path.write_bytes(raw)
     assert read_idx(path).tolist() == [[1, -2, 3], [300, -500, 7]]

@@ -17,7 +17,6 @@ import pytest
 from mnistcli.data import mnist
 from mnistcli.data.idx import write_idx
 from mnistcli.errors import DataError
-
 from tests.helpers import write_mnist
 
 
@@ -43,7 +42,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 def synthetic_resources(folder: Path) -> dict[str, str]:
     """md5s of the decompressed synthetic files, to stand in for the published ones."""
-    return {stem: hashlib.md5(gzip.decompress((folder / f"{stem}.gz").read_bytes())).hexdigest() for stem in mnist.RESOURCES}
+    return {
+        stem: hashlib.md5(gzip.decompress((folder / f"{stem}.gz").read_bytes())).hexdigest() for stem in mnist.RESOURCES
+    }
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -72,7 +73,7 @@ def test_search_order_and_explicit_folder_must_hold_files(tmp_path: Path, monkey
 def test_counts_that_disagree_are_refused(tmp_path: Path) -> None:
     folder = write_mnist(tmp_path, n_train=10, n_test=10)
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(9, dtype=np.uint8))
-    with pytest.raises(DataError, match="10 images but .* 9 labels"):
+    with pytest.raises(DataError, match=r"10 images but .* 9 labels"):
         mnist.load_split("test", folder)
 
 
@@ -106,14 +107,20 @@ def test_download_tries_mirrors_checks_md5_and_writes_atomically(
     np.testing.assert_array_equal(mnist.load_split("train", folder).labels, mnist.load_split("train", source).labels)
 
 
-def test_download_failure_says_how_to_use_local_files(server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_failure_says_how_to_use_local_files(
+    server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, _ = server
     monkeypatch.setenv("MNISTCLI_MIRRORS", f"{url}nothing-here/")
-    with pytest.raises(DataError, match=r"could not download train-images-idx3-ubyte.gz .*404.*--data-dir DIR or set MNIST_DATA_DIR"):
+    with pytest.raises(
+        DataError, match=r"could not download train-images-idx3-ubyte.gz .*404.*--data-dir DIR or set MNIST_DATA_DIR"
+    ):
         mnist.resolve_dir(None)
 
 
-def test_real_download_path_with_real_files(real_mnist: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_real_download_path_with_real_files(
+    real_mnist: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The published md5s verify the real files when served by a mirror."""
     url, root = server
     for f in real_mnist.glob("*.gz"):

@@ -26,8 +26,8 @@ from mnistcli.data import mnist
 from mnistcli.dataset import TensorData
 from mnistcli.device import choose_device, seed_everything
 from mnistcli.errors import CheckpointError, ImageError, UsageError
-from mnistcli.inference import evaluate_classifier, predict_proba
 from mnistcli.inference import embed as embed_images
+from mnistcli.inference import evaluate_classifier, predict_proba
 from mnistcli.models.base import MEAN, STD
 from mnistcli.registry import ModelEntry, create_model, get_entry, list_models
 from mnistcli.tasks import get_task
@@ -158,44 +158,84 @@ def train(
     test = evaluate_classifier(model, test_data)
 
     meta = {
-        "model": {"name": model_name, "args": model_args or {}, "task": entry.task,
-                  "params": sum(p.numel() for p in model.parameters())},
+        "model": {
+            "name": model_name,
+            "args": model_args or {},
+            "task": entry.task,
+            "params": sum(p.numel() for p in model.parameters()),
+        },
         "preprocessing": PREPROCESSING,
         "config": config.to_dict(),
-        "data": {"folder": str(folder), "train_images": len(train_data), "val_images": len(val_data or []),
-                 "test_images": len(test_data), "classes": list(config.classes or range(10))},
+        "data": {
+            "folder": str(folder),
+            "train_images": len(train_data),
+            "val_images": len(val_data or []),
+            "test_images": len(test_data),
+            "classes": list(config.classes or range(10)),
+        },
         "history": result.history,
-        "metrics": {"test_accuracy": test.accuracy, "test_loss": test.loss, "best_epoch": result.best_epoch,
-                    "stopped_early": result.stopped_early},
+        "metrics": {
+            "test_accuracy": test.accuracy,
+            "test_loss": test.loss,
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+        },
         "seconds": result.seconds,
         "device": str(device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"mnistcli": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "mnistcli": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
     }
     run = store.save(model, meta, name=name)
-    return TrainReport(run, config, test.accuracy, test.loss, result.seconds, time.perf_counter() - t0,
-                       result.history, result.stopped_early, str(device))
+    return TrainReport(
+        run,
+        config,
+        test.accuracy,
+        test.loss,
+        result.seconds,
+        time.perf_counter() - t0,
+        result.history,
+        result.stopped_early,
+        str(device),
+    )
 
 
 def _load(ref: str | None, tasks: set[str], device: str) -> tuple[store.Run, torch.nn.Module, torch.device]:
     run = store.resolve(ref, tasks)
     if run.task not in tasks:
-        raise CheckpointError(f"checkpoint {run.name!r} is a {run.task} model; this command needs {' or '.join(sorted(tasks))}")
+        raise CheckpointError(
+            f"checkpoint {run.name!r} is a {run.task} model; this command needs {' or '.join(sorted(tasks))}"
+        )
     dev = choose_device(device)
     return run, store.load(run, dev), dev
 
 
-def evaluate(ref: str | None = None, data_dir: str | None = None, device: str = "auto",
-             on_download: mnist.ProgressFn | None = None) -> EvalReport:
+def evaluate(
+    ref: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    on_download: mnist.ProgressFn | None = None,
+) -> EvalReport:
     """Evaluate a classifier checkpoint on the 10,000 MNIST test images."""
     run, model, dev = _load(ref, {"classify"}, device)
     test_data = _load_tensors("test", _data(data_dir, on_download), dev)
     t0 = time.perf_counter()
     result = evaluate_classifier(model, test_data)
     seconds = time.perf_counter() - t0
-    return EvalReport(run, result.accuracy, result.loss, result.per_class(), result.confusion.tolist(),
-                      result.total, seconds, str(dev))
+    return EvalReport(
+        run,
+        result.accuracy,
+        result.loss,
+        result.per_class(),
+        result.confusion.tolist(),
+        result.total,
+        seconds,
+        str(dev),
+    )
 
 
 def _read_images(paths: Sequence[str]) -> tuple[list[tuple[str, np.ndarray | ImageError]], np.ndarray]:
@@ -242,7 +282,7 @@ def save_embeddings(report: EmbedReport, output: str | Path, fmt: str) -> Path:
     if fmt == "csv":
         header = "path," + ",".join(f"e{i}" for i in range(report.vectors.shape[1]))
         lines = [header] + [
-            _csv_field(p) + "," + ",".join(f"{v:.6g}" for v in row) for p, row in zip(report.paths, report.vectors)
+            _csv_field(p) + "," + ",".join(f"{v:.6g}" for v in row) for p, row in zip(report.paths, report.vectors, strict=False)
         ]
         return atomic_write(output, lambda f: f.write(("\n".join(lines) + "\n").encode()))
     raise UsageError(f"unknown format {fmt!r} (choose npy or csv)")

@@ -81,12 +81,26 @@ class EmbedFormat(str, Enum):
 
 CheckpointOpt = Annotated[
     Optional[str],
-    typer.Option("--checkpoint", "-c", help="Run name, model name (its latest run) or checkpoint folder. Default: your latest run, else the bundled cnn."),
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        help="Run name, model name (its latest run) or checkpoint folder. Default: your latest run, else the bundled cnn.",
+    ),
 ]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to compute.")]
-DataDirOpt = Annotated[Optional[str], typer.Option(help="Folder of MNIST IDX files (raw or .gz). Default: $MNIST_DATA_DIR, else downloaded.", show_default=False)]
+DataDirOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Folder of MNIST IDX files (raw or .gz). Default: $MNIST_DATA_DIR, else downloaded.", show_default=False
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-ImagesArg = Annotated[list[str], typer.Argument(help="Image files, folders (searched recursively), or - to read paths from stdin.", show_default=False)]
+ImagesArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files, folders (searched recursively), or - to read paths from stdin.", show_default=False
+    ),
+]
 
 
 def version_callback(value: bool) -> None:
@@ -97,7 +111,9 @@ def version_callback(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Train, evaluate and serve every classic family of MNIST model."""
 
@@ -128,22 +144,59 @@ def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
 @guarded
 def train(
     model: Annotated[str, typer.Argument(help="Model to train (see `mnist models`).")] = "cnn",
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training set.", show_default="model's recipe")] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option(help="Passes over the training set.", show_default="model's recipe")
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step.", show_default="model's recipe")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate (peak rate for onecycle).", show_default="model's recipe")] = None,
+    lr: Annotated[
+        Optional[float], typer.Option(help="Learning rate (peak rate for onecycle).", show_default="model's recipe")
+    ] = None,
     optimizer: Annotated[Optional[Optimizer], typer.Option(help="Optimizer.", show_default="model's recipe")] = None,
-    momentum: Annotated[Optional[float], typer.Option(help="Momentum for sgd and nesterov.", show_default="0.9")] = None,
+    momentum: Annotated[
+        Optional[float], typer.Option(help="Momentum for sgd and nesterov.", show_default="0.9")
+    ] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay.", show_default="model's recipe")] = None,
-    scheduler: Annotated[Optional[Scheduler], typer.Option(help="Learning-rate schedule, stepped per batch.", show_default="model's recipe")] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option(help="Cross-entropy label smoothing.", show_default="model's recipe")] = None,
-    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random rotation, scale and shift of each batch.", show_default="model's recipe")] = None,
-    val_split: Annotated[Optional[float], typer.Option(help="Fraction of the training set held out for validation.", show_default="0, or 0.1 with --early-stopping")] = None,
-    early_stopping: Annotated[Optional[int], typer.Option(metavar="PATIENCE", help="Stop after PATIENCE epochs without a better validation accuracy; keeps the best weights.", show_default="off")] = None,
+    scheduler: Annotated[
+        Optional[Scheduler],
+        typer.Option(help="Learning-rate schedule, stepped per batch.", show_default="model's recipe"),
+    ] = None,
+    label_smoothing: Annotated[
+        Optional[float], typer.Option(help="Cross-entropy label smoothing.", show_default="model's recipe")
+    ] = None,
+    augment: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--augment/--no-augment",
+            help="Random rotation, scale and shift of each batch.",
+            show_default="model's recipe",
+        ),
+    ] = None,
+    val_split: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Fraction of the training set held out for validation.", show_default="0, or 0.1 with --early-stopping"
+        ),
+    ] = None,
+    early_stopping: Annotated[
+        Optional[int],
+        typer.Option(
+            metavar="PATIENCE",
+            help="Stop after PATIENCE epochs without a better validation accuracy; keeps the best weights.",
+            show_default="off",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, shuffling, split, augmentation).")] = 0,
     device: DeviceOpt = Device.auto,
-    classes: Annotated[Optional[str], typer.Option(help="Train only on these digits, e.g. 0,1,2.", show_default="all")] = None,
-    per_class: Annotated[Optional[int], typer.Option(help="At most this many training images per class.", show_default="all")] = None,
-    arg: Annotated[Optional[list[str]], typer.Option("--arg", metavar="KEY=VALUE", help="Model argument, e.g. --arg width=32 (repeatable).")] = None,
+    classes: Annotated[
+        Optional[str], typer.Option(help="Train only on these digits, e.g. 0,1,2.", show_default="all")
+    ] = None,
+    per_class: Annotated[
+        Optional[int], typer.Option(help="At most this many training images per class.", show_default="all")
+    ] = None,
+    arg: Annotated[
+        Optional[list[str]],
+        typer.Option("--arg", metavar="KEY=VALUE", help="Model argument, e.g. --arg width=32 (repeatable)."),
+    ] = None,
     data_dir: DataDirOpt = None,
     name: Annotated[Optional[str], typer.Option(help="Name of the run.", show_default="MODEL-DATE-TIME")] = None,
     json_out: JsonOpt = False,
@@ -152,14 +205,33 @@ def train(
     from mnistcli import api
 
     options = dict(
-        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value if optimizer else None,
-        momentum=momentum, weight_decay=weight_decay, scheduler=scheduler.value if scheduler else None,
-        label_smoothing=label_smoothing, augment=augment, val_split=val_split, early_stopping=early_stopping,
-        seed=seed, device=device.value, classes=parse_classes(classes), per_class=per_class,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer.value if optimizer else None,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        scheduler=scheduler.value if scheduler else None,
+        label_smoothing=label_smoothing,
+        augment=augment,
+        val_split=val_split,
+        early_stopping=early_stopping,
+        seed=seed,
+        device=device.value,
+        classes=parse_classes(classes),
+        per_class=per_class,
     )
     with render.download_progress() as on_download, render.TrainProgress() as progress:
-        report = api.train(model, options, parse_model_args(arg), name=name, data_dir=data_dir,
-                           on_step=progress.step, on_epoch=progress.epoch, on_download=on_download)
+        report = api.train(
+            model,
+            options,
+            parse_model_args(arg),
+            name=name,
+            data_dir=data_dir,
+            on_step=progress.step,
+            on_epoch=progress.epoch,
+            on_download=on_download,
+        )
     render.train_summary(report)
     if json_out:
         render.train_json(report)
@@ -168,7 +240,9 @@ def train(
 @app.command("eval")
 @guarded
 def eval_(
-    checkpoint_arg: Annotated[Optional[str], typer.Argument(metavar="[CHECKPOINT]", help="Same as --checkpoint.", show_default=False)] = None,
+    checkpoint_arg: Annotated[
+        Optional[str], typer.Argument(metavar="[CHECKPOINT]", help="Same as --checkpoint.", show_default=False)
+    ] = None,
     checkpoint: CheckpointOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = Device.auto,
@@ -178,7 +252,9 @@ def eval_(
     from mnistcli import api
 
     with render.download_progress() as on_download:
-        report = api.evaluate(checkpoint_arg or checkpoint, data_dir=data_dir, device=device.value, on_download=on_download)
+        report = api.evaluate(
+            checkpoint_arg or checkpoint, data_dir=data_dir, device=device.value, on_download=on_download
+        )
     render.eval_json(report) if json_out else render.eval_report(report)
 
 
@@ -205,8 +281,13 @@ def predict(
 def embed(
     images: ImagesArg,
     checkpoint: CheckpointOpt = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write all vectors to this file (see --format).")] = None,
-    fmt: Annotated[EmbedFormat, typer.Option("--format", help="File format for --output: npy (float32 rows) or csv (path, values).")] = EmbedFormat.npy,
+    output: Annotated[
+        Optional[str], typer.Option("--output", "-o", help="Write all vectors to this file (see --format).")
+    ] = None,
+    fmt: Annotated[
+        EmbedFormat,
+        typer.Option("--format", help="File format for --output: npy (float32 rows) or csv (path, values)."),
+    ] = EmbedFormat.npy,
     device: DeviceOpt = Device.auto,
     json_out: JsonOpt = False,
 ) -> None:

@@ -55,10 +55,12 @@ class TensorData:
         if fraction <= 0:
             return self, None
         perm = torch.randperm(len(self), generator=generator)
-        n_val = max(1, int(round(len(self) * fraction)))
+        n_val = max(1, round(len(self) * fraction))
         return self.subset(perm[n_val:]), self.subset(perm[:n_val])
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (float images (B, 1, 28, 28) in [0, 1], labels); shuffled when `generator` is given."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)

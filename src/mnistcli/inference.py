@@ -35,7 +35,9 @@ class ClassifierEval:
         for digit in range(self.confusion.shape[0]):
             total = int(self.confusion[digit].sum())
             correct = int(self.confusion[digit, digit])
-            rows.append({"digit": digit, "correct": correct, "total": total, "accuracy": correct / total if total else 0.0})
+            rows.append(
+                {"digit": digit, "correct": correct, "total": total, "accuracy": correct / total if total else 0.0}
+            )
         return rows
 
 
@@ -71,7 +73,9 @@ def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EV
     )
 
 
-def _map_batches(model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch_size: int) -> np.ndarray:
+def _map_batches(
+    model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch_size: int
+) -> np.ndarray:
     """Apply `fn` to float images (N, 28, 28) in [0, 1], batch by batch on the model's device."""
     model.eval()
     device = model_device(model)
@@ -90,4 +94,5 @@ def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = EVAL_B
 
 def embed(model: nn.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Feature vectors (N, D) from `model.features` for float images (N, 28, 28) in [0, 1]; N >= 1."""
-    return _map_batches(model, model.features, images, batch_size)
+    features: Callable[[torch.Tensor], torch.Tensor] = model.features  # type: ignore[assignment]
+    return _map_batches(model, features, images, batch_size)

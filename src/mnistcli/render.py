@@ -14,7 +14,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -60,7 +68,10 @@ def bar(value: float, width: int = 30) -> str:
 
 
 class TrainProgress:
-    """A progress bar on stderr with running loss and accuracy, and a line per epoch."""
+    """A progress bar on stderr with running loss and accuracy, and a line per epoch.
+
+    The bar starts on the first step, so a command that fails before training prints nothing.
+    """
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -76,20 +87,24 @@ class TrainProgress:
         self.task: Any = None
 
     def __enter__(self) -> TrainProgress:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.task is not None:
+            self.progress.stop()
 
     def step(self, info: Any) -> None:
         if self.task is None:
+            self.progress.start()
             self.task = self.progress.add_task("train", total=info.total_steps, epoch="", loss=0.0, acc=0.0)
-        self.progress.update(self.task, completed=info.step, epoch=f"{info.epoch}/{info.epochs}",
-                             loss=info.loss, acc=info.accuracy)
+        self.progress.update(
+            self.task, completed=info.step, epoch=f"{info.epoch}/{info.epochs}", loss=info.loss, acc=info.accuracy
+        )
 
     def epoch(self, info: Any) -> None:
-        val = f"  val loss {info.val_loss:.4f}  val acc {pct(info.val_accuracy)}" if info.val_accuracy is not None else ""
+        val = (
+            f"  val loss {info.val_loss:.4f}  val acc {pct(info.val_accuracy)}" if info.val_accuracy is not None else ""
+        )
         self.progress.console.print(
             f"epoch {info.epoch:>3}  loss {info.train_loss:.4f}  acc {pct(info.train_accuracy)}{val}"
             f"  lr {info.lr:.2e}  [dim]{info.seconds:6.1f}s[/dim]"
@@ -104,11 +119,16 @@ def download_progress() -> Iterator[Any]:
 
     def update(label: str, done: int, total: int | None) -> None:
         if label not in tasks:
+            if not tasks:
+                progress.start()
             tasks[label] = progress.add_task(label, total=total)
         progress.update(tasks[label], completed=done)
 
-    with progress:
+    try:
         yield update
+    finally:
+        if tasks:
+            progress.stop()
 
 
 # ---------------------------------------------------------------- results
@@ -132,21 +152,37 @@ def train_summary(report: Any) -> None:
 
 
 def train_json(report: Any) -> None:
-    json_line({
-        "run": report.run.name, "model": report.run.model, "path": str(report.run.path),
-        "test_accuracy": report.test_accuracy, "test_loss": report.test_loss,
-        "seconds": round(report.seconds, 3), "total_seconds": round(report.total_seconds, 3),
-        "epochs": len(report.history), "stopped_early": report.stopped_early,
-        "config": report.config.to_dict(), "history": report.history,
-    })
+    json_line(
+        {
+            "run": report.run.name,
+            "model": report.run.model,
+            "path": str(report.run.path),
+            "test_accuracy": report.test_accuracy,
+            "test_loss": report.test_loss,
+            "seconds": round(report.seconds, 3),
+            "total_seconds": round(report.total_seconds, 3),
+            "epochs": len(report.history),
+            "stopped_early": report.stopped_early,
+            "config": report.config.to_dict(),
+            "history": report.history,
+        }
+    )
 
 
 def eval_json(report: Any) -> None:
-    json_line({
-        "checkpoint": report.run.name, "model": report.run.model, "accuracy": report.accuracy, "loss": report.loss,
-        "total": report.total, "per_class": report.per_class, "confusion": report.confusion,
-        "seconds": round(report.seconds, 4), "images_per_second": round(report.images_per_second, 1),
-    })
+    json_line(
+        {
+            "checkpoint": report.run.name,
+            "model": report.run.model,
+            "accuracy": report.accuracy,
+            "loss": report.loss,
+            "total": report.total,
+            "per_class": report.per_class,
+            "confusion": report.confusion,
+            "seconds": round(report.seconds, 4),
+            "images_per_second": round(report.images_per_second, 1),
+        }
+    )
 
 
 def eval_report(report: Any) -> None:
@@ -159,10 +195,13 @@ def eval_report(report: Any) -> None:
     per_class = Table(title="per class", title_justify="left")
     for col in ("digit", "correct", "total", "accuracy"):
         per_class.add_column(col, justify="right")
-    per_class.add_column("")
     for row in report.per_class:
-        per_class.add_row(str(row["digit"]), f"{row['correct']:,}", f"{row['total']:,}", pct(row["accuracy"]),
-                          Text(bar(row["accuracy"] ** 8, 20), style="green"))
+        per_class.add_row(
+            str(row["digit"]),
+            f"{row['correct']:,}",
+            f"{row['total']:,}",
+            pct(row["accuracy"]),
+        )
     out.print(per_class)
     out.print(confusion_table(report.confusion))
 
@@ -180,7 +219,9 @@ def confusion_table(confusion: list[list[int]]) -> Table:
             if i == j:
                 cells.append(Text(str(v), style="bold green"))
             elif v:
-                cells.append(Text(str(v), style="bold red" if v / worst > 0.5 else "red" if v / worst > 0.2 else "yellow"))
+                cells.append(
+                    Text(str(v), style="bold red" if v / worst > 0.5 else "red" if v / worst > 0.2 else "yellow")
+                )
             else:
                 cells.append(Text("·", style="dim"))
         table.add_row(str(i), *cells)
@@ -218,7 +259,12 @@ def predictions(report: Any, as_json: bool) -> None:
         table.add_column("0123456789", no_wrap=True)
         for r in ok:
             style = "green" if r.confidence >= 0.9 else "yellow" if r.confidence >= 0.5 else "red"
-            table.add_row(r.path, str(r.digit), Text(pct(r.confidence), style=style), Text(sparkbar(r.probabilities), style="cyan"))
+            table.add_row(
+                r.path,
+                str(r.digit),
+                Text(pct(r.confidence), style=style),
+                Text(sparkbar(r.probabilities), style="cyan"),
+            )
         out.print(table)
 
 
@@ -229,19 +275,21 @@ def embeddings(report: Any, as_json: bool, written: str | None) -> None:
     if written:
         note(f"wrote {len(report.paths)} embeddings of dimension {report.vectors.shape[1]} to {written}")
     elif as_json:
-        for path, row in zip(report.paths, report.vectors):
+        for path, row in zip(report.paths, report.vectors, strict=False):
             json_line({"path": path, "embedding": [round(float(v), 6) for v in row]})
     elif not is_terminal():
-        for path, row in zip(report.paths, report.vectors):
+        for path, row in zip(report.paths, report.vectors, strict=False):
             sys.stdout.write(path + "," + ",".join(f"{v:.6g}" for v in row) + "\n")
     elif report.paths:
-        table = Table(title=f"embeddings from {report.run.name} (dimension {report.vectors.shape[1]})", title_justify="left")
+        table = Table(
+            title=f"embeddings from {report.run.name} (dimension {report.vectors.shape[1]})", title_justify="left"
+        )
         table.add_column("image")
         table.add_column("norm", justify="right")
         table.add_column("first values")
-        for path, row in zip(report.paths, report.vectors):
+        for path, row in zip(report.paths, report.vectors, strict=False):
             head = " ".join(f"{v:+.3f}" for v in row[:6])
-            table.add_row(path, f"{float((row ** 2).sum()) ** 0.5:.3f}", head + " ...")
+            table.add_row(path, f"{float((row**2).sum()) ** 0.5:.3f}", head + " ...")
         out.print(table)
         note("use --json, or --output FILE --format npy|csv, for the full vectors")
 
@@ -249,7 +297,9 @@ def embeddings(report: Any, as_json: bool, written: str | None) -> None:
 def models_table(infos: Sequence[Any], as_json: bool) -> None:
     if as_json:
         for m in infos:
-            json_line({"name": m.name, "task": m.task, "description": m.description, "params": m.params, "recipe": m.recipe})
+            json_line(
+                {"name": m.name, "task": m.task, "description": m.description, "params": m.params, "recipe": m.recipe}
+            )
         return
     table = Table(title="models", title_justify="left")
     for col, just in (("name", "left"), ("task", "left"), ("params", "right"), ("description", "left")):
@@ -262,16 +312,34 @@ def models_table(infos: Sequence[Any], as_json: bool) -> None:
 def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
     if as_json:
         for r in runs:
-            json_line({"name": r.name, "model": r.model, "task": r.task, "test_accuracy": r.test_accuracy,
-                       "created": r.created, "size_bytes": r.size_bytes, "path": str(r.path), "bundled": r.bundled})
+            json_line(
+                {
+                    "name": r.name,
+                    "model": r.model,
+                    "task": r.task,
+                    "test_accuracy": r.test_accuracy,
+                    "created": r.created,
+                    "size_bytes": r.size_bytes,
+                    "path": str(r.path),
+                    "bundled": r.bundled,
+                }
+            )
         return
     if not runs:
         note("no checkpoints yet: train one with `mnist train cnn`")
         return
     table = Table(title="checkpoints (newest last)", title_justify="left")
-    for col, just in (("name", "left"), ("model", "left"), ("accuracy", "right"), ("created", "left"), ("size", "right")):
+    for col, just in (
+        ("name", "left"),
+        ("model", "left"),
+        ("accuracy", "right"),
+        ("created", "left"),
+        ("size", "right"),
+    ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in runs:
         name = f"{r.name} [dim](bundled)[/]" if r.bundled else f"[bold]{r.name}[/]"
-        table.add_row(name, r.model, pct(r.test_accuracy), r.created.replace("T", " ")[:19], f"{r.size_bytes / 1024:,.0f} KiB")
+        table.add_row(
+            name, r.model, pct(r.test_accuracy), r.created.replace("T", " ")[:19], f"{r.size_bytes / 1024:,.0f} KiB"
+        )
     out.print(table)

@@ -66,7 +66,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     params = model.parameters()
     if config.optimizer in ("sgd", "nesterov"):
         return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, nesterov=config.optimizer == "nesterov",
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.optimizer == "nesterov",
             weight_decay=config.weight_decay,
         )
     if config.optimizer == "adam":
@@ -129,10 +132,24 @@ def fit(
             correct += n_correct
             seen += len(y)
             if on_step and (step % LOG_EVERY == 0 or step % steps_per_epoch == 0):
-                on_step(StepInfo(epoch, config.epochs, step, total_steps, float(loss_sum) / seen,
-                                 float(correct) / seen, optimizer.param_groups[0]["lr"]))
-        info = EpochInfo(epoch, float(loss_sum) / seen, float(correct) / seen, optimizer.param_groups[0]["lr"],
-                         time.perf_counter() - start)
+                on_step(
+                    StepInfo(
+                        epoch,
+                        config.epochs,
+                        step,
+                        total_steps,
+                        float(loss_sum) / seen,
+                        float(correct) / seen,
+                        optimizer.param_groups[0]["lr"],
+                    )
+                )
+        info = EpochInfo(
+            epoch,
+            float(loss_sum) / seen,
+            float(correct) / seen,
+            optimizer.param_groups[0]["lr"],
+            time.perf_counter() - start,
+        )
         if val is not None:
             metrics = task.evaluate(model, val)
             info.val_loss, info.val_accuracy = metrics["loss"], metrics["accuracy"]

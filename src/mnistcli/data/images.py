@@ -82,7 +82,10 @@ def to_mnist(gray: np.ndarray) -> np.ndarray | None:
     h, w = crop.shape
     scale = 20.0 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    fitted = np.asarray(Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    fitted = np.asarray(
+        Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32)).resize(size, Image.Resampling.LANCZOS),
+        dtype=np.float32,
+    )
     fitted = np.clip(fitted, 0.0, 1.0)
 
     # Centre by the centre of mass, as MNIST did, clipping the shift so nothing leaves the field.

@@ -119,7 +119,9 @@ def load_split(split: str, folder: Path) -> Split:
         raise DataError(f"{folder}: no MNIST {split} files")
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise DataError(f"{image_path}: expected N x 28 x 28 uint8 images, got {'x'.join(map(str, images.shape))} {images.dtype}")
+        raise DataError(
+            f"{image_path}: expected N x 28 x 28 uint8 images, got {'x'.join(map(str, images.shape))} {images.dtype}"
+        )
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise DataError(f"{label_path}: expected a 1-D uint8 label vector, got shape {labels.shape} {labels.dtype}")
     if len(images) != len(labels):

@@ -29,8 +29,14 @@ def conv_pool_bn(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
     "cnn",
     task="classify",
     description="the default: 3 conv blocks (16-32-64), batch norm, augmentation; fast on a CPU",
-    epochs=8, batch_size=256, optimizer="nesterov", lr=0.1, weight_decay=5e-4, scheduler="onecycle",
-    label_smoothing=0.1, augment=True,
+    epochs=8,
+    batch_size=256,
+    optimizer="nesterov",
+    lr=0.1,
+    weight_decay=5e-4,
+    scheduler="onecycle",
+    label_smoothing=0.1,
+    augment=True,
 )
 def cnn(width: int = 16) -> Classifier:
     """28x28 -> 14x14xw -> 7x7x2w -> 3x3x4w, flattened to 36w features."""

@@ -12,7 +12,11 @@ from mnistcli.registry import register_model
     "linear",
     task="classify",
     description="single-layer softmax regression (784-10)",
-    epochs=10, batch_size=128, optimizer="adam", lr=1e-3, scheduler="cosine",
+    epochs=10,
+    batch_size=128,
+    optimizer="adam",
+    lr=1e-3,
+    scheduler="cosine",
 )
 def linear() -> Classifier:
     """Softmax regression: the features are the normalised pixels themselves."""

@@ -12,7 +12,11 @@ from mnistcli.registry import register_model
     "mlp",
     task="classify",
     description="one hidden layer of 490 LeakyReLU units (784-490-10)",
-    epochs=15, batch_size=128, optimizer="adam", lr=1e-3, scheduler="cosine",
+    epochs=15,
+    batch_size=128,
+    optimizer="adam",
+    lr=1e-3,
+    scheduler="cosine",
 )
 def mlp(hidden: int = 490) -> Classifier:
     """The classic multilayer perceptron; features are the hidden activations."""
@@ -24,7 +28,12 @@ def mlp(hidden: int = 490) -> Classifier:
     "mlp-deep",
     task="classify",
     description="four linear layers (784-512-256-128-10) with batch norm and dropout",
-    epochs=15, batch_size=128, optimizer="adamw", lr=3e-3, weight_decay=1e-2, scheduler="onecycle",
+    epochs=15,
+    batch_size=128,
+    optimizer="adamw",
+    lr=3e-3,
+    weight_decay=1e-2,
+    scheduler="onecycle",
     augment=True,
 )
 def mlp_deep(widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2) -> Classifier:
@@ -32,6 +41,11 @@ def mlp_deep(widths: tuple[int, ...] = (512, 256, 128), dropout: float = 0.2) ->
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = 28 * 28
     for width in widths:
-        layers += [nn.Linear(fan_in, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+        layers += [
+            nn.Linear(fan_in, width, bias=False),
+            nn.BatchNorm1d(width),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        ]
         fan_in = width
     return Classifier(nn.Sequential(*layers), feature_dim=fan_in)

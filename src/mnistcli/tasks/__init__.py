@@ -15,4 +15,4 @@ def get_task(name: str, config: TrainConfig) -> Task:
     raise ModelError(f"unknown task {name!r}")
 
 
-__all__ = ["Task", "ClassifyTask", "get_task"]
+__all__ = ["ClassifyTask", "Task", "get_task"]

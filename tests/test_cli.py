@@ -1,0 +1,209 @@
+"""The CLI as a user drives it: train, eval, predict, embed, models, checkpoints, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mnistcli.cli import app
+from tests.helpers import make_digits, save_png, write_mnist
+
+
+def lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def trained_once(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A tiny cnn trained once per module on the synthetic digits, through the CLI."""
+    home = tmp_path_factory.mktemp("trained-home")
+    env = {"MNISTCLI_HOME": str(home), "MNIST_DATA_DIR": str(synthetic_dir)}
+    result = CliRunner().invoke(
+        app, ["train", "cnn", "--epochs", "4", "--batch-size", "32", "--no-augment", "--lr", "0.05", "--json"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    return home / "runs", json.loads(result.stdout)
+
+
+@pytest.fixture
+def trained(trained_once: tuple[Path, dict], synthetic_env: Path, isolated_home: Path) -> dict:
+    """The module's trained run, copied into this test's own home; returns its --json summary."""
+    runs, summary = trained_once
+    shutil.copytree(runs, isolated_home / "runs")
+    return summary
+
+
+@pytest.fixture
+def pngs(tmp_path: Path) -> tuple[list[Path], np.ndarray]:
+    images, labels = make_digits(30, seed=9)
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    return [save_png(img, folder / f"{i:03d}.png") for i, img in enumerate(images)], labels
+
+
+def test_help_and_version_do_not_import_torch() -> None:
+    code = "import sys; from mnistcli.cli import main; sys.argv=['mnist','--help']\ntry: main()\nexcept SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "train" in out.stdout and "predict" in out.stdout
+    version = subprocess.run([sys.executable, "-m", "mnistcli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("mnist ")
+
+
+def test_models_lists_every_entry(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0
+    rows = {r["name"]: r for r in lines(result.stdout)}
+    assert rows["linear"]["params"] == 7850 and rows["cnn"]["task"] == "classify"
+
+
+def test_train_saves_a_self_describing_checkpoint(trained: dict, isolated_home: Path) -> None:
+    run = isolated_home / "runs" / trained["run"]
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["model"]["name"] == "cnn" and meta["config"]["epochs"] == 4
+    assert len(meta["history"]) == 4 and meta["metrics"]["test_accuracy"] == trained["test_accuracy"]
+    assert {"torch", "mnistcli", "python"} <= set(meta["versions"])
+    assert trained["test_accuracy"] > 0.8  # synthetic digits are easy
+    assert trained["seconds"] > 0
+
+
+def test_eval_reports_accuracy_per_class_and_confusion(runner: CliRunner, trained: dict) -> None:
+    result = runner.invoke(app, ["eval", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checkpoint"] == trained["run"]
+    assert report["accuracy"] == pytest.approx(trained["test_accuracy"])
+    confusion = np.array(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 100
+    assert [row["total"] for row in report["per_class"]] == confusion.sum(axis=1).tolist()
+    human = runner.invoke(app, ["eval", trained["run"]])
+    assert human.exit_code == 0 and "per class" in human.stdout and "confusion" in human.stdout
+
+
+def test_predict_json_and_partial_failure(
+    runner: CliRunner, trained: dict, pngs: tuple[list[Path], np.ndarray], tmp_path: Path
+) -> None:
+    paths, labels = pngs
+    bad = tmp_path / "not-an-image.png"
+    bad.write_text("hello")
+    args = [str(paths[0]), str(bad), *map(str, paths[1:])]
+    result = runner.invoke(app, ["predict", *args, "--json"])
+    assert result.exit_code == 1
+    rows = lines(result.stdout)
+    assert [r["path"] for r in rows] == [str(p) for p in paths]  # the others still went through, in order
+    assert all(len(r["probabilities"]) == 10 and abs(sum(r["probabilities"]) - 1) < 1e-3 for r in rows)
+    accuracy = np.mean([r["digit"] == label for r, label in zip(rows, labels, strict=False)])
+    assert accuracy > 0.8
+    assert result.stderr.count("\n") == 1 and "not-an-image.png: not a readable image" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_predict_reads_paths_from_stdin_and_folders(
+    runner: CliRunner, trained: dict, pngs: tuple[list[Path], np.ndarray]
+) -> None:
+    paths, _ = pngs
+    stdin = runner.invoke(app, ["predict", "-", "--json"], input="\n".join(map(str, paths[:5])) + "\n")
+    assert stdin.exit_code == 0 and [r["path"] for r in lines(stdin.stdout)] == list(map(str, paths[:5]))
+    folder = runner.invoke(app, ["predict", str(paths[0].parent)])
+    assert folder.exit_code == 0
+    rows = [line.split("\t") for line in folder.stdout.splitlines()]  # not a terminal: TSV
+    assert len(rows) == len(paths) and all(len(r) == 3 and r[1].isdigit() for r in rows)
+
+
+def test_embed_outputs(runner: CliRunner, trained: dict, pngs: tuple[list[Path], np.ndarray], tmp_path: Path) -> None:
+    paths, _ = pngs
+    js = runner.invoke(app, ["embed", *map(str, paths[:3]), "--json"])
+    assert js.exit_code == 0
+    rows = lines(js.stdout)
+    assert [r["path"] for r in rows] == list(map(str, paths[:3])) and len(rows[0]["embedding"]) == 576
+    out = tmp_path / "vectors.npy"
+    npy = runner.invoke(app, ["embed", str(paths[0].parent), "--output", str(out)])
+    assert npy.exit_code == 0 and np.load(out).shape == (len(paths), 576)
+    np.testing.assert_allclose(np.load(out)[:3], np.array([r["embedding"] for r in rows]), atol=1e-5)
+    csv = tmp_path / "vectors.csv"
+    assert runner.invoke(app, ["embed", str(paths[0]), "--output", str(csv), "--format", "csv"]).exit_code == 0
+    header, row = csv.read_text().splitlines()
+    assert header.startswith("path,e0,") and row.startswith(str(paths[0]) + ",")
+
+
+def test_checkpoints_list_and_remove(runner: CliRunner, trained: dict) -> None:
+    listed = lines(runner.invoke(app, ["checkpoints", "--json"]).stdout)
+    assert [r["name"] for r in listed if not r["bundled"]] == [trained["run"]]
+    removed = runner.invoke(app, ["checkpoints", "rm", trained["run"]])
+    assert removed.exit_code == 0 and "removed" in removed.stderr
+    again = runner.invoke(app, ["checkpoints", "rm", trained["run"]])
+    assert again.exit_code == 1 and "no run named" in again.stderr
+
+
+def test_corrupt_checkpoint_is_one_line_error(runner: CliRunner, trained: dict, isolated_home: Path, pngs) -> None:
+    (isolated_home / "runs" / trained["run"] / "model.safetensors").write_bytes(b"garbage")
+    result = runner.invoke(app, ["predict", str(pngs[0][0])])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and "corrupt weights" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_truncated_idx_file_is_one_line_error(runner: CliRunner, tmp_path: Path) -> None:
+    folder = write_mnist(tmp_path / "data", n_train=20, n_test=10, gz=False)
+    target = folder / "train-images-idx3-ubyte"
+    target.write_bytes(target.read_bytes()[:-100])
+    result = runner.invoke(app, ["train", "linear", "--epochs", "1", "--data-dir", str(folder)])
+    assert result.exit_code == 1
+    assert f"{target}: truncated" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_mislabelled_idx_file_is_refused(runner: CliRunner, tmp_path: Path) -> None:
+    folder = write_mnist(tmp_path / "data", n_train=20, n_test=10, gz=False)
+    (folder / "t10k-labels-idx1-ubyte").write_bytes((folder / "train-labels-idx1-ubyte").read_bytes())
+    result = runner.invoke(app, ["train", "linear", "--epochs", "1", "--data-dir", str(folder)])
+    assert result.exit_code == 1 and "10 images but" in result.stderr and "20 labels" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["train", "resnet9000"], 1, "unknown model 'resnet9000'"),
+        (["train", "linear", "--classes", "a,b"], 2, "--classes"),
+        (["train", "linear", "--val-split", "1.5"], 2, "--val-split"),
+        (["eval", "no-such-run"], 1, "no checkpoint 'no-such-run'"),
+        (["predict", "-"], 2, "no images given"),
+    ],
+)
+def test_bad_usage(runner: CliRunner, synthetic_env: Path, args: list[str], code: int, message: str) -> None:
+    result = runner.invoke(app, args, input="")
+    assert result.exit_code == code, result.output
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_missing_data_without_network_says_what_to_do(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["train", "linear", "--epochs", "1"])
+    assert result.exit_code == 1
+    assert "could not download" in result.stderr and "--data-dir" in result.stderr
+
+
+def test_early_stopping_uses_a_validation_split(runner: CliRunner, synthetic_env: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["train", "linear", "--epochs", "30", "--lr", "0.5", "--optimizer", "sgd", "--early-stopping", "2", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["config"]["val_split"] == 0.1
+    assert all(h["val_accuracy"] is not None for h in report["history"])
+    assert report["stopped_early"] == (report["epochs"] < 30)
+
+
+def test_classes_and_per_class(runner: CliRunner, synthetic_env: Path, isolated_home: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "linear", "--epochs", "1", "--classes", "0,1,2", "--per-class", "5", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads((isolated_home / "runs" / json.loads(result.stdout)["run"] / "meta.json").read_text())
+    assert meta["data"]["train_images"] == 15 and meta["data"]["classes"] == [0, 1, 2]

@@ -1,0 +1,115 @@
+"""User images -> MNIST-style input: polarity, transparency, cropping, fitting and centring."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from mnistcli.data.images import collect_paths, load_image, load_images
+from mnistcli.errors import ImageError
+from tests.helpers import make_digits, save_png
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.indices(a.shape)
+    return float((ys * a).sum() / a.sum()), float((xs * a).sum() / a.sum())
+
+
+def test_mnist_style_image_passes_through_nearly_unchanged(tmp_path: Path) -> None:
+    images, _ = make_digits(20, seed=3)
+    for i, img in enumerate(images):
+        out = load_image(save_png(img, tmp_path / f"{i}.png"))
+        assert out.shape == (28, 28) and out.dtype == np.float32
+        assert 0.0 <= out.min() and out.max() <= 1.0
+        # the digit fills a 20-pixel box and is centred by mass, as MNIST's were
+        rows, cols = np.flatnonzero(out.max(1) > 0.2), np.flatnonzero(out.max(0) > 0.2)
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (19, 20, 21)
+        cy, cx = centre_of_mass(out)
+        assert abs(cy - 14) < 1 and abs(cx - 14) < 1
+
+
+def draw_one(size: int, ink: int, paper: int, mode: str = "L") -> Image.Image:
+    """A big '1'-like vertical stroke with a foot, `ink` on `paper`, off centre."""
+    image = Image.new(mode, (size, size), paper)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((size // 5, size // 8, size // 5 + size // 10, size * 7 // 8), fill=ink)
+    return image
+
+
+def test_dark_on_light_photo_is_inverted_cropped_and_centred(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    draw_one(300, ink=30, paper=230).convert("RGB").save(path, quality=90)
+    out = load_image(path)
+    assert out[0, 0] == 0 and out.max() > 0.9  # light ink on a black field
+    rows = np.flatnonzero(out.max(1) > 0.5)
+    assert rows[-1] - rows[0] + 1 in (19, 20, 21)  # the tall side fits 20 pixels
+    cy, cx = centre_of_mass(out)
+    assert abs(cy - 14) < 1 and abs(cx - 14) < 1
+
+
+@pytest.mark.parametrize("ink", [(0, 0, 0, 255), (255, 255, 255, 255)])
+def test_strokes_on_a_transparent_canvas(tmp_path: Path, ink: tuple[int, int, int, int]) -> None:
+    stroke = np.asarray(draw_one(200, 255, 0)) > 0
+    rgba = np.zeros((200, 200, 4), dtype=np.uint8)  # fully transparent black
+    rgba[stroke] = ink
+    path = tmp_path / "canvas.png"
+    Image.fromarray(rgba).save(path)
+    out = load_image(path)
+    assert out[0, 0] == 0 and out.max() > 0.9 and (out > 0.5).sum() > 20
+
+
+def test_equivalent_drawings_give_the_same_input(tmp_path: Path) -> None:
+    a = draw_one(280, ink=255, paper=0)
+    b = draw_one(280, ink=0, paper=255)
+    a.save(tmp_path / "a.png")
+    b.save(tmp_path / "b.png")
+    np.testing.assert_allclose(load_image(tmp_path / "a.png"), load_image(tmp_path / "b.png"), atol=1e-5)
+
+
+def test_blank_unreadable_and_missing_files_are_image_errors(tmp_path: Path) -> None:
+    Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "cut.png").write_bytes(_png_bytes()[:60])
+    for name, message in (
+        ("blank.png", "blank image"),
+        ("notes.txt", "not a readable image"),
+        ("cut.png", "cannot read image|not a readable image"),
+        ("missing.png", "no such file"),
+    ):
+        with pytest.raises(ImageError, match=message) as info:
+            load_image(tmp_path / name)
+        assert name in str(info.value)
+
+
+def _png_bytes() -> bytes:
+    buf = io.BytesIO()
+    draw_one(64, 255, 0).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_load_images_keeps_going_after_a_bad_file(tmp_path: Path) -> None:
+    draw_one(64, 255, 0).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_text("junk")
+    draw_one(64, 0, 255).save(tmp_path / "c.png")
+    kinds = [type(item).__name__ for _, item in load_images([str(tmp_path / n) for n in ("a.png", "b.png", "c.png")])]
+    assert kinds == ["ndarray", "ImageError", "ndarray"]
+
+
+def test_collect_paths_expands_folders_and_stdin(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("b.png", "a.jpg", "sub/c.PNG", "readme.txt"):
+        (tmp_path / name).write_bytes(b"")
+    stdin = io.StringIO("x.png\n\n  y.png \n")
+    got = collect_paths([str(tmp_path), "-", "z.png"], stdin=stdin)
+    assert got == [
+        str(tmp_path / "a.jpg"),
+        str(tmp_path / "b.png"),
+        str(tmp_path / "sub/c.PNG"),
+        "x.png",
+        "y.png",
+        "z.png",
+    ]

@@ -1,0 +1,69 @@
+"""Every registered model, tested by being registered: shapes, a training step, a save/load round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnistcli import registry, store
+from mnistcli.config import TrainConfig
+from mnistcli.dataset import TensorData
+from mnistcli.errors import ModelError
+from mnistcli.tasks import get_task
+from mnistcli.training import fit
+from tests.helpers import make_digits
+
+MODELS = [e.name for e in registry.list_models()]
+
+
+def test_the_required_families_are_registered() -> None:
+    assert {"linear", "mlp", "mlp-deep", "lenet", "cnn"} <= set(MODELS)
+    assert [e.name for e in registry.list_models("mlp*")] == ["mlp", "mlp-deep"]
+
+
+def test_duplicate_names_are_a_hard_error() -> None:
+    with pytest.raises(ModelError, match="already registered"):
+        registry.register_model("cnn", task="classify", description="again")(lambda: None)
+
+
+def test_unknown_model_suggests_close_names() -> None:
+    with pytest.raises(ModelError, match="did you mean mlp"):
+        registry.get_entry("mpl")
+
+
+def test_recipes_are_valid_configs() -> None:
+    for entry in registry.list_models():
+        TrainConfig.build(entry.recipe, {})
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_shapes(name: str) -> None:
+    model = registry.create_model(name).eval()
+    x = torch.rand(3, 1, 28, 28)
+    assert model(x).shape == (3, 10)
+    assert model.features(x).shape == (3, model.feature_dim)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_one_epoch_of_training_lowers_the_loss(name: str) -> None:
+    images, labels = make_digits(120, seed=5)
+    data = TensorData.from_numpy(images, labels, torch.device("cpu"))
+    model = registry.create_model(name)
+    entry = registry.get_entry(name)
+    config = TrainConfig.build(entry.recipe, {"epochs": 3, "batch_size": 40, "augment": False})
+    task = get_task(entry.task, config)
+    before = task.evaluate(model, data)["loss"]
+    result = fit(model, task, data, config, torch.Generator().manual_seed(0))
+    assert len(result.history) == 3
+    assert task.evaluate(model, data)["loss"] < before
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_load_round_trip_is_exact(name: str, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = registry.create_model(name).eval()
+    meta = {"model": {"name": name, "args": {}, "task": registry.get_entry(name).task}}
+    run = store.save(model, meta, root=tmp_path)
+    loaded = store.load(run)
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)

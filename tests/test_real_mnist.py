@@ -1,0 +1,70 @@
+"""Slow tests on the real MNIST files (MNIST_DATA_DIR; CI sets it): the claims a user relies on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mnistcli.cli import app
+from mnistcli.data import mnist
+from mnistcli.data.idx import read_idx
+from tests.helpers import save_png
+
+pytestmark = pytest.mark.slow
+
+
+def test_reader_agrees_with_torchvision_on_the_real_files(real_mnist: Path, tmp_path: Path) -> None:
+    import gzip
+
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    for stem in mnist.RESOURCES:
+        path = mnist.find_file(real_mnist, stem)
+        assert path is not None
+        raw = tmp_path / stem
+        raw.write_bytes(gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes())
+        np.testing.assert_array_equal(read_idx(path), read_sn3_pascalvincent_tensor(str(raw)).numpy())
+    train = mnist.load_split("train", real_mnist)
+    assert np.bincount(train.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_bundled_cnn_works_out_of_the_box(runner: CliRunner, real_mnist: Path) -> None:
+    result = runner.invoke(app, ["eval", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["checkpoint"] == "cnn-pretrained" and report["total"] == 10_000
+    assert report["accuracy"] >= 0.994
+
+
+def test_predict_on_exported_test_digits_matches_eval(runner: CliRunner, real_mnist: Path, tmp_path: Path) -> None:
+    """Real test digits saved as PNG go through predict's preprocessing and keep their accuracy."""
+    test = mnist.load_split("test", real_mnist)
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    n = 500
+    for i in range(n):
+        save_png(test.images[i], folder / f"{i:05d}.png")
+    result = runner.invoke(app, ["predict", str(folder), "--json"])
+    assert result.exit_code == 0, result.stderr
+    digits = [json.loads(line)["digit"] for line in result.stdout.splitlines()]
+    assert len(digits) == n
+    assert np.mean(np.array(digits) == test.labels[:n]) >= 0.99
+
+
+def test_train_linear_with_its_defaults_reaches_its_target(runner: CliRunner, real_mnist: Path) -> None:
+    result = runner.invoke(app, ["train", "linear", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["test_accuracy"] >= 0.92
+
+
+def test_one_epoch_of_cnn_passes_98_percent(runner: CliRunner, real_mnist: Path) -> None:
+    result = runner.invoke(app, ["train", "cnn", "--epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["test_accuracy"] >= 0.98
+    again = json.loads(runner.invoke(app, ["eval", summary["run"], "--json"]).stdout)
+    assert again["accuracy"] == pytest.approx(summary["test_accuracy"])  # the saved checkpoint is the trained model
