@@ -2,9 +2,9 @@
 
 Three conv blocks of width w, 2w, 4w (w=16), each conv -> max-pool -> batch norm -> ReLU. Pooling
 straight after the convolution puts the normalisation and activation on a quarter of the pixels
-(pooling commutes with the monotone ReLU), which took an epoch here from 9.5 s to 7.6 s. Wider
-nets were measured too: 24-48-96 costs 2.2x the time per epoch, 32-64-128 3.4x (2 CPU threads,
-batch 512, channels-last).
+(max-pooling commutes with the monotone ReLU). One training step at batch 512 on 2 CPU threads
+here: conv-BN-ReLU-pool in NCHW 153 ms, the same channels-last 81 ms, pool-first channels-last
+65 ms. Wider nets cost more: 24-48-96 2.2x and 32-64-128 3.4x the time of 16-32-64.
 """
 
 from __future__ import annotations
