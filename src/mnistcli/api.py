@@ -60,6 +60,7 @@ class TrainReport:
     history: list[dict[str, Any]]
     stopped_early: bool
     device: str
+    target: dict[str, Any] | None = None  # with --target-accuracy: target, checked_on, reached, epochs, seconds
 
 
 @dataclass
@@ -154,7 +155,20 @@ def train(
 
     model = create_model(model_name, **(model_args or {})).to(device)
     task = get_task(entry.task, config)
-    result = fit(model, task, train_data, config, generator, val=val_data, on_step=on_step, on_epoch=on_epoch)
+    # The target is watched on the validation split when there is one, else on the test set
+    # (as time-to-accuracy benchmarks do); the report says which.
+    monitor = val_data if val_data is not None else test_data
+    result = fit(
+        model, task, train_data, config, generator, val=val_data, monitor=monitor, on_step=on_step, on_epoch=on_epoch
+    )
+    target = None
+    if config.target_accuracy is not None:
+        target = {
+            "target": config.target_accuracy,
+            "checked_on": "validation" if val_data is not None else "test",
+            "reached": result.target_reached is not None,
+            **(result.target_reached or {}),
+        }
     test = evaluate_classifier(model, test_data)
 
     meta = {
@@ -179,6 +193,7 @@ def train(
             "test_loss": test.loss,
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
+            "target": target,
         },
         "seconds": result.seconds,
         "device": str(device),
@@ -201,6 +216,7 @@ def train(
         result.history,
         result.stopped_early,
         str(device),
+        target,
     )
 
 
@@ -282,7 +298,8 @@ def save_embeddings(report: EmbedReport, output: str | Path, fmt: str) -> Path:
     if fmt == "csv":
         header = "path," + ",".join(f"e{i}" for i in range(report.vectors.shape[1]))
         lines = [header] + [
-            _csv_field(p) + "," + ",".join(f"{v:.6g}" for v in row) for p, row in zip(report.paths, report.vectors, strict=False)
+            _csv_field(p) + "," + ",".join(f"{v:.6g}" for v in row)
+            for p, row in zip(report.paths, report.vectors, strict=False)
         ]
         return atomic_write(output, lambda f: f.write(("\n".join(lines) + "\n").encode()))
     raise UsageError(f"unknown format {fmt!r} (choose npy or csv)")

@@ -185,6 +185,16 @@ def train(
             show_default="off",
         ),
     ] = None,
+    target_accuracy: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Stop as soon as held-out accuracy (validation split, else test set) reaches this, e.g. 0.99."
+        ),
+    ] = None,
+    check_every: Annotated[
+        Optional[float],
+        typer.Option(help="With --target-accuracy: check every this fraction of an epoch.", show_default="0.25"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, shuffling, split, augmentation).")] = 0,
     device: DeviceOpt = Device.auto,
     classes: Annotated[
@@ -216,6 +226,8 @@ def train(
         augment=augment,
         val_split=val_split,
         early_stopping=early_stopping,
+        target_accuracy=target_accuracy,
+        check_every=check_every,
         seed=seed,
         device=device.value,
         classes=parse_classes(classes),

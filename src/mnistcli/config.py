@@ -27,6 +27,8 @@ class TrainConfig:
     augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device
     val_split: float = 0.0  # fraction of the training set held out for validation / early stopping
     early_stopping: int = 0  # stop after this many epochs without validation improvement (0: off)
+    target_accuracy: float | None = None  # stop as soon as held-out accuracy reaches this (0-1)
+    check_every: float = 0.25  # with a target: check it every this fraction of an epoch
     seed: int = 0  # seeds the initialisation, the shuffling, the split and the augmentation
     device: str = "auto"  # auto, cpu, cuda or mps
     classes: tuple[int, ...] | None = None  # train only on these digits (None: all ten)
@@ -51,6 +53,10 @@ class TrainConfig:
             raise UsageError("--early-stopping must be 0 (off) or a positive patience")
         if self.early_stopping and self.val_split == 0.0:
             self.val_split = 0.1  # early stopping needs held-out data; never the test set
+        if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
+            raise UsageError("--target-accuracy must be in (0, 1], e.g. 0.99")
+        if not 0.0 < self.check_every <= 1.0:
+            raise UsageError("--check-every must be in (0, 1] (a fraction of an epoch)")
         if self.classes is not None:
             self.classes = tuple(sorted(set(self.classes)))
             if not self.classes or any(not 0 <= c <= 9 for c in self.classes):

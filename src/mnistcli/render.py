@@ -143,6 +143,14 @@ def train_summary(report: Any) -> None:
     table.add_column()
     table.add_row("test accuracy", f"[bold green]{pct(report.test_accuracy)}[/]  (loss {report.test_loss:.4f})")
     table.add_row("epochs", f"{len(report.history)}" + ("  (stopped early)" if report.stopped_early else ""))
+    if report.target:
+        t = report.target
+        reached = (
+            f"[bold green]reached[/] {pct(t['accuracy'])} on the {t['checked_on']} set after {t['epochs']:.2f} epochs, {t['seconds']:.1f} s"
+            if t["reached"]
+            else f"[bold red]not reached[/] on the {t['checked_on']} set in {len(report.history)} epochs"
+        )
+        table.add_row(f"target {pct(t['target'])}", reached)
     table.add_row("final train accuracy", pct(last["train_accuracy"]))
     if last.get("val_accuracy") is not None:
         table.add_row("final val accuracy", pct(last["val_accuracy"]))
@@ -163,6 +171,7 @@ def train_json(report: Any) -> None:
             "total_seconds": round(report.total_seconds, 3),
             "epochs": len(report.history),
             "stopped_early": report.stopped_early,
+            "target": report.target,
             "config": report.config.to_dict(),
             "history": report.history,
         }

@@ -47,3 +47,24 @@ def cnn(width: int = 16) -> Classifier:
         nn.Flatten(),
     )
     return Classifier(body, feature_dim=4 * width * 9, channels_last=True)
+
+
+@register_model(
+    "cnn-fast",
+    task="classify",
+    description="tuned for time to 99%: stride-2 stem, 16-32-64, one epoch of AdamW",
+    epochs=1,
+    batch_size=256,
+    optimizer="adamw",
+    lr=0.01,
+    weight_decay=1e-2,
+    scheduler="onecycle",
+    label_smoothing=0.1,
+    check_every=0.125,
+)
+def cnn_fast(width: int = 16) -> Classifier:
+    """Like `cnn`, but the first convolution strides by 2 instead of pooling: 28x28 -> 14x14xw at a
+    quarter of the stem's cost, and no full-resolution pooling (about 20% of a `cnn` step)."""
+    stem = [nn.Conv2d(1, width, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+    body = nn.Sequential(*stem, *conv_pool_bn(width, 2 * width), *conv_pool_bn(2 * width, 4 * width), nn.Flatten())
+    return Classifier(body, feature_dim=4 * width * 9, channels_last=True)
