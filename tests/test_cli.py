@@ -26,7 +26,7 @@ def trained_once(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     home = tmp_path_factory.mktemp("trained-home")
     env = {"MNISTCLI_HOME": str(home), "MNIST_DATA_DIR": str(synthetic_dir)}
     result = CliRunner().invoke(
-        app, ["train", "cnn", "--epochs", "4", "--batch-size", "32", "--no-augment", "--lr", "0.05", "--json"], env=env
+        app, ["train", "cnn", "--epochs", "4", "--batch-size", "32", "--no-augment", "--lr", "0.01", "--json"], env=env
     )
     assert result.exit_code == 0, result.output
     return home / "runs", json.loads(result.stdout)
@@ -207,3 +207,38 @@ def test_classes_and_per_class(runner: CliRunner, synthetic_env: Path, isolated_
     assert result.exit_code == 0, result.output
     meta = json.loads((isolated_home / "runs" / json.loads(result.stdout)["run"] / "meta.json").read_text())
     assert meta["data"]["train_images"] == 15 and meta["data"]["classes"] == [0, 1, 2]
+
+
+def test_target_accuracy_stops_as_soon_as_it_is_reached(runner: CliRunner, synthetic_env: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "cnn-fast",
+            "--epochs",
+            "20",
+            "--batch-size",
+            "30",
+            "--target-accuracy",
+            "0.5",
+            "--check-every",
+            "0.5",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    target = report["target"]
+    assert target["reached"] and target["checked_on"] == "test" and target["accuracy"] >= 0.5
+    assert report["stopped_early"] and report["epochs"] < 20
+    assert target["epochs"] * 2 == int(target["epochs"] * 2)  # checked every half epoch
+    assert report["test_accuracy"] == target["accuracy"]
+
+
+def test_target_accuracy_not_reached_is_reported(runner: CliRunner, synthetic_env: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "linear", "--epochs", "1", "--target-accuracy", "1.0", "--val-split", "0.2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    target = json.loads(result.stdout)["target"]
+    assert target == {"target": 1.0, "checked_on": "validation", "reached": False}

@@ -169,7 +169,12 @@ def train(
             "reached": result.target_reached is not None,
             **(result.target_reached or {}),
         }
-    test = evaluate_classifier(model, test_data)
+    if result.target_reached is not None and val_data is None:
+        # The last target check was a full pass over the test set with these very weights.
+        test_accuracy, test_loss = result.target_reached["accuracy"], result.target_reached["loss"]
+    else:
+        test = evaluate_classifier(model, test_data)
+        test_accuracy, test_loss = test.accuracy, test.loss
 
     meta = {
         "model": {
@@ -189,8 +194,8 @@ def train(
         },
         "history": result.history,
         "metrics": {
-            "test_accuracy": test.accuracy,
-            "test_loss": test.loss,
+            "test_accuracy": test_accuracy,
+            "test_loss": test_loss,
             "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early,
             "target": target,
@@ -209,8 +214,8 @@ def train(
     return TrainReport(
         run,
         config,
-        test.accuracy,
-        test.loss,
+        test_accuracy,
+        test_loss,
         result.seconds,
         time.perf_counter() - t0,
         result.history,

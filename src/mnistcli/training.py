@@ -60,7 +60,7 @@ class FitResult:
     seconds: float = 0.0
     stopped_early: bool = False
     best_epoch: int | None = None  # the epoch whose weights were kept, when validating
-    target_reached: dict[str, float] | None = None  # accuracy, epochs (fractional), seconds
+    target_reached: dict[str, float] | None = None  # accuracy and loss on the monitor, epochs (fractional), seconds
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> optim.Optimizer:
@@ -102,12 +102,12 @@ class TargetWatch:
         self.task, self.data, self.target = task, data, target
         self.quick = data.subset(torch.arange(min(self.QUICK, len(data)))) if len(data) > self.QUICK else None
 
-    def reached(self, model: nn.Module) -> float | None:
-        """The full held-out accuracy if it is at least the target, else None."""
+    def reached(self, model: nn.Module) -> dict[str, float] | None:
+        """The full held-out metrics (`accuracy`, `loss`) if the accuracy reached the target, else None."""
         if self.quick is not None and self.task.evaluate(model, self.quick)["accuracy"] < self.target - 0.01:
             return None
-        accuracy = self.task.evaluate(model, self.data)["accuracy"]
-        return accuracy if accuracy >= self.target else None
+        metrics = self.task.evaluate(model, self.data)
+        return metrics if metrics["accuracy"] >= self.target else None
 
 
 def fit(
@@ -163,11 +163,11 @@ def fit(
                     StepInfo(epoch, config.epochs, step, total_steps, float(loss_sum) / seen, float(correct) / seen, lr)
                 )
             if watch is not None and step % check_steps == 0:
-                accuracy = watch.reached(model)
+                metrics = watch.reached(model)
                 model.train()
-                if accuracy is not None:
+                if metrics is not None:
                     result.target_reached = {
-                        "accuracy": accuracy,
+                        **metrics,
                         "epochs": step / steps_per_epoch,
                         "seconds": time.perf_counter() - start,
                     }

