@@ -324,7 +324,17 @@ def bench_startup(pngs: Path, args: argparse.Namespace, env: dict[str, str]) -> 
     torch_import = med([sys.executable, "-c", "import torch"])
     help_ = med([sys.executable, "-m", "mnistcli", "--help"])
     predict = med([sys.executable, "-m", "mnistcli", "predict", one, "-c", "cnn-pretrained", "--device", args.device])
-    RESULTS["startup"] = {"import_torch": torch_import, "help": help_, "predict_one": predict}
+    # One optimizer step on one parameter: torch.optim imports torch._dynamo on its first step.
+    step = "import torch; p = torch.zeros(1, requires_grad=True); p.sum().backward(); opt = {}; opt.step()"
+    torch_step = med([sys.executable, "-c", step.format("torch.optim.SGD([p], lr=0.1)")])
+    ours_step = med([sys.executable, "-c", "from mnistcli import optim; " + step.format("optim.SGD([p], lr=0.1)")])
+    RESULTS["startup"] = {
+        "import_torch": torch_import,
+        "help": help_,
+        "predict_one": predict,
+        "first_step_torch_optim": torch_step,
+        "first_step_mnistcli_optim": ours_step,
+    }
     table(
         "Start-up, whole process",
         ["command", "wall time", "vs `python -c 'import torch'`"],
@@ -332,6 +342,12 @@ def bench_startup(pngs: Path, args: argparse.Namespace, env: dict[str, str]) -> 
             ["`python -c 'import torch'`", f"{torch_import:.2f} s", "1.00x"],
             ["`mnist --help`", f"{help_:.2f} s", f"{help_ / torch_import:.2f}x"],
             ["`mnist predict one.png`", f"{predict:.2f} s", f"{predict / torch_import:.2f}x"],
+            ["import torch, one step of `torch.optim.SGD`", f"{torch_step:.2f} s", f"{torch_step / torch_import:.2f}x"],
+            [
+                "import torch, one step of `mnistcli.optim.SGD`",
+                f"{ours_step:.2f} s",
+                f"{ours_step / torch_import:.2f}x",
+            ],
         ],
     )
 

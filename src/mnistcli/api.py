@@ -117,8 +117,11 @@ def models(pattern: str = "*") -> list[ModelInfo]:
 
 
 def _info(entry: ModelEntry) -> ModelInfo:
-    params = sum(p.numel() for p in create_model(entry.name).parameters())
-    return ModelInfo(entry.name, entry.task, entry.description, params, entry.recipe)
+    return ModelInfo(entry.name, entry.task, entry.description, _params(create_model(entry.name)), entry.recipe)
+
+
+def _params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def _data(data_dir: str | None, on_download: mnist.ProgressFn | None) -> Path:
@@ -181,7 +184,7 @@ def train(
             "name": model_name,
             "args": model_args or {},
             "task": entry.task,
-            "params": sum(p.numel() for p in model.parameters()),
+            "params": _params(model),
         },
         "preprocessing": PREPROCESSING,
         "config": config.to_dict(),
