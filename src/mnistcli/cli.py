@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from mnistcli import __version__, render
+from mnistcli import __version__, progress, render
 from mnistcli.errors import MnistError, UsageError
 
 app = typer.Typer(
@@ -233,15 +233,15 @@ def train(
         classes=parse_classes(classes),
         per_class=per_class,
     )
-    with render.download_progress() as on_download, render.TrainProgress() as progress:
+    with progress.download_progress() as on_download, progress.TrainProgress() as bar:
         report = api.train(
             model,
             options,
             parse_model_args(arg),
             name=name,
             data_dir=data_dir,
-            on_step=progress.step,
-            on_epoch=progress.epoch,
+            on_step=bar.step,
+            on_epoch=bar.epoch,
             on_download=on_download,
         )
     render.train_summary(report)
@@ -263,7 +263,7 @@ def eval_(
     """Evaluate a checkpoint on the 10,000 MNIST test images."""
     from mnistcli import api
 
-    with render.download_progress() as on_download:
+    with progress.download_progress() as on_download:
         report = api.evaluate(
             checkpoint_arg or checkpoint, data_dir=data_dir, device=device.value, on_download=on_download
         )

@@ -13,26 +13,25 @@ class MnistError(Exception):
     """Base class of every error the CLI reports as a one-line message (exit code 1)."""
 
 
-class IdxError(MnistError):
-    """An IDX file is malformed: bad magic, unknown type, wrong size, broken gzip."""
+class FileProblem(MnistError):
+    """A problem with one file; the message is `<path>: <problem>`."""
 
     def __init__(self, path: object, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
         self.problem = problem
+
+
+class IdxError(FileProblem):
+    """An IDX file is malformed: bad magic, unknown type, wrong size, broken gzip."""
 
 
 class DataError(MnistError):
     """The dataset is missing, cannot be downloaded, or is inconsistent."""
 
 
-class ImageError(MnistError):
+class ImageError(FileProblem):
     """A user image cannot be read or holds no digit."""
-
-    def __init__(self, path: object, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
 
 
 class CheckpointError(MnistError):
