@@ -173,7 +173,6 @@ def test_mislabelled_idx_file_is_refused(runner: CliRunner, tmp_path: Path) -> N
         (["train", "linear", "--classes", "a,b"], 2, "--classes"),
         (["train", "linear", "--val-split", "1.5"], 2, "--val-split"),
         (["eval", "no-such-run"], 1, "no checkpoint 'no-such-run'"),
-        (["predict", "-"], 2, "no images given"),
     ],
 )
 def test_bad_usage(runner: CliRunner, synthetic_env: Path, args: list[str], code: int, message: str) -> None:
@@ -242,3 +241,76 @@ def test_target_accuracy_not_reached_is_reported(runner: CliRunner, synthetic_en
     assert result.exit_code == 0, result.output
     target = json.loads(result.stdout)["target"]
     assert target == {"target": 1.0, "checked_on": "validation", "reached": False}
+
+
+def test_a_taken_or_invalid_name_fails_before_training(runner: CliRunner, trained: dict) -> None:
+    for name, message in (
+        (trained["run"], "already exists"),
+        ("bad name", "invalid run name"),
+        ("nl\n", "invalid run name"),
+    ):
+        result = runner.invoke(app, ["train", "linear", "--name", name])
+        assert result.exit_code == 1 and message in result.stderr, result.output
+        assert "epoch" not in result.stderr  # refused before any training
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["train", "cnn", "--arg", "width=-1"], 1, "model 'cnn': bad arguments"),
+        (["train", "mlp-deep", "--arg", "dropout=2"], 1, "model 'mlp-deep': bad arguments"),
+        (["train", "linear", "--label-smoothing", "2"], 2, "--label-smoothing"),
+        (["train", "linear", "--early-stopping", "2", "--val-split", "0"], 2, "--early-stopping needs held-out data"),
+        (["checkpoints", "rm", "cnn-pretrained"], 1, "bundled with mnistcli and cannot be removed"),
+        (["eval", "a", "-c", "b"], 2, "two checkpoints given"),
+    ],
+)
+def test_more_bad_usage_is_one_line(
+    runner: CliRunner, synthetic_env: Path, args: list[str], code: int, message: str
+) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert message in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_a_last_batch_of_one_image_trains(runner: CliRunner, synthetic_env: Path) -> None:
+    # 300 training images in batches of 299 leave one: batch norm cannot take a batch of one.
+    result = runner.invoke(app, ["train", "cnn-fast", "--batch-size", "299", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["epochs"] == 1
+
+
+def test_embed_output_problems_and_format_from_extension(
+    runner: CliRunner, trained: dict, pngs: tuple[list[Path], np.ndarray], tmp_path: Path
+) -> None:
+    paths, _ = pngs
+    bad = runner.invoke(app, ["embed", str(paths[0]), "--output", str(tmp_path)])
+    assert bad.exit_code == 1 and "cannot write" in bad.stderr and "Traceback" not in bad.output
+    odd = tmp_path / 'a, [b] "c".png'
+    shutil.copy(paths[0], odd)
+    out = tmp_path / "v.csv"
+    assert runner.invoke(app, ["embed", str(odd), "--output", str(out)]).exit_code == 0
+    import csv
+
+    rows = list(csv.reader(out.open()))
+    assert rows[1][0] == str(odd) and len(rows[1]) == 577
+    assert oct(out.stat().st_mode & 0o777) != oct(0o600)  # not mkstemp's private mode
+
+
+def test_empty_inputs(runner: CliRunner, tmp_path: Path) -> None:
+    quiet = runner.invoke(app, ["predict", "-", "--json"], input="")
+    assert quiet.exit_code == 0 and quiet.stdout == ""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    folder = runner.invoke(app, ["predict", str(empty)])
+    assert folder.exit_code == 1 and "a folder with no image files in it" in folder.stderr
+
+
+def test_broken_pipe_is_not_a_failure(tmp_path: Path, pngs: tuple[list[Path], np.ndarray]) -> None:
+    folder = pngs[0][0].parent
+    for i in range(300):
+        shutil.copy(pngs[0][0], folder / f"copy{i:03d}.png")
+    cmd = f"set -o pipefail; {sys.executable} -m mnistcli predict {folder} --json | head -1"
+    result = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["digit"] in range(10)

@@ -102,3 +102,10 @@ def test_writer_refuses_unsupported_dtype(tmp_path: Path) -> None:
 def test_idx_module_never_imports_torch() -> None:
     code = "import sys, mnistcli.data.idx, mnistcli.data.mnist, mnistcli.data.images; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dimensions_whose_product_overflows_int64(tmp_path: Path) -> None:
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 3]) + np.array([2**31, 2**31, 4], dtype=">u4").tobytes())
+    with pytest.raises(IdxError, match="truncated"):
+        read_idx(path)

@@ -113,3 +113,14 @@ def test_collect_paths_expands_folders_and_stdin(tmp_path: Path) -> None:
         "y.png",
         "z.png",
     ]
+
+
+def test_sixteen_bit_and_float_images(tmp_path: Path) -> None:
+    stroke = np.asarray(draw_one(64, 255, 0)) > 0
+    sixteen = np.where(stroke, 30000, 1000).astype(np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "deep.png")
+    floats = np.where(stroke, 0.9, 0.1).astype(np.float32)
+    Image.fromarray(floats).save(tmp_path / "float.tif")
+    for name in ("deep.png", "float.tif"):
+        out = load_image(tmp_path / name)
+        assert out.max() > 0.9 and (out > 0.5).sum() > 20, name

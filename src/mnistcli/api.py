@@ -7,6 +7,8 @@ fix.
 
 from __future__ import annotations
 
+import csv
+import io
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -147,16 +149,18 @@ def train(
     t0 = time.perf_counter()
     entry = get_entry(model_name)
     config = TrainConfig.build(entry.recipe, options or {})
+    if name is not None:
+        store.check_new_name(name)  # before training, not after it
     device = choose_device(config.device)
     generator = seed_everything(config.seed)
+    model = create_model(model_name, **(model_args or {})).to(device)  # bad --arg values fail before any data work
     folder = _data(data_dir, on_download)
     train_data = _load_tensors("train", folder, device).select(config.classes, config.per_class, generator)
     test_data = _load_tensors("test", folder, device).select(config.classes, None, generator)
-    train_data, val_data = train_data.split(config.val_split, generator)
-    if len(train_data) == 0:
-        raise UsageError("no training images left after --classes/--per-class/--val-split")
+    train_data, val_data = train_data.split(config.val_split or 0.0, generator)
+    if len(train_data) < 2:
+        raise UsageError("fewer than 2 training images left after --classes/--per-class/--val-split")
 
-    model = create_model(model_name, **(model_args or {})).to(device)
     task = get_task(entry.task, config)
     # The target is watched on the validation split when there is one, else on the test set
     # (as time-to-accuracy benchmarks do); the report says which.
@@ -299,22 +303,22 @@ def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") ->
     return EmbedReport(run, ok_paths, vectors, failures)
 
 
-def save_embeddings(report: EmbedReport, output: str | Path, fmt: str) -> Path:
-    """Write the vectors as .npy (float32, rows in input order) or CSV (path, then the values), atomically."""
+def save_embeddings(report: EmbedReport, output: str | Path, fmt: str | None = None) -> Path:
+    """Write the vectors atomically as .npy (float32, rows in input order) or CSV (path, then the values).
+
+    `fmt` defaults to the file's extension (.csv -> csv, anything else -> npy).
+    """
+    fmt = fmt or ("csv" if Path(output).suffix.lower() == ".csv" else "npy")
     if fmt == "npy":
         return atomic_write(output, lambda f: np.save(f, report.vectors.astype(np.float32)))
     if fmt == "csv":
-        header = "path," + ",".join(f"e{i}" for i in range(report.vectors.shape[1]))
-        lines = [header] + [
-            _csv_field(p) + "," + ",".join(f"{v:.6g}" for v in row)
-            for p, row in zip(report.paths, report.vectors, strict=False)
-        ]
-        return atomic_write(output, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["path", *(f"e{i}" for i in range(report.vectors.shape[1]))])
+        writer.writerows([p, *(f"{v:.6g}" for v in row)] for p, row in zip(report.paths, report.vectors, strict=True))
+        # surrogateescape: a file name that is not valid UTF-8 is written back as the same bytes
+        return atomic_write(output, lambda f: f.write(text.getvalue().encode("utf-8", "surrogateescape")))
     raise UsageError(f"unknown format {fmt!r} (choose npy or csv)")
-
-
-def _csv_field(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def checkpoints() -> list[store.Run]:

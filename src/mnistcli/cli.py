@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from enum import Enum
@@ -49,6 +50,9 @@ def guarded(fn: F) -> F:
         except KeyboardInterrupt:
             render.error("interrupted")
             raise typer.Exit(130) from None
+        except BrokenPipeError:  # `mnist predict ... | head`: the reader left, which is not a failure
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -118,6 +122,13 @@ def main_options(
     """Train, evaluate and serve every classic family of MNIST model."""
 
 
+def image_paths(items: list[str]) -> list[str]:
+    """Command-line image arguments -> paths: `-` reads one path per line from stdin."""
+    from mnistcli.data.images import collect_paths
+
+    return collect_paths(items, stdin=sys.stdin)
+
+
 def parse_classes(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -153,7 +164,10 @@ def train(
     ] = None,
     optimizer: Annotated[Optional[Optimizer], typer.Option(help="Optimizer.", show_default="model's recipe")] = None,
     momentum: Annotated[
-        Optional[float], typer.Option(help="Momentum for sgd and nesterov.", show_default="0.9")
+        Optional[float],
+        typer.Option(
+            help="Momentum for sgd and nesterov (onecycle cycles it between 0.85 and 0.95).", show_default="0.9"
+        ),
     ] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay.", show_default="model's recipe")] = None,
     scheduler: Annotated[
@@ -263,6 +277,8 @@ def eval_(
     """Evaluate a checkpoint on the 10,000 MNIST test images."""
     from mnistcli import api
 
+    if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
+        raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
     with progress.download_progress() as on_download:
         report = api.evaluate(
             checkpoint_arg or checkpoint, data_dir=data_dir, device=device.value, on_download=on_download
@@ -280,9 +296,11 @@ def predict(
 ) -> None:
     """Classify images: the digit, its confidence and the probability of every class."""
     from mnistcli import api
-    from mnistcli.data.images import collect_paths
 
-    report = api.predict(collect_paths(images), checkpoint, device=device.value)
+    paths = image_paths(images)
+    if not paths and "-" in images:
+        return  # `find ... | mnist predict -` that found nothing: nothing to do
+    report = api.predict(paths, checkpoint, device=device.value)
     render.predictions(report, json_out)
     if report.failures:
         raise typer.Exit(1)
@@ -297,18 +315,26 @@ def embed(
         Optional[str], typer.Option("--output", "-o", help="Write all vectors to this file (see --format).")
     ] = None,
     fmt: Annotated[
-        EmbedFormat,
-        typer.Option("--format", help="File format for --output: npy (float32 rows) or csv (path, values)."),
-    ] = EmbedFormat.npy,
+        Optional[EmbedFormat],
+        typer.Option(
+            "--format",
+            help="File format for --output: npy (float32 rows) or csv (path, values).",
+            show_default="from the extension; npy unless .csv",
+        ),
+    ] = None,
     device: DeviceOpt = Device.auto,
     json_out: JsonOpt = False,
 ) -> None:
     """Print each image's feature vector (a classifier's penultimate layer)."""
     from mnistcli import api
-    from mnistcli.data.images import collect_paths
 
-    report = api.embed(collect_paths(images), checkpoint, device=device.value)
-    written = str(api.save_embeddings(report, output, fmt.value)) if output and len(report.paths) else None
+    paths = image_paths(images)
+    if not paths and "-" in images:
+        return
+    report = api.embed(paths, checkpoint, device=device.value)
+    written = (
+        str(api.save_embeddings(report, output, fmt.value if fmt else None)) if output and len(report.paths) else None
+    )
     render.embeddings(report, json_out, written)
     if report.failures:
         raise typer.Exit(1)

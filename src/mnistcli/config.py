@@ -25,7 +25,7 @@ class TrainConfig:
     scheduler: str = "none"  # none, step (x0.1 at 1/2 and 3/4 of the run), cosine, onecycle; stepped per batch
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device
-    val_split: float = 0.0  # fraction of the training set held out for validation / early stopping
+    val_split: float | None = None  # fraction held out for validation; None: 0.1 with early stopping, else 0
     early_stopping: int = 0  # stop after this many epochs without validation improvement (0: off)
     target_accuracy: float | None = None  # stop as soon as held-out accuracy reaches this (0-1)
     check_every: float = 0.25  # with a target: check it every this fraction of an epoch
@@ -45,14 +45,18 @@ class TrainConfig:
             raise UsageError(f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
         if self.epochs < 1 or self.batch_size < 1:
             raise UsageError("--epochs and --batch-size must be at least 1")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UsageError("--label-smoothing must be in [0, 1)")
         if self.lr <= 0:
             raise UsageError("--lr must be positive")
+        if self.val_split is None:
+            self.val_split = 0.1 if self.early_stopping else 0.0
         if not 0.0 <= self.val_split < 1.0:
             raise UsageError("--val-split must be in [0, 1)")
         if self.early_stopping < 0:
             raise UsageError("--early-stopping must be 0 (off) or a positive patience")
         if self.early_stopping and self.val_split == 0.0:
-            self.val_split = 0.1  # early stopping needs held-out data; never the test set
+            raise UsageError("--early-stopping needs held-out data (never the test set): use --val-split > 0")
         if self.target_accuracy is not None and not 0.0 < self.target_accuracy <= 1.0:
             raise UsageError("--target-accuracy must be in (0, 1], e.g. 0.99")
         if not 0.0 < self.check_every <= 1.0:
@@ -71,7 +75,9 @@ class TrainConfig:
         merged = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
         unknown = set(merged) - names
         if unknown:
-            raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+            from mnistcli.errors import UsageError
+
+            raise UsageError(f"unknown training options: {', '.join(sorted(unknown))}")
         return cls(**merged)
 
     def to_dict(self) -> dict[str, Any]:

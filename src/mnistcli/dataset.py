@@ -58,16 +58,33 @@ class TensorData:
         n_val = max(1, round(len(self) * fraction))
         return self.subset(perm[n_val:]), self.subset(perm[:n_val])
 
+    def num_batches(self, batch_size: int, shuffle: bool) -> int:
+        """How many batches `batches` yields."""
+        return len(batch_starts(len(self), batch_size, shuffle))
+
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (float images (B, 1, 28, 28) in [0, 1], labels); shuffled when `generator` is given."""
+        """Yield (float images (B, 1, 28, 28) in [0, 1], labels); shuffled when `generator` is given.
+
+        When shuffling (training), a last batch of a single image is folded into the one before:
+        batch norm cannot normalise one sample.
+        """
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         order = order.to(self.labels.device)
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
+        starts = batch_starts(n, batch_size, shuffle=generator is not None)
+        for start, end in zip(starts, [*starts[1:], n], strict=True):
+            index = order[start:end]
             yield to_float(self.images[index]), self.labels[index]
+
+
+def batch_starts(n: int, batch_size: int, shuffle: bool) -> list[int]:
+    """Start indices of the batches over `n` items (see `TensorData.batches`)."""
+    starts = list(range(0, n, batch_size))
+    if shuffle and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return starts
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -81,5 +81,6 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     entry = get_entry(name)
     try:
         return entry.builder(**kwargs)
-    except TypeError as e:
-        raise ModelError(f"model {name!r}: bad arguments {kwargs} ({e})") from None
+    except Exception as e:  # a wrong name, type or value of an argument surfaces as many error types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"model {name!r}: bad arguments {kwargs} ({first})") from None

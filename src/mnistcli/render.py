@@ -7,12 +7,14 @@ api's dataclasses.
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -58,7 +60,9 @@ def train_summary(report: Any) -> None:
     if not report.history:
         return
     last = report.history[-1]
-    table = Table(title=f"trained {report.run.model} -> {report.run.name}", show_header=False, title_justify="left")
+    table = Table(
+        title=f"trained {report.run.model} -> {escape(report.run.name)}", show_header=False, title_justify="left"
+    )
     table.add_column(style="bold")
     table.add_column()
     table.add_row("test accuracy", f"[bold green]{pct(report.test_accuracy)}[/]  (loss {report.test_loss:.4f})")
@@ -75,7 +79,7 @@ def train_summary(report: Any) -> None:
     if last.get("val_accuracy") is not None:
         table.add_row("final val accuracy", pct(last["val_accuracy"]))
     table.add_row("time", f"{report.seconds:.1f} s training, {report.total_seconds:.1f} s in all, on {report.device}")
-    table.add_row("checkpoint", str(report.run.path))
+    table.add_row("checkpoint", Text(str(report.run.path)))
     err.print(table)
 
 
@@ -116,7 +120,7 @@ def eval_json(report: Any) -> None:
 
 def eval_report(report: Any) -> None:
     correct = sum(row["correct"] for row in report.per_class)
-    out.print(f"[bold]{report.run.name}[/] ({report.run.model}{', bundled' if report.run.bundled else ''})")
+    out.print(f"[bold]{escape(report.run.name)}[/] ({report.run.model}{', bundled' if report.run.bundled else ''})")
     out.print(
         f"test accuracy [bold green]{pct(report.accuracy)}[/] ({correct:,}/{report.total:,}), loss {report.loss:.4f}"
         f"  [dim]{report.seconds:.2f} s, {report.images_per_second:,.0f} images/s on {report.device}[/]"
@@ -171,7 +175,9 @@ def predictions(report: Any, as_json: bool) -> None:
             sys.stdout.write(f"{r.path}\t{r.digit}\t{r.confidence:.4f}\n")
     elif len(ok) == 1:
         r = ok[0]
-        out.print(f"[bold]{r.path}[/]: [bold green]{r.digit}[/] ({pct(r.confidence)})  [dim]{report.run.name}[/]")
+        out.print(
+            f"[bold]{escape(r.path)}[/]: [bold green]{r.digit}[/] ({pct(r.confidence)})  [dim]{escape(report.run.name)}[/]"
+        )
         table = Table(show_header=True)
         table.add_column("digit", justify="right")
         table.add_column("probability", justify="right")
@@ -181,7 +187,7 @@ def predictions(report: Any, as_json: bool) -> None:
             table.add_row(str(d), pct(p), Text(bar(p), style=style))
         out.print(table)
     elif ok:
-        table = Table(title=f"predictions of {report.run.name}", title_justify="left")
+        table = Table(title=f"predictions of {escape(report.run.name)}", title_justify="left")
         table.add_column("image")
         table.add_column("digit", justify="right", style="bold green")
         table.add_column("confidence", justify="right")
@@ -189,7 +195,7 @@ def predictions(report: Any, as_json: bool) -> None:
         for r in ok:
             style = "green" if r.confidence >= 0.9 else "yellow" if r.confidence >= 0.5 else "red"
             table.add_row(
-                r.path,
+                Text(r.path),
                 str(r.digit),
                 Text(pct(r.confidence), style=style),
                 Text(sparkbar(r.probabilities), style="cyan"),
@@ -203,22 +209,27 @@ def embeddings(report: Any, as_json: bool, written: str | None) -> None:
         error(f.error)
     if written:
         note(f"wrote {len(report.paths)} embeddings of dimension {report.vectors.shape[1]} to {written}")
-    elif as_json:
-        for path, row in zip(report.paths, report.vectors, strict=False):
+    if as_json:
+        for path, row in zip(report.paths, report.vectors, strict=True):
             json_line({"path": path, "embedding": [round(float(v), 6) for v in row]})
+    elif written:
+        return
     elif not is_terminal():
-        for path, row in zip(report.paths, report.vectors, strict=False):
-            sys.stdout.write(path + "," + ",".join(f"{v:.6g}" for v in row) + "\n")
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerows(
+            [path, *(f"{v:.6g}" for v in row)] for path, row in zip(report.paths, report.vectors, strict=True)
+        )
     elif report.paths:
         table = Table(
-            title=f"embeddings from {report.run.name} (dimension {report.vectors.shape[1]})", title_justify="left"
+            title=f"embeddings from {escape(report.run.name)} (dimension {report.vectors.shape[1]})",
+            title_justify="left",
         )
         table.add_column("image")
         table.add_column("norm", justify="right")
         table.add_column("first values")
         for path, row in zip(report.paths, report.vectors, strict=False):
             head = " ".join(f"{v:+.3f}" for v in row[:6])
-            table.add_row(path, f"{float((row**2).sum()) ** 0.5:.3f}", head + " ...")
+            table.add_row(Text(path), f"{float((row**2).sum()) ** 0.5:.3f}", head + " ...")
         out.print(table)
         note("use --json, or --output FILE --format npy|csv, for the full vectors")
 
@@ -267,7 +278,7 @@ def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
     ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for r in runs:
-        name = f"{r.name} [dim](bundled)[/]" if r.bundled else f"[bold]{r.name}[/]"
+        name = f"{escape(r.name)} [dim](bundled)[/]" if r.bundled else f"[bold]{escape(r.name)}[/]"
         table.add_row(
             name, r.model, pct(r.test_accuracy), r.created.replace("T", " ")[:19], f"{r.size_bytes / 1024:,.0f} KiB"
         )

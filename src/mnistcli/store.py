@@ -35,7 +35,7 @@ from mnistcli.registry import create_model
 FORMAT = "mnistcli-checkpoint/1"
 WEIGHTS, META = "model.safetensors", "meta.json"
 BUNDLED_ROOT = Path(__file__).parent / "pretrained"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always used with fullmatch
 
 
 @dataclass(frozen=True)
@@ -76,8 +76,11 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{folder}: not a checkpoint (no {META})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{folder / META}: corrupt checkpoint metadata ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "name" not in meta.get("model", {}):
+    spec = meta.get("model") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(spec, dict):
         raise CheckpointError(f"{folder / META}: not a {FORMAT} checkpoint")
+    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("args", {}), dict):
+        raise CheckpointError(f"{folder / META}: 'model' must hold a name (text) and args (an object)")
     return meta
 
 
@@ -126,7 +129,7 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
         if candidate.is_dir() and (candidate / META).exists():
             return _open(candidate)
         folder = (root or paths.runs_dir()) / ref
-        if NAME_RE.match(ref) and folder.is_dir():
+        if NAME_RE.fullmatch(ref) and folder.is_dir():
             return _open(folder)
         bundled = [r for r in bundled_runs() if r.name == ref]
         if bundled:
@@ -179,6 +182,15 @@ def unique_name(base: str, root: Path) -> str:
     return name
 
 
+def check_new_name(name: str, root: Path | None = None) -> None:
+    """Raise `CheckpointError` unless `name` is a valid run name not yet taken (call before training)."""
+    root = root or paths.runs_dir()
+    if not NAME_RE.fullmatch(name):
+        raise CheckpointError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+    if (root / name).exists():
+        raise CheckpointError(f"a run named {name!r} already exists in {root}")
+
+
 def save(model: nn.Module, meta: dict[str, Any], name: str | None = None, root: Path | None = None) -> Run:
     """Save a new run atomically; returns it. `meta` must hold at least `model.name`.
 
@@ -188,10 +200,7 @@ def save(model: nn.Module, meta: dict[str, Any], name: str | None = None, root: 
     root = root or paths.runs_dir()
     root.mkdir(parents=True, exist_ok=True)
     if name is not None:
-        if not NAME_RE.match(name):
-            raise CheckpointError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-'")
-        if (root / name).exists():
-            raise CheckpointError(f"a run named {name!r} already exists in {root}")
+        check_new_name(name, root)
     else:
         name = unique_name(f"{meta['model']['name']}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", root)
     meta = {**meta, "format": FORMAT, "name": name}
@@ -202,7 +211,7 @@ def save(model: nn.Module, meta: dict[str, Any], name: str | None = None, root: 
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "model": meta["model"]["name"]})
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.rename(tmp, root / name)  # atomic; fails rather than overwrites if the name was taken meanwhile
+        os.rename(tmp, root / name)  # atomic; fails if a non-empty folder took the name meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -216,7 +225,9 @@ def remove(ref: str, root: Path | None = None) -> Run:
     """
     root = root or paths.runs_dir()
     folder = root / ref
-    if not NAME_RE.match(ref) or not folder.is_dir():
+    if not NAME_RE.fullmatch(ref) or not folder.is_dir():
+        if any(r.name == ref for r in bundled_runs()):
+            raise CheckpointError(f"{ref!r} is bundled with mnistcli and cannot be removed")
         raise CheckpointError(f"no run named {ref!r} in {root}")
     run = Run(ref, folder, {"model": {"name": "?"}})
     try:

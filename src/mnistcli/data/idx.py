@@ -13,6 +13,7 @@ reader asserts instead. This module never imports torch.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -49,7 +50,7 @@ def _parse_header(path: Path, head: bytes, total: int) -> tuple[np.dtype, tuple[
         raise IdxError(path, f"truncated header: {ndim} dimensions need {offset} bytes, got {total}")
     shape = tuple(int(d) for d in np.frombuffer(head, dtype=">u4", count=ndim, offset=4))
     dtype = DTYPES[code]
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = offset + math.prod(shape) * dtype.itemsize  # Python ints: no overflow for huge dims
     dims = "x".join(map(str, shape)) or "scalar"
     if total < expected:
         raise IdxError(path, f"truncated: {dims} {dtype.name} needs {expected} bytes, file has {total}")
@@ -87,7 +88,7 @@ def read_idx(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
         dtype, shape, offset = _parse_header(path, data[: 4 + 4 * 255], len(data))
         return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
     dtype, shape, offset = _parse_header(path, head, total)
-    if mmap and int(np.prod(shape, dtype=np.int64)) > 0:
+    if mmap and math.prod(shape) > 0:
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     return np.fromfile(path, dtype=dtype, offset=offset).reshape(shape)
 

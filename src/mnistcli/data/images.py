@@ -12,10 +12,8 @@ Returns float32 arrays in [0, 1]; no torch here.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,20 +25,20 @@ INK_THRESHOLD = 0.2  # fraction of the brightest ink above which a pixel counts 
 MAX_PIXELS = 50_000_000  # refuse decompression bombs politely rather than with PIL's warning
 
 
-def collect_paths(items: Iterable[str], stdin: TextIO | None = None) -> list[str]:
+def collect_paths(items: Iterable[str], stdin: Iterable[str] = ()) -> list[str]:
     """Expand command-line items into image paths, in order.
 
-    `-` reads one path per line from `stdin`; a folder contributes its image files (recursively,
-    sorted); anything else is passed through, so a missing file is reported when it is loaded.
+    `-` takes one path per line from `stdin`; a folder contributes its image files (recursively,
+    sorted), or itself if it has none (so that it is reported as a failed item); anything else is
+    passed through, so a missing file is reported when it is loaded.
     """
     out: list[str] = []
     for item in items:
         if item == "-":
-            stream = stdin if stdin is not None else sys.stdin
-            out.extend(line.strip() for line in stream if line.strip())
+            out.extend(line.strip() for line in stdin if line.strip())
         elif os.path.isdir(item):
             found = sorted(p for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            out.extend(str(p) for p in found)
+            out.extend([str(p) for p in found] or [item])
         else:
             out.append(item)
     return out
@@ -49,6 +47,11 @@ def collect_paths(items: Iterable[str], stdin: TextIO | None = None) -> list[str
 def _to_grayscale(image: Image.Image) -> np.ndarray:
     """Flatten transparency and colour into a float32 luminance array in [0, 1]."""
     image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        # 16-bit, 32-bit and float images: convert("L") would clip them; scale to [0, 1] instead.
+        a = np.asarray(image, dtype=np.float32)
+        lo, hi = (0.0, 65535.0) if image.mode.startswith("I;16") else (float(a.min()), float(a.max()))
+        return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
         alpha = rgba[..., 3]
@@ -113,7 +116,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     except FileNotFoundError:
         raise ImageError(path, "no such file") from None
     except IsADirectoryError:
-        raise ImageError(path, "is a folder, not an image") from None
+        raise ImageError(path, "a folder with no image files in it") from None
     except UnidentifiedImageError:
         raise ImageError(path, "not a readable image") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
