@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistcli import __version__, store
+from mnistcli import __version__, linear_eval, store
 from mnistcli.atomic import atomic_write
 from mnistcli.config import TrainConfig
 from mnistcli.data import images as image_io
@@ -30,6 +30,7 @@ from mnistcli.device import choose_device, seed_everything
 from mnistcli.errors import CheckpointError, ImageError, UsageError
 from mnistcli.inference import embed as embed_images
 from mnistcli.inference import evaluate_classifier, predict_proba
+from mnistcli.linear_eval import linear_evaluation
 from mnistcli.models.base import MEAN, STD
 from mnistcli.registry import ModelEntry, create_model, get_entry, list_models
 from mnistcli.tasks import get_task
@@ -75,6 +76,11 @@ class EvalReport:
     total: int
     seconds: float
     device: str
+    # "classifier": the model's own head. "linear": a probe on frozen features (self-supervised
+    # models), with `labels_per_class` and the same probe on raw pixels (`pixels_accuracy`).
+    protocol: str = "classifier"
+    labels_per_class: int | None = None
+    pixels_accuracy: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -176,7 +182,12 @@ def train(
             "reached": result.target_reached is not None,
             **(result.target_reached or {}),
         }
-    if result.target_reached is not None and val_data is None:
+    if entry.task == "contrastive":
+        # Self-supervised: the test result is the linear evaluation of the frozen encoder.
+        model.eval()
+        probe = linear_evaluation(model.features, train_data, test_data, seed=config.seed)  # type: ignore[arg-type]
+        test_accuracy, test_loss = probe.accuracy, probe.loss
+    elif result.target_reached is not None and val_data is None:
         # The last target check was a full pass over the test set with these very weights.
         test_accuracy, test_loss = result.target_reached["accuracy"], result.target_reached["loss"]
     else:
@@ -246,13 +257,31 @@ def evaluate(
     ref: str | None = None,
     data_dir: str | None = None,
     device: str = "auto",
+    labels_per_class: int | None = None,
     on_download: mnist.ProgressFn | None = None,
 ) -> EvalReport:
-    """Evaluate a classifier checkpoint on the 10,000 MNIST test images."""
-    run, model, dev = _load(ref, {"classify"}, device)
-    test_data = _load_tensors("test", _data(data_dir, on_download), dev)
+    """Evaluate a checkpoint on the 10,000 MNIST test images.
+
+    A classifier is judged by its own head. A self-supervised (contrastive) model gets the linear
+    evaluation protocol: a probe trained on its frozen features with all training labels, or
+    `labels_per_class` per digit, beside the same probe on raw pixels.
+    """
+    run, model, dev = _load(ref, {"classify", "contrastive"}, device)
+    folder = _data(data_dir, on_download)
+    test_data = _load_tensors("test", folder, dev)
     t0 = time.perf_counter()
-    result = evaluate_classifier(model, test_data)
+    if run.task == "classify":
+        if labels_per_class is not None:
+            raise UsageError("--labels-per-class is for self-supervised checkpoints (e.g. simclr)")
+        result = evaluate_classifier(model, test_data)
+        extra: dict[str, Any] = {}
+    else:
+        if labels_per_class is not None and labels_per_class < 1:
+            raise UsageError("--labels-per-class must be at least 1")
+        train_data = _load_tensors("train", folder, dev)
+        result = linear_evaluation(model.features, train_data, test_data, labels_per_class)  # type: ignore[arg-type]
+        pixels = linear_evaluation(linear_eval.pixels, train_data, test_data, labels_per_class)
+        extra = {"protocol": "linear", "labels_per_class": labels_per_class, "pixels_accuracy": pixels.accuracy}
     seconds = time.perf_counter() - t0
     return EvalReport(
         run,
@@ -263,6 +292,7 @@ def evaluate(
         result.total,
         seconds,
         str(dev),
+        **extra,
     )
 
 
@@ -294,7 +324,7 @@ def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") ->
     """Feature vectors of each readable image, in input order; unreadable ones become failures."""
     if not paths:
         raise UsageError("no images given (pass files, folders, or - to read paths from stdin)")
-    run, model, _ = _load(ref, {"classify"}, device)
+    run, model, _ = _load(ref, {"classify", "contrastive"}, device)
     loaded, stacked = _read_images(paths)
     dim = int(getattr(model, "feature_dim", 0))
     vectors = embed_images(model, stacked) if len(stacked) else np.zeros((0, dim), dtype=np.float32)

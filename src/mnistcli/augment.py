@@ -37,3 +37,23 @@ def random_affine(
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def contrastive_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One SimCLR view of each image: a strong random affine and pixel noise or blur.
+
+    Zoom in or out by up to 25% with a shift of up to 4 pixels (the digit's analogue of a random
+    resized crop), rotation up to 15 degrees, shear up to 15 degrees; then, for each image, either
+    Gaussian noise (std up to 0.2) or a 3x3 blur, each with probability one half. Never a flip.
+    """
+    view = random_affine(x, generator, degrees=15.0, scale=0.25, shift=4.0, shear=15.0)
+    n = view.shape[0]
+    draws = torch.rand(n, 3, generator=generator).to(x.device)
+    noise = torch.randn(view.shape, generator=generator).to(x.device) * (0.2 * draws[:, 0]).view(n, 1, 1, 1)
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=x.device)
+    kernel = (kernel[:, None] * kernel[None, :] / 16).view(1, 1, 3, 3)
+    blurred = F.conv2d(view, kernel, padding=1)
+    use_noise = (draws[:, 1] < 0.5).view(n, 1, 1, 1)
+    use_blur = (draws[:, 2] < 0.5).view(n, 1, 1, 1)
+    view = torch.where(use_blur, blurred, view)
+    return torch.where(use_noise, view + noise, view).clamp_(0.0, 1.0)

@@ -177,6 +177,9 @@ def train(
     label_smoothing: Annotated[
         Optional[float], typer.Option(help="Cross-entropy label smoothing.", show_default="model's recipe")
     ] = None,
+    temperature: Annotated[
+        Optional[float], typer.Option(help="NT-Xent temperature (contrastive models).", show_default="model's recipe")
+    ] = None,
     augment: Annotated[
         Optional[bool],
         typer.Option(
@@ -237,6 +240,7 @@ def train(
         weight_decay=weight_decay,
         scheduler=scheduler.value if scheduler else None,
         label_smoothing=label_smoothing,
+        temperature=temperature,
         augment=augment,
         val_split=val_split,
         early_stopping=early_stopping,
@@ -272,6 +276,12 @@ def eval_(
     checkpoint: CheckpointOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = Device.auto,
+    labels_per_class: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Self-supervised checkpoints: train the linear probe on only K labelled images per digit.", metavar="K"
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a checkpoint on the 10,000 MNIST test images."""
@@ -281,7 +291,11 @@ def eval_(
         raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
     with progress.download_progress() as on_download:
         report = api.evaluate(
-            checkpoint_arg or checkpoint, data_dir=data_dir, device=device.value, on_download=on_download
+            checkpoint_arg or checkpoint,
+            data_dir=data_dir,
+            device=device.value,
+            labels_per_class=labels_per_class,
+            on_download=on_download,
         )
     render.eval_json(report) if json_out else render.eval_report(report)
 

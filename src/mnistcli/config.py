@@ -24,6 +24,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
     scheduler: str = "none"  # none, step (x0.1 at 1/2 and 3/4 of the run), cosine, onecycle; stepped per batch
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    temperature: float = 0.2  # NT-Xent temperature (contrastive models)
     augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device
     val_split: float | None = None  # fraction held out for validation; None: 0.1 with early stopping, else 0
     early_stopping: int = 0  # stop after this many epochs without validation improvement (0: off)
@@ -47,6 +48,8 @@ class TrainConfig:
             raise UsageError("--epochs and --batch-size must be at least 1")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UsageError("--label-smoothing must be in [0, 1)")
+        if self.temperature <= 0:
+            raise UsageError("--temperature must be positive")
         if self.lr <= 0:
             raise UsageError("--lr must be positive")
         if self.val_split is None:

@@ -114,6 +114,9 @@ def eval_json(report: Any) -> None:
             "confusion": report.confusion,
             "seconds": round(report.seconds, 4),
             "images_per_second": round(report.images_per_second, 1),
+            "protocol": report.protocol,
+            "labels_per_class": report.labels_per_class,
+            "pixels_accuracy": report.pixels_accuracy,
         }
     )
 
@@ -121,10 +124,18 @@ def eval_json(report: Any) -> None:
 def eval_report(report: Any) -> None:
     correct = sum(row["correct"] for row in report.per_class)
     out.print(f"[bold]{escape(report.run.name)}[/] ({report.run.model}{', bundled' if report.run.bundled else ''})")
-    out.print(
-        f"test accuracy [bold green]{pct(report.accuracy)}[/] ({correct:,}/{report.total:,}), loss {report.loss:.4f}"
-        f"  [dim]{report.seconds:.2f} s, {report.images_per_second:,.0f} images/s on {report.device}[/]"
-    )
+    if report.protocol == "linear":
+        labels = f"{report.labels_per_class} labels per digit" if report.labels_per_class else "all training labels"
+        out.print(
+            f"linear evaluation (frozen encoder, probe trained on {labels}): test accuracy [bold green]"
+            f"{pct(report.accuracy)}[/] ({correct:,}/{report.total:,}); the same probe on raw pixels: "
+            f"{pct(report.pixels_accuracy)}  [dim]{report.seconds:.1f} s on {report.device}[/]"
+        )
+    else:
+        out.print(
+            f"test accuracy [bold green]{pct(report.accuracy)}[/] ({correct:,}/{report.total:,}), loss {report.loss:.4f}"
+            f"  [dim]{report.seconds:.2f} s, {report.images_per_second:,.0f} images/s on {report.device}[/]"
+        )
     per_class = Table(title="per class", title_justify="left")
     for col in ("digit", "correct", "total", "accuracy"):
         per_class.add_column(col, justify="right")

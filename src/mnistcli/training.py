@@ -143,7 +143,7 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         model.train()
         loss_sum = torch.zeros((), device=train.labels.device)
-        correct = torch.zeros((), device=train.labels.device, dtype=torch.long)
+        correct = torch.zeros((), device=train.labels.device)
         seen = 0
         for x, y in train.batches(config.batch_size, generator):
             if config.augment:

@@ -1,0 +1,84 @@
+"""SimCLR: the NT-Xent loss, the views, the linear probe, and the commands a user runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnistcli.augment import contrastive_view
+from mnistcli.cli import app
+from mnistcli.dataset import TensorData
+from mnistcli.linear_eval import linear_evaluation, pixels
+from mnistcli.tasks.contrastive import nt_xent
+from tests.helpers import make_digits, save_png
+
+
+def test_nt_xent_matches_a_hand_computation() -> None:
+    # Two images, each view identical to its pair and orthogonal to the other image's views.
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    z = torch.stack([e1, e2, e1, e2])
+    tau = 0.5
+    loss, hits = nt_xent(z, tau)
+    expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + 2 * math.exp(0)))
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert int(hits) == 4
+
+
+def test_views_are_random_valid_images_and_repeatable() -> None:
+    images, _ = make_digits(16, seed=1)
+    x = torch.from_numpy(images).float().unsqueeze(1) / 255
+    a = contrastive_view(x, torch.Generator().manual_seed(0))
+    b = contrastive_view(x, torch.Generator().manual_seed(0))
+    c = contrastive_view(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c) and not torch.allclose(a, x)
+
+
+def test_linear_probe_on_pixels_learns_the_synthetic_digits() -> None:
+    train_x, train_y = make_digits(300, seed=1)
+    test_x, test_y = make_digits(100, seed=2)
+    cpu = torch.device("cpu")
+    result = linear_evaluation(
+        pixels, TensorData.from_numpy(train_x, train_y, cpu), TensorData.from_numpy(test_x, test_y, cpu)
+    )
+    assert result.accuracy > 0.6 and result.confusion.sum() == 100  # chance is 0.1
+    few = linear_evaluation(
+        pixels, TensorData.from_numpy(train_x, train_y, cpu), TensorData.from_numpy(test_x, test_y, cpu), 3
+    )
+    assert 0.1 < few.accuracy <= 1.0
+
+
+def test_train_eval_embed_and_refusals(runner: CliRunner, synthetic_env: Path, tmp_path: Path) -> None:
+    trained = runner.invoke(
+        app, ["train", "simclr", "--epochs", "1", "--arg", "width=8", "--batch-size", "100", "--json"]
+    )
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads(trained.stdout)
+    report = json.loads(runner.invoke(app, ["eval", summary["run"], "--json"]).stdout)
+    assert report["protocol"] == "linear" and report["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert 0 < report["pixels_accuracy"] <= 1 and report["total"] == 100
+    few = json.loads(runner.invoke(app, ["eval", summary["run"], "--labels-per-class", "5", "--json"]).stdout)
+    assert few["labels_per_class"] == 5
+    png = save_png(make_digits(1, seed=4)[0][0], tmp_path / "one.png")
+    embedded = json.loads(runner.invoke(app, ["embed", str(png), "-c", summary["run"], "--json"]).stdout)
+    assert len(embedded["embedding"]) == 8 * 4 * 9
+    refused = runner.invoke(app, ["predict", str(png), "-c", summary["run"]])
+    assert refused.exit_code == 1 and "is a contrastive model" in refused.stderr
+    classifier = runner.invoke(app, ["eval", "cnn-pretrained", "--labels-per-class", "5"])
+    assert classifier.exit_code == 2 and "for self-supervised checkpoints" in classifier.stderr
+
+
+@pytest.mark.slow
+def test_one_epoch_of_simclr_beats_pixels_on_real_mnist(runner: CliRunner, real_mnist: Path) -> None:
+    summary = json.loads(runner.invoke(app, ["train", "simclr", "--epochs", "1", "--json"]).stdout)
+    report = json.loads(runner.invoke(app, ["eval", summary["run"], "--labels-per-class", "10", "--json"]).stdout)
+    assert summary["test_accuracy"] >= 0.97  # linear evaluation with all labels after one epoch
+    assert report["accuracy"] > report["pixels_accuracy"] + 0.05
+    assert np.isclose(sum(r["total"] for r in report["per_class"]), 10_000)
