@@ -271,7 +271,7 @@ def train(
 @guarded
 def eval_(
     checkpoint_arg: Annotated[
-        Optional[str], typer.Argument(metavar="[CHECKPOINT]", help="Same as --checkpoint.", show_default=False)
+        Optional[str], typer.Argument(metavar="CHECKPOINT", help="Same as --checkpoint.", show_default=False)
     ] = None,
     checkpoint: CheckpointOpt = None,
     data_dir: DataDirOpt = None,
