@@ -82,3 +82,25 @@ def test_one_epoch_of_simclr_beats_pixels_on_real_mnist(runner: CliRunner, real_
     assert summary["test_accuracy"] >= 0.97  # linear evaluation with all labels after one epoch
     assert report["accuracy"] > report["pixels_accuracy"] + 0.05
     assert np.isclose(sum(r["total"] for r in report["per_class"]), 10_000)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "simclr", "--target-accuracy", "0.9"], "--target-accuracy is for classifiers"),
+        (["train", "simclr", "--batch-size", "1"], "at least 2 for a contrastive model"),
+        (["eval", "cnn-pretrained", "--labels-per-class", "3"], "for self-supervised checkpoints"),
+    ],
+)
+def test_simclr_usage_errors(runner: CliRunner, synthetic_env: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_too_many_labels_per_class(runner: CliRunner, synthetic_env: Path) -> None:
+    trained = runner.invoke(
+        app, ["train", "simclr", "--epochs", "1", "--arg", "width=4", "--batch-size", "100", "--json"]
+    )
+    run = json.loads(trained.stdout)["run"]
+    result = runner.invoke(app, ["eval", run, "--labels-per-class", "31"])  # 30 training images of each digit
+    assert result.exit_code == 2 and "at most 30" in result.stderr

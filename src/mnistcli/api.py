@@ -30,7 +30,7 @@ from mnistcli.device import choose_device, seed_everything
 from mnistcli.errors import CheckpointError, ImageError, UsageError
 from mnistcli.inference import embed as embed_images
 from mnistcli.inference import evaluate_classifier, predict_proba
-from mnistcli.linear_eval import linear_evaluation
+from mnistcli.linear_eval import frozen, linear_evaluation
 from mnistcli.models.base import MEAN, STD
 from mnistcli.registry import ModelEntry, create_model, get_entry, list_models
 from mnistcli.tasks import get_task
@@ -160,9 +160,19 @@ def train(
     device = choose_device(config.device)
     generator = seed_everything(config.seed)
     model = create_model(model_name, **(model_args or {})).to(device)  # bad --arg values fail before any data work
+    if entry.task == "contrastive":
+        if config.target_accuracy is not None:
+            raise UsageError(
+                "--target-accuracy is for classifiers; a contrastive model has no accuracy while it trains"
+            )
+        if config.batch_size < 2:
+            raise UsageError(
+                "--batch-size must be at least 2 for a contrastive model (the other images are its negatives)"
+            )
     folder = _data(data_dir, on_download)
-    train_data = _load_tensors("train", folder, device).select(config.classes, config.per_class, generator)
-    test_data = _load_tensors("test", folder, device).select(config.classes, None, generator)
+    full_train, full_test = _load_tensors("train", folder, device), _load_tensors("test", folder, device)
+    train_data = full_train.select(config.classes, config.per_class, generator)
+    test_data = full_test.select(config.classes, None, generator)
     train_data, val_data = train_data.split(config.val_split or 0.0, generator)
     if len(train_data) < 2:
         raise UsageError("fewer than 2 training images left after --classes/--per-class/--val-split")
@@ -183,9 +193,9 @@ def train(
             **(result.target_reached or {}),
         }
     if entry.task == "contrastive":
-        # Self-supervised: the test result is the linear evaluation of the frozen encoder.
-        model.eval()
-        probe = linear_evaluation(model.features, train_data, test_data, seed=config.seed)  # type: ignore[arg-type]
+        # Self-supervised: the test result is the linear evaluation `mnist eval` gives (all labels
+        # of the whole training split, all ten digits), so the two always agree.
+        probe = linear_evaluation(frozen(model), full_train, full_test)
         test_accuracy, test_loss = probe.accuracy, probe.loss
     elif result.target_reached is not None and val_data is None:
         # The last target check was a full pass over the test set with these very weights.
@@ -267,19 +277,24 @@ def evaluate(
     `labels_per_class` per digit, beside the same probe on raw pixels.
     """
     run, model, dev = _load(ref, {"classify", "contrastive"}, device)
+    if labels_per_class is not None and run.task == "classify":
+        raise UsageError("--labels-per-class is for self-supervised checkpoints (e.g. simclr)")
+    if labels_per_class is not None and labels_per_class < 1:
+        raise UsageError("--labels-per-class must be at least 1")
     folder = _data(data_dir, on_download)
     test_data = _load_tensors("test", folder, dev)
     t0 = time.perf_counter()
     if run.task == "classify":
-        if labels_per_class is not None:
-            raise UsageError("--labels-per-class is for self-supervised checkpoints (e.g. simclr)")
         result = evaluate_classifier(model, test_data)
         extra: dict[str, Any] = {}
     else:
-        if labels_per_class is not None and labels_per_class < 1:
-            raise UsageError("--labels-per-class must be at least 1")
         train_data = _load_tensors("train", folder, dev)
-        result = linear_evaluation(model.features, train_data, test_data, labels_per_class)  # type: ignore[arg-type]
+        fewest = int(torch.bincount(train_data.labels, minlength=10).min())
+        if labels_per_class is not None and labels_per_class > fewest:
+            raise UsageError(
+                f"--labels-per-class {labels_per_class}: at most {fewest} (the fewest training images of any digit)"
+            )
+        result = linear_evaluation(frozen(model), train_data, test_data, labels_per_class)
         pixels = linear_evaluation(linear_eval.pixels, train_data, test_data, labels_per_class)
         extra = {"protocol": "linear", "labels_per_class": labels_per_class, "pixels_accuracy": pixels.accuracy}
     seconds = time.perf_counter() - t0

@@ -43,8 +43,9 @@ def contrastive_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     """One SimCLR view of each image: a strong random affine and pixel noise or blur.
 
     Zoom in or out by up to 25% with a shift of up to 4 pixels (the digit's analogue of a random
-    resized crop), rotation up to 15 degrees, shear up to 15 degrees; then, for each image, either
-    Gaussian noise (std up to 0.2) or a 3x3 blur, each with probability one half. Never a flip.
+    resized crop), rotation up to 15 degrees, shear up to 15 degrees; then, independently for each
+    image, a 3x3 blur with probability one half and Gaussian noise (std up to 0.2) with probability
+    one half (so a quarter get both and a quarter neither). Never a flip.
     """
     view = random_affine(x, generator, degrees=15.0, scale=0.25, shift=4.0, shear=15.0)
     n = view.shape[0]

@@ -41,6 +41,13 @@ class Probe(nn.Module):
         return self.linear(normalise(self.extract(x)))
 
 
+def frozen(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's feature function, with the model switched to eval mode (batch norm frozen too)."""
+    model.eval()
+    features: Callable[[torch.Tensor], torch.Tensor] = model.features  # type: ignore[assignment]
+    return features
+
+
 def pixels(x: torch.Tensor) -> torch.Tensor:
     """The raw-pixel 'encoder' of the baseline."""
     return x.flatten(1)

@@ -65,7 +65,11 @@ def train_summary(report: Any) -> None:
     )
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("test accuracy", f"[bold green]{pct(report.test_accuracy)}[/]  (loss {report.test_loss:.4f})")
+    contrastive = report.run.task == "contrastive"
+    table.add_row(
+        "linear evaluation (test)" if contrastive else "test accuracy",
+        f"[bold green]{pct(report.test_accuracy)}[/]  (loss {report.test_loss:.4f})",
+    )
     table.add_row("epochs", f"{len(report.history)}" + ("  (stopped early)" if report.stopped_early else ""))
     if report.target:
         t = report.target
@@ -75,9 +79,10 @@ def train_summary(report: Any) -> None:
             else f"[bold red]not reached[/] on the {t['checked_on']} set in {len(report.history)} epochs"
         )
         table.add_row(f"target {pct(t['target'])}", reached)
-    table.add_row("final train accuracy", pct(last["train_accuracy"]))
+    kind = "pair accuracy (a view's nearest view is its pair)" if contrastive else "accuracy"
+    table.add_row(f"final train {kind}", pct(last["train_accuracy"]))
     if last.get("val_accuracy") is not None:
-        table.add_row("final val accuracy", pct(last["val_accuracy"]))
+        table.add_row(f"final val {kind}", pct(last["val_accuracy"]))
     table.add_row("time", f"{report.seconds:.1f} s training, {report.total_seconds:.1f} s in all, on {report.device}")
     table.add_row("checkpoint", Text(str(report.run.path)))
     err.print(table)
