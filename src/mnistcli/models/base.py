@@ -13,6 +13,12 @@ from torch import nn
 MEAN, STD = 0.1307, 0.3081  # of the MNIST training pixels, in [0, 1]
 
 
+def prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Normalise images in [0, 1] with the MNIST mean and std, channels-last if the convs want it."""
+    x = (x - MEAN) / STD
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 class Classifier(nn.Module):
     """`body` maps normalised images to (N, feature_dim) features; a linear `head` gives logits."""
 
@@ -29,10 +35,7 @@ class Classifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer features, shape (N, feature_dim)."""
-        x = (x - MEAN) / STD
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.body(x)
+        return self.body(prepare(x, self.channels_last))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits, shape (N, num_classes)."""

@@ -25,6 +25,16 @@ def conv_pool_bn(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
     ]
 
 
+def cnn_body(width: int) -> nn.Sequential:
+    """The three conv blocks (w, 2w, 4w) and the flatten: `cnn`'s feature extractor, and SimCLR's encoder."""
+    return nn.Sequential(
+        *conv_pool_bn(1, width, kernel=5),
+        *conv_pool_bn(width, 2 * width),
+        *conv_pool_bn(2 * width, 4 * width),
+        nn.Flatten(),
+    )
+
+
 @register_model(
     "cnn",
     task="classify",
@@ -40,13 +50,7 @@ def conv_pool_bn(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
 )
 def cnn(width: int = 16) -> Classifier:
     """28x28 -> 14x14xw -> 7x7x2w -> 3x3x4w, flattened to 36w features."""
-    body = nn.Sequential(
-        *conv_pool_bn(1, width, kernel=5),
-        *conv_pool_bn(width, 2 * width),
-        *conv_pool_bn(2 * width, 4 * width),
-        nn.Flatten(),
-    )
-    return Classifier(body, feature_dim=4 * width * 9, channels_last=True)
+    return Classifier(cnn_body(width), feature_dim=4 * width * 9, channels_last=True)
 
 
 @register_model(

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mnistcli.models.base import MEAN, STD
-from mnistcli.models.cnn import conv_pool_bn
+from mnistcli.models.base import prepare
+from mnistcli.models.cnn import cnn_body
 from mnistcli.registry import register_model
 
 
@@ -20,12 +20,7 @@ class SimCLR(nn.Module):
 
     def __init__(self, width: int = 16, hidden: int = 256, projection: int = 64) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(
-            *conv_pool_bn(1, width, kernel=5),
-            *conv_pool_bn(width, 2 * width),
-            *conv_pool_bn(2 * width, 4 * width),
-            nn.Flatten(),
-        )
+        self.encoder = cnn_body(width)
         self.feature_dim = 4 * width * 9
         self.projector = nn.Sequential(
             nn.Linear(self.feature_dim, hidden, bias=False),
@@ -37,7 +32,7 @@ class SimCLR(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder features (N, feature_dim) of images in [0, 1]."""
-        return self.encoder(((x - MEAN) / STD).contiguous(memory_format=torch.channels_last))
+        return self.encoder(prepare(x, channels_last=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Projections (N, projection), not normalised (the loss normalises)."""
