@@ -52,9 +52,10 @@ def test_one_epoch_of_training_lowers_the_loss(name: str) -> None:
     model = registry.create_model(name)
     entry = registry.get_entry(name)
     config = TrainConfig.build(entry.recipe, {"epochs": 3, "batch_size": 40, "augment": False})
-    task = get_task(entry.task, config)
+    generator = torch.Generator().manual_seed(0)
+    task = get_task(entry.task, config, generator)
     before = task.evaluate(model, data)["loss"]
-    result = fit(model, task, data, config, torch.Generator().manual_seed(0))
+    result = fit(model, task, data, config, generator)
     assert len(result.history) == 3
     assert task.evaluate(model, data)["loss"] < before
 

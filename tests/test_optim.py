@@ -97,7 +97,8 @@ from mnistcli.training import fit
 data = TensorData(torch.randint(0, 255, (64, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (64,)))
 for opt in ("sgd", "nesterov", "adam", "adamw"):
     config = TrainConfig(epochs=1, batch_size=16, optimizer=opt, scheduler="onecycle", augment=True, target_accuracy=0.99)
-    fit(create_model("cnn"), get_task("classify", config), data, config, torch.Generator(), monitor=data)
+    generator = torch.Generator()
+    fit(create_model("cnn"), get_task("classify", config, generator), data, config, generator, monitor=data)
 assert "torch._dynamo" not in sys.modules, "torch._dynamo was imported"
 """
     subprocess.run([sys.executable, "-c", code], check=True)

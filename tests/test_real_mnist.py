@@ -68,3 +68,15 @@ def test_one_epoch_of_cnn_passes_98_percent(runner: CliRunner, real_mnist: Path)
     assert summary["test_accuracy"] >= 0.98
     again = json.loads(runner.invoke(app, ["eval", summary["run"], "--json"]).stdout)
     assert again["accuracy"] == pytest.approx(summary["test_accuracy"])  # the saved checkpoint is the trained model
+
+
+def test_one_epoch_of_siamese_on_three_digits_recognises_unseen_ones(runner: CliRunner, real_mnist: Path) -> None:
+    """The few-shot setting: labels of 0, 1, 2 only (100 each); the other seven digits still separate."""
+    result = runner.invoke(app, ["train", "siamese", "--classes", "0,1,2", "--per-class", "100", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(runner.invoke(app, ["eval", "siamese", "--shots", "1", "--episodes", "300", "--json"]).stdout)
+    scores = {e["name"]: e for e in report["episodes"]}
+    ten, unseen = scores["10-way 1-shot"], scores["7-way 1-shot (unseen)"]
+    assert 0.40 < ten["pixels_accuracy"] < 0.48  # the raw-pixel anchor (about 43%)
+    assert ten["accuracy"] >= ten["pixels_accuracy"] + 0.2
+    assert unseen["accuracy"] >= unseen["pixels_accuracy"] + 0.15

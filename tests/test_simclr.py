@@ -72,7 +72,7 @@ def test_train_eval_embed_and_refusals(runner: CliRunner, synthetic_env: Path, t
     refused = runner.invoke(app, ["predict", str(png), "-c", summary["run"]])
     assert refused.exit_code == 1 and "is a contrastive model" in refused.stderr
     classifier = runner.invoke(app, ["eval", "cnn-pretrained", "--labels-per-class", "5"])
-    assert classifier.exit_code == 2 and "for self-supervised checkpoints" in classifier.stderr
+    assert classifier.exit_code == 2 and "of self-supervised checkpoints" in classifier.stderr
 
 
 @pytest.mark.slow
@@ -89,7 +89,7 @@ def test_one_epoch_of_simclr_beats_pixels_on_real_mnist(runner: CliRunner, real_
     [
         (["train", "simclr", "--target-accuracy", "0.9"], "--target-accuracy is for classifiers"),
         (["train", "simclr", "--batch-size", "1"], "at least 2 for a contrastive model"),
-        (["eval", "cnn-pretrained", "--labels-per-class", "3"], "for self-supervised checkpoints"),
+        (["eval", "cnn-pretrained", "--labels-per-class", "3"], "of self-supervised checkpoints"),
     ],
 )
 def test_simclr_usage_errors(runner: CliRunner, synthetic_env: Path, args: list[str], message: str) -> None:

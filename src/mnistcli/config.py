@@ -12,6 +12,7 @@ from typing import Any
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MINING = ("batch-hard", "semi-hard")
 
 
 @dataclass
@@ -24,7 +25,10 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
     scheduler: str = "none"  # none, step (x0.1 at 1/2 and 3/4 of the run), cosine, onecycle; stepped per batch
     label_smoothing: float = 0.0  # cross-entropy label smoothing
-    temperature: float = 0.2  # NT-Xent temperature (contrastive models)
+    temperature: float = 0.2  # NT-Xent temperature (contrastive models, and metric models' self-supervision)
+    margin: float = 0.2  # triplet-loss margin on squared distances between unit vectors (metric models)
+    mining: str = "batch-hard"  # triplet mining in each P x K batch: batch-hard or semi-hard (metric models)
+    ssl_weight: float = 0.0  # weight of NT-Xent on unlabelled training images beside the triplet loss (0: off)
     augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device
     val_split: float | None = None  # fraction held out for validation; None: 0.1 with early stopping, else 0
     early_stopping: int = 0  # stop after this many epochs without validation improvement (0: off)
@@ -48,6 +52,12 @@ class TrainConfig:
             raise UsageError("--epochs and --batch-size must be at least 1")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UsageError("--label-smoothing must be in [0, 1)")
+        if self.mining not in MINING:
+            raise UsageError(f"unknown mining {self.mining!r} (choose from {', '.join(MINING)})")
+        if self.margin <= 0:
+            raise UsageError("--margin must be positive")
+        if self.ssl_weight < 0:
+            raise UsageError("--ssl-weight must be 0 (off) or positive")
         if self.temperature <= 0:
             raise UsageError("--temperature must be positive")
         if self.lr <= 0:

@@ -73,6 +73,17 @@ def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EV
     )
 
 
+@torch.inference_mode()
+def embed_data(model: nn.Module, data: TensorData, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """`model.features` of every image in `data`, (N, D) on the data's device, in eval mode."""
+    was_training = model.training
+    model.eval()
+    features: Callable[[torch.Tensor], torch.Tensor] = model.features  # type: ignore[assignment]
+    out = torch.cat([features(x).float() for x, _ in data.batches(batch_size)])
+    model.train(was_training)
+    return out
+
+
 def _map_batches(
     model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch_size: int
 ) -> np.ndarray:

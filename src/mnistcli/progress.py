@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from mnistcli.render import err, pct
+from mnistcli.render.console import err, pct
 
 
 class TrainProgress:

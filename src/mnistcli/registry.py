@@ -20,7 +20,7 @@ from mnistcli.errors import ModelError
 if TYPE_CHECKING:
     from torch import nn
 
-TASKS = ("classify", "contrastive")
+TASKS = ("classify", "contrastive", "metric")
 B = TypeVar("B", bound=Callable[..., "nn.Module"])
 
 

@@ -111,11 +111,11 @@ def bundled_runs() -> list[Run]:
     return [_open(f, bundled=True) for f in sorted(BUNDLED_ROOT.iterdir()) if (f / META).is_file()]
 
 
-def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | None = None) -> Run:
+def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | None = None, suggest: str = "cnn") -> Run:
     """Find the checkpoint `ref` names: a path, a run name, or a model name (its latest run).
 
     With no `ref`, the latest run whose task is in `tasks`, else a bundled one. Raises
-    `CheckpointError` if nothing matches.
+    `CheckpointError` if nothing matches (suggesting `mnist train <suggest>`).
     """
     allowed = set(tasks) if tasks is not None else None
 
@@ -145,7 +145,7 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
     bundled = [r for r in bundled_runs() if fits(r)]
     if bundled:
         return bundled[0]
-    raise CheckpointError("no checkpoint yet: train one with `mnist train cnn`")
+    raise CheckpointError(f"no checkpoint yet: train one with `mnist train {suggest}`, or pass --checkpoint")
 
 
 def load(run: Run, device: torch.device | str = "cpu") -> nn.Module:

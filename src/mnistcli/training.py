@@ -1,8 +1,9 @@
 """The one training loop: fit(model, task, data, config, callbacks) -> FitResult.
 
 No printing and no file I/O: progress goes out through `on_step` / `on_epoch` callbacks, and the
-result comes back as data. Batches come from in-memory tensors by indexing a seeded permutation,
-augmentation is one warp of the whole batch, and the learning-rate schedule steps per batch.
+result comes back as data. The task supplies the batches (in-memory tensors indexed by a seeded
+permutation), augments whole batches at once and computes the loss; the learning-rate schedule
+steps per batch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import torch
 from torch import nn
 
 from mnistcli import optim
-from mnistcli.augment import random_affine
 from mnistcli.config import TrainConfig
 from mnistcli.dataset import TensorData
 from mnistcli.tasks.base import Task
@@ -130,7 +130,7 @@ def fit(
     `config.check_every` of an epoch and training stops as soon as it reaches the target.
     Returns the per-epoch history and timing.
     """
-    steps_per_epoch = train.num_batches(config.batch_size, shuffle=True)
+    steps_per_epoch = task.num_batches(train, config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     check_steps = max(1, round(steps_per_epoch * config.check_every))
     watch = TargetWatch(task, monitor, config.target_accuracy) if config.target_accuracy and monitor else None
@@ -145,9 +145,7 @@ def fit(
         loss_sum = torch.zeros((), device=train.labels.device)
         correct = torch.zeros((), device=train.labels.device)
         seen = 0
-        for x, y in train.batches(config.batch_size, generator):
-            if config.augment:
-                x = random_affine(x, generator)
+        for x, y in task.batches(train, config.batch_size, generator):
             loss, n_correct = task.loss(model, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

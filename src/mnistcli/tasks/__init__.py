@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import torch
+
 from mnistcli.config import TrainConfig
+from mnistcli.dataset import TensorData
 from mnistcli.errors import ModelError
 from mnistcli.tasks.base import Task
 from mnistcli.tasks.classify import ClassifyTask
 from mnistcli.tasks.contrastive import ContrastiveTask
+from mnistcli.tasks.metric import MetricTask
 
 
-def get_task(name: str, config: TrainConfig) -> Task:
-    """The task object for a registry entry's task name. Raises `ModelError` if unknown."""
+def get_task(name: str, config: TrainConfig, generator: torch.Generator, unlabelled: TensorData | None = None) -> Task:
+    """The task object for a registry entry's task name. Raises `ModelError` if unknown.
+
+    `generator` is the run's (it also shuffles); `unlabelled` is the image pool a metric task
+    may self-supervise on (its labels are never read).
+    """
     if name == "classify":
-        return ClassifyTask(label_smoothing=config.label_smoothing)
+        return ClassifyTask(label_smoothing=config.label_smoothing, augment=config.augment, generator=generator)
     if name == "contrastive":
         return ContrastiveTask(temperature=config.temperature, seed=config.seed)
+    if name == "metric":
+        return MetricTask(
+            margin=config.margin,
+            mining=config.mining,
+            generator=generator,
+            augment=config.augment,
+            unlabelled=unlabelled,
+            ssl_weight=config.ssl_weight,
+            temperature=config.temperature,
+        )
     raise ModelError(f"unknown task {name!r}")
 
 
-__all__ = ["ClassifyTask", "ContrastiveTask", "Task", "get_task"]
+__all__ = ["ClassifyTask", "ContrastiveTask", "MetricTask", "Task", "get_task"]

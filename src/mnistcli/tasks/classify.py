@@ -6,20 +6,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistcli.augment import random_affine
 from mnistcli.dataset import TensorData
 from mnistcli.inference import evaluate_classifier
+from mnistcli.tasks.base import ShuffledBatches
 
 
-class ClassifyTask:
-    """Softmax classification of digits (with optional label smoothing while training)."""
+class ClassifyTask(ShuffledBatches):
+    """Softmax classification of digits (with optional label smoothing and augmentation while training)."""
 
     name = "classify"
 
-    def __init__(self, label_smoothing: float = 0.0) -> None:
-        self.label_smoothing = label_smoothing
+    def __init__(
+        self, label_smoothing: float = 0.0, augment: bool = False, generator: torch.Generator | None = None
+    ) -> None:
+        self.label_smoothing, self.augment = label_smoothing, augment
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy and the count of correct argmax predictions."""
+        """Mean cross-entropy and the count of correct argmax predictions (after a random affine, if augmenting)."""
+        if self.augment:
+            x = random_affine(x, self.generator)
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         return loss, (logits.argmax(dim=1) == y).sum()

@@ -14,6 +14,7 @@ from torch import nn
 
 from mnistcli.augment import contrastive_view
 from mnistcli.dataset import TensorData
+from mnistcli.tasks.base import ShuffledBatches
 
 
 def nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +27,7 @@ def nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Te
     return F.cross_entropy(sim, target), (sim.argmax(dim=1) == target).sum()
 
 
-class ContrastiveTask:
+class ContrastiveTask(ShuffledBatches):
     """SimCLR pretraining; views drawn from a generator seeded by the run's seed."""
 
     name = "contrastive"

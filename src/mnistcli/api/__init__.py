@@ -1,0 +1,47 @@
+"""One function per command: compose registry, store, training, inference and data.
+
+Every function returns a dataclass (reports.py) and never prints; progress goes out through
+callbacks. The CLI (and any Python user) calls these; they raise `MnistError` subclasses for
+anything the user can fix.
+"""
+
+from mnistcli.api.catalog import checkpoints, models, remove_checkpoint
+from mnistcli.api.evaluation import evaluate
+from mnistcli.api.reports import (
+    EmbedReport,
+    EvalReport,
+    Failure,
+    FewShotReport,
+    FewShotScore,
+    Match,
+    ModelInfo,
+    OneShotReport,
+    Prediction,
+    PredictReport,
+    TrainReport,
+)
+from mnistcli.api.serving import embed, oneshot, predict, save_embeddings
+from mnistcli.api.training import train
+
+__all__ = [
+    "EmbedReport",
+    "EvalReport",
+    "Failure",
+    "FewShotReport",
+    "FewShotScore",
+    "Match",
+    "ModelInfo",
+    "OneShotReport",
+    "PredictReport",
+    "Prediction",
+    "TrainReport",
+    "checkpoints",
+    "embed",
+    "evaluate",
+    "models",
+    "oneshot",
+    "predict",
+    "remove_checkpoint",
+    "save_embeddings",
+    "train",
+]

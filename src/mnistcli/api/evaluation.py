@@ -1,0 +1,151 @@
+"""`mnist eval`: judge a checkpoint on the 10,000 MNIST test images, by the protocol its kind calls for.
+
+A classifier is judged by its own head. A self-supervised (contrastive) model gets linear
+evaluation: a probe on its frozen features. An embedding (metric) model gets the few-shot
+protocol: N-way K-shot episodes on the test set, beside raw pixels on the same episodes, and
+nearest-neighbour accuracy against the training set; `fewshot=True` asks for that protocol on
+any checkpoint with features.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnistcli import fewshot, linear_eval, plots, store
+from mnistcli.api.common import EMBEDDING_TASKS, data_folder, load_checkpoint, load_tensors
+from mnistcli.api.reports import EvalReport, FewShotReport, FewShotScore
+from mnistcli.data import mnist
+from mnistcli.dataset import TensorData
+from mnistcli.errors import UsageError
+from mnistcli.inference import embed_data, evaluate_classifier
+from mnistcli.linear_eval import frozen, linear_evaluation
+
+NN_BLOCK = 1000  # test images per block of the nearest-neighbour search (1000 x 60000 distances)
+
+
+def evaluate(
+    ref: str | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    labels_per_class: int | None = None,
+    fewshot_protocol: bool = False,
+    shots: Sequence[int] = (1, 5),
+    episodes: int = fewshot.EPISODES,
+    map_path: str | Path | None = None,
+    on_download: mnist.ProgressFn | None = None,
+) -> EvalReport | FewShotReport:
+    """Evaluate a checkpoint on the test images; see the module docstring for the protocols.
+
+    `labels_per_class` (self-supervised models) trains the probe on K labelled images per digit.
+    `shots`, `episodes` and `map_path` (a PCA map PNG) belong to the few-shot protocol.
+    """
+    run, model, dev = load_checkpoint(ref, EMBEDDING_TASKS, device)
+    few = fewshot_protocol or run.task == "metric"
+    if labels_per_class is not None and (run.task != "contrastive" or few):
+        raise UsageError("--labels-per-class is for the linear evaluation of self-supervised checkpoints (e.g. simclr)")
+    if labels_per_class is not None and labels_per_class < 1:
+        raise UsageError("--labels-per-class must be at least 1")
+    if not few and map_path is not None:
+        raise UsageError("--map is part of the few-shot protocol (embedding checkpoints, or --fewshot)")
+    if few and (not shots or any(k < 1 or k > 100 for k in shots)):
+        raise UsageError("--shots takes numbers of examples per class from 1 to 100, e.g. 1,5")
+    if few and not 1 <= episodes <= 100_000:
+        raise UsageError("--episodes must be between 1 and 100,000")
+    folder = data_folder(data_dir, on_download)
+    test_data = load_tensors("test", folder, dev)
+    if few:
+        return _fewshot(run, model, dev, test_data, load_tensors("train", folder, dev), shots, episodes, map_path)
+    t0 = time.perf_counter()
+    if run.task == "classify":
+        result = evaluate_classifier(model, test_data)
+        extra: dict[str, Any] = {}
+    else:
+        train_data = load_tensors("train", folder, dev)
+        fewest = int(torch.bincount(train_data.labels, minlength=10).min())
+        if labels_per_class is not None and labels_per_class > fewest:
+            raise UsageError(
+                f"--labels-per-class {labels_per_class}: at most {fewest} (the fewest training images of any digit)"
+            )
+        result = linear_evaluation(frozen(model), train_data, test_data, labels_per_class)
+        pixels = linear_evaluation(linear_eval.pixels, train_data, test_data, labels_per_class)
+        extra = {"protocol": "linear", "labels_per_class": labels_per_class, "pixels_accuracy": pixels.accuracy}
+    seconds = time.perf_counter() - t0
+    return EvalReport(
+        run,
+        result.accuracy,
+        result.loss,
+        result.per_class(),
+        result.confusion.tolist(),
+        result.total,
+        seconds,
+        str(dev),
+        **extra,
+    )
+
+
+def seen_classes(run: store.Run) -> list[int]:
+    """The digits whose labels the checkpoint was trained with (none for a self-supervised model)."""
+    if run.task == "contrastive":
+        return []
+    return [int(c) for c in run.meta.get("data", {}).get("classes", range(10))]
+
+
+def nearest_neighbour_accuracy(
+    test: torch.Tensor, test_labels: torch.Tensor, train: TensorData, ref: torch.Tensor
+) -> float:
+    """Fraction of test embeddings whose nearest training embedding (of `ref`, labelled by `train`) has their label."""
+    hits = 0
+    for start in range(0, len(test), NN_BLOCK):
+        nearest = torch.cdist(test[start : start + NN_BLOCK], ref).argmin(dim=1)
+        hits += int((train.labels[nearest] == test_labels[start : start + NN_BLOCK]).sum())
+    return hits / max(len(test), 1)
+
+
+def _fewshot(
+    run: store.Run,
+    model: torch.nn.Module,
+    dev: torch.device,
+    test: TensorData,
+    train: TensorData,
+    shots: Sequence[int],
+    episodes: int,
+    map_path: str | Path | None,
+) -> FewShotReport:
+    t0 = time.perf_counter()
+    seen = seen_classes(run)
+    unseen = [c for c in range(10) if c not in seen]
+    emb = embed_data(model, test).cpu()
+    pixels = test.images.flatten(1).float().cpu()
+    labels = test.labels.cpu()
+    groups = [("all", list(range(10)))] + ([("unseen", unseen)] if 2 <= len(unseen) < 10 else [])
+    fewest = int(torch.bincount(labels, minlength=10).min())
+    queries = min(fewshot.QUERIES, fewest - max(shots))  # small test sets (e.g. synthetic) get fewer queries
+    if queries < 1:
+        raise UsageError(f"{max(shots)}-shot episodes need more than {fewest} test images of every digit")
+    scores: list[FewShotScore] = []
+    per_class: list[dict[str, Any]] = []
+    for name, classes in groups:
+        for k in sorted(set(shots)):
+            mine = fewshot.run_episodes(emb, labels, classes, len(classes), k, episodes, queries)
+            base = fewshot.run_episodes(pixels, labels, classes, len(classes), k, episodes, queries)
+            scores.append(
+                FewShotScore(
+                    name, mine.ways, k, episodes, mine.queries, mine.accuracy, mine.ci95, base.accuracy, base.ci95
+                )
+            )
+            if not per_class:
+                per_class = mine.per_class()
+    train_emb = embed_data(model, train)
+    nn_accuracy = nearest_neighbour_accuracy(emb.to(train_emb.device), test.labels, train, train_emb)
+    written = None
+    if map_path is not None:
+        title = f"{run.name} ({run.model}): test embeddings, PCA" + (
+            f"; labels seen in training: {','.join(map(str, seen))}" if seen and unseen else ""
+        )
+        written = str(plots.embedding_map(emb.numpy(), labels.numpy(), seen, map_path, title))
+    return FewShotReport(run, scores, per_class, seen, unseen, nn_accuracy, time.perf_counter() - t0, str(dev), written)

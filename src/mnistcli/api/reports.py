@@ -1,0 +1,148 @@
+"""What the api returns: one dataclass per command's result. Plain data, for render.py or a Python user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mnistcli import store
+from mnistcli.config import TrainConfig
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    task: str
+    description: str
+    params: int
+    recipe: dict[str, Any]
+
+
+@dataclass
+class TrainReport:
+    run: store.Run
+    config: TrainConfig
+    test_accuracy: float
+    test_loss: float | None  # None where the test measure has no loss (few-shot episodes)
+    seconds: float  # training loop only
+    total_seconds: float  # data loading, training, evaluation and saving
+    history: list[dict[str, Any]]
+    stopped_early: bool
+    device: str
+    target: dict[str, Any] | None = None  # with --target-accuracy: target, checked_on, reached, epochs, seconds
+    test_measure: str = "accuracy"  # what test_accuracy is: accuracy, linear evaluation, 10-way 1-shot
+
+
+@dataclass
+class EvalReport:
+    run: store.Run
+    accuracy: float
+    loss: float
+    per_class: list[dict[str, Any]]
+    confusion: list[list[int]]
+    total: int
+    seconds: float
+    device: str
+    # "classifier": the model's own head. "linear": a probe on frozen features (self-supervised
+    # models), with `labels_per_class` and the same probe on raw pixels (`pixels_accuracy`).
+    protocol: str = "classifier"
+    labels_per_class: int | None = None
+    pixels_accuracy: float | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.total / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass
+class FewShotScore:
+    """Mean accuracy over episodes of one kind, for the model and for raw pixels on the same episodes."""
+
+    classes: str  # "all" (the ten digits) or "unseen" (the digits the model never had labels for)
+    ways: int
+    shots: int
+    episodes: int
+    queries: int  # per class per episode
+    accuracy: float
+    ci95: float  # half-width of the 95% confidence interval
+    pixels_accuracy: float
+    pixels_ci95: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.ways}-way {self.shots}-shot" + (" (unseen)" if self.classes == "unseen" else "")
+
+
+@dataclass
+class FewShotReport:
+    """`mnist eval` of an embedding: few-shot episodes on the test set, and nearest neighbour against train."""
+
+    run: store.Run
+    scores: list[FewShotScore]
+    per_class: list[dict[str, Any]]  # of the first score (10-way 1-shot): digit, correct, total, accuracy
+    seen: list[int]  # digits whose labels the model trained on
+    unseen: list[int]
+    nn_accuracy: float  # each test image labelled by its nearest training image in embedding space
+    seconds: float
+    device: str
+    map_path: str | None = None  # the PCA map, when asked for
+    protocol: str = "fewshot"
+
+
+@dataclass
+class Prediction:
+    path: str
+    digit: int
+    confidence: float
+    probabilities: list[float]
+
+
+@dataclass
+class Failure:
+    path: str
+    error: str
+
+
+@dataclass
+class PredictReport:
+    run: store.Run
+    results: list[Prediction | Failure] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [r for r in self.results if isinstance(r, Failure)]
+
+
+@dataclass
+class EmbedReport:
+    run: store.Run
+    paths: list[str]  # the images embedded, in input order
+    vectors: np.ndarray  # (len(paths), D) float32
+    failures: list[Failure]
+
+
+@dataclass
+class Match:
+    """One query's one-shot answer: the nearest class prototype."""
+
+    path: str
+    label: str
+    distance: float  # Euclidean, between unit-length embedding and prototype
+    confidence: float  # softmax over classes of -scale * squared distance
+    distances: dict[str, float]  # to every class
+
+
+@dataclass
+class OneShotReport:
+    run: store.Run
+    support: dict[str, int]  # class label -> support images used
+    scale: float  # the softmax scale behind the confidences
+    calibrated: bool  # whether `scale` was fitted for this checkpoint (else a default)
+    results: list[Match | Failure] = field(default_factory=list)
+    skipped: list[Failure] = field(default_factory=list)  # unreadable support images (their class had others)
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [r for r in self.results if isinstance(r, Failure)]

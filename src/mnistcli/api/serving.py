@@ -1,0 +1,146 @@
+"""Commands on the user's own images: `predict`, `embed` and `oneshot`.
+
+Unreadable images become `Failure`s and the rest still go through; results keep input order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnistcli import fewshot
+from mnistcli.api.common import EMBEDDING_TASKS, load_checkpoint, read_images
+from mnistcli.api.reports import EmbedReport, Failure, Match, OneShotReport, Prediction, PredictReport
+from mnistcli.atomic import atomic_write
+from mnistcli.data.images import collect_paths
+from mnistcli.errors import ImageError, UsageError
+from mnistcli.inference import embed as embed_images
+from mnistcli.inference import predict_proba
+
+NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
+
+
+def predict(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> PredictReport:
+    """Classify each image; unreadable ones become `Failure`s and the rest still go through."""
+    if not paths:
+        raise UsageError(NO_IMAGES)
+    run, model, _ = load_checkpoint(ref, {"classify"}, device)
+    loaded, stacked = read_images(paths)
+    rows = iter(predict_proba(model, stacked) if len(stacked) else [])
+    results: list[Prediction | Failure] = []
+    for path, item in loaded:
+        if isinstance(item, ImageError):
+            results.append(Failure(path, str(item)))
+        else:
+            row = next(rows)
+            results.append(Prediction(path, int(row.argmax()), float(row.max()), [round(float(v), 6) for v in row]))
+    return PredictReport(run, results)
+
+
+def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> EmbedReport:
+    """Feature vectors of each readable image, in input order; unreadable ones become failures."""
+    if not paths:
+        raise UsageError(NO_IMAGES)
+    run, model, _ = load_checkpoint(ref, EMBEDDING_TASKS, device)
+    loaded, stacked = read_images(paths)
+    dim = int(getattr(model, "feature_dim", 0))
+    vectors = embed_images(model, stacked) if len(stacked) else np.zeros((0, dim), dtype=np.float32)
+    ok_paths = [p for p, item in loaded if not isinstance(item, ImageError)]
+    failures = [Failure(p, str(item)) for p, item in loaded if isinstance(item, ImageError)]
+    return EmbedReport(run, ok_paths, vectors, failures)
+
+
+def save_embeddings(report: EmbedReport, output: str | Path, fmt: str | None = None) -> Path:
+    """Write the vectors atomically as .npy (float32, rows in input order) or CSV (path, then the values).
+
+    `fmt` defaults to the file's extension (.csv -> csv, anything else -> npy).
+    """
+    fmt = fmt or ("csv" if Path(output).suffix.lower() == ".csv" else "npy")
+    if fmt == "npy":
+        return atomic_write(output, lambda f: np.save(f, report.vectors.astype(np.float32)))
+    if fmt == "csv":
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(["path", *(f"e{i}" for i in range(report.vectors.shape[1]))])
+        writer.writerows([p, *(f"{v:.6g}" for v in row)] for p, row in zip(report.paths, report.vectors, strict=True))
+        # surrogateescape: a file name that is not valid UTF-8 is written back as the same bytes
+        return atomic_write(output, lambda f: f.write(text.getvalue().encode("utf-8", "surrogateescape")))
+    raise UsageError(f"unknown format {fmt!r} (choose npy or csv)")
+
+
+def read_support(support_dir: str | Path) -> tuple[dict[str, np.ndarray], list[Failure]]:
+    """One sub-folder per class label, each with example images -> ({label: images (n, 28, 28)}, skipped images).
+
+    Raises `UsageError` naming the folder if it is missing, has fewer than two classes, or has
+    a class with no readable image.
+    """
+    folder = Path(support_dir)
+    if not folder.is_dir():
+        raise UsageError(f"--support-dir {support_dir}: not a folder")
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise UsageError(
+            f"--support-dir {support_dir}: no class folders (make one sub-folder per label, each with example images)"
+        )
+    if len(class_dirs) < 2:
+        raise UsageError(
+            f"--support-dir {support_dir}: only one class ({class_dirs[0].name!r}); one-shot needs at least two"
+        )
+    support: dict[str, np.ndarray] = {}
+    skipped: list[Failure] = []
+    for class_dir in class_dirs:
+        loaded, stacked = read_images(collect_paths([str(class_dir)]))
+        skipped += [Failure(p, str(item)) for p, item in loaded if isinstance(item, ImageError)]
+        if not len(stacked):
+            raise UsageError(f"{class_dir}: class {class_dir.name!r} has no readable image")
+        support[class_dir.name] = stacked
+    return support, skipped
+
+
+def oneshot(
+    support_dir: str | Path, paths: Sequence[str], ref: str | None = None, device: str = "auto"
+) -> OneShotReport:
+    """Label each query image by the nearest class prototype (mean embedding) of the support folder's classes.
+
+    Works with any checkpoint that has features; by default the latest `siamese` run. Confidences
+    are a softmax of -scale x squared distance, with the scale the checkpoint calibrated in
+    training (metric models) or `fewshot.DEFAULT_SCALE`.
+    """
+    if not paths:
+        raise UsageError(NO_IMAGES)
+    support, skipped = read_support(support_dir)
+    # Any embedding checkpoint when named; by default only a metric run (one made for this).
+    run, model, _ = load_checkpoint(ref, EMBEDDING_TASKS if ref else {"metric"}, device, suggest="siamese")
+    labels = list(support)
+    counts = [len(support[c]) for c in labels]
+    sup = torch.from_numpy(embed_images(model, np.concatenate([support[c] for c in labels])))
+    protos = fewshot.prototypes(sup, torch.arange(len(labels)).repeat_interleave(torch.tensor(counts)), len(labels))
+    calibrated = "oneshot" in run.meta
+    scale = float(run.meta["oneshot"]["scale"]) if calibrated else fewshot.DEFAULT_SCALE
+    loaded, stacked = read_images(paths)
+    results: list[Match | Failure] = []
+    if len(stacked):
+        d2 = fewshot.distances(torch.from_numpy(embed_images(model, stacked)), protos)
+        conf = fewshot.confidences(d2, scale)
+        rows = iter(zip(d2.tolist(), conf.tolist(), strict=True))
+    for path, item in loaded:
+        if isinstance(item, ImageError):
+            results.append(Failure(path, str(item)))
+            continue
+        dist, probs = next(rows)
+        best = int(np.argmin(dist))
+        results.append(
+            Match(
+                path,
+                labels[best],
+                float(np.sqrt(dist[best])),
+                float(probs[best]),
+                {c: round(float(np.sqrt(d)), 6) for c, d in zip(labels, dist, strict=True)},
+            )
+        )
+    return OneShotReport(run, dict(zip(labels, counts, strict=True)), scale, calibrated, results, skipped)

@@ -1,0 +1,27 @@
+"""The `mnist` command line: options -> one api call -> render. Nothing else.
+
+Commands live by family (train.py; serve.py: eval, predict, embed, oneshot; catalog.py: models,
+checkpoints); common.py holds the apps, the error boundary and shared options. Importing this
+package registers every command; none of it imports torch until a command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+# isort: off
+from mnistcli.cli import train, serve, catalog  # noqa: F401  (registers the commands, in --help's order)
+
+# isort: on
+from mnistcli.cli.common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except BrokenPipeError:  # `mnist predict ... | head`: the reader left; that is not an error
+        sys.stderr.close()
+        sys.exit(0)

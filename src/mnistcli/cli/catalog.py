@@ -1,0 +1,51 @@
+"""Commands about what there is: `models` and `checkpoints` (list, rm)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mnistcli import render
+from mnistcli.cli.common import JsonOpt, app, checkpoints_app, guarded
+from mnistcli.errors import MnistError
+
+
+@app.command()
+@guarded
+def models(
+    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'mlp*'.")] = "*",
+    json_out: JsonOpt = False,
+) -> None:
+    """List the registered models with their task and size."""
+    from mnistcli import api
+
+    render.models_table(api.models(pattern), json_out)
+
+
+@checkpoints_app.callback(invoke_without_command=True)
+@guarded
+def checkpoints_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
+    """List saved runs: name, model, test accuracy, date and size."""
+    if ctx.invoked_subcommand is None:
+        from mnistcli import api
+
+        render.checkpoints_table(api.checkpoints(), json_out)
+
+
+@checkpoints_app.command("rm")
+@guarded
+def checkpoints_rm(names: Annotated[list[str], typer.Argument(help="Run names to delete.")]) -> None:
+    """Delete runs from the store."""
+    from mnistcli import api
+
+    failed = False
+    for name in names:
+        try:
+            run = api.remove_checkpoint(name)
+            render.note(f"removed {run.name} ({run.path})")
+        except MnistError as e:
+            render.error(str(e))
+            failed = True
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,161 @@
+"""What every command shares: the Typer apps, the error boundary, option types and parsers.
+
+torch is imported only inside the commands that need it (through `mnistcli.api`), so
+`mnist --help` and `mnist --version` stay fast. Domain errors become one red line on stderr and
+exit code 1 (2 for usage errors) here, at the boundary, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+from mnistcli import __version__, render
+from mnistcli.errors import MnistError, UsageError
+
+app = typer.Typer(
+    name="mnist",
+    help="Train, evaluate and serve every classic family of MNIST model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+checkpoints_app = typer.Typer(help="List or remove saved checkpoints (runs).", no_args_is_help=False)
+app.add_typer(checkpoints_app, name="checkpoints")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(fn: F) -> F:
+    """Turn domain errors into a one-line message and an exit code; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UsageError as e:
+            render.error(str(e))
+            raise typer.Exit(2) from None
+        except MnistError as e:
+            render.error(str(e))
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            render.error("interrupted")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:  # `mnist predict ... | head`: the reader left, which is not a failure
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    nesterov = "nesterov"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class Scheduler(str, Enum):
+    none = "none"
+    step = "step"
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
+class Mining(str, Enum):
+    batch_hard = "batch-hard"
+    semi_hard = "semi-hard"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class EmbedFormat(str, Enum):
+    npy = "npy"
+    csv = "csv"
+
+
+CheckpointOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        help="Run name, model name (its latest run) or checkpoint folder. Default: your latest run, else the bundled cnn.",
+    ),
+]
+DeviceOpt = Annotated[Device, typer.Option(help="Where to compute.")]
+DataDirOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Folder of MNIST IDX files (raw or .gz). Default: $MNIST_DATA_DIR, else downloaded.", show_default=False
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+ImagesArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files, folders (searched recursively), or - to read paths from stdin.",
+        show_default=False,
+        metavar="IMAGE",
+    ),
+]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"mnist {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train, evaluate and serve every classic family of MNIST model."""
+
+
+def image_paths(items: list[str]) -> list[str]:
+    """Command-line image arguments -> paths: `-` reads one path per line from stdin."""
+    from mnistcli.data.images import collect_paths
+
+    return collect_paths(items, stdin=sys.stdin)
+
+
+def parse_ints(text: str, option: str, example: str = "1,5") -> tuple[int, ...]:
+    """'1,5' -> (1, 5); a clear usage error naming `option` otherwise."""
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: expected numbers separated by commas, e.g. {example}") from None
+
+
+def parse_classes(text: str | None) -> tuple[int, ...] | None:
+    return None if text is None else parse_ints(text, "--classes", "0,1,2")
+
+
+def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--arg {pair!r}: expected KEY=VALUE, e.g. width=32")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args

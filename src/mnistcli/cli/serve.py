@@ -1,0 +1,169 @@
+"""Commands that use a checkpoint: `eval`, `predict`, `embed` and `oneshot`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from mnistcli import progress, render
+from mnistcli.cli.common import (
+    CheckpointOpt,
+    DataDirOpt,
+    Device,
+    DeviceOpt,
+    EmbedFormat,
+    ImagesArg,
+    JsonOpt,
+    app,
+    guarded,
+    image_paths,
+    parse_ints,
+)
+from mnistcli.errors import UsageError
+
+
+@app.command("eval")
+@guarded
+def eval_(
+    checkpoint_arg: Annotated[
+        Optional[str], typer.Argument(metavar="CHECKPOINT", help="Same as --checkpoint.", show_default=False)
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = Device.auto,
+    labels_per_class: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Self-supervised checkpoints: train the linear probe on only K labelled images per digit.", metavar="K"
+        ),
+    ] = None,
+    fewshot: Annotated[
+        bool,
+        typer.Option("--fewshot", help="Run the few-shot protocol on any checkpoint (embedding models always get it)."),
+    ] = False,
+    shots: Annotated[
+        str, typer.Option(help="Few-shot: examples per class in each episode, e.g. 1,5.", metavar="K,...")
+    ] = "1,5",
+    episodes: Annotated[int, typer.Option(help="Few-shot: episodes per setting (fixed seed).")] = 1000,
+    map_path: Annotated[
+        Optional[str],
+        typer.Option("--map", help="Few-shot: write a PCA map of the test embeddings to this PNG.", metavar="PNG"),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a checkpoint on the 10,000 MNIST test images.
+
+    Classifiers: accuracy, per class, confusion. Self-supervised models: linear evaluation.
+    Embedding models (siamese): N-way K-shot episodes, beside raw pixels on the same episodes.
+    """
+    from mnistcli import api
+
+    if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
+        raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
+    with progress.download_progress() as on_download:
+        report = api.evaluate(
+            checkpoint_arg or checkpoint,
+            data_dir=data_dir,
+            device=device.value,
+            labels_per_class=labels_per_class,
+            fewshot_protocol=fewshot,
+            shots=parse_ints(shots, "--shots"),
+            episodes=episodes,
+            map_path=map_path,
+            on_download=on_download,
+        )
+    if isinstance(report, api.FewShotReport):
+        render.fewshot_json(report) if json_out else render.fewshot_report(report)
+        if report.map_path:
+            render.note(f"wrote the embedding map to {report.map_path}")
+    else:
+        render.eval_json(report) if json_out else render.eval_report(report)
+
+
+@app.command()
+@guarded
+def predict(
+    images: ImagesArg,
+    checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify images: the digit, its confidence and the probability of every class."""
+    from mnistcli import api
+
+    paths = image_paths(images)
+    if not paths and "-" in images:
+        return  # `find ... | mnist predict -` that found nothing: nothing to do
+    report = api.predict(paths, checkpoint, device=device.value)
+    render.predictions(report, json_out)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def embed(
+    images: ImagesArg,
+    checkpoint: CheckpointOpt = None,
+    output: Annotated[
+        Optional[str], typer.Option("--output", "-o", help="Write all vectors to this file (see --format).")
+    ] = None,
+    fmt: Annotated[
+        Optional[EmbedFormat],
+        typer.Option(
+            "--format",
+            help="File format for --output: npy (float32 rows) or csv (path, values).",
+            show_default="from the extension; npy unless .csv",
+        ),
+    ] = None,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print each image's feature vector (penultimate layer, encoder output, or siamese embedding)."""
+    from mnistcli import api
+
+    paths = image_paths(images)
+    if not paths and "-" in images:
+        return
+    report = api.embed(paths, checkpoint, device=device.value)
+    written = (
+        str(api.save_embeddings(report, output, fmt.value if fmt else None)) if output and len(report.paths) else None
+    )
+    render.embeddings(report, json_out, written)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def oneshot(
+    images: ImagesArg,
+    support_dir: Annotated[
+        str,
+        typer.Option(
+            help="Folder with one sub-folder per class, named by its label, each holding one or more example images.",
+            metavar="DIR",
+        ),
+    ],
+    checkpoint: Annotated[
+        Optional[str],
+        typer.Option(
+            "--checkpoint",
+            "-c",
+            help="Any checkpoint `mnist embed` can use. Default: your latest siamese run.",
+        ),
+    ] = None,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+) -> None:
+    """Classify images by the nearest class prototype of a folder of examples (any labels, even new symbols)."""
+    from mnistcli import api
+
+    paths = image_paths(images)
+    if not paths and "-" in images:
+        return
+    report = api.oneshot(support_dir, paths, checkpoint, device=device.value)
+    render.oneshot_results(report, json_out)
+    if report.failures:
+        raise typer.Exit(1)

@@ -1,0 +1,29 @@
+"""Everything the user sees: rich tables and bars for people, JSON lines and TSV for pipes.
+
+console.py holds the two consoles (results on stdout, messages and progress on stderr) and the
+formatting helpers; one module per family of command renders its results.
+"""
+
+from mnistcli.render.catalog import checkpoints_table, models_table
+from mnistcli.render.console import error, json_line, note
+from mnistcli.render.evaluation import confusion_table, eval_json, eval_report, fewshot_json, fewshot_report
+from mnistcli.render.images import embeddings, oneshot_results, predictions
+from mnistcli.render.train import train_json, train_summary
+
+__all__ = [
+    "checkpoints_table",
+    "confusion_table",
+    "embeddings",
+    "error",
+    "eval_json",
+    "eval_report",
+    "fewshot_json",
+    "fewshot_report",
+    "json_line",
+    "models_table",
+    "note",
+    "oneshot_results",
+    "predictions",
+    "train_json",
+    "train_summary",
+]

@@ -1,0 +1,62 @@
+"""`mnist models` and `mnist checkpoints` tables."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from mnistcli.render.console import json_line, note, out, pct
+
+
+def models_table(infos: Sequence[Any], as_json: bool) -> None:
+    if as_json:
+        for m in infos:
+            json_line(
+                {"name": m.name, "task": m.task, "description": m.description, "params": m.params, "recipe": m.recipe}
+            )
+        return
+    table = Table(title="models", title_justify="left")
+    for col, just in (("name", "left"), ("task", "left"), ("params", "right"), ("description", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for m in infos:
+        table.add_row(f"[bold]{m.name}[/]", m.task, f"{m.params:,}", m.description)
+    out.print(table)
+
+
+def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
+    if as_json:
+        for r in runs:
+            json_line(
+                {
+                    "name": r.name,
+                    "model": r.model,
+                    "task": r.task,
+                    "test_accuracy": r.test_accuracy,
+                    "created": r.created,
+                    "size_bytes": r.size_bytes,
+                    "path": str(r.path),
+                    "bundled": r.bundled,
+                }
+            )
+        return
+    if not runs:
+        note("no checkpoints yet: train one with `mnist train cnn`")
+        return
+    table = Table(title="checkpoints (newest last)", title_justify="left")
+    for col, just in (
+        ("name", "left"),
+        ("model", "left"),
+        ("accuracy", "right"),
+        ("created", "left"),
+        ("size", "right"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in runs:
+        name = f"{escape(r.name)} [dim](bundled)[/]" if r.bundled else f"[bold]{escape(r.name)}[/]"
+        table.add_row(
+            name, r.model, pct(r.test_accuracy), r.created.replace("T", " ")[:19], f"{r.size_bytes / 1024:,.0f} KiB"
+        )
+    out.print(table)

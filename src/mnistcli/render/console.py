@@ -1,0 +1,53 @@
+"""The two consoles and the small formatting helpers every view uses.
+
+As rich-cli does: results go to stdout (`out`), messages and progress to stderr (`err`), so
+`mnist predict ... --json | jq` always works. Nothing in render/ imports torch; values arrive as
+the api's dataclasses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.text import Text
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def error(message: str) -> None:
+    """One red line on stderr."""
+    err.print(Text.assemble(("error: ", "bold red"), (message, "red")), soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """One dim line on stderr."""
+    err.print(Text(message, style="dim"), soft_wrap=True)
+
+
+def json_line(obj: Any) -> None:
+    """One compact JSON object on stdout (never through rich, so no markup or wrapping)."""
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+def sparkbar(values: Sequence[float]) -> str:
+    """One block character per value in [0, 1]: a probability bar for every class in one cell."""
+    return "".join(BLOCKS[min(len(BLOCKS) - 1, round(v * (len(BLOCKS) - 1)))] for v in values)
+
+
+def bar(value: float, width: int = 30) -> str:
+    full = value * width
+    return "█" * int(full) + ("▌" if full - int(full) >= 0.5 else "")

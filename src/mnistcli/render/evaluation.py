@@ -1,0 +1,158 @@
+"""`mnist eval` results: accuracy, per-class table and confusion matrix; few-shot episodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from mnistcli.render.console import json_line, out, pct
+
+
+def eval_json(report: Any) -> None:
+    json_line(
+        {
+            "checkpoint": report.run.name,
+            "model": report.run.model,
+            "accuracy": report.accuracy,
+            "loss": report.loss,
+            "total": report.total,
+            "per_class": report.per_class,
+            "confusion": report.confusion,
+            "seconds": round(report.seconds, 4),
+            "images_per_second": round(report.images_per_second, 1),
+            "protocol": report.protocol,
+            "labels_per_class": report.labels_per_class,
+            "pixels_accuracy": report.pixels_accuracy,
+        }
+    )
+
+
+def eval_report(report: Any) -> None:
+    correct = sum(row["correct"] for row in report.per_class)
+    out.print(f"[bold]{escape(report.run.name)}[/] ({report.run.model}{', bundled' if report.run.bundled else ''})")
+    if report.protocol == "linear":
+        labels = f"{report.labels_per_class} labels per digit" if report.labels_per_class else "all training labels"
+        out.print(
+            f"linear evaluation (frozen encoder, probe trained on {labels}): test accuracy [bold green]"
+            f"{pct(report.accuracy)}[/] ({correct:,}/{report.total:,}); the same probe on raw pixels: "
+            f"{pct(report.pixels_accuracy)}  [dim]{report.seconds:.1f} s on {report.device}[/]"
+        )
+    else:
+        out.print(
+            f"test accuracy [bold green]{pct(report.accuracy)}[/] ({correct:,}/{report.total:,}), loss {report.loss:.4f}"
+            f"  [dim]{report.seconds:.2f} s, {report.images_per_second:,.0f} images/s on {report.device}[/]"
+        )
+    per_class = Table(title="per class", title_justify="left")
+    for col in ("digit", "correct", "total", "accuracy"):
+        per_class.add_column(col, justify="right")
+    for row in report.per_class:
+        per_class.add_row(
+            str(row["digit"]),
+            f"{row['correct']:,}",
+            f"{row['total']:,}",
+            pct(row["accuracy"]),
+        )
+    out.print(per_class)
+    out.print(confusion_table(report.confusion))
+
+
+def confusion_table(confusion: list[list[int]]) -> Table:
+    """The confusion matrix, rows true and columns predicted, mistakes shaded by count."""
+    table = Table(title="confusion (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("", style="bold", justify="right")
+    for d in range(len(confusion)):
+        table.add_column(str(d), justify="right")
+    worst = max((v for i, row in enumerate(confusion) for j, v in enumerate(row) if i != j), default=0) or 1
+    for i, row in enumerate(confusion):
+        cells = []
+        for j, v in enumerate(row):
+            if i == j:
+                cells.append(Text(str(v), style="bold green"))
+            elif v:
+                cells.append(
+                    Text(str(v), style="bold red" if v / worst > 0.5 else "red" if v / worst > 0.2 else "yellow")
+                )
+            else:
+                cells.append(Text("·", style="dim"))
+        table.add_row(str(i), *cells)
+    return table
+
+
+def fewshot_json(report: Any) -> None:
+    json_line(
+        {
+            "checkpoint": report.run.name,
+            "model": report.run.model,
+            "protocol": "fewshot",
+            "accuracy": report.scores[0].accuracy,  # the first setting, 10-way 1-shot by default
+            "episodes": [
+                {
+                    "name": s.name,
+                    "classes": s.classes,
+                    "ways": s.ways,
+                    "shots": s.shots,
+                    "episodes": s.episodes,
+                    "queries_per_class": s.queries,
+                    "accuracy": s.accuracy,
+                    "ci95": s.ci95,
+                    "pixels_accuracy": s.pixels_accuracy,
+                    "pixels_ci95": s.pixels_ci95,
+                }
+                for s in report.scores
+            ],
+            "per_class": report.per_class,
+            "seen_classes": report.seen,
+            "unseen_classes": report.unseen,
+            "nn_accuracy": report.nn_accuracy,
+            "map": report.map_path,
+            "seconds": round(report.seconds, 3),
+        }
+    )
+
+
+def fewshot_report(report: Any) -> None:
+    run = report.run
+    out.print(f"[bold]{escape(run.name)}[/] ({run.model}{', bundled' if run.bundled else ''})")
+    if report.unseen and report.seen:
+        out.print(
+            f"labels seen in training: {', '.join(map(str, report.seen))}; never seen: "
+            f"{', '.join(map(str, report.unseen))}"
+        )
+    first = report.scores[0]
+    table = Table(
+        title=f"few-shot episodes on the test set ({first.episodes:,} each, {first.queries} queries per class, "
+        "nearest prototype)",
+        title_justify="left",
+    )
+    for col in ("episodes", "accuracy", "95% CI", "raw pixels", "gain"):
+        table.add_column(col, justify="left" if col == "episodes" else "right")
+    for s in report.scores:
+        gain = 100 * (s.accuracy - s.pixels_accuracy)
+        table.add_row(
+            s.name,
+            Text(pct(s.accuracy), style="bold green"),
+            f"± {100 * s.ci95:.2f}",
+            pct(s.pixels_accuracy),
+            Text(f"{gain:+.1f} pts", style="green" if gain > 0 else "red"),
+        )
+    out.print(table)
+    per_class = Table(title=f"per class, {first.name}", title_justify="left")
+    for col in ("digit", "seen", "correct", "total", "accuracy"):
+        per_class.add_column(col, justify="right")
+    for row in report.per_class:
+        style = "green" if row["accuracy"] >= 0.9 else "yellow" if row["accuracy"] >= 0.7 else "red"
+        per_class.add_row(
+            str(row["digit"]),
+            "yes" if row["digit"] in report.seen else "[dim]no[/]",
+            f"{row['correct']:,}",
+            f"{row['total']:,}",
+            Text(pct(row["accuracy"]), style=style),
+        )
+    out.print(per_class)
+    out.print(
+        f"nearest neighbour (each test image labelled by its nearest training image): "
+        f"[bold green]{pct(report.nn_accuracy)}[/]  [dim]{report.seconds:.1f} s on {report.device}[/]"
+    )

@@ -1,0 +1,139 @@
+"""Results on the user's images: `predict`, `embed` and `oneshot` (tables for people, TSV/CSV/JSON for pipes)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from mnistcli.render.console import bar, error, is_terminal, json_line, note, out, pct, sparkbar
+
+
+def predictions(report: Any, as_json: bool) -> None:
+    """Predictions on stdout (JSON lines, a table on a terminal, else TSV); failures on stderr."""
+    for item in report.results:
+        if not hasattr(item, "digit"):
+            error(item.error)
+    ok = [r for r in report.results if hasattr(r, "digit")]
+    if as_json:
+        for r in ok:
+            json_line({"path": r.path, "digit": r.digit, "confidence": r.confidence, "probabilities": r.probabilities})
+    elif not is_terminal():
+        for r in ok:
+            sys.stdout.write(f"{r.path}\t{r.digit}\t{r.confidence:.4f}\n")
+    elif len(ok) == 1:
+        r = ok[0]
+        out.print(
+            f"[bold]{escape(r.path)}[/]: [bold green]{r.digit}[/] ({pct(r.confidence)})  [dim]{escape(report.run.name)}[/]"
+        )
+        table = Table(show_header=True)
+        table.add_column("digit", justify="right")
+        table.add_column("probability", justify="right")
+        table.add_column("")
+        for d, p in enumerate(r.probabilities):
+            style = "bold green" if d == r.digit else "cyan"
+            table.add_row(str(d), pct(p), Text(bar(p), style=style))
+        out.print(table)
+    elif ok:
+        table = Table(title=f"predictions of {escape(report.run.name)}", title_justify="left")
+        table.add_column("image")
+        table.add_column("digit", justify="right", style="bold green")
+        table.add_column("confidence", justify="right")
+        table.add_column("0123456789", no_wrap=True)
+        for r in ok:
+            style = "green" if r.confidence >= 0.9 else "yellow" if r.confidence >= 0.5 else "red"
+            table.add_row(
+                Text(r.path),
+                str(r.digit),
+                Text(pct(r.confidence), style=style),
+                Text(sparkbar(r.probabilities), style="cyan"),
+            )
+        out.print(table)
+
+
+def embeddings(report: Any, as_json: bool, written: str | None) -> None:
+    """Embeddings as JSON lines, CSV rows on a pipe, or a short table; failures on stderr."""
+    for f in report.failures:
+        error(f.error)
+    if written:
+        note(f"wrote {len(report.paths)} embeddings of dimension {report.vectors.shape[1]} to {written}")
+    if as_json:
+        for path, row in zip(report.paths, report.vectors, strict=True):
+            json_line({"path": path, "embedding": [round(float(v), 6) for v in row]})
+    elif written:
+        return
+    elif not is_terminal():
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerows(
+            [path, *(f"{v:.6g}" for v in row)] for path, row in zip(report.paths, report.vectors, strict=True)
+        )
+    elif report.paths:
+        table = Table(
+            title=f"embeddings from {escape(report.run.name)} (dimension {report.vectors.shape[1]})",
+            title_justify="left",
+        )
+        table.add_column("image")
+        table.add_column("norm", justify="right")
+        table.add_column("first values")
+        for path, row in zip(report.paths, report.vectors, strict=False):
+            head = " ".join(f"{v:+.3f}" for v in row[:6])
+            table.add_row(Text(path), f"{float((row**2).sum()) ** 0.5:.3f}", head + " ...")
+        out.print(table)
+        note("use --json, or --output FILE --format npy|csv, for the full vectors")
+
+
+def oneshot_results(report: Any, as_json: bool) -> None:
+    """One-shot answers on stdout (JSON lines, a table on a terminal, else TSV); failures on stderr."""
+    for f in report.skipped:
+        note(f"skipped a support image: {f.error}")
+    for item in report.results:
+        if not hasattr(item, "label"):
+            error(item.error)
+    ok = [r for r in report.results if hasattr(r, "label")]
+    if as_json:
+        for r in ok:
+            json_line(
+                {
+                    "path": r.path,
+                    "label": r.label,
+                    "distance": round(r.distance, 6),
+                    "confidence": round(r.confidence, 6),
+                    "distances": r.distances,
+                }
+            )
+        return
+    if not is_terminal():
+        for r in ok:
+            sys.stdout.write(f"{r.path}\t{r.label}\t{r.distance:.4f}\t{r.confidence:.4f}\n")
+        return
+    if not ok:
+        return
+    support = ", ".join(f"{escape(label)} ({n})" for label, n in report.support.items())
+    table = Table(
+        title=f"one-shot with {escape(report.run.name)}; support: {support}",
+        title_justify="left",
+    )
+    table.add_column("image")
+    table.add_column("label", style="bold green")
+    table.add_column("distance", justify="right")
+    table.add_column("confidence", justify="right")
+    table.add_column("")
+    for r in ok:
+        style = "green" if r.confidence >= 0.9 else "yellow" if r.confidence >= 0.5 else "red"
+        table.add_row(
+            Text(r.path),
+            Text(r.label),
+            f"{r.distance:.3f}",
+            Text(pct(r.confidence), style=style),
+            bar(r.confidence, 20),
+        )
+    out.print(table)
+    if not report.calibrated:
+        note(
+            f"confidences use a default scale ({report.scale:g}): this checkpoint was not calibrated for one-shot "
+            "(siamese runs are)"
+        )

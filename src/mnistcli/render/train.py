@@ -1,0 +1,67 @@
+"""The end of `mnist train`: a summary table on stderr, and JSON on stdout with --json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from mnistcli.render.console import err, json_line, pct
+
+
+def train_summary(report: Any) -> None:
+    if not report.history:
+        return
+    last = report.history[-1]
+    table = Table(
+        title=f"trained {report.run.model} -> {escape(report.run.name)}", show_header=False, title_justify="left"
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    headline = {
+        "linear evaluation": "linear evaluation (test)",
+        "10-way 1-shot": "10-way 1-shot (test episodes)",
+    }.get(report.test_measure, "test accuracy")
+    loss = f"  (loss {report.test_loss:.4f})" if report.test_loss is not None else ""
+    table.add_row(headline, f"[bold green]{pct(report.test_accuracy)}[/]{loss}")
+    table.add_row("epochs", f"{len(report.history)}" + ("  (stopped early)" if report.stopped_early else ""))
+    if report.target:
+        t = report.target
+        reached = (
+            f"[bold green]reached[/] {pct(t['accuracy'])} on the {t['checked_on']} set after {t['epochs']:.2f} epochs, {t['seconds']:.1f} s"
+            if t["reached"]
+            else f"[bold red]not reached[/] on the {t['checked_on']} set in {len(report.history)} epochs"
+        )
+        table.add_row(f"target {pct(t['target'])}", reached)
+    kind = {
+        "contrastive": "pair accuracy (a view's nearest view is its pair)",
+        "metric": "accuracy (nearest in-batch neighbour)",
+    }.get(report.run.task, "accuracy")
+    table.add_row(f"final train {kind}", pct(last["train_accuracy"]))
+    if last.get("val_accuracy") is not None:
+        table.add_row(f"final val {kind}", pct(last["val_accuracy"]))
+    table.add_row("time", f"{report.seconds:.1f} s training, {report.total_seconds:.1f} s in all, on {report.device}")
+    table.add_row("checkpoint", Text(str(report.run.path)))
+    err.print(table)
+
+
+def train_json(report: Any) -> None:
+    json_line(
+        {
+            "run": report.run.name,
+            "model": report.run.model,
+            "path": str(report.run.path),
+            "test_accuracy": report.test_accuracy,
+            "test_loss": report.test_loss,
+            "test_measure": report.test_measure,
+            "seconds": round(report.seconds, 3),
+            "total_seconds": round(report.total_seconds, 3),
+            "epochs": len(report.history),
+            "stopped_early": report.stopped_early,
+            "target": report.target,
+            "config": report.config.to_dict(),
+            "history": report.history,
+        }
+    )

@@ -1,0 +1,259 @@
+"""Metric learning: triplet losses against brute force, P x K batches, few-shot episodes, and the commands."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnistcli import fewshot
+from mnistcli.cli import app
+from mnistcli.dataset import TensorData
+from mnistcli.tasks.metric import UNLABELLED, MetricTask, batch_hard, semi_hard
+from tests.helpers import make_digits, save_png
+
+
+def _embeddings(n: int = 12, d: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, d, generator=g), dim=1), torch.arange(n) % 3
+
+
+def _sq(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(((a - b) ** 2).sum())
+
+
+def test_batch_hard_matches_brute_force() -> None:
+    e, y = _embeddings()
+    margin = 0.3
+    losses = []
+    for a in range(len(y)):
+        pos = [_sq(e[a], e[p]) for p in range(len(y)) if p != a and y[p] == y[a]]
+        neg = [_sq(e[a], e[n]) for n in range(len(y)) if y[n] != y[a]]
+        losses.append(max(max(pos) - min(neg) + margin, 0.0))
+    assert float(batch_hard(e, y, margin)) == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_semi_hard_matches_brute_force() -> None:
+    e, y = _embeddings(seed=1)
+    margin = 0.5
+    losses = []
+    for a, p in itertools.permutations(range(len(y)), 2):
+        if y[a] != y[p]:
+            continue
+        d_ap = _sq(e[a], e[p])
+        negs = [_sq(e[a], e[n]) for n in range(len(y)) if y[n] != y[a]]
+        farther = [d for d in negs if d > d_ap]
+        d_an = min(farther) if farther else max(negs)
+        losses.append(max(d_ap - d_an + margin, 0.0))
+    assert float(semi_hard(e, y, margin)) == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+def test_triplet_loss_is_zero_for_separated_classes_and_needs_negatives() -> None:
+    e = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0]]), dim=1)
+    y = torch.tensor([0, 0, 1, 1])
+    assert float(batch_hard(e, y, 0.2)) == 0.0 and float(semi_hard(e, y, 0.2)) == 0.0
+    assert float(batch_hard(e, torch.zeros(4, dtype=torch.long), 0.2)) == 0.0  # one class: nothing to learn
+
+
+def _data(n: int = 200, seed: int = 1) -> TensorData:
+    images, labels = make_digits(n, seed)
+    return TensorData.from_numpy(images, labels, torch.device("cpu"))
+
+
+def test_batches_are_class_balanced_and_carry_unlabelled_images() -> None:
+    train = _data().select((0, 1, 2), 10, torch.Generator().manual_seed(0))
+    pool = _data(300, seed=3)
+    task = MetricTask(0.2, "batch-hard", torch.Generator(), unlabelled=pool, ssl_weight=1.0)
+    batches = list(task.batches(train, 30, torch.Generator().manual_seed(0)))
+    assert len(batches) == task.num_batches(train, 30) == 300 // 30  # an epoch is a pass over the unlabelled pool
+    for x, y in batches:
+        labelled = y[y != UNLABELLED]
+        assert torch.bincount(labelled).tolist() == [10, 10, 10]  # P = 3 classes x K = 10
+        assert int((y == UNLABELLED).sum()) == 30 and x.shape == (60, 1, 28, 28)
+    plain = MetricTask(0.2, "semi-hard", torch.Generator())
+    assert all((y != UNLABELLED).all() for _, y in plain.batches(train, 30, torch.Generator()))
+
+
+def test_episodes_measure_separability() -> None:
+    labels = torch.arange(400) % 10
+    separated = F.one_hot(labels, 10).float() + 0.01 * torch.randn(400, 10)
+    noise = torch.randn(400, 10)
+    perfect = fewshot.run_episodes(separated, labels, list(range(10)), 10, 1, episodes=50, queries=5)
+    chance = fewshot.run_episodes(noise, labels, list(range(10)), 10, 1, episodes=300, queries=5)
+    assert perfect.accuracy == 1.0 and perfect.ci95 == 0.0
+    assert abs(chance.accuracy - 0.1) < 0.03
+    assert sum(perfect.total) == 50 * 10 * 5 and perfect.correct == perfect.total
+    unseen = fewshot.run_episodes(separated, labels, [3, 4, 5], 3, 2, episodes=20, queries=3)
+    assert unseen.classes == [3, 4, 5] and sum(unseen.total) == 20 * 3 * 3
+
+
+def test_episodes_draw_distinct_images_and_repeat_with_the_seed() -> None:
+    labels = torch.arange(100) % 10
+    chosen, picks = fewshot._draw(labels, list(range(10)), 5, 6, episodes=40, seed=7)
+    again = fewshot._draw(labels, list(range(10)), 5, 6, episodes=40, seed=7)
+    assert torch.equal(picks, again[1]) and torch.equal(chosen, again[0])
+    for e in range(40):
+        flat = picks[e].flatten().tolist()
+        assert len(set(flat)) == len(flat)  # no query is also a support image
+        for w in range(5):
+            assert (labels[picks[e, w]] == chosen[e, w]).all()
+
+
+def test_calibration_is_sharper_for_tighter_clusters() -> None:
+    labels = torch.arange(300) % 3
+    centres = F.one_hot(labels, 8).float()
+    tight = fewshot.calibrate(centres + 0.05 * torch.randn(300, 8), labels)
+    loose = fewshot.calibrate(centres + 0.5 * torch.randn(300, 8), labels)
+    assert tight > loose > 0
+
+
+def _support(root: Path, per_class: int = 2) -> Path:
+    images, labels = make_digits(60, seed=9)
+    for digit in (0, 1, 2):
+        folder = root / f"digit-{digit}"
+        folder.mkdir(parents=True)
+        for i, image in enumerate(images[labels == digit][:per_class]):
+            save_png(image, folder / f"{i}.png")
+    return root
+
+
+def test_train_eval_oneshot_embed_on_synthetic_digits(runner: CliRunner, synthetic_env: Path, tmp_path: Path) -> None:
+    trained = runner.invoke(
+        app,
+        "train siamese --classes 0,1,2 --per-class 20 --epochs 1 --batch-size 30 --arg width=4 --arg dim=16 --name s --json".split(),
+    )
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads(trained.stdout)
+    assert summary["test_measure"] == "10-way 1-shot" and summary["test_loss"] is None
+    meta = json.loads((Path(summary["path"]) / "meta.json").read_text())
+    assert meta["data"]["unlabelled_images"] == 300 and meta["data"]["train_images"] == 60
+    assert meta["oneshot"]["scale"] > 0
+
+    png = tmp_path / "map.png"
+    evaluated = runner.invoke(app, ["eval", "s", "--episodes", "20", "--map", str(png), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    names = [e["name"] for e in report["episodes"]]
+    assert names == ["10-way 1-shot", "10-way 5-shot", "7-way 1-shot (unseen)", "7-way 5-shot (unseen)"]
+    assert report["seen_classes"] == [0, 1, 2] and report["unseen_classes"] == [3, 4, 5, 6, 7, 8, 9]
+    assert all(0 <= e["accuracy"] <= 1 and 0 <= e["pixels_accuracy"] <= 1 for e in report["episodes"])
+    assert [row["digit"] for row in report["per_class"]] == list(range(10))
+    assert 0 <= report["nn_accuracy"] <= 1 and report["map"] == str(png)
+    with Image.open(png) as picture:
+        assert picture.format == "PNG" and picture.size[0] > 400
+    table = runner.invoke(app, ["eval", "s", "--episodes", "10", "--shots", "1"])
+    assert table.exit_code == 0 and "7-way 1-shot (unseen)" in table.stdout and "raw pixels" in table.stdout
+
+    support = _support(tmp_path / "support")
+    queries = make_digits(30, seed=11)
+    paths = [str(save_png(image, tmp_path / f"q{i}.png")) for i, image in enumerate(queries[0][:4])]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    shot = runner.invoke(app, ["oneshot", "--support-dir", str(support), *paths, str(broken), "--json"])
+    assert shot.exit_code == 1, shot.output  # the broken query fails, the others still go through
+    rows = [json.loads(line) for line in shot.stdout.splitlines()]
+    assert [r["path"] for r in rows] == paths
+    for r in rows:
+        assert r["label"] in {"digit-0", "digit-1", "digit-2"} and r["distance"] >= 0 and 0 < r["confidence"] <= 1
+        assert r["distances"][r["label"]] == pytest.approx(r["distance"], abs=1e-5)
+        assert r["distance"] == pytest.approx(min(r["distances"].values()), abs=1e-6)
+    assert "broken.png" in shot.stderr and "Traceback" not in shot.output
+    piped = runner.invoke(app, ["oneshot", "--support-dir", str(support), "-"], input="\n".join(paths) + "\n")
+    assert piped.exit_code == 0 and len(piped.stdout.splitlines()) == 4
+    assert all(len(line.split("\t")) == 4 for line in piped.stdout.splitlines())
+
+    embedded = runner.invoke(app, ["embed", paths[0], "-c", "s", "--json"])
+    vector = np.array(json.loads(embedded.stdout)["embedding"])
+    assert vector.shape == (16,) and abs(np.linalg.norm(vector) - 1) < 1e-4  # unit length
+    refused = runner.invoke(app, ["predict", paths[0], "-c", "s"])
+    assert refused.exit_code == 1 and "is a metric model" in refused.stderr
+
+
+def test_oneshot_works_with_a_classifier_and_new_labels(runner: CliRunner, tmp_path: Path) -> None:
+    support = _support(tmp_path / "support", per_class=1)
+    (support / "digit-0").rename(support / "ring")  # any label, not only digits
+    query = save_png(make_digits(10, seed=4)[0][0], tmp_path / "q.png")
+    shot = runner.invoke(app, ["oneshot", "--support-dir", str(support), str(query), "-c", "cnn-pretrained", "--json"])
+    assert shot.exit_code == 0, shot.output
+    row = json.loads(shot.stdout)
+    assert set(row["distances"]) == {"ring", "digit-1", "digit-2"}
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("missing", "not a folder"),
+        ("empty", "no class folders"),
+        ("one-class", "only one class"),
+        ("unreadable-class", "has no readable image"),
+    ],
+)
+def test_bad_support_folders_get_one_clear_line(runner: CliRunner, tmp_path: Path, layout: str, message: str) -> None:
+    support = tmp_path / "support"
+    if layout != "missing":
+        support.mkdir()
+    if layout in ("one-class", "unreadable-class"):
+        (support / "a").mkdir()
+        save_png(make_digits(10, seed=4)[0][0], support / "a" / "x.png")
+    if layout == "unreadable-class":
+        (support / "b").mkdir()
+        (support / "b" / "y.png").write_bytes(b"junk")
+    query = save_png(make_digits(10, seed=4)[0][1], tmp_path / "q.png")
+    result = runner.invoke(app, ["oneshot", "--support-dir", str(support), str(query), "-c", "cnn-pretrained"])
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_fewshot_options_are_checked(runner: CliRunner, synthetic_env: Path, tmp_path: Path) -> None:
+    cases = [
+        (["eval", "cnn-pretrained", "--map", str(tmp_path / "m.png")], "few-shot protocol"),
+        (["eval", "cnn-pretrained", "--fewshot", "--shots", "0"], "--shots"),
+        (["eval", "cnn-pretrained", "--fewshot", "--shots", "x"], "--shots"),
+        (["eval", "cnn-pretrained", "--fewshot", "--episodes", "0"], "--episodes"),
+        (["eval", "cnn-pretrained", "--fewshot", "--shots", "20"], "test images of every digit"),
+        (["train", "siamese", "--classes", "3"], "at least 2 classes"),
+        (["train", "siamese", "--margin", "0"], "--margin"),
+        (["train", "siamese", "--ssl-weight", "-1"], "--ssl-weight"),
+        (["oneshot", "--support-dir", str(tmp_path)], "Missing argument"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr, (args, result.stderr)
+    fewshot_cnn = runner.invoke(app, ["eval", "cnn-pretrained", "--fewshot", "--episodes", "10", "--json"])
+    assert fewshot_cnn.exit_code == 0, fewshot_cnn.output
+    report = json.loads(fewshot_cnn.stdout)
+    assert [e["name"] for e in report["episodes"]] == ["10-way 1-shot", "10-way 5-shot"]  # trained on every digit
+
+
+def test_oneshot_without_a_siamese_run_says_what_to_do(runner: CliRunner, tmp_path: Path) -> None:
+    support = _support(tmp_path / "support", per_class=1)
+    query = save_png(make_digits(10, seed=4)[0][0], tmp_path / "q.png")
+    result = runner.invoke(app, ["oneshot", "--support-dir", str(support), str(query)])
+    assert result.exit_code == 1 and "mnist train siamese" in result.stderr
+
+
+@pytest.mark.parametrize("mining", ["batch-hard", "semi-hard"])
+def test_both_minings_train(mining: str) -> None:
+    from mnistcli.config import TrainConfig
+    from mnistcli.registry import create_model, get_entry
+    from mnistcli.tasks import get_task
+    from mnistcli.training import fit
+
+    data = _data(120, seed=5)
+    config = TrainConfig.build(get_entry("siamese").recipe, {"epochs": 4, "batch_size": 40, "mining": mining})
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = create_model("siamese", width=8, dim=16)
+    task = get_task("metric", config, generator)
+    before = task.evaluate(model, data)
+    fit(model, task, data, config, generator)
+    after = task.evaluate(model, data)
+    assert after["loss"] < before["loss"]
