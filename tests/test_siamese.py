@@ -257,3 +257,78 @@ def test_both_minings_train(mining: str) -> None:
     fit(model, task, data, config, generator)
     after = task.evaluate(model, data)
     assert after["loss"] < before["loss"]
+
+
+def test_no_label_of_another_digit_is_read(tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shuffling the labels of digits outside --classes changes nothing: same weights, bit for bit."""
+    from mnistcli.data.idx import read_idx, write_idx
+    from tests.helpers import write_mnist
+
+    clean = write_mnist(tmp_path / "clean")
+    poisoned = tmp_path / "poisoned"
+    poisoned.mkdir()
+    for f in clean.iterdir():
+        (poisoned / f.name).write_bytes(f.read_bytes())
+    labels = read_idx(clean / "train-labels-idx1-ubyte.gz").copy()
+    others = np.flatnonzero(labels > 2)
+    labels[others] = np.random.default_rng(0).permutation(labels[others])
+    assert (labels != read_idx(clean / "train-labels-idx1-ubyte.gz")).any()
+    write_idx(poisoned / "train-labels-idx1-ubyte.gz", labels)
+    weights = []
+    for name, folder in (("a", clean), ("b", poisoned)):
+        args = f"train siamese --classes 0,1,2 --per-class 20 --epochs 1 --batch-size 30 --arg width=4 --arg dim=16 --name {name} --data-dir {folder} --json"
+        result = runner.invoke(app, args.split())
+        assert result.exit_code == 0, result.output
+        from safetensors.torch import load_file
+
+        weights.append(load_file(Path(json.loads(result.stdout)["path"]) / "model.safetensors"))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_held_out_accuracy_counts_only_the_classes_present() -> None:
+    labels = torch.tensor([3] * 20 + [7] * 20)
+    images = torch.zeros(40, 28, 28, dtype=torch.uint8)
+    images[20:, :, :14] = 255  # the two classes differ
+    data = TensorData(images, labels)
+
+    class Halves(torch.nn.Module):
+        def features(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x[:, 0, :, :14].mean((1, 2)), 1 - x[:, 0, :, :14].mean((1, 2))], dim=1)
+
+    result = MetricTask(0.2, "batch-hard", torch.Generator()).evaluate(Halves(), data)
+    assert result["accuracy"] == 1.0
+
+
+def test_support_folders_skip_hidden_files(runner: CliRunner, tmp_path: Path) -> None:
+    support = _support(tmp_path / "support", per_class=1)
+    hidden = support / "digit-0" / ".thumbs"
+    hidden.mkdir()
+    save_png(make_digits(10, seed=4)[0][3], hidden / "t.png")
+    (support / "digit-0" / "._x.png").write_bytes(b"AppleDouble")
+    query = save_png(make_digits(10, seed=4)[0][0], tmp_path / "q.png")
+    result = runner.invoke(app, ["oneshot", "--support-dir", str(support), str(query), "-c", "cnn-pretrained", "--json"])
+    assert result.exit_code == 0 and "skipped" not in result.stderr
+    assert json.loads(result.stdout)["calibrated"] is False and "default scale" in result.stderr
+
+
+def test_problems_are_found_before_the_work(runner: CliRunner, tmp_path: Path) -> None:
+    from tests.helpers import write_mnist
+
+    data = write_mnist(tmp_path / "data")
+    from mnistcli.data.idx import read_idx, write_idx
+
+    labels = read_idx(data / "t10k-labels-idx1-ubyte.gz").copy()
+    labels[labels == 9] = 8  # a test set without a single 9
+    write_idx(data / "t10k-labels-idx1-ubyte.gz", labels)
+    cases = [
+        ("train siamese --classes 0,1,2 --epochs 1 --batch-size 30", "test images of every digit", 1),
+        ("train siamese --batch-size 10", "--batch-size must be at least 20", 2),
+        ("eval cnn-pretrained --fewshot --map /nonexistent/m.png", "does not exist", 2),
+        (f"eval cnn-pretrained --fewshot --map {tmp_path}", "is a folder", 2),
+    ]
+    for args, message, code in cases:
+        result = runner.invoke(app, [*args.split(), "--data-dir", str(data)])
+        assert result.exit_code == code and message in result.stderr, (args, result.output)
+        assert "epoch" not in result.stderr  # refused before any training

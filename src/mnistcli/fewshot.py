@@ -17,8 +17,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mnistcli.errors import DataError
+
 EPISODES = 1000
 QUERIES = 15  # queries per class in each episode (the usual choice in the few-shot literature)
+SHOTS = (1, 5)  # the default settings of `mnist eval`: 10-way 1-shot and 10-way 5-shot
 EPISODE_BLOCK = 100  # episodes computed at once
 DEFAULT_SCALE = 10.0  # confidence scale for checkpoints without a calibrated one (see `calibrate`)
 
@@ -57,6 +60,22 @@ def prototypes(support: torch.Tensor, labels: torch.Tensor, n_classes: int) -> t
 def distances(queries: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances (Q, C) from normalised queries to prototypes."""
     return torch.cdist(F.normalize(queries.float(), dim=1), protos).pow(2)
+
+
+def default_queries(labels: torch.Tensor, max_shots: int) -> int:
+    """Queries per class for episodes of up to `max_shots` shots: QUERIES, or fewer on a small set (at least 1)."""
+    fewest = int(torch.bincount(labels.cpu(), minlength=10).min())
+    return max(1, min(QUERIES, fewest - max_shots))
+
+
+def check_episodes(labels: torch.Tensor, max_shots: int) -> None:
+    """Raise `DataError` unless every digit has more than `max_shots` images (a support and a query)."""
+    fewest = int(torch.bincount(labels.cpu(), minlength=10).min())
+    if fewest <= max_shots:
+        raise DataError(
+            f"few-shot episodes of {max_shots} shots need more than {max_shots} test images of every digit; "
+            f"the test set has {fewest} of one"
+        )
 
 
 def _draw(
@@ -113,6 +132,8 @@ def run_episodes(
     """
     if queries is None:
         queries = min(QUERIES, min((int((labels == c).sum()) for c in classes), default=0) - shots)
+    if queries < 1:
+        raise ValueError(f"{shots}-shot episodes need more images of every class")
     chosen, picks = _draw(labels, classes, ways, shots + queries, episodes, seed)
     d = _episode_distances(F.normalize(embeddings.float().cpu(), dim=1), picks, shots)
     truth = torch.arange(ways).repeat_interleave(queries).expand(episodes, -1)
@@ -132,16 +153,16 @@ def confidences(d2: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.softmax(-scale * d2, dim=-1)
 
 
-def calibrate(embeddings: torch.Tensor, labels: torch.Tensor, episodes: int = 200, seed: int = 0) -> float:
+def calibrate(embeddings: torch.Tensor, labels: torch.Tensor, episodes: int = 200, seed: int = 0) -> float | None:
     """The `scale` whose `confidences` best fit 1-shot episodes among the classes in `labels` (least log loss).
 
     A one-dimensional search over a log-spaced grid (0.1 to 1,000): simple, and the log loss is
-    smooth in the scale. Returns DEFAULT_SCALE if there are too few images to draw episodes.
+    smooth in the scale. Returns None if there are too few images to draw episodes.
     """
     classes = sorted(int(c) for c in labels.unique())
     fewest = min(int((labels == c).sum()) for c in classes) if classes else 0
     if len(classes) < 2 or fewest < 2:
-        return DEFAULT_SCALE
+        return None
     ways, queries = min(10, len(classes)), min(QUERIES, fewest - 1)
     _, picks = _draw(labels, classes, ways, 1 + queries, episodes, seed)
     d = _episode_distances(F.normalize(embeddings.float().cpu(), dim=1), picks, 1)

@@ -31,6 +31,16 @@ def _pyplot() -> Any:
     return plt
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise `UsageError` now if a picture could not be written to `path` later (no matplotlib, no such folder)."""
+    _pyplot()
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{path}: is a folder; give a file name such as map.png")
+    if not target.parent.is_dir():
+        raise UsageError(f"{path}: folder {target.parent} does not exist")
+
+
 def _save(fig: Any, path: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")

@@ -21,7 +21,7 @@ from mnistcli.api.common import EMBEDDING_TASKS, data_folder, load_checkpoint, l
 from mnistcli.api.reports import EvalReport, FewShotReport, FewShotScore
 from mnistcli.data import mnist
 from mnistcli.dataset import TensorData
-from mnistcli.errors import UsageError
+from mnistcli.errors import DataError, UsageError
 from mnistcli.inference import embed_data, evaluate_classifier
 from mnistcli.linear_eval import frozen, linear_evaluation
 
@@ -34,7 +34,7 @@ def evaluate(
     device: str = "auto",
     labels_per_class: int | None = None,
     fewshot_protocol: bool = False,
-    shots: Sequence[int] = (1, 5),
+    shots: Sequence[int] = fewshot.SHOTS,
     episodes: int = fewshot.EPISODES,
     map_path: str | Path | None = None,
     on_download: mnist.ProgressFn | None = None,
@@ -56,6 +56,8 @@ def evaluate(
         raise UsageError("--shots takes numbers of examples per class from 1 to 100, e.g. 1,5")
     if few and not 1 <= episodes <= 100_000:
         raise UsageError("--episodes must be between 1 and 100,000")
+    if map_path is not None:
+        plots.check_writable(map_path)  # matplotlib there, the path writable: before the work, not after it
     folder = data_folder(data_dir, on_download)
     test_data = load_tensors("test", folder, dev)
     if few:
@@ -116,6 +118,10 @@ def _fewshot(
     episodes: int,
     map_path: str | Path | None,
 ) -> FewShotReport:
+    try:
+        fewshot.check_episodes(test.labels, max(shots))
+    except DataError as e:
+        raise UsageError(str(e)) from None
     t0 = time.perf_counter()
     seen = seen_classes(run)
     unseen = [c for c in range(10) if c not in seen]
@@ -123,10 +129,7 @@ def _fewshot(
     pixels = test.images.flatten(1).float().cpu()
     labels = test.labels.cpu()
     groups = [("all", list(range(10)))] + ([("unseen", unseen)] if 2 <= len(unseen) < 10 else [])
-    fewest = int(torch.bincount(labels, minlength=10).min())
-    queries = min(fewshot.QUERIES, fewest - max(shots))  # small test sets (e.g. synthetic) get fewer queries
-    if queries < 1:
-        raise UsageError(f"{max(shots)}-shot episodes need more than {fewest} test images of every digit")
+    queries = fewshot.default_queries(labels, max(shots))  # small test sets (e.g. synthetic) get fewer
     scores: list[FewShotScore] = []
     per_class: list[dict[str, Any]] = []
     for name, classes in groups:

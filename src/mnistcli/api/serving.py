@@ -17,7 +17,7 @@ from mnistcli import fewshot
 from mnistcli.api.common import EMBEDDING_TASKS, load_checkpoint, read_images
 from mnistcli.api.reports import EmbedReport, Failure, Match, OneShotReport, Prediction, PredictReport
 from mnistcli.atomic import atomic_write
-from mnistcli.data.images import collect_paths
+from mnistcli.data.images import image_files
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.inference import embed as embed_images
 from mnistcli.inference import predict_proba
@@ -80,9 +80,12 @@ def read_support(support_dir: str | Path) -> tuple[dict[str, np.ndarray], list[F
     a class with no readable image.
     """
     folder = Path(support_dir)
-    if not folder.is_dir():
-        raise UsageError(f"--support-dir {support_dir}: not a folder")
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not str(support_dir) or not folder.is_dir():
+        raise UsageError(f"--support-dir {support_dir!s}: not a folder")
+    try:
+        class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as e:
+        raise UsageError(f"--support-dir {support_dir}: cannot read it ({e.strerror})") from None
     if not class_dirs:
         raise UsageError(
             f"--support-dir {support_dir}: no class folders (make one sub-folder per label, each with example images)"
@@ -94,10 +97,17 @@ def read_support(support_dir: str | Path) -> tuple[dict[str, np.ndarray], list[F
     support: dict[str, np.ndarray] = {}
     skipped: list[Failure] = []
     for class_dir in class_dirs:
-        loaded, stacked = read_images(collect_paths([str(class_dir)]))
+        try:
+            files = [str(p) for p in image_files(class_dir)]
+        except OSError as e:
+            raise UsageError(f"{class_dir}: cannot read class folder {class_dir.name!r} ({e.strerror})") from None
+        loaded, stacked = read_images(files)
         skipped += [Failure(p, str(item)) for p, item in loaded if isinstance(item, ImageError)]
         if not len(stacked):
-            raise UsageError(f"{class_dir}: class {class_dir.name!r} has no readable image")
+            raise UsageError(
+                f"{class_dir}: class {class_dir.name!r} has no readable image"
+                + (f" ({skipped[-1].error})" if loaded else "")
+            )
         support[class_dir.name] = stacked
     return support, skipped
 

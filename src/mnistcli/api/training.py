@@ -40,6 +40,12 @@ def _check(task: str, config: TrainConfig) -> None:
         raise UsageError(f"--batch-size must be at least 2 for a {task} model (the other images are its negatives)")
     if task == "metric" and config.classes is not None and len(config.classes) < 2:
         raise UsageError("a metric model needs at least 2 classes in --classes (another class gives the negatives)")
+    classes = len(config.classes or range(10))
+    if task == "metric" and config.batch_size < 2 * classes:
+        raise UsageError(
+            f"--batch-size must be at least {2 * classes} for a metric model on {classes} classes"
+            " (a batch holds at least 2 images of each)"
+        )
 
 
 def train(
@@ -69,6 +75,8 @@ def train(
     train_data, val_data = train_data.split(config.val_split or 0.0, generator)
     if len(train_data) < 2:
         raise UsageError("fewer than 2 training images left after --classes/--per-class/--val-split")
+    if entry.task == "metric":
+        fewshot.check_episodes(full_test.labels, max(fewshot.SHOTS))  # before training, not after it
 
     # A metric model may self-supervise on every training image; their labels are never read.
     unlabelled = full_train if entry.task == "metric" and config.ssl_weight > 0 else None
@@ -96,13 +104,17 @@ def train(
         test_accuracy, test_loss, measure = probe.accuracy, probe.loss, "linear evaluation"
     elif entry.task == "metric":
         # The headline of `mnist eval`: 10-way 1-shot episodes over all ten test digits.
-        score = fewshot.run_episodes(embed_data(model, full_test), full_test.labels, list(range(10)), 10, 1)
+        queries = fewshot.default_queries(full_test.labels, max(fewshot.SHOTS))  # as `mnist eval` draws them
+        score = fewshot.run_episodes(
+            embed_data(model, full_test), full_test.labels, list(range(10)), 10, 1, queries=queries
+        )
         test_accuracy, test_loss, measure = score.accuracy, None, "10-way 1-shot"
         # The scale that turns distances into confidences for `mnist oneshot`, fitted on labelled
         # training images (held-out ones when there is a validation split).
         held = val_data if val_data is not None else train_data
         scale = fewshot.calibrate(embed_data(model, held), held.labels)
-        extra_meta["oneshot"] = {"scale": scale, "calibrated_on": "validation" if val_data is not None else "train"}
+        if scale is not None:
+            extra_meta["oneshot"] = {"scale": scale, "calibrated_on": "validation" if val_data is not None else "train"}
     elif result.target_reached is not None and val_data is None:
         # The last target check was a full pass over the test set with these very weights.
         test_accuracy, test_loss = result.target_reached["accuracy"], result.target_reached["loss"]

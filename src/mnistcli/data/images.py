@@ -29,7 +29,7 @@ def collect_paths(items: Iterable[str], stdin: Iterable[str] = ()) -> list[str]:
     """Expand command-line items into image paths, in order.
 
     `-` takes one path per line from `stdin`; a folder contributes its image files (recursively,
-    sorted), or itself if it has none (so that it is reported as a failed item); anything else is
+    sorted, hidden ones skipped), or itself if it has none (so that it is reported as a failed item); anything else is
     passed through, so a missing file is reported when it is loaded.
     """
     out: list[str] = []
@@ -37,11 +37,22 @@ def collect_paths(items: Iterable[str], stdin: Iterable[str] = ()) -> list[str]:
         if item == "-":
             out.extend(line.strip() for line in stdin if line.strip())
         elif os.path.isdir(item):
-            found = sorted(p for p in Path(item).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found = image_files(Path(item))
             out.extend([str(p) for p in found] or [item])
         else:
             out.append(item)
     return out
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively, sorted), skipping hidden files and folders (.git, ._x.png)."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    )
 
 
 def _to_grayscale(image: Image.Image) -> np.ndarray:

@@ -103,15 +103,22 @@ def oneshot_results(report: Any, as_json: bool) -> None:
                     "distance": round(r.distance, 6),
                     "confidence": round(r.confidence, 6),
                     "distances": r.distances,
+                    "calibrated": report.calibrated,
                 }
             )
-        return
-    if not is_terminal():
+    elif not is_terminal():
         for r in ok:
             sys.stdout.write(f"{r.path}\t{r.label}\t{r.distance:.4f}\t{r.confidence:.4f}\n")
-        return
-    if not ok:
-        return
+    elif ok:
+        _oneshot_table(report, ok)
+    if not report.calibrated:
+        note(
+            f"confidences use a default scale ({report.scale:g}): this checkpoint was not calibrated for one-shot "
+            "(siamese runs are)"
+        )
+
+
+def _oneshot_table(report: Any, ok: list[Any]) -> None:
     support = ", ".join(f"{escape(label)} ({n})" for label, n in report.support.items())
     table = Table(
         title=f"one-shot with {escape(report.run.name)}; support: {support}",
@@ -132,8 +139,3 @@ def oneshot_results(report: Any, as_json: bool) -> None:
             bar(r.confidence, 20),
         )
     out.print(table)
-    if not report.calibrated:
-        note(
-            f"confidences use a default scale ({report.scale:g}): this checkpoint was not calibrated for one-shot "
-            "(siamese runs are)"
-        )

@@ -35,13 +35,13 @@ def train_summary(report: Any) -> None:
             else f"[bold red]not reached[/] on the {t['checked_on']} set in {len(report.history)} epochs"
         )
         table.add_row(f"target {pct(t['target'])}", reached)
-    kind = {
-        "contrastive": "pair accuracy (a view's nearest view is its pair)",
-        "metric": "accuracy (nearest in-batch neighbour)",
-    }.get(report.run.task, "accuracy")
-    table.add_row(f"final train {kind}", pct(last["train_accuracy"]))
+    train_kind, val_kind = {
+        "contrastive": ("pair accuracy (a view's nearest view is its pair)",) * 2,
+        "metric": ("accuracy (nearest in-batch neighbour)", "accuracy (nearest class mean)"),
+    }.get(report.run.task, ("accuracy", "accuracy"))
+    table.add_row(f"final train {train_kind}", pct(last["train_accuracy"]))
     if last.get("val_accuracy") is not None:
-        table.add_row(f"final val {kind}", pct(last["val_accuracy"]))
+        table.add_row(f"final val {val_kind}", pct(last["val_accuracy"]))
     table.add_row("time", f"{report.seconds:.1f} s training, {report.total_seconds:.1f} s in all, on {report.device}")
     table.add_row("checkpoint", Text(str(report.run.path)))
     err.print(table)

@@ -22,7 +22,9 @@ def get_task(name: str, config: TrainConfig, generator: torch.Generator, unlabel
     if name == "classify":
         return ClassifyTask(label_smoothing=config.label_smoothing, augment=config.augment, generator=generator)
     if name == "contrastive":
-        return ContrastiveTask(temperature=config.temperature, seed=config.seed)
+        return ContrastiveTask(
+            temperature=config.temperature, seed=config.seed, augment=config.augment, generator=generator
+        )
     if name == "metric":
         return MetricTask(
             margin=config.margin,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistcli.augment import contrastive_view
+from mnistcli.augment import contrastive_view, random_affine
 from mnistcli.dataset import TensorData
 from mnistcli.tasks.base import ShuffledBatches
 
@@ -32,12 +32,18 @@ class ContrastiveTask(ShuffledBatches):
 
     name = "contrastive"
 
-    def __init__(self, temperature: float = 0.2, seed: int = 0) -> None:
+    def __init__(
+        self, temperature: float = 0.2, seed: int = 0, augment: bool = False, generator: torch.Generator | None = None
+    ) -> None:
         self.temperature = temperature
         self.generator = torch.Generator().manual_seed(seed + 1)
+        # --augment: an extra mild affine of each image before its views (off in the simclr recipe)
+        self.augment, self.affine_generator = augment, generator or torch.Generator().manual_seed(seed)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """NT-Xent of two fresh views of the batch; `y` is ignored. Hits count over 2N views."""
+        if self.augment:
+            x = random_affine(x, self.affine_generator)
         views = torch.cat([contrastive_view(x, self.generator), contrastive_view(x, self.generator)])
         loss, hits = nt_xent(model(views), self.temperature)
         return loss, hits.float() / 2  # per image, so the loop's running "accuracy" stays in [0, 1]

@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistcli import config
 from mnistcli.augment import contrastive_view, random_affine
 from mnistcli.dataset import TensorData, to_float
 from mnistcli.fewshot import prototypes
+from mnistcli.inference import embed_data
 from mnistcli.tasks.contrastive import nt_xent
 
-MINING = ("batch-hard", "semi-hard")
 UNLABELLED = -1  # the label given to the self-supervised half of a batch
 
 
@@ -93,7 +94,7 @@ class MetricTask:
         ssl_weight: float = 0.0,
         temperature: float = 0.2,
     ) -> None:
-        if mining not in MINING:
+        if mining not in config.MINING:
             raise ValueError(f"unknown mining {mining!r}")
         self.margin, self.mining, self.generator, self.augment = margin, mining, generator, augment
         self.unlabelled = unlabelled if ssl_weight > 0 else None
@@ -118,7 +119,7 @@ class MetricTask:
         labels = train.labels.cpu()
         classes = labels.unique().tolist()
         pools = [torch.nonzero(labels == c).flatten() for c in classes]
-        k = max(2, batch_size // len(classes))
+        k = max(2, batch_size // len(classes))  # the api refuses batch sizes under 2 x classes
         steps = self.num_batches(train, batch_size)
         if self.unlabelled is not None:
             order = torch.randperm(len(self.unlabelled), generator=generator)
@@ -162,18 +163,13 @@ class MetricTask:
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, data: TensorData) -> dict[str, float]:
-        """Nearest-prototype accuracy on `data` (prototypes: the class means of `data` itself) and the triplet loss.
+        """Nearest-class-mean accuracy on `data` (the means of `data` itself) and the triplet loss of 1,000 of its images.
 
         A quick held-out signal for validation and targets; `mnist eval` runs the episode protocol.
         """
-        was_training = model.training
-        model.eval()
-        e = torch.cat([model.features(x) for x, _ in data.batches(1000)])  # type: ignore[operator]
-        y = data.labels
-        n_classes = int(y.max()) + 1
-        protos = prototypes(e, y, n_classes)
+        e = embed_data(model, data)
+        classes, y = data.labels.unique(return_inverse=True)  # only the classes present, numbered 0..C-1
+        protos = prototypes(e, y, len(classes))
         accuracy = float((torch.cdist(e, protos).argmin(dim=1) == y).float().mean())
         sample = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[:1000].to(y.device)
-        loss = float(batch_hard(e[sample], y[sample], self.margin))
-        model.train(was_training)
-        return {"loss": loss, "accuracy": accuracy}
+        return {"loss": float(batch_hard(e[sample], y[sample], self.margin)), "accuracy": accuracy}
