@@ -134,7 +134,7 @@ def test_train_eval_oneshot_embed_on_synthetic_digits(runner: CliRunner, synthet
     assert summary["test_measure"] == "10-way 1-shot" and summary["test_loss"] is None
     meta = json.loads((Path(summary["path"]) / "meta.json").read_text())
     assert meta["data"]["unlabelled_images"] == 300 and meta["data"]["train_images"] == 60
-    assert meta["oneshot"]["scale"] > 0
+    assert "oneshot" not in meta  # no calibration from the labels of three digits: too sharp for the others
 
     png = tmp_path / "map.png"
     evaluated = runner.invoke(app, ["eval", "s", "--episodes", "20", "--map", str(png), "--json"])
@@ -308,7 +308,9 @@ def test_support_folders_skip_hidden_files(runner: CliRunner, tmp_path: Path) ->
     save_png(make_digits(10, seed=4)[0][3], hidden / "t.png")
     (support / "digit-0" / "._x.png").write_bytes(b"AppleDouble")
     query = save_png(make_digits(10, seed=4)[0][0], tmp_path / "q.png")
-    result = runner.invoke(app, ["oneshot", "--support-dir", str(support), str(query), "-c", "cnn-pretrained", "--json"])
+    result = runner.invoke(
+        app, ["oneshot", "--support-dir", str(support), str(query), "-c", "cnn-pretrained", "--json"]
+    )
     assert result.exit_code == 0 and "skipped" not in result.stderr
     assert json.loads(result.stdout)["calibrated"] is False and "default scale" in result.stderr
 
@@ -332,3 +334,18 @@ def test_problems_are_found_before_the_work(runner: CliRunner, tmp_path: Path) -
         result = runner.invoke(app, [*args.split(), "--data-dir", str(data)])
         assert result.exit_code == code and message in result.stderr, (args, result.output)
         assert "epoch" not in result.stderr  # refused before any training
+
+
+def test_a_run_with_every_digit_calibrates_its_confidences(
+    runner: CliRunner, synthetic_env: Path, tmp_path: Path
+) -> None:
+    args = "train siamese --epochs 1 --batch-size 40 --arg width=4 --arg dim=16 --name full --json"
+    trained = runner.invoke(app, args.split())
+    assert trained.exit_code == 0, trained.output
+    meta = json.loads((Path(json.loads(trained.stdout)["path"]) / "meta.json").read_text())
+    assert meta["oneshot"]["scale"] > 0 and meta["oneshot"]["calibrated_on"] == "train"
+    support = _support(tmp_path / "support", per_class=1)
+    query = save_png(make_digits(10, seed=4)[0][0], tmp_path / "q.png")
+    shot = runner.invoke(app, ["oneshot", "--support-dir", str(support), str(query), "--json"])  # latest siamese run
+    assert shot.exit_code == 0 and json.loads(shot.stdout)["calibrated"] is True
+    assert "default scale" not in shot.stderr

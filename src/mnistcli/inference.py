@@ -41,6 +41,18 @@ class ClassifierEval:
         return rows
 
 
+@dataclass
+class AdderEval:
+    """Digit and sum accuracy of an adder, with the sum's correct/total by number added and by true sum."""
+
+    digit_accuracy: float
+    sum_accuracy: float
+    loss: float  # mean digit cross-entropy + sum cross-entropy
+    by_number: list[tuple[int, int]]  # (correct sums, total) for each number 0-9
+    by_sum: list[tuple[int, int]]  # (correct sums, total) for each true sum 0-18
+    total: int
+
+
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a parameter-less model)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -82,6 +94,59 @@ def embed_data(model: nn.Module, data: TensorData, batch_size: int = EVAL_BATCH)
     out = torch.cat([features(x).float() for x, _ in data.batches(batch_size)])
     model.train(was_training)
     return out
+
+
+@torch.inference_mode()
+def evaluate_adder(
+    model: nn.Module, data: TensorData, numbers: torch.Tensor, batch_size: int = EVAL_BATCH
+) -> AdderEval:
+    """Evaluate an adder on `data`, image i paired with `numbers[i]` (0-9)."""
+    was_training = model.training
+    model.eval()
+    numbers = numbers.to(data.labels.device)
+    loss_sum = torch.zeros((), device=data.labels.device)
+    digit_hits, sum_hits = [], []
+    for start, (x, y) in zip(range(0, len(data), batch_size), data.batches(batch_size), strict=True):
+        n = numbers[start : start + len(y)]
+        digit_logits, sum_logits = model(x, n)
+        loss_sum += F.cross_entropy(digit_logits, y, reduction="sum") + F.cross_entropy(
+            sum_logits, y + n, reduction="sum"
+        )
+        digit_hits.append(digit_logits.argmax(dim=1) == y)
+        sum_hits.append(sum_logits.argmax(dim=1) == y + n)
+    model.train(was_training)
+    total = len(data)
+    if not total:
+        return AdderEval(0.0, 0.0, 0.0, [(0, 0)] * 10, [(0, 0)] * 19, 0)
+    digit_ok, sum_ok = torch.cat(digit_hits), torch.cat(sum_hits)
+    sums = data.labels + numbers
+
+    def breakdown(key: torch.Tensor, size: int) -> list[tuple[int, int]]:
+        correct = torch.bincount(key[sum_ok], minlength=size).tolist()
+        totals = torch.bincount(key, minlength=size).tolist()
+        return list(zip(correct, totals, strict=True))
+
+    return AdderEval(
+        float(digit_ok.float().mean()),
+        float(sum_ok.float().mean()),
+        float(loss_sum) / total,
+        breakdown(numbers, 10),
+        breakdown(sums, 19),
+        total,
+    )
+
+
+def predict_adder(
+    model: nn.Module, images: np.ndarray, number: int, batch_size: int = EVAL_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
+    """(digit probabilities (N, 10), sum probabilities (N, 19)) for float images (N, 28, 28) plus `number`; N >= 1."""
+
+    def both(x: torch.Tensor) -> torch.Tensor:
+        digit_logits, sum_logits = model(x, torch.full((len(x),), number, dtype=torch.long, device=x.device))
+        return torch.cat([torch.softmax(digit_logits, dim=1), torch.softmax(sum_logits, dim=1)], dim=1)
+
+    out = _map_batches(model, both, images, batch_size)
+    return out[:, :10], out[:, 10:]
 
 
 def _map_batches(

@@ -20,7 +20,7 @@ from mnistcli.errors import ModelError
 if TYPE_CHECKING:
     from torch import nn
 
-TASKS = ("classify", "contrastive", "metric")
+TASKS = ("classify", "contrastive", "metric", "adder")
 B = TypeVar("B", bound=Callable[..., "nn.Module"])
 
 

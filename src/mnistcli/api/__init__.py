@@ -8,6 +8,7 @@ anything the user can fix.
 from mnistcli.api.catalog import checkpoints, models, remove_checkpoint
 from mnistcli.api.evaluation import evaluate
 from mnistcli.api.reports import (
+    AdderReport,
     EmbedReport,
     EvalReport,
     Failure,
@@ -18,12 +19,14 @@ from mnistcli.api.reports import (
     OneShotReport,
     Prediction,
     PredictReport,
+    SumPrediction,
     TrainReport,
 )
 from mnistcli.api.serving import embed, oneshot, predict, save_embeddings
 from mnistcli.api.training import train
 
 __all__ = [
+    "AdderReport",
     "EmbedReport",
     "EvalReport",
     "Failure",
@@ -34,6 +37,7 @@ __all__ = [
     "OneShotReport",
     "PredictReport",
     "Prediction",
+    "SumPrediction",
     "TrainReport",
     "checkpoints",
     "embed",

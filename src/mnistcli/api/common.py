@@ -15,7 +15,7 @@ from mnistcli.dataset import TensorData
 from mnistcli.device import choose_device
 from mnistcli.errors import CheckpointError, ImageError
 
-EMBEDDING_TASKS = {"classify", "contrastive", "metric"}  # every model with `features(x)`
+EMBEDDING_TASKS = {"classify", "contrastive", "metric", "adder"}  # every model with `features(x)`
 
 
 def params(model: torch.nn.Module) -> int:
@@ -41,7 +41,8 @@ def load_checkpoint(
     run = store.resolve(ref, tasks, suggest=suggest)
     if run.task not in tasks:
         raise CheckpointError(
-            f"checkpoint {run.name!r} is a {run.task} model; this command needs {' or '.join(sorted(tasks))}"
+            f"checkpoint {run.name!r} is {'an' if run.task[0] in 'aeiou' else 'a'} {run.task} model; "
+            f"this command needs {' or '.join(sorted(tasks))}"
         )
     dev = choose_device(device)
     return run, store.load(run, dev), dev

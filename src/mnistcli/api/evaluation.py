@@ -18,12 +18,13 @@ import torch
 
 from mnistcli import fewshot, linear_eval, plots, store
 from mnistcli.api.common import EMBEDDING_TASKS, data_folder, load_checkpoint, load_tensors
-from mnistcli.api.reports import EvalReport, FewShotReport, FewShotScore
+from mnistcli.api.reports import AdderReport, EvalReport, FewShotReport, FewShotScore
 from mnistcli.data import mnist
 from mnistcli.dataset import TensorData
 from mnistcli.errors import DataError, UsageError
-from mnistcli.inference import embed_data, evaluate_classifier
+from mnistcli.inference import embed_data, evaluate_adder, evaluate_classifier
 from mnistcli.linear_eval import frozen, linear_evaluation
+from mnistcli.tasks.adder import held_out_numbers
 
 NN_BLOCK = 1000  # test images per block of the nearest-neighbour search (1000 x 60000 distances)
 
@@ -37,14 +38,24 @@ def evaluate(
     shots: Sequence[int] = fewshot.SHOTS,
     episodes: int = fewshot.EPISODES,
     map_path: str | Path | None = None,
+    seed: int | None = None,
     on_download: mnist.ProgressFn | None = None,
-) -> EvalReport | FewShotReport:
+) -> EvalReport | FewShotReport | AdderReport:
     """Evaluate a checkpoint on the test images; see the module docstring for the protocols.
 
     `labels_per_class` (self-supervised models) trains the probe on K labelled images per digit.
-    `shots`, `episodes` and `map_path` (a PCA map PNG) belong to the few-shot protocol.
+    `shots`, `episodes` and `map_path` (a PCA map PNG) belong to the few-shot protocol. `seed`
+    draws the episodes (default 0), or the number paired with each test image for an adder
+    (default: the seed it was trained with, so it agrees with training's own test result).
     """
     run, model, dev = load_checkpoint(ref, EMBEDDING_TASKS, device)
+    if run.task == "adder":
+        if labels_per_class is not None or fewshot_protocol or map_path is not None:
+            raise UsageError("--labels-per-class, --fewshot and --map do not apply to an adder checkpoint")
+        if seed is None:
+            seed = int(run.meta.get("config", {}).get("seed", 0))
+        return _adder(run, model, dev, load_tensors("test", data_folder(data_dir, on_download), dev), seed)
+    seed = 0 if seed is None else seed
     few = fewshot_protocol or run.task == "metric"
     if labels_per_class is not None and (run.task != "contrastive" or few):
         raise UsageError("--labels-per-class is for the linear evaluation of self-supervised checkpoints (e.g. simclr)")
@@ -61,7 +72,8 @@ def evaluate(
     folder = data_folder(data_dir, on_download)
     test_data = load_tensors("test", folder, dev)
     if few:
-        return _fewshot(run, model, dev, test_data, load_tensors("train", folder, dev), shots, episodes, map_path)
+        train_data = load_tensors("train", folder, dev)
+        return _fewshot(run, model, dev, test_data, train_data, shots, episodes, map_path, seed)
     t0 = time.perf_counter()
     if run.task == "classify":
         result = evaluate_classifier(model, test_data)
@@ -117,6 +129,7 @@ def _fewshot(
     shots: Sequence[int],
     episodes: int,
     map_path: str | Path | None,
+    seed: int,
 ) -> FewShotReport:
     try:
         fewshot.check_episodes(test.labels, max(shots))
@@ -134,8 +147,8 @@ def _fewshot(
     per_class: list[dict[str, Any]] = []
     for name, classes in groups:
         for k in sorted(set(shots)):
-            mine = fewshot.run_episodes(emb, labels, classes, len(classes), k, episodes, queries)
-            base = fewshot.run_episodes(pixels, labels, classes, len(classes), k, episodes, queries)
+            mine = fewshot.run_episodes(emb, labels, classes, len(classes), k, episodes, queries, seed)
+            base = fewshot.run_episodes(pixels, labels, classes, len(classes), k, episodes, queries, seed)
             scores.append(
                 FewShotScore(
                     name, mine.ways, k, episodes, mine.queries, mine.accuracy, mine.ci95, base.accuracy, base.ci95
@@ -152,3 +165,24 @@ def _fewshot(
         )
         written = str(plots.embedding_map(emb.numpy(), labels.numpy(), seen, map_path, title))
     return FewShotReport(run, scores, per_class, seen, unseen, nn_accuracy, time.perf_counter() - t0, str(dev), written)
+
+
+def _rows(key: str, counts: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    return [{key: i, "correct": c, "total": t, "accuracy": c / t if t else 0.0} for i, (c, t) in enumerate(counts)]
+
+
+def _adder(run: store.Run, model: torch.nn.Module, dev: torch.device, test: TensorData, seed: int) -> AdderReport:
+    t0 = time.perf_counter()
+    result = evaluate_adder(model, test, held_out_numbers(len(test), seed))
+    return AdderReport(
+        run,
+        result.digit_accuracy,
+        result.sum_accuracy,
+        result.loss,
+        _rows("number", result.by_number),
+        _rows("sum", result.by_sum),
+        result.total,
+        seed,
+        time.perf_counter() - t0,
+        str(dev),
+    )

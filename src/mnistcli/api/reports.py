@@ -32,7 +32,8 @@ class TrainReport:
     stopped_early: bool
     device: str
     target: dict[str, Any] | None = None  # with --target-accuracy: target, checked_on, reached, epochs, seconds
-    test_measure: str = "accuracy"  # what test_accuracy is: accuracy, linear evaluation, 10-way 1-shot
+    test_measure: str = "accuracy"  # what test_accuracy is: accuracy, linear evaluation, 10-way 1-shot, sum accuracy
+    test_extra: dict[str, float] = field(default_factory=dict)  # further test metrics (adder: digit_accuracy)
 
 
 @dataclass
@@ -92,11 +93,42 @@ class FewShotReport:
 
 
 @dataclass
+class AdderReport:
+    """`mnist eval` of an adder: digit and sum accuracy, the sum broken down by number added and by true sum."""
+
+    run: store.Run
+    digit_accuracy: float
+    sum_accuracy: float
+    loss: float
+    by_number: list[dict[str, Any]]  # number, correct, total, accuracy (of the sum)
+    by_sum: list[dict[str, Any]]  # sum, correct, total, accuracy
+    total: int
+    seed: int  # drew the number paired with each test image
+    seconds: float
+    device: str
+    protocol: str = "adder"
+
+
+@dataclass
 class Prediction:
     path: str
     digit: int
     confidence: float
     probabilities: list[float]
+
+
+@dataclass
+class SumPrediction:
+    """An adder's answer for one image plus `added`."""
+
+    path: str
+    added: int
+    digit: int
+    digit_confidence: float
+    sum: int
+    sum_confidence: float
+    digit_probabilities: list[float]
+    sum_probabilities: list[float]
 
 
 @dataclass
@@ -108,7 +140,7 @@ class Failure:
 @dataclass
 class PredictReport:
     run: store.Run
-    results: list[Prediction | Failure] = field(default_factory=list)
+    results: list[Prediction | SumPrediction | Failure] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Failure]:

@@ -15,24 +15,44 @@ import torch
 
 from mnistcli import fewshot
 from mnistcli.api.common import EMBEDDING_TASKS, load_checkpoint, read_images
-from mnistcli.api.reports import EmbedReport, Failure, Match, OneShotReport, Prediction, PredictReport
+from mnistcli.api.reports import (
+    EmbedReport,
+    Failure,
+    Match,
+    OneShotReport,
+    Prediction,
+    PredictReport,
+    SumPrediction,
+)
 from mnistcli.atomic import atomic_write
 from mnistcli.data.images import image_files
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.inference import embed as embed_images
-from mnistcli.inference import predict_proba
+from mnistcli.inference import predict_adder, predict_proba
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
 
 
-def predict(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> PredictReport:
-    """Classify each image; unreadable ones become `Failure`s and the rest still go through."""
+def predict(
+    paths: Sequence[str], ref: str | None = None, device: str = "auto", add: int | None = None
+) -> PredictReport:
+    """Classify each image (an adder: its digit, and its sum with `add`); unreadable images become `Failure`s."""
     if not paths:
         raise UsageError(NO_IMAGES)
-    run, model, _ = load_checkpoint(ref, {"classify"}, device)
+    if add is not None and not 0 <= add <= 9:
+        raise UsageError(f"--add {add}: the number to add must be 0-9")
+    if add is None:
+        tasks, suggest = {"classify", "adder"} if ref else {"classify"}, "cnn"
+    else:
+        tasks, suggest = {"adder"}, "adder"
+    run, model, _ = load_checkpoint(ref, tasks, device, suggest=suggest)
+    if run.task == "adder" and add is None:
+        raise UsageError(f"{run.name} is an adder: give the number to add with --add N (0-9)")
     loaded, stacked = read_images(paths)
+    if add is not None:
+        return PredictReport(run, _sums(model, loaded, stacked, add))
     rows = iter(predict_proba(model, stacked) if len(stacked) else [])
-    results: list[Prediction | Failure] = []
+    results: list[Prediction | SumPrediction | Failure] = []
     for path, item in loaded:
         if isinstance(item, ImageError):
             results.append(Failure(path, str(item)))
@@ -40,6 +60,32 @@ def predict(paths: Sequence[str], ref: str | None = None, device: str = "auto") 
             row = next(rows)
             results.append(Prediction(path, int(row.argmax()), float(row.max()), [round(float(v), 6) for v in row]))
     return PredictReport(run, results)
+
+
+def _sums(
+    model: torch.nn.Module, loaded: list[tuple[str, np.ndarray | ImageError]], stacked: np.ndarray, add: int
+) -> list[Prediction | SumPrediction | Failure]:
+    digit_p, sum_p = predict_adder(model, stacked, add) if len(stacked) else (np.zeros((0, 10)), np.zeros((0, 19)))
+    rows = iter(zip(digit_p, sum_p, strict=True))
+    results: list[Prediction | SumPrediction | Failure] = []
+    for path, item in loaded:
+        if isinstance(item, ImageError):
+            results.append(Failure(path, str(item)))
+            continue
+        d, s = next(rows)
+        results.append(
+            SumPrediction(
+                path,
+                add,
+                int(d.argmax()),
+                float(d.max()),
+                int(s.argmax()),
+                float(s.max()),
+                [round(float(v), 6) for v in d],
+                [round(float(v), 6) for v in s],
+            )
+        )
+    return results
 
 
 def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> EmbedReport:

@@ -45,7 +45,14 @@ def eval_(
     shots: Annotated[
         str, typer.Option(help="Few-shot: examples per class in each episode, e.g. 1,5.", metavar="K,...")
     ] = "1,5",
-    episodes: Annotated[int, typer.Option(help="Few-shot: episodes per setting (fixed seed).")] = 1000,
+    episodes: Annotated[int, typer.Option(help="Few-shot: episodes per setting.")] = 1000,
+    seed: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Draws the few-shot episodes, or the number paired with each test image for an adder.",
+            show_default="0; an adder's training seed",
+        ),
+    ] = None,
     map_path: Annotated[
         Optional[str],
         typer.Option("--map", help="Few-shot: write a PCA map of the test embeddings to this PNG.", metavar="PNG"),
@@ -56,6 +63,7 @@ def eval_(
 
     Classifiers: accuracy, per class, confusion. Self-supervised models: linear evaluation.
     Embedding models (siamese): N-way K-shot episodes, beside raw pixels on the same episodes.
+    Adders: digit and sum accuracy, the sum by number added and by true sum.
     """
     from mnistcli import api
 
@@ -71,9 +79,12 @@ def eval_(
             shots=parse_ints(shots, "--shots"),
             episodes=episodes,
             map_path=map_path,
+            seed=seed,
             on_download=on_download,
         )
-    if isinstance(report, api.FewShotReport):
+    if isinstance(report, api.AdderReport):
+        render.adder_json(report) if json_out else render.adder_report(report)
+    elif isinstance(report, api.FewShotReport):
         render.fewshot_json(report) if json_out else render.fewshot_report(report)
         if report.map_path:
             render.note(f"wrote the embedding map to {report.map_path}")
@@ -86,16 +97,23 @@ def eval_(
 def predict(
     images: ImagesArg,
     checkpoint: CheckpointOpt = None,
+    add: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Adder checkpoints: the number 0-9 to add to each digit (default checkpoint: your latest adder run).",
+            metavar="N",
+        ),
+    ] = None,
     device: DeviceOpt = Device.auto,
     json_out: JsonOpt = False,
 ) -> None:
-    """Classify images: the digit, its confidence and the probability of every class."""
+    """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum)."""
     from mnistcli import api
 
     paths = image_paths(images)
     if not paths and "-" in images:
         return  # `find ... | mnist predict -` that found nothing: nothing to do
-    report = api.predict(paths, checkpoint, device=device.value)
+    report = api.predict(paths, checkpoint, device=device.value, add=add)
     render.predictions(report, json_out)
     if report.failures:
         raise typer.Exit(1)

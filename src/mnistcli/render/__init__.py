@@ -6,11 +6,21 @@ formatting helpers; one module per family of command renders its results.
 
 from mnistcli.render.catalog import checkpoints_table, models_table
 from mnistcli.render.console import error, json_line, note
-from mnistcli.render.evaluation import confusion_table, eval_json, eval_report, fewshot_json, fewshot_report
+from mnistcli.render.evaluation import (
+    adder_json,
+    adder_report,
+    confusion_table,
+    eval_json,
+    eval_report,
+    fewshot_json,
+    fewshot_report,
+)
 from mnistcli.render.images import embeddings, oneshot_results, predictions
 from mnistcli.render.train import train_json, train_summary
 
 __all__ = [
+    "adder_json",
+    "adder_report",
     "checkpoints_table",
     "confusion_table",
     "embeddings",

@@ -156,3 +156,43 @@ def fewshot_report(report: Any) -> None:
         f"nearest neighbour (each test image labelled by its nearest training image): "
         f"[bold green]{pct(report.nn_accuracy)}[/]  [dim]{report.seconds:.1f} s on {report.device}[/]"
     )
+
+
+def adder_json(report: Any) -> None:
+    json_line(
+        {
+            "checkpoint": report.run.name,
+            "model": report.run.model,
+            "protocol": "adder",
+            "digit_accuracy": report.digit_accuracy,
+            "sum_accuracy": report.sum_accuracy,
+            "accuracy": report.sum_accuracy,
+            "loss": report.loss,
+            "total": report.total,
+            "seed": report.seed,
+            "by_number": report.by_number,
+            "by_sum": report.by_sum,
+            "seconds": round(report.seconds, 4),
+        }
+    )
+
+
+def adder_report(report: Any) -> None:
+    run = report.run
+    out.print(f"[bold]{escape(run.name)}[/] ({run.model})")
+    gap = 100 * (report.digit_accuracy - report.sum_accuracy)
+    out.print(
+        f"digit [bold green]{pct(report.digit_accuracy)}[/], sum [bold green]{pct(report.sum_accuracy)}[/] "
+        f"({gap:+.2f} pts behind the digit), loss {report.loss:.4f}; {report.total:,} test images, each paired "
+        f"with a number drawn from seed {report.seed}  [dim]{report.seconds:.2f} s on {report.device}[/]"
+    )
+    for key, rows, title in (
+        ("number", report.by_number, "sum accuracy by number added"),
+        ("sum", report.by_sum, "sum accuracy by true sum"),
+    ):
+        table = Table(title=title, title_justify="left")
+        for col in (key, "correct", "total", "accuracy"):
+            table.add_column(col, justify="right")
+        for row in rows:
+            table.add_row(str(row[key]), f"{row['correct']:,}", f"{row['total']:,}", pct(row["accuracy"]))
+        out.print(table)

@@ -19,6 +19,9 @@ def predictions(report: Any, as_json: bool) -> None:
         if not hasattr(item, "digit"):
             error(item.error)
     ok = [r for r in report.results if hasattr(r, "digit")]
+    if ok and hasattr(ok[0], "sum"):
+        _sums(report, ok, as_json)
+        return
     if as_json:
         for r in ok:
             json_line({"path": r.path, "digit": r.digit, "confidence": r.confidence, "probabilities": r.probabilities})
@@ -51,6 +54,43 @@ def predictions(report: Any, as_json: bool) -> None:
                 str(r.digit),
                 Text(pct(r.confidence), style=style),
                 Text(sparkbar(r.probabilities), style="cyan"),
+            )
+        out.print(table)
+
+
+def _sums(report: Any, ok: list[Any], as_json: bool) -> None:
+    """An adder's answers: JSON lines, TSV when piped, else a table."""
+    if as_json:
+        for r in ok:
+            json_line(
+                {
+                    "path": r.path,
+                    "add": r.added,
+                    "digit": r.digit,
+                    "digit_confidence": r.digit_confidence,
+                    "sum": r.sum,
+                    "sum_confidence": r.sum_confidence,
+                    "digit_probabilities": r.digit_probabilities,
+                    "sum_probabilities": r.sum_probabilities,
+                }
+            )
+    elif not is_terminal():
+        for r in ok:
+            sys.stdout.write(f"{r.path}\t{r.digit}\t{r.digit_confidence:.4f}\t{r.sum}\t{r.sum_confidence:.4f}\n")
+    else:
+        table = Table(title=f"{escape(report.run.name)}: digit + {ok[0].added}", title_justify="left")
+        table.add_column("image")
+        table.add_column("digit", justify="right", style="bold green")
+        table.add_column("confidence", justify="right")
+        table.add_column("sum", justify="right", style="bold green")
+        table.add_column("confidence", justify="right")
+        for r in ok:
+            table.add_row(
+                Text(r.path),
+                str(r.digit),
+                pct(r.digit_confidence),
+                f"{r.digit} + {r.added} = {r.sum}" if r.sum == r.digit + r.added else str(r.sum),
+                pct(r.sum_confidence),
             )
         out.print(table)
 
@@ -113,8 +153,8 @@ def oneshot_results(report: Any, as_json: bool) -> None:
         _oneshot_table(report, ok)
     if not report.calibrated:
         note(
-            f"confidences use a default scale ({report.scale:g}): this checkpoint was not calibrated for one-shot "
-            "(siamese runs are)"
+            f"confidences use a default scale ({report.scale:g}): only siamese runs trained with the labels of "
+            "every digit are calibrated for one-shot"
         )
 
 

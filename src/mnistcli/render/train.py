@@ -23,9 +23,12 @@ def train_summary(report: Any) -> None:
     headline = {
         "linear evaluation": "linear evaluation (test)",
         "10-way 1-shot": "10-way 1-shot (test episodes)",
+        "sum accuracy": "test sum accuracy",
     }.get(report.test_measure, "test accuracy")
     loss = f"  (loss {report.test_loss:.4f})" if report.test_loss is not None else ""
     table.add_row(headline, f"[bold green]{pct(report.test_accuracy)}[/]{loss}")
+    if "digit_accuracy" in report.test_extra:
+        table.add_row("test digit accuracy", f"[bold green]{pct(report.test_extra['digit_accuracy'])}[/]")
     table.add_row("epochs", f"{len(report.history)}" + ("  (stopped early)" if report.stopped_early else ""))
     if report.target:
         t = report.target
@@ -38,6 +41,7 @@ def train_summary(report: Any) -> None:
     train_kind, val_kind = {
         "contrastive": ("pair accuracy (a view's nearest view is its pair)",) * 2,
         "metric": ("accuracy (nearest in-batch neighbour)", "accuracy (nearest class mean)"),
+        "adder": ("sum accuracy", "sum accuracy"),
     }.get(report.run.task, ("accuracy", "accuracy"))
     table.add_row(f"final train {train_kind}", pct(last["train_accuracy"]))
     if last.get("val_accuracy") is not None:
@@ -56,6 +60,7 @@ def train_json(report: Any) -> None:
             "test_accuracy": report.test_accuracy,
             "test_loss": report.test_loss,
             "test_measure": report.test_measure,
+            **report.test_extra,
             "seconds": round(report.seconds, 3),
             "total_seconds": round(report.total_seconds, 3),
             "epochs": len(report.history),

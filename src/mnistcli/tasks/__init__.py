@@ -7,6 +7,7 @@ import torch
 from mnistcli.config import TrainConfig
 from mnistcli.dataset import TensorData
 from mnistcli.errors import ModelError
+from mnistcli.tasks.adder import AdderTask
 from mnistcli.tasks.base import Task
 from mnistcli.tasks.classify import ClassifyTask
 from mnistcli.tasks.contrastive import ContrastiveTask
@@ -35,7 +36,11 @@ def get_task(name: str, config: TrainConfig, generator: torch.Generator, unlabel
             ssl_weight=config.ssl_weight,
             temperature=config.temperature,
         )
+    if name == "adder":
+        return AdderTask(
+            label_smoothing=config.label_smoothing, augment=config.augment, generator=generator, seed=config.seed
+        )
     raise ModelError(f"unknown task {name!r}")
 
 
-__all__ = ["ClassifyTask", "ContrastiveTask", "MetricTask", "Task", "get_task"]
+__all__ = ["AdderTask", "ClassifyTask", "ContrastiveTask", "MetricTask", "Task", "get_task"]
