@@ -80,3 +80,13 @@ def test_one_epoch_of_siamese_on_three_digits_recognises_unseen_ones(runner: Cli
     assert 0.40 < ten["pixels_accuracy"] < 0.48  # the raw-pixel anchor (about 43%)
     assert ten["accuracy"] >= ten["pixels_accuracy"] + 0.2
     assert unseen["accuracy"] >= unseen["pixels_accuracy"] + 0.15
+
+
+def test_one_epoch_of_the_adder_gives_a_sum_as_good_as_its_digit(runner: CliRunner, real_mnist: Path) -> None:
+    result = runner.invoke(app, ["train", "adder", "--epochs", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["digit_accuracy"] >= 0.985 and summary["test_accuracy"] >= 0.985
+    assert summary["digit_accuracy"] - summary["test_accuracy"] <= 0.005  # the sum is not the weak output
+    report = json.loads(runner.invoke(app, ["eval", summary["run"], "--json"]).stdout)
+    assert report["sum_accuracy"] == pytest.approx(summary["test_accuracy"]) and report["total"] == 10_000
