@@ -58,6 +58,12 @@ def test_an_interrupted_save_leaves_no_run(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(KeyboardInterrupt):
         save(tmp_path)
     assert list(tmp_path.iterdir()) == []
+    folder = store.begin("linear", "logged", root=tmp_path)  # a run that had started logging
+    (folder / "log.jsonl").write_text("{}\n")
+    with pytest.raises(KeyboardInterrupt):
+        store.save(create_model("linear"), {"model": {"name": "linear"}}, folder=folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["log.jsonl"]  # its log stays; no weights, no meta
+    assert store.list_runs(tmp_path) == []
     assert store.list_runs(tmp_path) == []
 
 

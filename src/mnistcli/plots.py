@@ -103,3 +103,129 @@ def embedding_map(embeddings: np.ndarray, labels: np.ndarray, seen: list[int], p
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def learning_curves(
+    runs: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]], float | None]], path: str | Path
+) -> Path:
+    """Training loss per step (log scale) and accuracy per epoch for one or more runs.
+
+    Each run is (name, step events, epoch events, final test accuracy or None).
+    """
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    for i, (name, steps, epochs, test) in enumerate(runs):
+        colour = PALETTE[i % len(PALETTE)]
+        if steps:
+            left.plot(
+                [s["step"] for s in steps],
+                [s.get("recent_loss", s["loss"]) for s in steps],
+                color=colour,
+                lw=1.2,
+                label=name,
+            )
+        elif epochs:  # an older run with no step log: one point per epoch
+            left.plot([e["epoch"] for e in epochs], [e["train_loss"] for e in epochs], "o-", color=colour, label=name)
+        xs = [e["epoch"] for e in epochs]
+        if epochs:
+            right.plot(
+                xs,
+                [100 * e["train_accuracy"] for e in epochs],
+                "--",
+                marker=".",
+                color=colour,
+                lw=1,
+                label=f"{name} train",
+            )
+        val = [(e["epoch"], 100 * e["val_accuracy"]) for e in epochs if e.get("val_accuracy") is not None]
+        if val:
+            right.plot(*zip(*val, strict=True), "o-", color=colour, lw=1.5, label=f"{name} validation")
+        if test is not None and xs:
+            right.plot([xs[-1]], [100 * test], "*", color=colour, ms=12, label=f"{name} test {100 * test:.2f}%")
+    left.set_yscale("log")
+    left.set_xlabel("optimizer step" if any(r[1] for r in runs) else "epoch")
+    left.set_ylabel("training loss (mean of each 10 steps)")
+    left.set_title("training loss")
+    right.set_xlabel("epoch")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.set_ylabel("accuracy (%)")
+    right.set_title("accuracy per epoch")
+    for ax in (left, right):
+        ax.grid(alpha=0.25)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def confusion_heatmap(confusion: np.ndarray, path: str | Path, title: str) -> Path:
+    """The confusion matrix (rows true, columns predicted) as a heat map of counts, log-coloured."""
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=110)
+    shown = np.where(confusion > 0, confusion, np.nan)
+    image = ax.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(2, int(confusion.max()))))
+    for i in range(confusion.shape[0]):
+        for j in range(confusion.shape[1]):
+            if confusion[i, j]:
+                dark = confusion[i, j] > confusion.max() ** 0.5
+                ax.text(
+                    j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7, color="white" if dark else "black"
+                )
+    ax.set_xticks(range(confusion.shape[1]))
+    ax.set_yticks(range(confusion.shape[0]))
+    ax.set_xlabel("predicted digit")
+    ax.set_ylabel("true digit")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, label="images (log scale)")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def mistakes_grid(
+    images: np.ndarray, true: np.ndarray, predicted: np.ndarray, path: str | Path, title: str, columns: int = 8
+) -> Path:
+    """A grid of digits (N, 28, 28) captioned "true -> predicted"."""
+    plt = _pyplot()
+    n = max(1, len(images))
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.35 + 0.6), dpi=110, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k], cmap="gray", vmin=0, vmax=255 if images.dtype == np.uint8 else 1)
+            ax.set_title(f"{true[k]} → {predicted[k]}", fontsize=9, color="#c0392b")
+    fig.suptitle(title, fontsize=10)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def prediction_bars(
+    images: list[np.ndarray], probabilities: list[list[float]], names: list[str], path: str | Path
+) -> Path:
+    """Each image (28, 28) in [0, 1] beside a bar chart of its class probabilities."""
+    plt = _pyplot()
+    rows = max(1, len(images))
+    fig, axes = plt.subplots(rows, 2, figsize=(7.5, 2.6 * rows), dpi=110, squeeze=False, width_ratios=[1, 2.4])
+    for (left, right), image, probs, name in zip(axes, images, probabilities, names, strict=False):
+        left.imshow(image, cmap="gray", vmin=0, vmax=1)
+        left.set_title(name, fontsize=8)
+        left.axis("off")
+        best = int(np.argmax(probs))
+        colours = [PALETTE[2] if d == best else "#9aa5b1" for d in range(len(probs))]
+        right.bar(range(len(probs)), probs, color=colours)
+        right.set_xticks(range(len(probs)))
+        right.set_ylim(0, 1)
+        right.set_ylabel("probability")
+        right.set_title(f"{best} ({100 * probs[best]:.1f}%)", fontsize=10)
+        right.grid(axis="y", alpha=0.25)
+    fig.tight_layout()
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

@@ -5,8 +5,9 @@ cannot run code, unlike a pickle) and `meta.json`, which describes the run well 
 the model through the registry with nothing else known (model name and arguments, preprocessing,
 training config, per-epoch metrics, test metrics, versions, date), as nanoGPT's checkpoints do.
 
-Saving writes a hidden temporary folder and renames it into place, so an interrupted save never
-leaves a run that looks complete. A small pretrained `cnn` ships inside the package and is used
+Training claims the folder when it starts (`begin`) and logs into it as it goes (`log.jsonl`);
+saving writes each file under a temporary name and renames it into place, `meta.json` last, so
+only a folder with `meta.json` is a checkpoint and an interrupted run keeps just its log. A small pretrained `cnn` ships inside the package and is used
 when the user has no run of their own.
 """
 
@@ -29,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mnistcli import paths
+from mnistcli.atomic import atomic_write_text
 from mnistcli.errors import CheckpointError, MnistError
 from mnistcli.registry import create_model
 
@@ -148,6 +150,18 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
     raise CheckpointError(f"no checkpoint yet: train one with `mnist train {suggest}`, or pass --checkpoint")
 
 
+def run_folder(ref: str, root: Path | None = None) -> Path:
+    """The folder of run `ref`, complete or not (an interrupted run has only its log): a path or a run name,
+    else whatever `resolve` finds. Raises `CheckpointError` if there is none."""
+    candidate = Path(ref).expanduser()
+    if candidate.is_dir() and ((candidate / META).exists() or (candidate / "log.jsonl").exists()):
+        return candidate
+    folder = (root or paths.runs_dir()) / ref
+    if NAME_RE.fullmatch(ref) and folder.is_dir():
+        return folder
+    return resolve(ref, root=root).path
+
+
 def load(run: Run, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the run's model through the registry and load its weights (no code runs).
 
@@ -191,31 +205,56 @@ def check_new_name(name: str, root: Path | None = None) -> None:
         raise CheckpointError(f"a run named {name!r} already exists in {root}")
 
 
-def save(model: nn.Module, meta: dict[str, Any], name: str | None = None, root: Path | None = None) -> Run:
-    """Save a new run atomically; returns it. `meta` must hold at least `model.name`.
+def begin(model_name: str, name: str | None = None, root: Path | None = None) -> Path:
+    """Claim a new run folder (named `name`, or `<model>-<UTC date-time>`) and return it.
 
-    The run is named `name` (an error if taken) or `<model>-<UTC date-time>`. Raises
-    `CheckpointError` for an invalid or taken name.
+    Training logs into it as it goes; `save` completes it. A folder without `meta.json` is not a
+    checkpoint (an interrupted run keeps only its log). Raises `CheckpointError` for an invalid
+    or taken name.
     """
     root = root or paths.runs_dir()
     root.mkdir(parents=True, exist_ok=True)
     if name is not None:
         check_new_name(name, root)
     else:
-        name = unique_name(f"{meta['model']['name']}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", root)
-    meta = {**meta, "format": FORMAT, "name": name}
+        name = unique_name(f"{model_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", root)
+    try:
+        (root / name).mkdir()
+    except FileExistsError:
+        raise CheckpointError(f"a run named {name!r} already exists in {root}") from None
+    return root / name
+
+
+def save(
+    model: nn.Module,
+    meta: dict[str, Any],
+    name: str | None = None,
+    root: Path | None = None,
+    folder: Path | None = None,
+) -> Run:
+    """Save a run: the weights, then `meta.json` (whose presence marks a complete checkpoint); returns it.
+
+    Into `folder` (from `begin`) or a new folder named as `begin` names it. Each file is written
+    to a temporary name and renamed into place, so no half-written file is ever visible; if
+    saving fails, a folder this call created is removed again. `meta` must hold `model.name`.
+    """
+    created = folder is None
+    if folder is None:
+        folder = begin(meta["model"]["name"], name, root)
+    meta = {**meta, "format": FORMAT, "name": folder.name}
     meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    tmp = folder / f".{WEIGHTS}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT, "model": meta["model"]["name"]})
-        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.rename(tmp, root / name)  # atomic; fails if a non-empty folder took the name meanwhile
+        save_file(state, str(tmp), metadata={"format": FORMAT, "model": meta["model"]["name"]})
+        os.replace(tmp, folder / WEIGHTS)
+        atomic_write_text(folder / META, json.dumps(meta, indent=2) + "\n")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
-    return _open(root / name)
+    return _open(folder)
 
 
 def remove(ref: str, root: Path | None = None) -> Run:

@@ -36,6 +36,8 @@ class StepInfo:
     loss: float  # running mean over the epoch so far
     accuracy: float  # running training accuracy over the epoch so far
     lr: float
+    recent_loss: float = 0.0  # mean loss of the steps since the previous report (the learning curve)
+    seconds: float = 0.0  # since the start of training
 
 
 @dataclass
@@ -145,6 +147,7 @@ def fit(
         loss_sum = torch.zeros((), device=train.labels.device)
         correct = torch.zeros((), device=train.labels.device)
         seen = 0
+        window_sum, window_steps = torch.zeros((), device=train.labels.device), 0
         for x, y in task.batches(train, config.batch_size, generator):
             loss, n_correct = task.loss(model, x, y)
             optimizer.zero_grad(set_to_none=True)
@@ -155,12 +158,26 @@ def fit(
                 scheduler.step()
             step += 1
             loss_sum += loss.detach() * len(y)
+            window_sum += loss.detach()
+            window_steps += 1
             correct += n_correct
             seen += len(y)
             if on_step and (step % LOG_EVERY == 0 or step % steps_per_epoch == 0):
                 on_step(
-                    StepInfo(epoch, config.epochs, step, total_steps, float(loss_sum) / seen, float(correct) / seen, lr)
+                    StepInfo(
+                        epoch,
+                        config.epochs,
+                        step,
+                        total_steps,
+                        float(loss_sum) / seen,
+                        float(correct) / seen,
+                        lr,
+                        float(window_sum) / window_steps,
+                        time.perf_counter() - start,
+                    )
                 )
+                window_sum.zero_()
+                window_steps = 0
             if watch is not None and step % check_steps == 0:
                 metrics = watch.reached(model)
                 model.train()

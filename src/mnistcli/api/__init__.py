@@ -7,6 +7,7 @@ anything the user can fix.
 
 from mnistcli.api.catalog import checkpoints, models, remove_checkpoint
 from mnistcli.api.evaluation import evaluate
+from mnistcli.api.plotting import PlotReport, plot, plot_predictions
 from mnistcli.api.reports import (
     AdderReport,
     EmbedReport,
@@ -35,6 +36,7 @@ __all__ = [
     "Match",
     "ModelInfo",
     "OneShotReport",
+    "PlotReport",
     "PredictReport",
     "Prediction",
     "SumPrediction",
@@ -44,6 +46,8 @@ __all__ = [
     "evaluate",
     "models",
     "oneshot",
+    "plot",
+    "plot_predictions",
     "predict",
     "remove_checkpoint",
     "save_embeddings",

@@ -34,6 +34,9 @@ class TrainReport:
     target: dict[str, Any] | None = None  # with --target-accuracy: target, checked_on, reached, epochs, seconds
     test_measure: str = "accuracy"  # what test_accuracy is: accuracy, linear evaluation, 10-way 1-shot, sum accuracy
     test_extra: dict[str, float] = field(default_factory=dict)  # further test metrics (adder: digit_accuracy)
+    loss_curve: list[float] = field(default_factory=list)  # mean training loss of each progress report
+    log_path: str | None = None  # the run's log.jsonl
+    tensorboard_path: str | None = None  # with --tensorboard: the event files' folder
 
 
 @dataclass

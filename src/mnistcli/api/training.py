@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mnistcli import __version__, fewshot, store
+from mnistcli import tensorboard as tb_events
 from mnistcli.api.common import data_folder, load_tensors, params
 from mnistcli.api.reports import TrainReport
 from mnistcli.config import TrainConfig
@@ -22,6 +23,7 @@ from mnistcli.inference import embed_data, evaluate_classifier
 from mnistcli.linear_eval import frozen, linear_evaluation
 from mnistcli.models.base import MEAN, STD
 from mnistcli.registry import create_model, get_entry
+from mnistcli.runlog import LOG, RunLog
 from mnistcli.tasks import get_task
 from mnistcli.training import EpochInfo, StepInfo, fit
 
@@ -57,9 +59,16 @@ def train(
     on_step: Callable[[StepInfo], None] | None = None,
     on_epoch: Callable[[EpochInfo], None] | None = None,
     on_download: mnist.ProgressFn | None = None,
+    tensorboard: bool = False,
 ) -> TrainReport:
-    """Train `model_name` with its recipe overridden by the non-None `options`; save and return the run."""
+    """Train `model_name` with its recipe overridden by the non-None `options`; save and return the run.
+
+    The run's folder is claimed when training starts and `log.jsonl` is written into it as it
+    goes (with `tensorboard`, event files too); the checkpoint completes it at the end.
+    """
     t0 = time.perf_counter()
+    if tensorboard:
+        tb_events.require()
     entry = get_entry(model_name)
     config = TrainConfig.build(entry.recipe, options or {})
     if name is not None:
@@ -84,9 +93,38 @@ def train(
     # The target is watched on the validation split when there is one, else on the test set
     # (as time-to-accuracy benchmarks do); the report says which.
     monitor = val_data if val_data is not None else test_data
-    result = fit(
-        model, task, train_data, config, generator, val=val_data, monitor=monitor, on_step=on_step, on_epoch=on_epoch
-    )
+    run_dir = store.begin(model_name, name)
+    log = RunLog(run_dir / LOG)
+    board = tb_events.TensorBoardLog(run_dir / tb_events.FOLDER) if tensorboard else None
+    curve: list[float] = []
+    steps: list[int] = []
+
+    def step(info: StepInfo) -> None:
+        log.step(info)
+        curve.append(info.recent_loss)
+        steps.append(info.step)
+        if board is not None:
+            board.step(info)
+        if on_step is not None:
+            on_step(info)
+
+    def epoch(info: EpochInfo) -> None:
+        log.epoch(info)
+        if board is not None:
+            board.epoch(info)
+        if on_epoch is not None:
+            on_epoch(info)
+
+    try:
+        result = fit(
+            model, task, train_data, config, generator, val=val_data, monitor=monitor, on_step=step, on_epoch=epoch
+        )
+    except BaseException:
+        if board is not None:
+            board.close()
+        raise
+    finally:
+        log.close()
     target = None
     if config.target_accuracy is not None:
         target = {
@@ -165,7 +203,10 @@ def train(
             "python": platform.python_version(),
         },
     }
-    run = store.save(model, meta, name=name)
+    run = store.save(model, meta, folder=run_dir)
+    if board is not None:
+        board.finish({"accuracy": test_accuracy, **extra_test}, full_test.images[:32], steps[-1] if steps else 0)
+        board.close()
     return TrainReport(
         run,
         config,
@@ -179,4 +220,7 @@ def train(
         target,
         measure,
         extra_test,
+        curve,
+        str(run_dir / LOG),
+        str(run_dir / tb_events.FOLDER) if tensorboard else None,
     )

@@ -105,6 +105,12 @@ def predict(
         ),
     ] = None,
     device: DeviceOpt = Device.auto,
+    plot: Annotated[
+        Optional[str],
+        typer.Option(
+            "--plot", help="Also draw each image beside its probability bars (first 12) into this PNG.", metavar="PNG"
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum)."""
@@ -113,8 +119,17 @@ def predict(
     paths = image_paths(images)
     if not paths and "-" in images:
         return  # `find ... | mnist predict -` that found nothing: nothing to do
+    if plot is not None:
+        if add is not None:
+            raise UsageError("--plot draws class probabilities; it does not apply with --add")
+        from mnistcli import plots
+
+        plots.check_writable(plot)
     report = api.predict(paths, checkpoint, device=device.value, add=add)
     render.predictions(report, json_out)
+    if plot is not None and len(report.results) > len(report.failures):
+        written, drawn = api.plot_predictions(report, plot)
+        render.note(f"wrote {drawn} image{'s' if drawn > 1 else ''} with probability bars to {written}")
     if report.failures:
         raise typer.Exit(1)
 

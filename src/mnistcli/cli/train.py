@@ -120,6 +120,12 @@ def train(
     ] = None,
     data_dir: DataDirOpt = None,
     name: Annotated[Optional[str], typer.Option(help="Name of the run.", show_default="MODEL-DATE-TIME")] = None,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard", help="Also write TensorBoard event files into the run folder (needs tensorboard)."
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a model on MNIST and save it as a checkpoint."""
@@ -158,6 +164,7 @@ def train(
             on_step=bar.step,
             on_epoch=bar.epoch,
             on_download=on_download,
+            tensorboard=tensorboard,
         )
     render.train_summary(report)
     if json_out:

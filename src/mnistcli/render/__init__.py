@@ -4,7 +4,7 @@ console.py holds the two consoles (results on stdout, messages and progress on s
 formatting helpers; one module per family of command renders its results.
 """
 
-from mnistcli.render.catalog import checkpoints_table, models_table
+from mnistcli.render.catalog import checkpoints_table, models_table, plot_report
 from mnistcli.render.console import error, json_line, note
 from mnistcli.render.evaluation import (
     adder_json,
@@ -33,6 +33,7 @@ __all__ = [
     "models_table",
     "note",
     "oneshot_results",
+    "plot_report",
     "predictions",
     "train_json",
     "train_summary",

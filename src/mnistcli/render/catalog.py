@@ -7,8 +7,9 @@ from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from mnistcli.render.console import json_line, note, out, pct
+from mnistcli.render.console import err, json_line, note, out, pct
 
 
 def models_table(infos: Sequence[Any], as_json: bool) -> None:
@@ -60,3 +61,14 @@ def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
             name, r.model, pct(r.test_accuracy), r.created.replace("T", " ")[:19], f"{r.size_bytes / 1024:,.0f} KiB"
         )
     out.print(table)
+
+
+def plot_report(report: Any, as_json: bool) -> None:
+    """Where each picture went (stderr), or one JSON object with the files."""
+    for text in report.notes:
+        note(text)
+    if as_json:
+        json_line({"files": [{"kind": kind, "path": path} for kind, path in report.files], "notes": report.notes})
+        return
+    for kind, path in report.files:
+        err.print(Text.assemble(("wrote ", "dim"), (kind, "bold"), (" to ", "dim"), (path, "")))

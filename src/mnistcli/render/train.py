@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import err, json_line, pct
+from mnistcli.render.console import BLOCKS, err, json_line, pct
 
 
 def train_summary(report: Any) -> None:
@@ -48,7 +49,36 @@ def train_summary(report: Any) -> None:
         table.add_row(f"final val {val_kind}", pct(last["val_accuracy"]))
     table.add_row("time", f"{report.seconds:.1f} s training, {report.total_seconds:.1f} s in all, on {report.device}")
     table.add_row("checkpoint", Text(str(report.run.path)))
+    if report.log_path:
+        table.add_row("log", Text(report.log_path))
+    if report.tensorboard_path:
+        table.add_row(
+            "tensorboard", Text(f"{report.tensorboard_path}  (tensorboard --logdir {report.run.path.parent})")
+        )
+    if err.is_terminal and len(report.loss_curve) >= 2:
+        err.print(loss_chart(report.loss_curve, steps_per_point=10))
     err.print(table)
+
+
+def loss_chart(values: list[float], height: int = 8, width: int = 60, steps_per_point: int = 10) -> Text:
+    """A small block-character chart of the training loss, log scale (the first steps would flatten the rest)."""
+    buckets = max(1, -(-len(values) // width))  # ceil: at most `width` columns
+    cols = [sum(values[i : i + buckets]) / len(values[i : i + buckets]) for i in range(0, len(values), buckets)]
+    cols = [c for c in cols for _ in range(max(1, width // len(cols)))]  # stretch a short run to the width
+    logs = [math.log(max(c, 1e-8)) for c in cols]
+    lo, hi = min(cols), max(cols)
+    span = (max(logs) - min(logs)) or 1.0
+    levels = [0.125 + (v - min(logs)) / span * (height - 0.125) for v in logs]  # rows, in eighths; never empty
+    text = Text(f"training loss, log scale (mean of every {steps_per_point * buckets} steps)\n", style="bold")
+    for row in range(height, 0, -1):
+        label = f"{hi:7.3f} ┤" if row == height else f"{lo:7.3f} ┤" if row == 1 else "        │"
+        line = "".join(
+            "█" if level >= row else BLOCKS[int((level - row + 1) * 8)] if level > row - 1 else " " for level in levels
+        )
+        text.append(label, style="dim")
+        text.append(line + "\n", style="cyan")
+    text.append("        └" + "─" * len(cols) + "\n", style="dim")
+    return text
 
 
 def train_json(report: Any) -> None:
@@ -68,5 +98,7 @@ def train_json(report: Any) -> None:
             "target": report.target,
             "config": report.config.to_dict(),
             "history": report.history,
+            "log": report.log_path,
+            "tensorboard": report.tensorboard_path,
         }
     )

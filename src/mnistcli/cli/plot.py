@@ -1,0 +1,27 @@
+"""`mnist plot RUN...`: learning curves, confusion matrix and misclassified digits as PNG files."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mnistcli import progress, render
+from mnistcli.cli.common import DataDirOpt, Device, DeviceOpt, JsonOpt, app, guarded
+
+
+@app.command()
+@guarded
+def plot(
+    runs: Annotated[list[str], typer.Argument(help="Run names or folders (interrupted runs too).", metavar="RUN")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Folder for the PNG files.")] = ".",
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = Device.auto,
+    json_out: JsonOpt = False,
+) -> None:
+    """Draw runs: learning curves (several runs on one chart), and a classifier's confusion matrix and mistakes."""
+    from mnistcli import api
+
+    with progress.download_progress() as on_download:
+        report = api.plot(runs, output, data_dir=data_dir, device=device.value, on_download=on_download)
+    render.plot_report(report, json_out)

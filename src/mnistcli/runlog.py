@@ -1,0 +1,59 @@
+"""A training run's log: one JSON object per line in `<run>/log.jsonl`, written as training goes.
+
+Every progress report (every 10 optimizer steps) adds a `step` line with the mean loss of those
+steps, the running epoch accuracy and the learning rate; every epoch adds an `epoch` line with
+its metrics. Lines are flushed as they are written, so an interrupted run keeps everything it
+logged; `read_log` skips a last line cut short.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mnistcli.errors import FileProblem
+
+LOG = "log.jsonl"
+
+
+class RunLog:
+    """Appends `step` and `epoch` events (training.StepInfo / EpochInfo) to a JSON-lines file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.file = path.open("a", encoding="utf-8", buffering=1)  # line-buffered: each event reaches the disk
+        except OSError as e:
+            raise FileProblem(path, f"cannot write the run log ({e.strerror})") from None
+
+    def write(self, event: str, values: dict[str, Any]) -> None:
+        self.file.write(json.dumps({"event": event, **values}, separators=(",", ":")) + "\n")
+
+    def step(self, info: Any) -> None:
+        self.write("step", asdict(info))
+
+    def epoch(self, info: Any) -> None:
+        self.write("epoch", asdict(info))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(step events, epoch events) of a log file. Raises `FileProblem` if it cannot be read."""
+    steps: list[dict[str, Any]] = []
+    epochs: list[dict[str, Any]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise FileProblem(path, f"cannot read ({e.strerror})") from None
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line of an interrupted run may be cut short
+        if isinstance(event, dict):
+            (steps if event.get("event") == "step" else epochs if event.get("event") == "epoch" else []).append(event)
+    return steps, epochs

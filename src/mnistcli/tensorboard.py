@@ -1,0 +1,56 @@
+"""TensorBoard event files for a run (`mnist train --tensorboard`), when the tensorboard package is there.
+
+Scalars: the training loss of every progress report, running accuracy and learning rate; per
+epoch the train and validation metrics; at the end the test result. Images: a grid of test
+digits. Written to `<run>/tensorboard/`; `tensorboard --logdir <home>/runs` compares runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnistcli.errors import UsageError
+
+FOLDER = "tensorboard"
+
+
+def require() -> None:
+    """Raise `UsageError` (before any training) if the tensorboard package is missing."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UsageError("--tensorboard needs the tensorboard package: pip install 'mnistcli[tensorboard]'")
+
+
+class TensorBoardLog:
+    """A SummaryWriter fed by the training callbacks."""
+
+    def __init__(self, folder: Path) -> None:
+        require()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.folder = folder
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def step(self, info: Any) -> None:
+        self.writer.add_scalar("train/loss", info.recent_loss, info.step)
+        self.writer.add_scalar("train/accuracy", info.accuracy, info.step)
+        self.writer.add_scalar("train/lr", info.lr, info.step)
+
+    def epoch(self, info: Any) -> None:
+        self.writer.add_scalar("epoch/train_loss", info.train_loss, info.epoch)
+        self.writer.add_scalar("epoch/train_accuracy", info.train_accuracy, info.epoch)
+        if info.val_accuracy is not None:
+            self.writer.add_scalar("epoch/val_loss", info.val_loss, info.epoch)
+            self.writer.add_scalar("epoch/val_accuracy", info.val_accuracy, info.epoch)
+
+    def finish(self, test: dict[str, float], images: torch.Tensor, step: int) -> None:
+        """The test metrics and a grid of `images` (N, 28, 28) uint8, at the last step."""
+        for key, value in test.items():
+            self.writer.add_scalar(f"test/{key}", value, step)
+        self.writer.add_images("test/examples", images.unsqueeze(1).float().div(255).cpu(), step)
+
+    def close(self) -> None:
+        self.writer.close()
