@@ -104,7 +104,7 @@ def test_train_eval_predict(runner: CliRunner, synthetic_env: Path, tmp_path: Pa
         (["predict", paths[0], "-c", "a"], 2, "give the number to add with --add"),
         (["predict", paths[0], "--add", "10"], 2, "must be 0-9"),
         (["predict", paths[0], "--add", "-1", "-c", "a"], 2, "must be 0-9"),
-        (["predict", paths[0], "--add", "3", "-c", "cnn-pretrained"], 1, "is a classify model"),
+        (["predict", paths[0], "--add", "3", "-c", "cnn-pretrained"], 2, "is a classify model"),
         (["eval", "a", "--fewshot"], 2, "do not apply to an adder"),
     ]
     for args, code, message in cases:
@@ -114,3 +114,27 @@ def test_train_eval_predict(runner: CliRunner, synthetic_env: Path, tmp_path: Pa
     assert unnamed.exit_code == 0 and unnamed.stdout.count("\t") == 2
     embedded = runner.invoke(app, ["embed", paths[0], "-c", "a", "--json"])
     assert embedded.exit_code == 0 and len(json.loads(embedded.stdout)["embedding"]) == 8 * 4 * 9
+
+
+def test_the_sum_is_learnt_and_eval_matches_training_with_classes(runner: CliRunner, synthetic_env: Path) -> None:
+    args = "train adder --classes 0,1,2 --epochs 30 --arg width=8 --batch-size 32 --name cls --json"
+    trained = runner.invoke(app, args.split())
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads(trained.stdout)
+    assert summary["test_accuracy"] >= 0.9  # the addition table is learnt, not just the digits
+    assert summary["digit_accuracy"] - summary["test_accuracy"] <= 0.05
+    report = json.loads(runner.invoke(app, ["eval", "cls", "--json"]).stdout)
+    assert report["total"] == 30  # the test images of 0, 1, 2, as training's own test
+    assert report["sum_accuracy"] == summary["test_accuracy"]
+    assert report["by_sum"][18]["total"] == 0 and report["by_sum"][18]["accuracy"] is None  # 2 + 9 at most
+    for args in (
+        ["eval", "cls", "--shots", "1"],
+        ["eval", "cls", "--episodes", "5"],
+        ["eval", "cnn-pretrained", "--seed", "1"],
+    ):
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2 and "Traceback" not in refused.output, args
+    huge = runner.invoke(app, ["eval", "cls", "--seed", str(2**64)])
+    assert huge.exit_code == 2 and "Traceback" not in huge.output
+    empty = runner.invoke(app, ["predict", "-", "--add", "33"], input="")
+    assert empty.exit_code == 2 and "must be 0-9" in empty.stderr

@@ -47,6 +47,7 @@ def test_an_interrupted_run_keeps_its_log_and_can_be_plotted(synthetic_env: Path
     steps, epochs = read_log(folder / "log.jsonl")
     assert len(epochs) == 1 and len(steps) == 3  # everything up to the interruption
     assert not (folder / "meta.json").exists() and store.list_runs() == []
+    assert api.interrupted_runs() == ["cut"]
     report = api.plot(["cut"], tmp_path)
     assert [kind for kind, _ in report.files] == ["learning curves"]
     assert any("interrupted" in note for note in report.notes)

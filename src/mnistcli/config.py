@@ -78,6 +78,8 @@ class TrainConfig:
             self.classes = tuple(sorted(set(self.classes)))
             if not self.classes or any(not 0 <= c <= 9 for c in self.classes):
                 raise UsageError("--classes takes digits 0-9, e.g. 0,1,2")
+        if not 0 <= self.seed < 2**63:
+            raise UsageError("--seed must be between 0 and 2**63 - 1")
         if self.per_class is not None and self.per_class < 1:
             raise UsageError("--per-class must be at least 1")
 

@@ -106,6 +106,18 @@ def list_runs(root: Path | None = None, include_bundled: bool = False) -> list[R
     return (bundled_runs() + runs) if include_bundled else runs
 
 
+def interrupted_runs(root: Path | None = None) -> list[Path]:
+    """Run folders that have a training log but no checkpoint (training stopped before saving)."""
+    root = root or paths.runs_dir()
+    if not root.is_dir():
+        return []
+    return sorted(
+        f
+        for f in root.iterdir()
+        if not f.name.startswith(".") and (f / "log.jsonl").exists() and not (f / META).exists()
+    )
+
+
 def bundled_runs() -> list[Run]:
     """The pretrained checkpoints shipped inside the package."""
     if not BUNDLED_ROOT.is_dir():

@@ -20,6 +20,11 @@ def checkpoints() -> list[store.Run]:
     return store.list_runs(include_bundled=True)
 
 
+def interrupted_runs() -> list[str]:
+    """Names of runs that logged training but never saved a checkpoint."""
+    return [f.name for f in store.interrupted_runs()]
+
+
 def remove_checkpoint(name: str) -> store.Run:
     """Delete a run from the store; returns it."""
     return store.remove(name)

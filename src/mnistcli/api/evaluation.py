@@ -35,8 +35,8 @@ def evaluate(
     device: str = "auto",
     labels_per_class: int | None = None,
     fewshot_protocol: bool = False,
-    shots: Sequence[int] = fewshot.SHOTS,
-    episodes: int = fewshot.EPISODES,
+    shots: Sequence[int] | None = None,
+    episodes: int | None = None,
     map_path: str | Path | None = None,
     seed: int | None = None,
     on_download: mnist.ProgressFn | None = None,
@@ -44,19 +44,34 @@ def evaluate(
     """Evaluate a checkpoint on the test images; see the module docstring for the protocols.
 
     `labels_per_class` (self-supervised models) trains the probe on K labelled images per digit.
-    `shots`, `episodes` and `map_path` (a PCA map PNG) belong to the few-shot protocol. `seed`
-    draws the episodes (default 0), or the number paired with each test image for an adder
-    (default: the seed it was trained with, so it agrees with training's own test result).
+    `shots` (default 1 and 5), `episodes` (default 1,000) and `map_path` (a PCA map PNG) belong
+    to the few-shot protocol. `seed` draws the episodes or the `labels_per_class` images (default
+    0), or the number paired with each test image for an adder (default: the seed it was trained
+    with, so it agrees with training's own test result). Options that do not apply to the
+    checkpoint's protocol are refused, not ignored.
     """
     run, model, dev = load_checkpoint(ref, EMBEDDING_TASKS, device)
+    episode_options = shots is not None or episodes is not None
     if run.task == "adder":
-        if labels_per_class is not None or fewshot_protocol or map_path is not None:
-            raise UsageError("--labels-per-class, --fewshot and --map do not apply to an adder checkpoint")
+        if labels_per_class is not None or fewshot_protocol or map_path is not None or episode_options:
+            raise UsageError(
+                "--labels-per-class, --fewshot, --shots, --episodes and --map do not apply to an adder checkpoint"
+            )
         if seed is None:
             seed = int(run.meta.get("config", {}).get("seed", 0))
-        return _adder(run, model, dev, load_tensors("test", data_folder(data_dir, on_download), dev), seed)
-    seed = 0 if seed is None else seed
+        test = load_tensors("test", data_folder(data_dir, on_download), dev)
+        classes = run.meta.get("data", {}).get("classes")
+        if classes and len(classes) < 10:  # the digits it was trained on, as its own test used
+            test = test.select(tuple(int(c) for c in classes), None, torch.Generator())
+        return _adder(run, model, dev, test, seed)
     few = fewshot_protocol or run.task == "metric"
+    if not few and episode_options:
+        raise UsageError("--shots and --episodes belong to the few-shot protocol (embedding checkpoints, or --fewshot)")
+    if run.task == "classify" and not few and seed is not None:
+        raise UsageError("--seed does not apply to a classifier's evaluation (it draws nothing)")
+    seed = 0 if seed is None else seed
+    shots = fewshot.SHOTS if shots is None else shots
+    episodes = fewshot.EPISODES if episodes is None else episodes
     if labels_per_class is not None and (run.task != "contrastive" or few):
         raise UsageError("--labels-per-class is for the linear evaluation of self-supervised checkpoints (e.g. simclr)")
     if labels_per_class is not None and labels_per_class < 1:
@@ -85,8 +100,8 @@ def evaluate(
             raise UsageError(
                 f"--labels-per-class {labels_per_class}: at most {fewest} (the fewest training images of any digit)"
             )
-        result = linear_evaluation(frozen(model), train_data, test_data, labels_per_class)
-        pixels = linear_evaluation(linear_eval.pixels, train_data, test_data, labels_per_class)
+        result = linear_evaluation(frozen(model), train_data, test_data, labels_per_class, seed)
+        pixels = linear_evaluation(linear_eval.pixels, train_data, test_data, labels_per_class, seed)
         extra = {"protocol": "linear", "labels_per_class": labels_per_class, "pixels_accuracy": pixels.accuracy}
     seconds = time.perf_counter() - t0
     return EvalReport(
@@ -168,7 +183,8 @@ def _fewshot(
 
 
 def _rows(key: str, counts: list[tuple[int, int]]) -> list[dict[str, Any]]:
-    return [{key: i, "correct": c, "total": t, "accuracy": c / t if t else 0.0} for i, (c, t) in enumerate(counts)]
+    """One row per number or sum; accuracy None where there were no test images of it."""
+    return [{key: i, "correct": c, "total": t, "accuracy": c / t if t else None} for i, (c, t) in enumerate(counts)]
 
 
 def _adder(run: store.Run, model: torch.nn.Module, dev: torch.device, test: TensorData, seed: int) -> AdderReport:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnistcli import fewshot
+from mnistcli import fewshot, store
 from mnistcli.api.common import EMBEDDING_TASKS, load_checkpoint, read_images
 from mnistcli.api.reports import (
     EmbedReport,
@@ -45,6 +45,10 @@ def predict(
         tasks, suggest = {"classify", "adder"} if ref else {"classify"}, "cnn"
     else:
         tasks, suggest = {"adder"}, "adder"
+    if add is not None and ref is not None:
+        named = store.resolve(ref)
+        if named.task != "adder":
+            raise UsageError(f"--add is for adder checkpoints; {named.name!r} is a {named.task} model")
     run, model, _ = load_checkpoint(ref, tasks, device, suggest=suggest)
     if run.task == "adder" and add is None:
         raise UsageError(f"{run.name} is an adder: give the number to add with --add N (0-9)")

@@ -31,6 +31,10 @@ def checkpoints_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         from mnistcli import api
 
         render.checkpoints_table(api.checkpoints(), json_out)
+        for name in api.interrupted_runs():
+            render.note(
+                f"{name}: interrupted before saving (log only: `mnist plot {name}`; `mnist checkpoints rm {name}`)"
+            )
 
 
 @checkpoints_app.command("rm")

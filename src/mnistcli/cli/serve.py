@@ -43,14 +43,22 @@ def eval_(
         typer.Option("--fewshot", help="Run the few-shot protocol on any checkpoint (embedding models always get it)."),
     ] = False,
     shots: Annotated[
-        str, typer.Option(help="Few-shot: examples per class in each episode, e.g. 1,5.", metavar="K,...")
-    ] = "1,5",
-    episodes: Annotated[int, typer.Option(help="Few-shot: episodes per setting.")] = 1000,
+        Optional[str],
+        typer.Option(
+            help="Few-shot: examples per class in each episode, e.g. 1,5.", metavar="K,...", show_default="1,5"
+        ),
+    ] = None,
+    episodes: Annotated[
+        Optional[int], typer.Option(help="Few-shot: episodes per setting.", show_default="1000")
+    ] = None,
     seed: Annotated[
         Optional[int],
         typer.Option(
-            help="Draws the few-shot episodes, or the number paired with each test image for an adder.",
+            help="Draws the few-shot episodes, the --labels-per-class images, or the number paired with each test"
+            " image for an adder.",
             show_default="0; an adder's training seed",
+            min=0,
+            max=2**63 - 1,
         ),
     ] = None,
     map_path: Annotated[
@@ -76,7 +84,7 @@ def eval_(
             device=device.value,
             labels_per_class=labels_per_class,
             fewshot_protocol=fewshot,
-            shots=parse_ints(shots, "--shots"),
+            shots=parse_ints(shots, "--shots") if shots is not None else None,
             episodes=episodes,
             map_path=map_path,
             seed=seed,
@@ -116,6 +124,8 @@ def predict(
     """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum)."""
     from mnistcli import api
 
+    if add is not None and not 0 <= add <= 9:
+        raise UsageError(f"--add {add}: the number to add must be 0-9")
     paths = image_paths(images)
     if not paths and "-" in images:
         return  # `find ... | mnist predict -` that found nothing: nothing to do

@@ -106,7 +106,10 @@ def train(
         Optional[float],
         typer.Option(help="With --target-accuracy: check every this fraction of an epoch.", show_default="0.25"),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (initialisation, shuffling, split, augmentation).")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(help="Random seed (initialisation, shuffling, split, augmentation).", min=0, max=2**63 - 1),
+    ] = 0,
     device: DeviceOpt = Device.auto,
     classes: Annotated[
         Optional[str], typer.Option(help="Train only on these digits, e.g. 0,1,2.", show_default="all")

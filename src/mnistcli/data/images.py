@@ -28,14 +28,15 @@ MAX_PIXELS = 50_000_000  # refuse decompression bombs politely rather than with 
 def collect_paths(items: Iterable[str], stdin: Iterable[str] = ()) -> list[str]:
     """Expand command-line items into image paths, in order.
 
-    `-` takes one path per line from `stdin`; a folder contributes its image files (recursively,
-    sorted, hidden ones skipped), or itself if it has none (so that it is reported as a failed item); anything else is
-    passed through, so a missing file is reported when it is loaded.
+    `-` takes one path per line from `stdin`, each treated like an item; a folder contributes its
+    image files (recursively, sorted, hidden ones skipped), or itself if it has none (so that it
+    is reported as a failed item); anything else is passed through, so a missing file is
+    reported when it is loaded.
     """
     out: list[str] = []
     for item in items:
         if item == "-":
-            out.extend(line.strip() for line in stdin if line.strip())
+            out.extend(collect_paths([line.strip() for line in stdin if line.strip() and line.strip() != "-"]))
         elif os.path.isdir(item):
             found = image_files(Path(item))
             out.extend([str(p) for p in found] or [item])

@@ -4,8 +4,8 @@ The image goes through `cnn`'s conv blocks (16-32-64, 576 features) to a digit h
 The number enters as a one-hot vector. The sum head does not see the image features: it sees the
 *outer product* of the digit probabilities and the one-hot number (100 values: "how likely is it
 that the digit is d and the number is n"), through one linear layer to 19 logits. That layer must
-still learn the addition table from the training data, but it cannot make a mistake the digit head
-does not make: whatever the digit head believes, the sum head turns into a sum. The reported
+still learn the addition table from the training data; once it has, it makes no mistake the digit
+head does not make: whatever the digit head believes, the sum head turns into a sum. The reported
 version (image features and number concatenated into a shared hidden layer) reached 99.24% on the
 digit and only 92.5% on the sum: it had to learn to recognise digits twice, once per head.
 

@@ -181,9 +181,10 @@ def adder_report(report: Any) -> None:
     run = report.run
     out.print(f"[bold]{escape(run.name)}[/] ({run.model})")
     gap = 100 * (report.digit_accuracy - report.sum_accuracy)
+    relation = f"{gap:.2f} pts behind the digit" if gap >= 0 else f"{-gap:.2f} pts ahead of the digit"
     out.print(
         f"digit [bold green]{pct(report.digit_accuracy)}[/], sum [bold green]{pct(report.sum_accuracy)}[/] "
-        f"({gap:+.2f} pts behind the digit), loss {report.loss:.4f}; {report.total:,} test images, each paired "
+        f"({relation}), loss {report.loss:.4f}; {report.total:,} test images, each paired "
         f"with a number drawn from seed {report.seed}  [dim]{report.seconds:.2f} s on {report.device}[/]"
     )
     for key, rows, title in (
