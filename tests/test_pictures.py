@@ -113,5 +113,78 @@ def test_tensorboard_event_files_are_readable(runner: CliRunner, synthetic_env: 
 def test_the_terminal_loss_chart_falls_with_the_loss() -> None:
     chart = loss_chart([2.0, 1.0, 0.5, 0.25], height=4, width=8).plain.splitlines()
     assert chart[0].startswith("training loss") and len(chart) == 1 + 4 + 1
-    assert chart[1].startswith("  2.000") and chart[4].startswith("  0.250")
+    assert chart[1].strip().startswith("2 ┤") and chart[4].strip().startswith("0.25 ┤")
     assert chart[1].endswith("██      ")  # the first points reach the top row, the last ones do not
+
+
+def test_interrupted_and_failed_runs_do_not_get_in_the_way(
+    synthetic_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok = api.train("linear", {"epochs": 1, "batch_size": 50}, name="good")
+
+    def stop(info: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # an interrupted run that happens to be named like a model
+        api.train("linear", {"epochs": 2, "batch_size": 50}, name="linear", on_epoch=stop)
+    assert store.resolve("linear").path == ok.run.path  # the model name still finds the real run
+    with pytest.raises(Exception, match="interrupted before saving"):
+        store.check_new_name("linear")
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("diverged at the first step")
+
+    monkeypatch.setattr("mnistcli.api.training.fit", fail)
+    with pytest.raises(RuntimeError):  # fails before anything was logged: no folder is left behind
+        api.train("linear", {"epochs": 1, "batch_size": 50}, name="failed")
+    assert not (store.paths.runs_dir() / "failed").exists()
+
+
+def test_a_diverged_run_still_logs_json(tmp_path: Path) -> None:
+    from mnistcli.runlog import RunLog
+    from mnistcli.training import StepInfo
+
+    log = RunLog(tmp_path / "log.jsonl")
+    log.step(StepInfo(1, 1, 10, 10, float("nan"), 0.1, 0.01, float("inf"), 1.0))
+    log.close()
+    line = (tmp_path / "log.jsonl").read_text()
+    event = json.loads(line)  # strict JSON: no NaN or Infinity tokens
+    assert "NaN" not in line and event["loss"] is None and event["recent_loss"] is None
+
+
+def test_plot_labels_runs_of_one_name_apart_and_says_when_nothing_can_be_drawn(
+    runner: CliRunner, synthetic_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, "train linear --epochs 1 --batch-size 50 --name a".split()).exit_code == 0
+    first = store.run_folder("a")
+    other_home = tmp_path / "other"
+    monkeypatch.setenv("MNISTCLI_HOME", str(other_home))
+    assert runner.invoke(app, "train linear --epochs 1 --batch-size 50 --name a".split()).exit_code == 0
+    out = tmp_path / "pics"
+    out.mkdir()
+    result = runner.invoke(app, ["plot", str(first), "a", str(first), "-o", str(out), "--json"])
+    names = sorted(Path(f["path"]).name for f in json.loads(result.stdout)["files"])
+    assert names == ["a-2-confusion.png", "a-2-mistakes.png", "a-confusion.png", "a-mistakes.png", "curves.png"]
+    (other_home / "runs" / "empty").mkdir()
+    (other_home / "runs" / "empty" / "log.jsonl").write_text("")
+    nothing = runner.invoke(app, ["plot", "empty", "-o", str(out)])
+    assert nothing.exit_code == 1 and "nothing to draw" in nothing.stderr
+    jpg = runner.invoke(app, ["plot", "a", "-o", str(out)]).exit_code
+    assert jpg == 0
+    refused = runner.invoke(
+        app,
+        ["predict", str(save_png(make_digits(1, seed=1)[0][0], tmp_path / "q.png")), "--plot", str(tmp_path / "x.jpg")],
+    )
+    assert refused.exit_code == 2 and "ending in .png" in refused.stderr
+
+
+def test_help_imports_no_heavy_packages() -> None:
+    import subprocess
+
+    code = (
+        "import sys; from mnistcli.cli import main; sys.argv=['mnist','--help']\n"
+        "try: main()\nexcept SystemExit: pass\n"
+        "heavy = [m for m in ('torch', 'matplotlib', 'tensorboard', 'numpy') if m in sys.modules]\n"
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

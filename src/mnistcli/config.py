@@ -60,8 +60,8 @@ class TrainConfig:
             raise UsageError("--ssl-weight must be 0 (off) or positive")
         if self.temperature <= 0:
             raise UsageError("--temperature must be positive")
-        if self.lr <= 0:
-            raise UsageError("--lr must be positive")
+        if not 0 < self.lr < 1e3:
+            raise UsageError("--lr must be positive and below 1000")
         if self.val_split is None:
             self.val_split = 0.1 if self.early_stopping else 0.0
         if not 0.0 <= self.val_split < 1.0:

@@ -37,6 +37,8 @@ def check_writable(path: str | Path) -> None:
     target = Path(path)
     if target.is_dir():
         raise UsageError(f"{path}: is a folder; give a file name such as map.png")
+    if target.suffix.lower() != ".png":
+        raise UsageError(f"{path}: pictures are PNG files; give a name ending in .png")
     if not target.parent.is_dir():
         raise UsageError(f"{path}: folder {target.parent} does not exist")
 
@@ -106,22 +108,22 @@ def embedding_map(embeddings: np.ndarray, labels: np.ndarray, seen: list[int], p
 
 
 def learning_curves(
-    runs: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]], float | None]], path: str | Path
+    runs: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]], float | None, str]], path: str | Path
 ) -> Path:
-    """Training loss per step (log scale) and accuracy per epoch for one or more runs.
+    """Training loss at every logged step (log scale) and accuracy per epoch for one or more runs.
 
-    Each run is (name, step events, epoch events, final test accuracy or None).
+    Each run is (name, step events, epoch events, test result or None, what the test result measures).
     """
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
-    for i, (name, steps, epochs, test) in enumerate(runs):
+    for i, (name, steps, epochs, test, measure) in enumerate(runs):
         colour = PALETTE[i % len(PALETTE)]
-        if steps:
+        if steps:  # x in epochs (steps / steps per epoch), so runs with other batch sizes line up
             left.plot(
-                [s["step"] for s in steps],
-                [s.get("recent_loss", s["loss"]) for s in steps],
+                [s["step"] * s.get("epochs", 1) / max(1, s.get("total_steps", s["step"])) for s in steps],
+                [s.get("recent_loss", s.get("loss")) for s in steps],
                 color=colour,
                 lw=1.2,
                 label=name,
@@ -142,12 +144,13 @@ def learning_curves(
         val = [(e["epoch"], 100 * e["val_accuracy"]) for e in epochs if e.get("val_accuracy") is not None]
         if val:
             right.plot(*zip(*val, strict=True), "o-", color=colour, lw=1.5, label=f"{name} validation")
-        if test is not None and xs:
-            right.plot([xs[-1]], [100 * test], "*", color=colour, ms=12, label=f"{name} test {100 * test:.2f}%")
+        if test is not None and xs:  # the saved model's test result (the best epoch's, after early stopping)
+            right.plot([xs[-1]], [100 * test], "*", color=colour, ms=12, label=f"{name} {measure} {100 * test:.2f}%")
     left.set_yscale("log")
-    left.set_xlabel("optimizer step" if any(r[1] for r in runs) else "epoch")
-    left.set_ylabel("training loss (mean of each 10 steps)")
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss (mean between reports)")
     left.set_title("training loss")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("epoch")
     right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_ylabel("accuracy (%)")

@@ -1,7 +1,7 @@
 """A training run's log: one JSON object per line in `<run>/log.jsonl`, written as training goes.
 
-Every progress report (every 10 optimizer steps) adds a `step` line with the mean loss of those
-steps, the running epoch accuracy and the learning rate; every epoch adds an `epoch` line with
+Every progress report (every 10 optimizer steps, and at the end of each epoch) adds a `step` line
+with the mean loss of the steps since the previous one, the running epoch accuracy and the learning rate; every epoch adds an `epoch` line with
 its metrics. Lines are flushed as they are written, so an interrupted run keeps everything it
 logged; `read_log` skips a last line cut short.
 """
@@ -9,6 +9,7 @@ logged; `read_log` skips a last line cut short.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ class RunLog:
             raise FileProblem(path, f"cannot write the run log ({e.strerror})") from None
 
     def write(self, event: str, values: dict[str, Any]) -> None:
-        self.file.write(json.dumps({"event": event, **values}, separators=(",", ":")) + "\n")
+        """One event; a NaN or infinite value (a diverged run) is written as null, so every line stays JSON."""
+        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
+        self.file.write(json.dumps({"event": event, **clean}, separators=(",", ":"), allow_nan=False) + "\n")
 
     def step(self, info: Any) -> None:
         self.write("step", asdict(info))
@@ -54,6 +57,10 @@ def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             event = json.loads(line)
         except json.JSONDecodeError:
             continue  # the last line of an interrupted run may be cut short
-        if isinstance(event, dict):
-            (steps if event.get("event") == "step" else epochs if event.get("event") == "epoch" else []).append(event)
+        if not isinstance(event, dict):
+            continue
+        if event.get("event") == "step" and isinstance(event.get("step"), int):
+            steps.append(event)
+        elif event.get("event") == "epoch" and isinstance(event.get("epoch"), int):
+            epochs.append(event)
     return steps, epochs

@@ -143,7 +143,8 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
         if candidate.is_dir() and (candidate / META).exists():
             return _open(candidate)
         folder = (root or paths.runs_dir()) / ref
-        if NAME_RE.fullmatch(ref) and folder.is_dir():
+        named = NAME_RE.fullmatch(ref) and folder.is_dir()
+        if named and (folder / META).exists():
             return _open(folder)
         bundled = [r for r in bundled_runs() if r.name == ref]
         if bundled:
@@ -152,6 +153,10 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
         if by_model:
             user = [r for r in by_model if not r.bundled]
             return (user or by_model)[-1]
+        if named:
+            raise CheckpointError(
+                f"run {ref!r} has no checkpoint: it was interrupted before saving (its log: `mnist plot {ref}`)"
+            )
         raise CheckpointError(f"no checkpoint {ref!r}: not a run name, a model with runs, or a checkpoint folder")
     user = [r for r in list_runs(root) if fits(r)]
     if user:
@@ -166,6 +171,8 @@ def run_folder(ref: str, root: Path | None = None) -> Path:
     """The folder of run `ref`, complete or not (an interrupted run has only its log): a path or a run name,
     else whatever `resolve` finds. Raises `CheckpointError` if there is none."""
     candidate = Path(ref).expanduser()
+    if candidate.is_file() and candidate.name in (WEIGHTS, META, "log.jsonl"):
+        candidate = candidate.parent
     if candidate.is_dir() and ((candidate / META).exists() or (candidate / "log.jsonl").exists()):
         return candidate
     folder = (root or paths.runs_dir()) / ref
@@ -214,6 +221,10 @@ def check_new_name(name: str, root: Path | None = None) -> None:
     if not NAME_RE.fullmatch(name):
         raise CheckpointError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
     if (root / name).exists():
+        if not (root / name / META).exists():
+            raise CheckpointError(
+                f"a run named {name!r} was interrupted before saving; remove it with `mnist checkpoints rm {name}`"
+            )
         raise CheckpointError(f"a run named {name!r} already exists in {root}")
 
 
@@ -228,13 +239,15 @@ def begin(model_name: str, name: str | None = None, root: Path | None = None) ->
     root.mkdir(parents=True, exist_ok=True)
     if name is not None:
         check_new_name(name, root)
-    else:
-        name = unique_name(f"{model_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", root)
-    try:
-        (root / name).mkdir()
-    except FileExistsError:
-        raise CheckpointError(f"a run named {name!r} already exists in {root}") from None
-    return root / name
+    for _ in range(100):  # a default name taken meanwhile (two runs started in the same second): the next one
+        chosen = name or unique_name(f"{model_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", root)
+        try:
+            (root / chosen).mkdir()
+            return root / chosen
+        except FileExistsError:
+            if name is not None:
+                raise CheckpointError(f"a run named {name!r} already exists in {root}") from None
+    raise CheckpointError(f"cannot find a free run name in {root}")
 
 
 def save(

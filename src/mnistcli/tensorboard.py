@@ -19,9 +19,14 @@ FOLDER = "tensorboard"
 
 
 def require() -> None:
-    """Raise `UsageError` (before any training) if the tensorboard package is missing."""
+    """Raise `UsageError` (before any training) if the tensorboard package is missing or broken."""
+    message = "--tensorboard needs the tensorboard package: pip install 'mnistcli[tensorboard]'"
     if importlib.util.find_spec("tensorboard") is None:
-        raise UsageError("--tensorboard needs the tensorboard package: pip install 'mnistcli[tensorboard]'")
+        raise UsageError(message)
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError as e:
+        raise UsageError(f"{message} ({e})") from None
 
 
 class TensorBoardLog:
@@ -32,7 +37,7 @@ class TensorBoardLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.folder = folder
-        self.writer = SummaryWriter(log_dir=str(folder))
+        self.writer = SummaryWriter(log_dir=str(folder), flush_secs=10)  # a live TensorBoard lags 10 s, not 2 min
 
     def step(self, info: Any) -> None:
         self.writer.add_scalar("train/loss", info.recent_loss, info.step)

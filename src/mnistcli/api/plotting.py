@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mnistcli import plots, store
 from mnistcli.api.common import data_folder, load_checkpoint, load_tensors
 from mnistcli.data import mnist
-from mnistcli.errors import CheckpointError, UsageError
+from mnistcli.errors import CheckpointError, DataError, UsageError
 from mnistcli.inference import evaluate_classifier
 from mnistcli.runlog import LOG, read_log
 
@@ -25,17 +26,30 @@ class PlotReport:
     notes: list[str] = field(default_factory=list)  # what could not be drawn, and why
 
 
-def _history(folder: Path) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], float | None]:
-    """(name, step events, epoch events, test accuracy): the run's log, else the epochs recorded in meta.json."""
+def _history(folder: Path, name: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], float | None, str]:
+    """(name, step events, epoch events, test result, its measure): the run's log, else the epochs in meta.json."""
     try:
         meta = store.read_meta(folder)
     except CheckpointError:
         meta = {}  # an interrupted run: its log only
-    test = meta.get("metrics", {}).get("test_accuracy")
+    metrics = meta.get("metrics", {})
+    test, measure = metrics.get("test_accuracy"), metrics.get("test_measure", "test accuracy")
     if (folder / LOG).exists():
         steps, epochs = read_log(folder / LOG)
-        return folder.name, steps, epochs, test
-    return folder.name, [], list(meta.get("history", [])), test
+        return name, steps, epochs, test, measure
+    return name, [], list(meta.get("history", [])), test, measure
+
+
+def _labels(folders: list[Path]) -> list[str]:
+    """A distinct label per folder: its name, with -2, -3, ... for runs of one name from different stores."""
+    labels: list[str] = []
+    for folder in folders:
+        label, n = folder.name, 1
+        while label in labels:
+            n += 1
+            label = f"{folder.name}-{n}"
+        labels.append(label)
+    return labels
 
 
 def plot(
@@ -46,70 +60,82 @@ def plot(
     on_download: mnist.ProgressFn | None = None,
 ) -> PlotReport:
     """Write PNGs for runs `refs` into `output`: `<run>-curves.png` (or one `curves.png` comparing
-    several runs) and, for classifier checkpoints, `<run>-confusion.png` and `<run>-mistakes.png`."""
+    several runs) and, for classifier checkpoints, `<run>-confusion.png` and `<run>-mistakes.png`
+    (on the test images of the digits the run was trained on). Raises `MnistError` if nothing
+    could be drawn."""
     if not refs:
         raise UsageError("name at least one run (see `mnist checkpoints`)")
     out = Path(output)
     if not out.is_dir():
         raise UsageError(f"--output {output}: not a folder")
     plots.check_writable(out / "curves.png")
-    folders = [store.run_folder(ref) for ref in refs]
+    folders = list(dict.fromkeys(store.run_folder(ref).resolve() for ref in refs))  # each run once
+    labels = _labels(folders)
     report = PlotReport()
-    histories = [_history(f) for f in folders]
+    histories = [_history(f, label) for f, label in zip(folders, labels, strict=True)]
     drawable = [h for h in histories if h[1] or h[2]]
-    for name, steps, epochs, _ in histories:
-        if not (steps or epochs):
-            report.notes.append(f"{name}: nothing logged, no learning curves")
-    if len(drawable) == 1:
-        report.files.append(
-            ("learning curves", str(plots.learning_curves(drawable, out / f"{drawable[0][0]}-curves.png")))
-        )
-    elif drawable:
-        report.files.append(("learning curves", str(plots.learning_curves(drawable, out / "curves.png"))))
+    for h in histories:
+        if not (h[1] or h[2]):
+            report.notes.append(f"{h[0]}: nothing logged, no learning curves")
+    if drawable:
+        name = f"{drawable[0][0]}-curves.png" if len(drawable) == 1 else "curves.png"
+        report.files.append(("learning curves", str(plots.learning_curves(drawable, out / name))))
     test = None
-    for folder in folders:
+    for folder, label in zip(folders, labels, strict=True):
         if not (folder / store.META).exists():
-            report.notes.append(f"{folder.name}: no checkpoint (an interrupted run), so no confusion matrix")
+            report.notes.append(f"{label}: no checkpoint (an interrupted run), so no confusion matrix")
             continue
-        run, model, dev = load_checkpoint(str(folder), {"classify", "contrastive", "metric", "adder"}, device)
-        if run.task != "classify":
-            report.notes.append(f"{run.name}: a {run.task} model; confusion matrix and mistakes are for classifiers")
+        task = store.read_meta(folder).get("model", {}).get("task", "classify")
+        if task != "classify":
+            report.notes.append(f"{label}: a {task} model; the confusion matrix and mistakes are for classifiers")
             continue
+        run, model, dev = load_checkpoint(str(folder), {"classify"}, device)
         if test is None:
             test = load_tensors("test", data_folder(data_dir, on_download), dev)
-        result = evaluate_classifier(model, test)
-        title = f"{run.name}: {100 * result.accuracy:.2f}% of {result.total:,} test images"
+        data = test
+        classes = run.meta.get("data", {}).get("classes")
+        if classes and len(classes) < 10:  # the digits it was trained (and tested) on
+            data = test.select(tuple(int(c) for c in classes), None, torch.Generator())
+        result = evaluate_classifier(model, data)
+        title = f"{label}: {100 * result.accuracy:.2f}% of {result.total:,} test images"
         report.files.append(
-            (
-                "confusion matrix",
-                str(plots.confusion_heatmap(result.confusion, out / f"{run.name}-confusion.png", title)),
-            )
+            ("confusion matrix", str(plots.confusion_heatmap(result.confusion, out / f"{label}-confusion.png", title)))
         )
-        wrong = np.flatnonzero(result.predictions != test.labels.cpu().numpy())
+        truth = data.labels.cpu().numpy()
+        wrong = np.flatnonzero(result.predictions != truth)
+        if not len(wrong):
+            report.notes.append(f"{label}: no misclassified test digit to draw")
+            continue
         shown = wrong[:MISTAKES]
         grid = plots.mistakes_grid(
-            test.images.cpu().numpy()[shown],
-            test.labels.cpu().numpy()[shown],
+            data.images.cpu().numpy()[shown],
+            truth[shown],
             result.predictions[shown],
-            out / f"{run.name}-mistakes.png",
-            f"{run.name}: the first {len(shown)} of {len(wrong):,} misclassified test digits (true → predicted)",
+            out / f"{label}-mistakes.png",
+            f"{label}: the first {len(shown)} of {len(wrong):,} misclassified test digits (true → predicted)",
         )
         report.files.append(("misclassified digits", str(grid)))
+    if not report.files:
+        raise DataError("nothing to draw: " + "; ".join(report.notes))
     return report
 
 
 PREDICTION_ROWS = 12  # images drawn by `mnist predict --plot`
 
 
-def plot_predictions(report: Any, output: str | Path) -> tuple[str, int]:
-    """Draw each predicted image (the first PREDICTION_ROWS) beside its probability bars; returns (path, images drawn)."""
+def plot_predictions(report: Any, output: str | Path) -> tuple[str, int, int]:
+    """Draw each predicted image (the first PREDICTION_ROWS) beside its probability bars.
+
+    Returns (path, images drawn, images predicted).
+    """
     from mnistcli.api.reports import Prediction
     from mnistcli.data.images import load_image
 
-    rows = [r for r in report.results if isinstance(r, Prediction)][:PREDICTION_ROWS]
+    predicted = [r for r in report.results if isinstance(r, Prediction)]
+    rows = predicted[:PREDICTION_ROWS]
     if not rows:
         raise UsageError("--plot: no image was predicted, nothing to draw")
     path = plots.prediction_bars(
         [load_image(r.path) for r in rows], [r.probabilities for r in rows], [Path(r.path).name for r in rows], output
     )
-    return str(path), len(rows)
+    return str(path), len(rows), len(predicted)

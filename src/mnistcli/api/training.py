@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -94,133 +96,140 @@ def train(
     # (as time-to-accuracy benchmarks do); the report says which.
     monitor = val_data if val_data is not None else test_data
     run_dir = store.begin(model_name, name)
-    log = RunLog(run_dir / LOG)
-    board = tb_events.TensorBoardLog(run_dir / tb_events.FOLDER) if tensorboard else None
-    curve: list[float] = []
-    steps: list[int] = []
-
-    def step(info: StepInfo) -> None:
-        log.step(info)
-        curve.append(info.recent_loss)
-        steps.append(info.step)
+    with contextlib.ExitStack() as cleanup:
+        log = RunLog(run_dir / LOG)
+        cleanup.callback(log.close)
+        board = tb_events.TensorBoardLog(run_dir / tb_events.FOLDER) if tensorboard else None
         if board is not None:
-            board.step(info)
-        if on_step is not None:
-            on_step(info)
+            cleanup.callback(board.close)  # whatever happens after this, the events reach the disk
+        curve: list[float] = []
+        steps: list[int] = []
 
-    def epoch(info: EpochInfo) -> None:
-        log.epoch(info)
-        if board is not None:
-            board.epoch(info)
-        if on_epoch is not None:
-            on_epoch(info)
+        def step(info: StepInfo) -> None:
+            log.step(info)
+            curve.append(info.recent_loss)
+            steps.append(info.step)
+            if board is not None:
+                board.step(info)
+            if on_step is not None:
+                on_step(info)
 
-    try:
-        result = fit(
-            model, task, train_data, config, generator, val=val_data, monitor=monitor, on_step=step, on_epoch=epoch
-        )
-    except BaseException:
-        if board is not None:
-            board.close()
-        raise
-    finally:
-        log.close()
-    target = None
-    if config.target_accuracy is not None:
-        target = {
-            "target": config.target_accuracy,
-            "checked_on": "validation" if val_data is not None else "test",
-            "reached": result.target_reached is not None,
-            **(result.target_reached or {}),
+        def epoch(info: EpochInfo) -> None:
+            log.epoch(info)
+            if board is not None:
+                board.epoch(info)
+            if on_epoch is not None:
+                on_epoch(info)
+
+        try:
+            result = fit(
+                model, task, train_data, config, generator, val=val_data, monitor=monitor, on_step=step, on_epoch=epoch
+            )
+        except BaseException:
+            if not steps:  # failed before logging anything: leave no folder behind to block the name
+                log.close()
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        finally:
+            log.close()
+        target = None
+        if config.target_accuracy is not None:
+            target = {
+                "target": config.target_accuracy,
+                "checked_on": "validation" if val_data is not None else "test",
+                "reached": result.target_reached is not None,
+                **(result.target_reached or {}),
+            }
+        extra_meta: dict[str, Any] = {}
+        extra_test: dict[str, float] = {}
+        test_loss: float | None
+        if entry.task == "contrastive":
+            # Self-supervised: the test result is the linear evaluation `mnist eval` gives (all labels
+            # of the whole training split, all ten digits), so the two always agree.
+            probe = linear_evaluation(frozen(model), full_train, full_test)
+            test_accuracy, test_loss, measure = probe.accuracy, probe.loss, "linear evaluation"
+        elif entry.task == "metric":
+            # The headline of `mnist eval`: 10-way 1-shot episodes over all ten test digits.
+            queries = fewshot.default_queries(full_test.labels, max(fewshot.SHOTS))  # as `mnist eval` draws them
+            score = fewshot.run_episodes(
+                embed_data(model, full_test), full_test.labels, list(range(10)), 10, 1, queries=queries
+            )
+            test_accuracy, test_loss, measure = score.accuracy, None, "10-way 1-shot"
+            # The scale that turns distances into confidences for `mnist oneshot`, fitted on labelled
+            # training images (held-out ones when there is a validation split). Only with the labels
+            # of all ten digits: fitted on the few classes a model trained on, it is far too sharp for
+            # new ones (0,1,2 model: 97% mean confidence at 80% accuracy on 10-way test episodes).
+            held = val_data if val_data is not None else train_data
+            every_digit = len(config.classes or range(10)) == 10
+            scale = fewshot.calibrate(embed_data(model, held), held.labels) if every_digit else None
+            if scale is not None:
+                extra_meta["oneshot"] = {
+                    "scale": scale,
+                    "calibrated_on": "validation" if val_data is not None else "train",
+                }
+        elif entry.task == "adder":
+            # Each test image paired with a fixed number drawn from the seed, as `mnist eval` does.
+            metrics = task.evaluate(model, test_data)
+            test_accuracy, test_loss, measure = metrics["accuracy"], metrics["loss"], "sum accuracy"
+            extra_test["digit_accuracy"] = metrics["digit_accuracy"]
+        elif result.target_reached is not None and val_data is None:
+            # The last target check was a full pass over the test set with these very weights.
+            test_accuracy, test_loss = result.target_reached["accuracy"], result.target_reached["loss"]
+            measure = "accuracy"
+        else:
+            test = evaluate_classifier(model, test_data)
+            test_accuracy, test_loss, measure = test.accuracy, test.loss, "accuracy"
+
+        meta = {
+            "model": {"name": model_name, "args": model_args or {}, "task": entry.task, "params": params(model)},
+            "preprocessing": PREPROCESSING,
+            "config": config.to_dict(),
+            "data": {
+                "folder": str(folder),
+                "train_images": len(train_data),
+                "val_images": len(val_data or []),
+                "test_images": len(test_data),
+                "unlabelled_images": len(unlabelled) if unlabelled is not None else 0,
+                "classes": list(config.classes or range(10)),
+            },
+            "history": result.history,
+            "metrics": {
+                "test_accuracy": test_accuracy,
+                "test_loss": test_loss,
+                "test_measure": measure,
+                **extra_test,
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+                "target": target,
+            },
+            **extra_meta,
+            "seconds": result.seconds,
+            "device": str(device),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": {
+                "mnistcli": __version__,
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "python": platform.python_version(),
+            },
         }
-    extra_meta: dict[str, Any] = {}
-    extra_test: dict[str, float] = {}
-    test_loss: float | None
-    if entry.task == "contrastive":
-        # Self-supervised: the test result is the linear evaluation `mnist eval` gives (all labels
-        # of the whole training split, all ten digits), so the two always agree.
-        probe = linear_evaluation(frozen(model), full_train, full_test)
-        test_accuracy, test_loss, measure = probe.accuracy, probe.loss, "linear evaluation"
-    elif entry.task == "metric":
-        # The headline of `mnist eval`: 10-way 1-shot episodes over all ten test digits.
-        queries = fewshot.default_queries(full_test.labels, max(fewshot.SHOTS))  # as `mnist eval` draws them
-        score = fewshot.run_episodes(
-            embed_data(model, full_test), full_test.labels, list(range(10)), 10, 1, queries=queries
+        run = store.save(model, meta, folder=run_dir)
+        if board is not None:
+            board.finish({"accuracy": test_accuracy, **extra_test}, test_data.images[:32], steps[-1] if steps else 0)
+        return TrainReport(
+            run,
+            config,
+            test_accuracy,
+            test_loss,
+            result.seconds,
+            time.perf_counter() - t0,
+            result.history,
+            result.stopped_early,
+            str(device),
+            target,
+            measure,
+            extra_test,
+            curve,
+            str(run_dir / LOG),
+            str(run_dir / tb_events.FOLDER) if tensorboard else None,
         )
-        test_accuracy, test_loss, measure = score.accuracy, None, "10-way 1-shot"
-        # The scale that turns distances into confidences for `mnist oneshot`, fitted on labelled
-        # training images (held-out ones when there is a validation split). Only with the labels
-        # of all ten digits: fitted on the few classes a model trained on, it is far too sharp for
-        # new ones (0,1,2 model: 97% mean confidence at 80% accuracy on 10-way test episodes).
-        held = val_data if val_data is not None else train_data
-        every_digit = len(config.classes or range(10)) == 10
-        scale = fewshot.calibrate(embed_data(model, held), held.labels) if every_digit else None
-        if scale is not None:
-            extra_meta["oneshot"] = {"scale": scale, "calibrated_on": "validation" if val_data is not None else "train"}
-    elif entry.task == "adder":
-        # Each test image paired with a fixed number drawn from the seed, as `mnist eval` does.
-        metrics = task.evaluate(model, test_data)
-        test_accuracy, test_loss, measure = metrics["accuracy"], metrics["loss"], "sum accuracy"
-        extra_test["digit_accuracy"] = metrics["digit_accuracy"]
-    elif result.target_reached is not None and val_data is None:
-        # The last target check was a full pass over the test set with these very weights.
-        test_accuracy, test_loss = result.target_reached["accuracy"], result.target_reached["loss"]
-        measure = "accuracy"
-    else:
-        test = evaluate_classifier(model, test_data)
-        test_accuracy, test_loss, measure = test.accuracy, test.loss, "accuracy"
-
-    meta = {
-        "model": {"name": model_name, "args": model_args or {}, "task": entry.task, "params": params(model)},
-        "preprocessing": PREPROCESSING,
-        "config": config.to_dict(),
-        "data": {
-            "folder": str(folder),
-            "train_images": len(train_data),
-            "val_images": len(val_data or []),
-            "test_images": len(test_data),
-            "unlabelled_images": len(unlabelled) if unlabelled is not None else 0,
-            "classes": list(config.classes or range(10)),
-        },
-        "history": result.history,
-        "metrics": {
-            "test_accuracy": test_accuracy,
-            "test_loss": test_loss,
-            "test_measure": measure,
-            **extra_test,
-            "best_epoch": result.best_epoch,
-            "stopped_early": result.stopped_early,
-            "target": target,
-        },
-        **extra_meta,
-        "seconds": result.seconds,
-        "device": str(device),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {
-            "mnistcli": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
-    }
-    run = store.save(model, meta, folder=run_dir)
-    if board is not None:
-        board.finish({"accuracy": test_accuracy, **extra_test}, full_test.images[:32], steps[-1] if steps else 0)
-        board.close()
-    return TrainReport(
-        run,
-        config,
-        test_accuracy,
-        test_loss,
-        result.seconds,
-        time.perf_counter() - t0,
-        result.history,
-        result.stopped_early,
-        str(device),
-        target,
-        measure,
-        extra_test,
-        curve,
-        str(run_dir / LOG),
-        str(run_dir / tb_events.FOLDER) if tensorboard else None,
-    )

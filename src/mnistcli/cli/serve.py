@@ -138,8 +138,9 @@ def predict(
     report = api.predict(paths, checkpoint, device=device.value, add=add)
     render.predictions(report, json_out)
     if plot is not None and len(report.results) > len(report.failures):
-        written, drawn = api.plot_predictions(report, plot)
-        render.note(f"wrote {drawn} image{'s' if drawn > 1 else ''} with probability bars to {written}")
+        written, drawn, total = api.plot_predictions(report, plot)
+        which = f"{drawn} image{'s' if drawn > 1 else ''}" if drawn == total else f"the first {drawn} of {total} images"
+        render.note(f"wrote {which} with probability bars to {written}")
     if report.failures:
         raise typer.Exit(1)
 

@@ -55,13 +55,21 @@ def train_summary(report: Any) -> None:
         table.add_row(
             "tensorboard", Text(f"{report.tensorboard_path}  (tensorboard --logdir {report.run.path.parent})")
         )
-    if err.is_terminal and len(report.loss_curve) >= 2:
-        err.print(loss_chart(report.loss_curve, steps_per_point=10))
+    finite = [v for v in report.loss_curve if math.isfinite(v) and v > 0]
+    if err.is_terminal and len(finite) >= 2 and err.width >= 40:
+        err.print(loss_chart(finite, width=min(60, err.width - 12)))
+        if len(finite) < len(report.loss_curve):
+            err.print(
+                Text(
+                    f"({len(report.loss_curve) - len(finite)} reports with a NaN or infinite loss left out)",
+                    style="dim",
+                )
+            )
     err.print(table)
 
 
-def loss_chart(values: list[float], height: int = 8, width: int = 60, steps_per_point: int = 10) -> Text:
-    """A small block-character chart of the training loss, log scale (the first steps would flatten the rest)."""
+def loss_chart(values: list[float], height: int = 8, width: int = 60) -> Text:
+    """A small block-character chart of positive, finite losses, log scale (the first steps would flatten the rest)."""
     buckets = max(1, -(-len(values) // width))  # ceil: at most `width` columns
     cols = [sum(values[i : i + buckets]) / len(values[i : i + buckets]) for i in range(0, len(values), buckets)]
     cols = [c for c in cols for _ in range(max(1, width // len(cols)))]  # stretch a short run to the width
@@ -69,15 +77,15 @@ def loss_chart(values: list[float], height: int = 8, width: int = 60, steps_per_
     lo, hi = min(cols), max(cols)
     span = (max(logs) - min(logs)) or 1.0
     levels = [0.125 + (v - min(logs)) / span * (height - 0.125) for v in logs]  # rows, in eighths; never empty
-    text = Text(f"training loss, log scale (mean of every {steps_per_point * buckets} steps)\n", style="bold")
+    text = Text("training loss during the run, log scale\n", style="bold")
     for row in range(height, 0, -1):
-        label = f"{hi:7.3f} ┤" if row == height else f"{lo:7.3f} ┤" if row == 1 else "        │"
+        label = f"{hi:>9.3g} ┤" if row == height else f"{lo:>9.3g} ┤" if row == 1 else "          │"
         line = "".join(
             "█" if level >= row else BLOCKS[int((level - row + 1) * 8)] if level > row - 1 else " " for level in levels
         )
         text.append(label, style="dim")
         text.append(line + "\n", style="cyan")
-    text.append("        └" + "─" * len(cols) + "\n", style="dim")
+    text.append("          └" + "─" * len(cols) + "\n", style="dim")
     return text
 
 
