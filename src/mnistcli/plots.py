@@ -145,7 +145,9 @@ def learning_curves(
         if val:
             right.plot(*zip(*val, strict=True), "o-", color=colour, lw=1.5, label=f"{name} validation")
         if test is not None and xs:  # the saved model's test result (the best epoch's, after early stopping)
-            right.plot([xs[-1]], [100 * test], "*", color=colour, ms=12, label=f"{name} {measure} {100 * test:.2f}%")
+            right.plot(
+                [xs[-1]], [100 * test], "*", color=colour, ms=12, label=f"{name} test {measure} {100 * test:.2f}%"
+            )
     left.set_yscale("log")
     left.set_xlabel("epoch")
     left.set_ylabel("training loss (mean between reports)")

@@ -33,7 +33,7 @@ def _history(folder: Path, name: str) -> tuple[str, list[dict[str, Any]], list[d
     except CheckpointError:
         meta = {}  # an interrupted run: its log only
     metrics = meta.get("metrics", {})
-    test, measure = metrics.get("test_accuracy"), metrics.get("test_measure", "test accuracy")
+    test, measure = metrics.get("test_accuracy"), metrics.get("test_measure", "accuracy")
     if (folder / LOG).exists():
         steps, epochs = read_log(folder / LOG)
         return name, steps, epochs, test, measure
@@ -87,7 +87,10 @@ def plot(
             continue
         task = store.read_meta(folder).get("model", {}).get("task", "classify")
         if task != "classify":
-            report.notes.append(f"{label}: a {task} model; the confusion matrix and mistakes are for classifiers")
+            article = "an" if task[:1] in ("a", "e", "i", "o", "u") else "a"
+            report.notes.append(
+                f"{label}: {article} {task} model; the confusion matrix and mistakes are for classifiers"
+            )
             continue
         run, model, dev = load_checkpoint(str(folder), {"classify"}, device)
         if test is None:
