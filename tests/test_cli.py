@@ -314,3 +314,13 @@ def test_broken_pipe_is_not_a_failure(tmp_path: Path, pngs: tuple[list[Path], np
     result = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["digit"] in range(10)
+
+
+def test_eval_judges_a_classes_run_on_its_own_digits(runner: CliRunner, synthetic_env: Path) -> None:
+    trained = runner.invoke(app, "train linear --classes 0,1,2 --epochs 2 --batch-size 20 --name three --json".split())
+    assert trained.exit_code == 0, trained.output
+    summary = json.loads(trained.stdout)
+    report = json.loads(runner.invoke(app, ["eval", "three", "--json"]).stdout)
+    assert report["accuracy"] == pytest.approx(summary["test_accuracy"])  # the same test images as training used
+    assert report["total"] == 30 and report["classes"] == [0, 1, 2]
+    assert report["per_class"][5] == {"digit": 5, "correct": 0, "total": 0, "accuracy": None}

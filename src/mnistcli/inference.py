@@ -29,14 +29,14 @@ class ClassifierEval:
     predictions: np.ndarray  # (N,) int64
     total: int
 
-    def per_class(self) -> list[dict[str, float | int]]:
-        """For each digit: correct, total and accuracy (NaN-free: accuracy 0 when total is 0)."""
+    def per_class(self) -> list[dict[str, float | int | None]]:
+        """For each digit: correct, total and accuracy (None when there were no test images of it)."""
         rows = []
         for digit in range(self.confusion.shape[0]):
             total = int(self.confusion[digit].sum())
             correct = int(self.confusion[digit, digit])
             rows.append(
-                {"digit": digit, "correct": correct, "total": total, "accuracy": correct / total if total else 0.0}
+                {"digit": digit, "correct": correct, "total": total, "accuracy": correct / total if total else None}
             )
         return rows
 

@@ -53,3 +53,14 @@ def read_images(paths: Sequence[str]) -> tuple[list[tuple[str, np.ndarray | Imag
     loaded = list(image_io.load_images(paths))
     arrays = [item for _, item in loaded if not isinstance(item, ImageError)]
     return loaded, (np.stack(arrays) if arrays else np.zeros((0, 28, 28), dtype=np.float32))
+
+
+def trained_digits(run: store.Run, test: TensorData) -> TensorData:
+    """The test images of the digits a classifier or adder was trained on (all of them unless `--classes`).
+
+    A run's own test result used these, so `mnist eval` and `mnist plot` use them too.
+    """
+    classes = run.meta.get("data", {}).get("classes")
+    if classes and len(classes) < 10:
+        return test.select(tuple(int(c) for c in classes), None, torch.Generator())
+    return test

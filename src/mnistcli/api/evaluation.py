@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from mnistcli import fewshot, linear_eval, plots, store
-from mnistcli.api.common import EMBEDDING_TASKS, data_folder, load_checkpoint, load_tensors
+from mnistcli.api.common import EMBEDDING_TASKS, data_folder, load_checkpoint, load_tensors, trained_digits
 from mnistcli.api.reports import AdderReport, EvalReport, FewShotReport, FewShotScore
 from mnistcli.data import mnist
 from mnistcli.dataset import TensorData
@@ -59,10 +59,7 @@ def evaluate(
             )
         if seed is None:
             seed = int(run.meta.get("config", {}).get("seed", 0))
-        test = load_tensors("test", data_folder(data_dir, on_download), dev)
-        classes = run.meta.get("data", {}).get("classes")
-        if classes and len(classes) < 10:  # the digits it was trained on, as its own test used
-            test = test.select(tuple(int(c) for c in classes), None, torch.Generator())
+        test = trained_digits(run, load_tensors("test", data_folder(data_dir, on_download), dev))
         return _adder(run, model, dev, test, seed)
     few = fewshot_protocol or run.task == "metric"
     if not few and episode_options:
@@ -91,8 +88,9 @@ def evaluate(
         return _fewshot(run, model, dev, test_data, train_data, shots, episodes, map_path, seed)
     t0 = time.perf_counter()
     if run.task == "classify":
-        result = evaluate_classifier(model, test_data)
-        extra: dict[str, Any] = {}
+        subset = trained_digits(run, test_data)
+        result = evaluate_classifier(model, subset)
+        extra: dict[str, Any] = {"classes": seen_classes(run) if len(subset) < len(test_data) else None}
     else:
         train_data = load_tensors("train", folder, dev)
         fewest = int(torch.bincount(train_data.labels, minlength=10).min())

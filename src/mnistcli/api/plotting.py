@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mnistcli import plots, store
-from mnistcli.api.common import data_folder, load_checkpoint, load_tensors
+from mnistcli.api.common import data_folder, load_checkpoint, load_tensors, trained_digits
 from mnistcli.data import mnist
 from mnistcli.errors import CheckpointError, DataError, UsageError
 from mnistcli.inference import evaluate_classifier
@@ -95,10 +94,7 @@ def plot(
         run, model, dev = load_checkpoint(str(folder), {"classify"}, device)
         if test is None:
             test = load_tensors("test", data_folder(data_dir, on_download), dev)
-        data = test
-        classes = run.meta.get("data", {}).get("classes")
-        if classes and len(classes) < 10:  # the digits it was trained (and tested) on
-            data = test.select(tuple(int(c) for c in classes), None, torch.Generator())
+        data = trained_digits(run, test)
         result = evaluate_classifier(model, data)
         title = f"{label}: {100 * result.accuracy:.2f}% of {result.total:,} test images"
         report.files.append(

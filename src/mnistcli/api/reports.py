@@ -54,6 +54,7 @@ class EvalReport:
     protocol: str = "classifier"
     labels_per_class: int | None = None
     pixels_accuracy: float | None = None
+    classes: list[int] | None = None  # a classifier trained with --classes: judged on the test images of those
 
     @property
     def images_per_second(self) -> float:

@@ -26,6 +26,7 @@ def eval_json(report: Any) -> None:
             "protocol": report.protocol,
             "labels_per_class": report.labels_per_class,
             "pixels_accuracy": report.pixels_accuracy,
+            "classes": report.classes,
         }
     )
 
@@ -45,6 +46,8 @@ def eval_report(report: Any) -> None:
             f"test accuracy [bold green]{pct(report.accuracy)}[/] ({correct:,}/{report.total:,}), loss {report.loss:.4f}"
             f"  [dim]{report.seconds:.2f} s, {report.images_per_second:,.0f} images/s on {report.device}[/]"
         )
+        if report.classes:
+            out.print(f"on the test images of digits {','.join(map(str, report.classes))}, the ones it was trained on")
     per_class = Table(title="per class", title_justify="left")
     for col in ("digit", "correct", "total", "accuracy"):
         per_class.add_column(col, justify="right")
