@@ -114,6 +114,25 @@ def _episode_distances(emb: torch.Tensor, picks: torch.Tensor, shots: int) -> to
     return torch.cat(out)
 
 
+def episode_distances(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[int],
+    ways: int,
+    shots: int,
+    episodes: int,
+    queries: int,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw the episodes and measure them: (squared distances (E, ways * queries, ways) from each
+    query to each prototype, the true prototype of each query (E, ways * queries), the classes
+    chosen (E, ways) as indices into `classes`)."""
+    chosen, picks = _draw(labels, classes, ways, shots + queries, episodes, seed)
+    d = _episode_distances(F.normalize(embeddings.float().cpu(), dim=1), picks, shots)
+    truth = torch.arange(ways).repeat_interleave(queries).expand(episodes, -1)
+    return d, truth, chosen
+
+
 def run_episodes(
     embeddings: torch.Tensor,
     labels: torch.Tensor,
@@ -134,9 +153,7 @@ def run_episodes(
         queries = min(QUERIES, min((int((labels == c).sum()) for c in classes), default=0) - shots)
     if queries < 1:
         raise ValueError(f"{shots}-shot episodes need more images of every class")
-    chosen, picks = _draw(labels, classes, ways, shots + queries, episodes, seed)
-    d = _episode_distances(F.normalize(embeddings.float().cpu(), dim=1), picks, shots)
-    truth = torch.arange(ways).repeat_interleave(queries).expand(episodes, -1)
+    d, truth, chosen = episode_distances(embeddings, labels, classes, ways, shots, episodes, queries, seed)
     hit = d.argmin(dim=2) == truth
     acc = hit.float().mean(dim=1)
     ci = 1.96 * float(acc.std()) / math.sqrt(episodes) if episodes > 1 else 0.0
@@ -153,20 +170,26 @@ def confidences(d2: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.softmax(-scale * d2, dim=-1)
 
 
-def calibrate(embeddings: torch.Tensor, labels: torch.Tensor, episodes: int = 200, seed: int = 0) -> float | None:
-    """The `scale` whose `confidences` best fit 1-shot episodes among the classes in `labels` (least log loss).
+def best_scale(d2: torch.Tensor, truth: torch.Tensor) -> float:
+    """The scale of least log loss for squared distances (E, Q, C) and true classes (E, Q).
 
     A one-dimensional search over a log-spaced grid (0.1 to 1,000): simple, and the log loss is
-    smooth in the scale. Returns None if there are too few images to draw episodes.
+    smooth in the scale.
+    """
+    grid = torch.logspace(-1, 3, 81)
+    losses = [float(F.cross_entropy((-s * d2).flatten(0, 1), truth.flatten())) for s in grid]
+    return float(grid[int(torch.tensor(losses).argmin())])
+
+
+def calibrate(embeddings: torch.Tensor, labels: torch.Tensor, episodes: int = 200, seed: int = 0) -> float | None:
+    """The `scale` whose `confidences` best fit 1-shot episodes among the classes in `labels`.
+
+    Returns None if there are too few images to draw episodes.
     """
     classes = sorted(int(c) for c in labels.unique())
     fewest = min(int((labels == c).sum()) for c in classes) if classes else 0
     if len(classes) < 2 or fewest < 2:
         return None
     ways, queries = min(10, len(classes)), min(QUERIES, fewest - 1)
-    _, picks = _draw(labels, classes, ways, 1 + queries, episodes, seed)
-    d = _episode_distances(F.normalize(embeddings.float().cpu(), dim=1), picks, 1)
-    truth = torch.arange(ways).repeat_interleave(queries).expand(episodes, -1)
-    grid = torch.logspace(-1, 3, 81)
-    losses = [float(F.cross_entropy((-s * d).flatten(0, 1), truth.flatten())) for s in grid]
-    return float(grid[int(torch.tensor(losses).argmin())])
+    d, truth, _ = episode_distances(embeddings, labels, classes, ways, 1, episodes, queries, seed)
+    return best_scale(d, truth)

@@ -33,6 +33,7 @@ from mnistcli import paths
 from mnistcli.atomic import atomic_write_text
 from mnistcli.errors import CheckpointError, MnistError
 from mnistcli.registry import create_model
+from mnistcli.runlog import LOG
 
 FORMAT = "mnistcli-checkpoint/1"
 WEIGHTS, META = "model.safetensors", "meta.json"
@@ -112,9 +113,7 @@ def interrupted_runs(root: Path | None = None) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(
-        f
-        for f in root.iterdir()
-        if not f.name.startswith(".") and (f / "log.jsonl").exists() and not (f / META).exists()
+        f for f in root.iterdir() if not f.name.startswith(".") and (f / LOG).exists() and not (f / META).exists()
     )
 
 
@@ -123,6 +122,12 @@ def bundled_runs() -> list[Run]:
     if not BUNDLED_ROOT.is_dir():
         return []
     return [_open(f, bundled=True) for f in sorted(BUNDLED_ROOT.iterdir()) if (f / META).is_file()]
+
+
+def _folder_of(ref: str) -> Path:
+    """`ref` as a path, a run's file (weights, meta or log) standing for its folder."""
+    candidate = Path(ref).expanduser()
+    return candidate.parent if candidate.is_file() and candidate.name in (WEIGHTS, META, LOG) else candidate
 
 
 def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | None = None, suggest: str = "cnn") -> Run:
@@ -137,9 +142,7 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
         return allowed is None or run.task in allowed
 
     if ref is not None:
-        candidate = Path(ref).expanduser()
-        if candidate.is_file() and candidate.name in (WEIGHTS, META):
-            candidate = candidate.parent
+        candidate = _folder_of(ref)
         if candidate.is_dir() and (candidate / META).exists():
             return _open(candidate)
         folder = (root or paths.runs_dir()) / ref
@@ -170,10 +173,8 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
 def run_folder(ref: str, root: Path | None = None) -> Path:
     """The folder of run `ref`, complete or not (an interrupted run has only its log): a path or a run name,
     else whatever `resolve` finds. Raises `CheckpointError` if there is none."""
-    candidate = Path(ref).expanduser()
-    if candidate.is_file() and candidate.name in (WEIGHTS, META, "log.jsonl"):
-        candidate = candidate.parent
-    if candidate.is_dir() and ((candidate / META).exists() or (candidate / "log.jsonl").exists()):
+    candidate = _folder_of(ref)
+    if candidate.is_dir() and ((candidate / META).exists() or (candidate / LOG).exists()):
         return candidate
     folder = (root or paths.runs_dir()) / ref
     if NAME_RE.fullmatch(ref) and folder.is_dir():

@@ -18,6 +18,11 @@ from mnistcli.errors import CheckpointError, ImageError
 EMBEDDING_TASKS = {"classify", "contrastive", "metric", "adder"}  # every model with `features(x)`
 
 
+def a_model(task: str) -> str:
+    """'a classify model', 'an adder model': a task named in a sentence."""
+    return f"{'an' if task[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {task} model"
+
+
 def params(model: torch.nn.Module) -> int:
     """Number of parameters."""
     return sum(p.numel() for p in model.parameters())
@@ -41,8 +46,7 @@ def load_checkpoint(
     run = store.resolve(ref, tasks, suggest=suggest)
     if run.task not in tasks:
         raise CheckpointError(
-            f"checkpoint {run.name!r} is {'an' if run.task[0] in 'aeiou' else 'a'} {run.task} model; "
-            f"this command needs {' or '.join(sorted(tasks))}"
+            f"checkpoint {run.name!r} is {a_model(run.task)}; this command needs {' or '.join(sorted(tasks))}"
         )
     dev = choose_device(device)
     return run, store.load(run, dev), dev
@@ -60,7 +64,10 @@ def trained_digits(run: store.Run, test: TensorData) -> TensorData:
 
     A run's own test result used these, so `mnist eval` and `mnist plot` use them too.
     """
-    classes = run.meta.get("data", {}).get("classes")
-    if classes and len(classes) < 10:
-        return test.select(tuple(int(c) for c in classes), None, torch.Generator())
-    return test
+    classes = trained_classes(run)
+    return test.select(tuple(classes), None, torch.Generator()) if len(classes) < 10 else test
+
+
+def trained_classes(run: store.Run) -> list[int]:
+    """The digits the run trained on (`--classes`; all ten by default)."""
+    return [int(c) for c in run.meta.get("data", {}).get("classes") or range(10)]

@@ -17,7 +17,14 @@ from typing import Any
 import torch
 
 from mnistcli import fewshot, linear_eval, plots, store
-from mnistcli.api.common import EMBEDDING_TASKS, data_folder, load_checkpoint, load_tensors, trained_digits
+from mnistcli.api.common import (
+    EMBEDDING_TASKS,
+    data_folder,
+    load_checkpoint,
+    load_tensors,
+    trained_classes,
+    trained_digits,
+)
 from mnistcli.api.reports import AdderReport, EvalReport, FewShotReport, FewShotScore
 from mnistcli.data import mnist
 from mnistcli.dataset import TensorData
@@ -117,9 +124,7 @@ def evaluate(
 
 def seen_classes(run: store.Run) -> list[int]:
     """The digits whose labels the checkpoint was trained with (none for a self-supervised model)."""
-    if run.task == "contrastive":
-        return []
-    return [int(c) for c in run.meta.get("data", {}).get("classes", range(10))]
+    return [] if run.task == "contrastive" else trained_classes(run)
 
 
 def nearest_neighbour_accuracy(

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mnistcli import plots, store
-from mnistcli.api.common import data_folder, load_checkpoint, load_tensors, trained_digits
+from mnistcli.api.common import a_model, data_folder, load_checkpoint, load_tensors, trained_digits
 from mnistcli.data import mnist
 from mnistcli.errors import CheckpointError, DataError, UsageError
 from mnistcli.inference import evaluate_classifier
@@ -86,10 +86,7 @@ def plot(
             continue
         task = store.read_meta(folder).get("model", {}).get("task", "classify")
         if task != "classify":
-            article = "an" if task[:1] in ("a", "e", "i", "o", "u") else "a"
-            report.notes.append(
-                f"{label}: {article} {task} model; the confusion matrix and mistakes are for classifiers"
-            )
+            report.notes.append(f"{label}: {a_model(task)}; the confusion matrix and mistakes are for classifiers")
             continue
         run, model, dev = load_checkpoint(str(folder), {"classify"}, device)
         if test is None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mnistcli import fewshot, store
-from mnistcli.api.common import EMBEDDING_TASKS, load_checkpoint, read_images
+from mnistcli.api.common import EMBEDDING_TASKS, a_model, load_checkpoint, read_images
 from mnistcli.api.reports import (
     EmbedReport,
     Failure,
@@ -33,14 +33,19 @@ from mnistcli.inference import predict_adder, predict_proba
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
 
 
+def check_add(add: int | None) -> None:
+    """Raise `UsageError` unless `add` is None or a number 0-9."""
+    if add is not None and not 0 <= add <= 9:
+        raise UsageError(f"--add {add}: the number to add must be 0-9")
+
+
 def predict(
     paths: Sequence[str], ref: str | None = None, device: str = "auto", add: int | None = None
 ) -> PredictReport:
     """Classify each image (an adder: its digit, and its sum with `add`); unreadable images become `Failure`s."""
     if not paths:
         raise UsageError(NO_IMAGES)
-    if add is not None and not 0 <= add <= 9:
-        raise UsageError(f"--add {add}: the number to add must be 0-9")
+    check_add(add)
     if add is None:
         tasks, suggest = {"classify", "adder"} if ref else {"classify"}, "cnn"
     else:
@@ -48,7 +53,7 @@ def predict(
     if add is not None and ref is not None:
         named = store.resolve(ref)
         if named.task != "adder":
-            raise UsageError(f"--add is for adder checkpoints; {named.name!r} is a {named.task} model")
+            raise UsageError(f"--add is for adder checkpoints; {named.name!r} is {a_model(named.task)}")
     run, model, _ = load_checkpoint(ref, tasks, device, suggest=suggest)
     if run.task == "adder" and add is None:
         raise UsageError(f"{run.name} is an adder: give the number to add with --add N (0-9)")

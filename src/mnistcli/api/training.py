@@ -102,13 +102,11 @@ def train(
         board = tb_events.TensorBoardLog(run_dir / tb_events.FOLDER) if tensorboard else None
         if board is not None:
             cleanup.callback(board.close)  # whatever happens after this, the events reach the disk
-        curve: list[float] = []
-        steps: list[int] = []
+        logged: list[StepInfo] = []
 
         def step(info: StepInfo) -> None:
             log.step(info)
-            curve.append(info.recent_loss)
-            steps.append(info.step)
+            logged.append(info)
             if board is not None:
                 board.step(info)
             if on_step is not None:
@@ -126,12 +124,11 @@ def train(
                 model, task, train_data, config, generator, val=val_data, monitor=monitor, on_step=step, on_epoch=epoch
             )
         except BaseException:
-            if not steps:  # failed before logging anything: leave no folder behind to block the name
+            if not logged:  # failed before logging anything: leave no folder behind to block the name
                 log.close()
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        finally:
-            log.close()
+        log.close()  # training is over; nothing more goes into the log
         target = None
         if config.target_accuracy is not None:
             target = {
@@ -215,7 +212,9 @@ def train(
         }
         run = store.save(model, meta, folder=run_dir)
         if board is not None:
-            board.finish({"accuracy": test_accuracy, **extra_test}, test_data.images[:32], steps[-1] if steps else 0)
+            board.finish(
+                {"accuracy": test_accuracy, **extra_test}, test_data.images[:32], logged[-1].step if logged else 0
+            )
         return TrainReport(
             run,
             config,
@@ -229,7 +228,7 @@ def train(
             target,
             measure,
             extra_test,
-            curve,
+            [info.recent_loss for info in logged],
             str(run_dir / LOG),
             str(run_dir / tb_events.FOLDER) if tensorboard else None,
         )

@@ -123,9 +123,9 @@ def predict(
 ) -> None:
     """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum)."""
     from mnistcli import api
+    from mnistcli.api.serving import check_add
 
-    if add is not None and not 0 <= add <= 9:
-        raise UsageError(f"--add {add}: the number to add must be 0-9")
+    check_add(add)  # before stdin is read
     paths = image_paths(images)
     if not paths and "-" in images:
         return  # `find ... | mnist predict -` that found nothing: nothing to do

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistcli.models.base import prepare
-from mnistcli.models.cnn import cnn_body
+from mnistcli.models.cnn import RECIPE, cnn_body
 from mnistcli.registry import register_model
 
 SUMS = 19  # 0 + 0 ... 9 + 9
@@ -70,14 +70,7 @@ class Adder(nn.Module):
     "adder",
     task="adder",
     description="image + number 0-9 -> digit and sum: CNN (16-32-64) digit head, sum head on digit x number",
-    epochs=6,
-    batch_size=256,
-    optimizer="adamw",
-    lr=0.01,
-    weight_decay=1e-2,
-    scheduler="onecycle",
-    label_smoothing=0.1,
-    augment=True,
+    **RECIPE,
 )
 def adder(width: int = 16, head: str = "product") -> Adder:
     return Adder(width, head)

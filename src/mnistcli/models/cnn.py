@@ -35,18 +35,24 @@ def cnn_body(width: int) -> nn.Sequential:
     )
 
 
+# `cnn`'s training recipe; the adder, which shares its conv blocks, trains the same way.
+RECIPE = {
+    "epochs": 6,
+    "batch_size": 256,
+    "optimizer": "adamw",
+    "lr": 0.01,
+    "weight_decay": 1e-2,
+    "scheduler": "onecycle",
+    "label_smoothing": 0.1,
+    "augment": True,
+}
+
+
 @register_model(
     "cnn",
     task="classify",
     description="the default: 3 conv blocks (16-32-64), batch norm, augmentation; fast on a CPU",
-    epochs=6,
-    batch_size=256,
-    optimizer="adamw",
-    lr=0.01,
-    weight_decay=1e-2,
-    scheduler="onecycle",
-    label_smoothing=0.1,
-    augment=True,
+    **RECIPE,
 )
 def cnn(width: int = 16) -> Classifier:
     """28x28 -> 14x14xw -> 7x7x2w -> 3x3x4w, flattened to 36w features."""

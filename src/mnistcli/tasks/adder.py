@@ -18,6 +18,7 @@ from torch import nn
 from mnistcli.augment import random_affine
 from mnistcli.dataset import TensorData
 from mnistcli.inference import evaluate_adder
+from mnistcli.tasks.base import ShuffledBatches
 
 
 def pack(digits: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,7 @@ def held_out_numbers(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(seed))
 
 
-class AdderTask:
+class AdderTask(ShuffledBatches):
     """Digit and sum cross-entropy (summed); "accuracy" is sum accuracy, the network's final answer."""
 
     name = "adder"
@@ -49,9 +50,6 @@ class AdderTask:
     ) -> None:
         self.label_smoothing, self.augment, self.seed = label_smoothing, augment, seed
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
-
-    def num_batches(self, train: TensorData, batch_size: int) -> int:
-        return train.num_batches(batch_size, shuffle=True)
 
     def batches(
         self, train: TensorData, batch_size: int, generator: torch.Generator
