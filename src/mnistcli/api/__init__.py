@@ -23,6 +23,7 @@ from mnistcli.api.reports import (
     SumPrediction,
     TrainReport,
 )
+from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
 from mnistcli.api.serving import embed, oneshot, predict, save_embeddings
 from mnistcli.api.training import train
 
@@ -39,6 +40,9 @@ __all__ = [
     "PlotReport",
     "PredictReport",
     "Prediction",
+    "ReadDigit",
+    "ReadReport",
+    "Reading",
     "SumPrediction",
     "TrainReport",
     "checkpoints",
@@ -50,6 +54,7 @@ __all__ = [
     "plot",
     "plot_predictions",
     "predict",
+    "read",
     "remove_checkpoint",
     "save_embeddings",
     "train",

@@ -1,0 +1,226 @@
+"""An ink map holding a whole number -> one crop per digit, left to right. numpy only, never torch.
+
+`mnist read` runs this between `images.extract_ink` (light ink on black) and `images.fit_digit`:
+
+1. Ink pixels (above `INK_LEVEL` of the brightest) are labelled into 8-connected components,
+   row runs joined by a vectorised union-find, so a phone-sized image takes milliseconds.
+2. Specks (under `SPECK_AREA` of the largest component's pixels) are dropped.
+3. Components whose x-extents overlap by at least `MERGE_OVERLAP` of the narrower one become one
+   digit: the two strokes of a 4 or a 5 that do not touch, the pieces of a broken stroke.
+4. Marks far shorter than the digits (under `SHORT_MARK` of the typical digit height) are dropped:
+   decimal points, commas, dashes, dirt.
+5. A digit far wider than tall (over `SPLIT_ASPECT`) is taken to be touching digits and cut at the
+   column of least ink near where each digit should end, but only where that column holds little
+   ink (under `SAFE_CUT` of the group's median column): a clean touch point, not a stroke.
+
+Digits that touch in other ways stay one crop (and read as one digit); see docs/reading.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+INK_LEVEL = 0.25  # fraction of the brightest ink above which a pixel is ink for labelling
+SPECK_AREA = 0.01  # components with fewer pixels than this fraction of the largest are dropped
+MERGE_OVERLAP = 0.5  # x-overlap, as a fraction of the narrower width, that makes two pieces one digit
+FRAGMENT_AREA = 0.35  # a group with less ink than this fraction of a typical digit's may be a broken-off piece
+FRAGMENT_GAP = 0.2  # ... and joins the nearest digit if the x-gap is at most this fraction of the digit height
+SHORT_MARK = 0.4  # groups shorter than this fraction of the typical digit height are not digits
+SPLIT_ASPECT = 1.5  # width / height above which a group is taken to be touching digits
+DIGIT_ASPECT = 0.8  # typical width / height of one digit (MNIST's median), to count digits in a group
+SAFE_CUT = 0.5  # a cut column may hold at most this fraction of the group's median column ink
+
+
+@dataclass(frozen=True)
+class DigitCrop:
+    """One digit found in the image: its box in the image's pixels and its ink alone."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    ink: np.ndarray  # (height, width) float32: the ink map inside the box, other digits' ink removed
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.width, self.height)
+
+
+def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected components of a boolean image -> (int32 labels, 0 for background and 1..n, n).
+
+    Works on horizontal runs of ink: runs in neighbouring rows that touch (diagonally included)
+    are joined with a vectorised union-find, so the cost grows with the number of runs, not pixels.
+    """
+    h, w = mask.shape
+    labels = np.zeros((h, w), dtype=np.int32)
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # exclusive; same order as starts (row-major)
+    n = len(starts)
+    if n == 0:
+        return labels, 0
+    # Global keys in row-major order: run b in the next row touches run a when sb <= ea and eb >= sa.
+    stride = w + 2
+    next_row = (rows + 1) * stride
+    lo = np.searchsorted(rows * stride + ends, next_row + starts, side="left")
+    hi = np.searchsorted(rows * stride + starts, next_row + ends, side="right")
+    counts = np.maximum(hi - lo, 0)
+    a = np.repeat(np.arange(n), counts)
+    b = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    parent = _union(n, a, b)
+    _, component = np.unique(parent, return_inverse=True)
+    lengths = ends - starts
+    pixels = np.repeat(rows * w + starts, lengths) + (
+        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    )
+    labels.flat[pixels] = np.repeat(component.astype(np.int32) + 1, lengths)
+    return labels, int(component.max()) + 1
+
+
+def _union(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Roots of the forest joining a[i] with b[i]: each node's smallest connected index."""
+    parent = np.arange(n)
+    while True:
+        pa, pb = parent[a], parent[b]
+        if np.array_equal(pa, pb):
+            return parent
+        np.minimum.at(parent, np.maximum(pa, pb), np.minimum(pa, pb))  # hook the larger root under the smaller
+        while True:  # compress: every node points at its root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+
+
+def segment(ink: np.ndarray) -> list[DigitCrop]:
+    """Split an ink map (light on black, [0, 1]) into digit crops, left to right; [] if it holds no ink."""
+    peak = float(ink.max()) if ink.size else 0.0
+    if peak <= 0.0:
+        return []
+    labels, n = label(ink > INK_LEVEL * peak)
+    if n == 0:
+        return []
+    boxes = _boxes(labels, n)  # (n, 5): x0, y0, x1, y1 (exclusive), pixels
+    keep = np.flatnonzero(boxes[:, 4] >= SPECK_AREA * boxes[:, 4].max())
+    groups = _merge_overlapping([[int(i)] for i in keep], boxes)
+    groups = _attach_fragments(groups, boxes)
+    spans = np.array([_span(g, boxes) for g in groups])
+    heights = spans[:, 3] - spans[:, 1]
+    groups = [g for g, h in zip(groups, heights, strict=True) if h >= SHORT_MARK * _typical(spans)[0]]
+
+    crops: list[DigitCrop] = []
+    for g in groups:
+        ids = np.array(g) + 1
+        x0, y0, x1, y1, _ = _span(g, boxes)
+        mine = np.isin(labels[y0:y1, x0:x1], ids)
+        others = (labels[y0:y1, x0:x1] > 0) & ~mine
+        region = np.where(_dilate(others), 0.0, ink[y0:y1, x0:x1]).astype(np.float32)
+        for c0, c1 in _cuts(region * mine, y1 - y0):
+            crop = _tight(region[:, c0:c1], mine[:, c0:c1], x0 + c0, y0)
+            if crop is not None:
+                crops.append(crop)
+    return sorted(crops, key=lambda c: c.x + c.width / 2)
+
+
+def _boxes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Per component (index = label - 1): x0, y0, x1, y1 (exclusive) and pixel count."""
+    ys, xs = np.nonzero(labels)
+    comp = labels[ys, xs] - 1
+    out = np.zeros((n, 5), dtype=np.int64)
+    out[:, 0], out[:, 1] = labels.shape[1], labels.shape[0]
+    np.minimum.at(out[:, 0], comp, xs)
+    np.minimum.at(out[:, 1], comp, ys)
+    np.maximum.at(out[:, 2], comp, xs + 1)
+    np.maximum.at(out[:, 3], comp, ys + 1)
+    out[:, 4] = np.bincount(comp, minlength=n)
+    return out
+
+
+def _span(group: list[int], boxes: np.ndarray) -> tuple[int, int, int, int, int]:
+    """The box around a group of components, and its pixel count."""
+    b = boxes[group]
+    return (int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max()), int(b[:, 4].sum()))
+
+
+def _merge_overlapping(groups: list[list[int]], boxes: np.ndarray) -> list[list[int]]:
+    """Join groups whose x-extents overlap by MERGE_OVERLAP of the narrower, until none do."""
+    merged = True
+    while merged:
+        merged = False
+        groups.sort(key=lambda g: _span(g, boxes)[0])
+        for i in range(len(groups) - 1):
+            a, b = _span(groups[i], boxes), _span(groups[i + 1], boxes)
+            overlap = min(a[2], b[2]) - max(a[0], b[0])
+            if overlap >= MERGE_OVERLAP * min(a[2] - a[0], b[2] - b[0]):
+                groups[i : i + 2] = [groups[i] + groups[i + 1]]
+                merged = True
+                break
+    return groups
+
+
+def _typical(spans: np.ndarray) -> tuple[float, float]:
+    """The typical digit's height and pixel count: medians over the groups with real mass (not specks)."""
+    substantial = spans[spans[:, 4] >= 0.2 * spans[:, 4].max()]
+    return float(np.median(substantial[:, 3] - substantial[:, 1])), float(np.median(substantial[:, 4]))
+
+
+def _attach_fragments(groups: list[list[int]], boxes: np.ndarray) -> list[list[int]]:
+    """Join each small piece (under FRAGMENT_AREA of a typical digit's ink) to the nearest digit in x,
+    when it overlaps it or the gap is under FRAGMENT_GAP of the digit height: a stroke broken in two."""
+    spans = np.array([_span(g, boxes) for g in groups])
+    height, area = _typical(spans)
+    small = spans[:, 4] < FRAGMENT_AREA * area
+    target = list(range(len(groups)))
+    for i in np.flatnonzero(small):
+        gaps = np.maximum(spans[:, 0] - spans[i, 2], spans[i, 0] - spans[:, 2]).astype(float)
+        gaps[small] = np.inf
+        j = int(np.argmin(gaps))
+        if gaps[j] <= FRAGMENT_GAP * height:
+            target[i] = j
+    joined: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        joined.setdefault(target[i], []).extend(g)
+    return list(joined.values())
+
+
+def _cuts(ink: np.ndarray, height: int) -> list[tuple[int, int]]:
+    """Column ranges of the digits in one group: one range, or several where touching digits can be cut safely."""
+    width = ink.shape[1]
+    if width <= SPLIT_ASPECT * height:
+        return [(0, width)]
+    parts = max(2, round(width / (DIGIT_ASPECT * height)))
+    column = ink.sum(axis=0)
+    limit = SAFE_CUT * float(np.median(column[column > 0]))
+    bounds = [0]
+    for k in range(1, parts):
+        centre, reach = k * width / parts, 0.3 * width / parts
+        lo, hi = max(bounds[-1] + 1, int(centre - reach)), min(width - 1, int(centre + reach) + 1)
+        if lo >= hi:
+            continue
+        best = lo + int(np.argmin(column[lo:hi]))
+        if column[best] <= limit:
+            bounds.append(best)
+    return list(zip(bounds, [*bounds[1:], width], strict=True))
+
+
+def _tight(region: np.ndarray, mine: np.ndarray, x: int, y: int) -> DigitCrop | None:
+    """A crop trimmed to its own ink pixels; None if it has none."""
+    rows, cols = np.flatnonzero(mine.any(axis=1)), np.flatnonzero(mine.any(axis=0))
+    if not len(rows):
+        return None
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    return DigitCrop(x + c0, y + r0, c1 - c0, r1 - r0, np.ascontiguousarray(region[r0:r1, c0:c1]))
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """Grow a boolean mask by one pixel in every direction (3x3)."""
+    grown = mask.copy()
+    grown[1:, :] |= mask[:-1, :]
+    grown[:-1, :] |= mask[1:, :]
+    wide = grown.copy()
+    wide[:, 1:] |= grown[:, :-1]
+    wide[:, :-1] |= grown[:, 1:]
+    return wide
