@@ -8,6 +8,7 @@ anything the user can fix.
 from mnistcli.api.catalog import checkpoints, interrupted_runs, models, remove_checkpoint
 from mnistcli.api.evaluation import evaluate
 from mnistcli.api.plotting import PlotReport, plot, plot_predictions
+from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
 from mnistcli.api.reports import (
     AdderReport,
     EmbedReport,
@@ -23,7 +24,6 @@ from mnistcli.api.reports import (
     SumPrediction,
     TrainReport,
 )
-from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
 from mnistcli.api.serving import embed, oneshot, predict, save_embeddings
 from mnistcli.api.training import train
 
