@@ -187,23 +187,35 @@ def _attach_fragments(groups: list[list[int]], boxes: np.ndarray) -> list[list[i
 
 
 def _cuts(ink: np.ndarray, height: int) -> list[tuple[int, int]]:
-    """Column ranges of the digits in one group: one range, or several where touching digits can be cut safely."""
+    """Column ranges of the digits in one group: one range, or several where touching digits can be cut safely.
+
+    A safe cut is a column with under SAFE_CUT of the median column's ink, near where a digit
+    should end: a thin joining stroke. Round digits that touch side by side (a column full of
+    two vertical arcs) and wide single digits (middle columns cross two or three strokes) stay whole.
+    """
     width = ink.shape[1]
     if width <= SPLIT_ASPECT * height:
         return [(0, width)]
     parts = max(2, round(width / (DIGIT_ASPECT * height)))
     column = ink.sum(axis=0)
     limit = SAFE_CUT * float(np.median(column[column > 0]))
-    bounds = [0]
+    ranges, start = [], 0
     for k in range(1, parts):
         centre, reach = k * width / parts, 0.3 * width / parts
-        lo, hi = max(bounds[-1] + 1, int(centre - reach)), min(width - 1, int(centre + reach) + 1)
+        lo, hi = max(start + 1, int(centre - reach)), min(width - 1, int(centre + reach) + 1)
         if lo >= hi:
             continue
         best = lo + int(np.argmin(column[lo:hi]))
         if column[best] <= limit:
-            bounds.append(best)
-    return list(zip(bounds, [*bounds[1:], width], strict=True))
+            # The joining stroke (every thin column around the cut) belongs to neither digit.
+            left, right = best, best + 1
+            while left > start + 1 and column[left - 1] <= limit:
+                left -= 1
+            while right < width - 1 and column[right] <= limit:
+                right += 1
+            ranges.append((start, left))
+            start = right
+    return [*ranges, (start, width)]
 
 
 def _tight(region: np.ndarray, mine: np.ndarray, x: int, y: int) -> DigitCrop | None:
