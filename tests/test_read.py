@@ -132,7 +132,9 @@ def test_points_and_specks_are_not_digits() -> None:
     ink[84:91, 88:95] = 1.0  # a decimal point: 1.1 -> "11" then "1"
     ink[5, 150] = 1.0  # a speck of dust
     boxes = [c.box for c in segment(ink)]
-    assert len(boxes) == 3 and all(abs(x + w / 2 - line) <= 1 for (x, _, w, _), line in zip(boxes, [20, 60, 120]))
+    assert len(boxes) == 3 and all(
+        abs(x + w / 2 - line) <= 1 for (x, _, w, _), line in zip(boxes, [20, 60, 120], strict=True)
+    )
 
 
 def test_digits_joined_by_a_thin_stroke_are_cut_and_wide_digits_are_not() -> None:
