@@ -174,15 +174,15 @@ def _attach_fragments(groups: list[list[int]], boxes: np.ndarray) -> list[list[i
     height, area = _typical(spans)
     small = spans[:, 4] < FRAGMENT_AREA * area
     target = list(range(len(groups)))
-    for i in np.flatnonzero(small):
+    for i in np.flatnonzero(small).tolist():
         gaps = np.maximum(spans[:, 0] - spans[i, 2], spans[i, 0] - spans[:, 2]).astype(float)
         gaps[small] = np.inf
         j = int(np.argmin(gaps))
         if gaps[j] <= FRAGMENT_GAP * height:
             target[i] = j
     joined: dict[int, list[int]] = {}
-    for i, g in enumerate(groups):
-        joined.setdefault(target[i], []).extend(g)
+    for t, g in zip(target, groups, strict=True):
+        joined.setdefault(t, []).extend(g)
     return list(joined.values())
 
 
