@@ -49,19 +49,25 @@ class DigitCrop:
 
 
 def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a boolean image -> (int32 labels, 0 for background and 1..n, n).
+    """8-connected components of a boolean image -> (int32 labels, 0 for background and 1..n, n)."""
+    labels, boxes = components(mask)
+    return labels, len(boxes)
+
+
+def components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected components of a boolean image -> (int32 labels, 0 for background and 1..n;
+    per component (row label - 1): x0, y0, x1, y1 (exclusive) and pixel count, int64 (n, 5)).
 
     Works on horizontal runs of ink: runs in neighbouring rows that touch (diagonally included)
     are joined with a vectorised union-find, so the cost grows with the number of runs, not pixels.
     """
     h, w = mask.shape
-    labels = np.zeros((h, w), dtype=np.int32)
     edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
     rows, starts = np.nonzero(edges == 1)
     ends = np.nonzero(edges == -1)[1]  # exclusive; same order as starts (row-major)
     n = len(starts)
     if n == 0:
-        return labels, 0
+        return np.zeros((h, w), dtype=np.int32), np.zeros((0, 5), dtype=np.int64)
     # Global keys in row-major order: run b in the next row touches run a when sb <= ea and eb >= sa.
     stride = w + 2
     next_row = (rows + 1) * stride
@@ -70,14 +76,21 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     counts = np.maximum(hi - lo, 0)
     a = np.repeat(np.arange(n), counts)
     b = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-    parent = _union(n, a, b)
-    _, component = np.unique(parent, return_inverse=True)
-    lengths = ends - starts
-    pixels = np.repeat(rows * w + starts, lengths) + (
-        np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    )
-    labels.flat[pixels] = np.repeat(component.astype(np.int32) + 1, lengths)
-    return labels, int(component.max()) + 1
+    _, component = np.unique(_union(n, a, b), return_inverse=True)
+    k = int(component.max()) + 1
+    # Paint: +label where a run starts, -label where it ends, summed along each row.
+    marks = np.zeros((h, w + 1), dtype=np.int32)
+    marks[rows, starts] = component + 1
+    marks[rows, ends] -= component + 1
+    labels = np.cumsum(marks, axis=1, dtype=np.int32)[:, :w]
+    boxes = np.zeros((k, 5), dtype=np.int64)
+    boxes[:, 0], boxes[:, 1] = w, h
+    np.minimum.at(boxes[:, 0], component, starts)
+    np.minimum.at(boxes[:, 1], component, rows)
+    np.maximum.at(boxes[:, 2], component, ends)
+    np.maximum.at(boxes[:, 3], component, rows + 1)
+    boxes[:, 4] = np.bincount(component, weights=ends - starts, minlength=k)
+    return labels, boxes
 
 
 def _union(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -100,10 +113,9 @@ def segment(ink: np.ndarray) -> list[DigitCrop]:
     peak = float(ink.max()) if ink.size else 0.0
     if peak <= 0.0:
         return []
-    labels, n = label(ink > INK_LEVEL * peak)
-    if n == 0:
+    labels, boxes = components(ink > INK_LEVEL * peak)  # boxes: x0, y0, x1, y1 (exclusive), pixels
+    if not len(boxes):
         return []
-    boxes = _boxes(labels, n)  # (n, 5): x0, y0, x1, y1 (exclusive), pixels
     keep = np.flatnonzero(boxes[:, 4] >= SPECK_AREA * boxes[:, 4].max())
     groups = _merge_overlapping([[int(i)] for i in keep], boxes)
     groups = _attach_fragments(groups, boxes)
@@ -123,20 +135,6 @@ def segment(ink: np.ndarray) -> list[DigitCrop]:
             if crop is not None:
                 crops.append(crop)
     return sorted(crops, key=lambda c: c.x + c.width / 2)
-
-
-def _boxes(labels: np.ndarray, n: int) -> np.ndarray:
-    """Per component (index = label - 1): x0, y0, x1, y1 (exclusive) and pixel count."""
-    ys, xs = np.nonzero(labels)
-    comp = labels[ys, xs] - 1
-    out = np.zeros((n, 5), dtype=np.int64)
-    out[:, 0], out[:, 1] = labels.shape[1], labels.shape[0]
-    np.minimum.at(out[:, 0], comp, xs)
-    np.minimum.at(out[:, 1], comp, ys)
-    np.maximum.at(out[:, 2], comp, xs + 1)
-    np.maximum.at(out[:, 3], comp, ys + 1)
-    out[:, 4] = np.bincount(comp, minlength=n)
-    return out
 
 
 def _span(group: list[int], boxes: np.ndarray) -> tuple[int, int, int, int, int]:
