@@ -2,16 +2,18 @@
 
 `mnist read` runs this between `images.extract_ink` (light ink on black) and `images.fit_digit`:
 
-1. Ink pixels (above `INK_LEVEL` of the brightest) are labelled into 8-connected components,
-   row runs joined by a vectorised union-find, so a phone-sized image takes milliseconds.
+1. Ink pixels (above `INK_LEVEL` of the brightest) are labelled into 8-connected components:
+   row runs joined by a vectorised union-find, so the cost follows the runs, not the pixels.
 2. Specks (under `SPECK_AREA` of the largest component's pixels) are dropped.
 3. Components whose x-extents overlap by at least `MERGE_OVERLAP` of the narrower one become one
    digit: the two strokes of a 4 or a 5 that do not touch, the pieces of a broken stroke.
-4. Marks far shorter than the digits (under `SHORT_MARK` of the typical digit height) are dropped:
+4. A small piece (under `FRAGMENT_AREA` of a typical digit's ink) joins the nearest digit when
+   it overlaps it or lies within `FRAGMENT_GAP` of the digit height: a broken-off stroke end.
+5. Marks far shorter than the digits (under `SHORT_MARK` of the typical digit height) are dropped:
    decimal points, commas, dashes, dirt.
-5. A digit far wider than tall (over `SPLIT_ASPECT`) is taken to be touching digits and cut at the
+6. A group far wider than tall (over `SPLIT_ASPECT`) is taken to be touching digits and cut at the
    column of least ink near where each digit should end, but only where that column holds little
-   ink (under `SAFE_CUT` of the group's median column): a clean touch point, not a stroke.
+   ink (under `SAFE_CUT` of the group's median column): a thin joining stroke, not a digit's body.
 
 Digits that touch in other ways stay one crop (and read as one digit); see docs/reading.md.
 """
@@ -117,7 +119,7 @@ def segment(ink: np.ndarray) -> list[DigitCrop]:
     if not len(boxes):
         return []
     keep = np.flatnonzero(boxes[:, 4] >= SPECK_AREA * boxes[:, 4].max())
-    groups = _merge_overlapping([[int(i)] for i in keep], boxes)
+    groups = _merge_overlapping(keep, boxes)
     groups = _attach_fragments(groups, boxes)
     spans = np.array([_span(g, boxes) for g in groups])
     heights = spans[:, 3] - spans[:, 1]
@@ -143,19 +145,18 @@ def _span(group: list[int], boxes: np.ndarray) -> tuple[int, int, int, int, int]
     return (int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max()), int(b[:, 4].sum()))
 
 
-def _merge_overlapping(groups: list[list[int]], boxes: np.ndarray) -> list[list[int]]:
-    """Join groups whose x-extents overlap by MERGE_OVERLAP of the narrower, until none do."""
-    merged = True
-    while merged:
-        merged = False
-        groups.sort(key=lambda g: _span(g, boxes)[0])
-        for i in range(len(groups) - 1):
-            a, b = _span(groups[i], boxes), _span(groups[i + 1], boxes)
-            overlap = min(a[2], b[2]) - max(a[0], b[0])
-            if overlap >= MERGE_OVERLAP * min(a[2] - a[0], b[2] - b[0]):
-                groups[i : i + 2] = [groups[i] + groups[i + 1]]
-                merged = True
-                break
+def _merge_overlapping(keep: np.ndarray, boxes: np.ndarray) -> list[list[int]]:
+    """Components in x order, joined while each overlaps the group so far by MERGE_OVERLAP of the narrower."""
+    groups: list[list[int]] = []
+    end = start = 0
+    order = keep[np.lexsort((boxes[keep, 2], boxes[keep, 0]))]
+    for i, x0, x1 in zip(order.tolist(), boxes[order, 0].tolist(), boxes[order, 2].tolist(), strict=True):
+        if groups and min(end, x1) - x0 >= MERGE_OVERLAP * min(end - start, x1 - x0):
+            groups[-1].append(i)
+            end = max(end, x1)
+        else:
+            groups.append([i])
+            start, end = x0, x1
     return groups
 
 
