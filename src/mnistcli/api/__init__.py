@@ -8,6 +8,7 @@ anything the user can fix.
 from mnistcli.api.catalog import checkpoints, interrupted_runs, models, remove_checkpoint
 from mnistcli.api.evaluation import evaluate
 from mnistcli.api.plotting import PlotReport, plot, plot_predictions
+from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
 from mnistcli.api.reports import (
     AdderReport,
     EmbedReport,
@@ -39,6 +40,9 @@ __all__ = [
     "PlotReport",
     "PredictReport",
     "Prediction",
+    "ReadDigit",
+    "ReadReport",
+    "Reading",
     "SumPrediction",
     "TrainReport",
     "checkpoints",
@@ -50,6 +54,7 @@ __all__ = [
     "plot",
     "plot_predictions",
     "predict",
+    "read",
     "remove_checkpoint",
     "save_embeddings",
     "train",

@@ -56,6 +56,30 @@ def image_files(folder: Path) -> list[Path]:
     )
 
 
+def open_gray(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as a 2-D float32 grayscale array in [0, 1] (transparency and colour flattened).
+
+    Raises `ImageError` naming the file if it cannot be read, is not an image, or is empty.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(path, f"image too large ({image.width}x{image.height})")
+            image.load()
+            gray = _to_grayscale(image)
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(path, "a folder with no image files in it") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not a readable image") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(path, f"cannot read image ({e})") from None
+    if gray.ndim != 2 or min(gray.shape) < 1:
+        raise ImageError(path, "empty image")
+    return gray
+
+
 def _to_grayscale(image: Image.Image) -> np.ndarray:
     """Flatten transparency and colour into a float32 luminance array in [0, 1]."""
     image = ImageOps.exif_transpose(image)
@@ -79,17 +103,32 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
-def to_mnist(gray: np.ndarray) -> np.ndarray | None:
-    """Turn a grayscale float array into a 28x28 MNIST-style array; None if it holds no ink."""
+def extract_ink(gray: np.ndarray) -> np.ndarray:
+    """Grayscale -> ink map of the same shape: light ink on black, float32 in [0, 1], peak 1.
+
+    The background level (median of the border) is subtracted; a light page is inverted first.
+    All zeros when nothing stands out from the background.
+    """
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
     if background > 0.5:  # dark ink on a light page: MNIST is light on dark
         gray, background = 1.0 - gray, 1.0 - background
-    ink = np.clip(gray - background, 0.0, None)
+    ink = np.clip(gray - background, 0.0, None).astype(np.float32)
     peak = float(ink.max())
     if peak < 0.05:
+        return np.zeros_like(ink)
+    return ink / peak
+
+
+def fit_digit(ink: np.ndarray) -> np.ndarray | None:
+    """An ink crop (light on black) -> 28x28 MNIST-style: cropped to the ink, fitted into 20x20, centred by mass.
+
+    None if the crop holds no ink.
+    """
+    peak = float(ink.max()) if ink.size else 0.0
+    if peak <= 0.0:
         return None
-    ink /= peak
+    ink = ink / peak
     rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
     cols = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -114,28 +153,17 @@ def to_mnist(gray: np.ndarray) -> np.ndarray | None:
     return out
 
 
+def to_mnist(gray: np.ndarray) -> np.ndarray | None:
+    """Turn a grayscale float array into a 28x28 MNIST-style array; None if it holds no ink."""
+    return fit_digit(extract_ink(gray))
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one image file and return it as a 28x28 float32 MNIST-style array in [0, 1].
 
     Raises `ImageError` naming the file if it cannot be read, is not an image, or holds no digit.
     """
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(path, f"image too large ({image.width}x{image.height})")
-            image.load()
-            gray = _to_grayscale(image)
-    except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageError(path, "a folder with no image files in it") from None
-    except UnidentifiedImageError:
-        raise ImageError(path, "not a readable image") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(path, f"cannot read image ({e})") from None
-    if gray.ndim != 2 or min(gray.shape) < 1:
-        raise ImageError(path, "empty image")
-    digit = to_mnist(gray)
+    digit = to_mnist(open_gray(path))
     if digit is None:
         raise ImageError(path, "blank image: no ink found")
     return digit

@@ -16,6 +16,7 @@ from mnistcli.render.evaluation import (
     fewshot_report,
 )
 from mnistcli.render.images import embeddings, oneshot_results, predictions
+from mnistcli.render.reading import readings
 from mnistcli.render.train import train_json, train_summary
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "oneshot_results",
     "plot_report",
     "predictions",
+    "readings",
     "train_json",
     "train_summary",
 ]

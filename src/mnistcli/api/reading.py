@@ -1,0 +1,117 @@
+"""`mnist read`: every digit in an image, left to right, read as one number.
+
+Each image is turned into an ink map (data/images.py), cut into digit crops (data/segment.py),
+each crop fitted to 28x28 like a single digit for `predict`, and all crops classified in batches.
+Unreadable or blank images become `Failure`s and the rest still go through, in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mnistcli import store
+from mnistcli.api.common import load_checkpoint
+from mnistcli.api.reports import Failure
+from mnistcli.data.images import extract_ink, fit_digit, open_gray
+from mnistcli.data.segment import segment
+from mnistcli.errors import ImageError, UsageError
+from mnistcli.inference import predict_proba
+
+NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
+CHUNK = 256  # images segmented before one classification pass: bounds memory on big folders
+
+
+@dataclass
+class ReadDigit:
+    """One digit of a number: what it is, how sure the model is, and where it is."""
+
+    digit: int
+    confidence: float
+    box: tuple[int, int, int, int]  # x, y, width, height in the image's pixels
+
+
+@dataclass
+class Reading:
+    """The number read in one image."""
+
+    path: str
+    digits: list[ReadDigit]
+
+    @property
+    def text(self) -> str:
+        return "".join(str(d.digit) for d in self.digits)
+
+    @property
+    def confidence(self) -> float:
+        """The least confident digit's confidence: how far the whole number can be trusted."""
+        return min(d.confidence for d in self.digits)
+
+
+@dataclass
+class ReadReport:
+    run: store.Run
+    results: list[Reading | Failure] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [r for r in self.results if isinstance(r, Failure)]
+
+
+def digit_crops(path: str) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    """An image file -> (digit boxes left to right, their 28x28 MNIST-style arrays (n, 28, 28)).
+
+    Raises `ImageError` naming the file if it cannot be read or holds no digit.
+    """
+    boxes, arrays = [], []
+    for crop in segment(extract_ink(open_gray(path))):
+        fitted = fit_digit(crop.ink)
+        if fitted is not None:
+            boxes.append(crop.box)
+            arrays.append(fitted)
+    if not arrays:
+        raise ImageError(path, "blank image: no ink found")
+    return boxes, np.stack(arrays)
+
+
+def read(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> ReadReport:
+    """Read the number in each image with a classifier (default: the latest classify run, else the bundled cnn).
+
+    Raises `UsageError` if no paths are given, `CheckpointError` if the checkpoint cannot be used.
+    """
+    if not paths:
+        raise UsageError(NO_IMAGES)
+    run, model, _ = load_checkpoint(ref, {"classify"}, device, suggest="cnn")
+    report = ReadReport(run)
+    for start in range(0, len(paths), CHUNK):
+        report.results += _read_chunk(model, paths[start : start + CHUNK])
+    return report
+
+
+def _read_chunk(model: torch.nn.Module, paths: Sequence[str]) -> list[Reading | Failure]:
+    found: list[tuple[str, list[tuple[int, int, int, int]] | ImageError]] = []
+    arrays: list[np.ndarray] = []
+    for path in paths:
+        try:
+            boxes, fitted = digit_crops(path)
+        except ImageError as e:
+            found.append((path, e))
+            continue
+        found.append((path, boxes))
+        arrays.append(fitted)
+    probs = predict_proba(model, np.concatenate(arrays)) if arrays else np.zeros((0, 10), dtype=np.float32)
+    rows = iter(probs)
+    results: list[Reading | Failure] = []
+    for path, item in found:
+        if isinstance(item, ImageError):
+            results.append(Failure(path, str(item)))
+            continue
+        digits = []
+        for box in item:
+            p = next(rows)
+            digits.append(ReadDigit(int(p.argmax()), float(p.max()), box))
+        results.append(Reading(path, digits))
+    return results

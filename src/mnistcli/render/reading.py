@@ -1,0 +1,54 @@
+"""`mnist read`'s output: a table of numbers and per-digit confidences for people, TSV or JSON lines for pipes."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from mnistcli.render.console import error, is_terminal, json_line, out, pct
+
+
+def readings(report: Any, as_json: bool) -> None:
+    """Numbers on stdout (JSON lines, a table on a terminal, else TSV: path, text, least confidence); failures on stderr."""
+    for item in report.results:
+        if not hasattr(item, "digits"):
+            error(item.error)
+    ok = [r for r in report.results if hasattr(r, "digits")]
+    if as_json:
+        for r in ok:
+            json_line(
+                {
+                    "path": r.path,
+                    "text": r.text,
+                    "confidence": round(r.confidence, 6),
+                    "digits": [
+                        {"digit": d.digit, "confidence": round(d.confidence, 6), "box": list(d.box)} for d in r.digits
+                    ],
+                    "checkpoint": report.run.name,
+                    "model": report.run.model,
+                }
+            )
+    elif not is_terminal():
+        for r in ok:
+            sys.stdout.write(f"{r.path}\t{r.text}\t{r.confidence:.4f}\n")
+    elif ok:
+        table = Table(title=f"numbers read by {escape(report.run.name)}", title_justify="left")
+        table.add_column("image")
+        table.add_column("number", justify="right", style="bold green")
+        table.add_column("least sure", justify="right")
+        table.add_column("each digit")
+        for r in ok:
+            each = Text()
+            for i, d in enumerate(r.digits):
+                each.append(("  " if i else "") + f"{d.digit} ", style="bold")
+                each.append(pct(d.confidence), style=_style(d.confidence))
+            table.add_row(Text(r.path), r.text, Text(pct(r.confidence), style=_style(r.confidence)), each)
+        out.print(table)
+
+
+def _style(confidence: float) -> str:
+    return "green" if confidence >= 0.9 else "yellow" if confidence >= 0.5 else "red"
