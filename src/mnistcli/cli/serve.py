@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from mnistcli import progress, render
+from mnistcli.cli import complete, helptext
 from mnistcli.cli.common import (
     CheckpointOpt,
     DataDirOpt,
@@ -27,7 +28,13 @@ from mnistcli.errors import UsageError
 @guarded
 def eval_(
     checkpoint_arg: Annotated[
-        Optional[str], typer.Argument(metavar="CHECKPOINT", help="Same as --checkpoint.", show_default=False)
+        Optional[str],
+        typer.Argument(
+            metavar="CHECKPOINT",
+            help="Same as --checkpoint.",
+            show_default=False,
+            autocompletion=complete.checkpoint_refs,
+        ),
     ] = None,
     checkpoint: CheckpointOpt = None,
     data_dir: DataDirOpt = None,
@@ -57,8 +64,7 @@ def eval_(
             help="Draws the few-shot episodes, the --labels-per-class images, or the number paired with each test"
             " image for an adder.",
             show_default="0; an adder's training seed",
-            min=0,
-            max=2**63 - 1,
+            parser=helptext.seed,
         ),
     ] = None,
     map_path: Annotated[
@@ -69,8 +75,9 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint on the 10,000 MNIST test images.
 
-    Classifiers: accuracy, per class, confusion. Self-supervised models: linear evaluation.
-    Embedding models (siamese): N-way K-shot episodes, beside raw pixels on the same episodes.
+    Classifiers: accuracy, per class, confusion.
+    Self-supervised models (simclr): linear evaluation.
+    Embedding models (siamese): N-way K-shot episodes, beside raw pixels.
     Adders: digit and sum accuracy, the sum by number added and by true sum.
     """
     from mnistcli import api
@@ -196,6 +203,8 @@ def oneshot(
             "--checkpoint",
             "-c",
             help="Any checkpoint `mnist embed` can use. Default: your latest siamese run.",
+            metavar="CHECKPOINT",
+            autocompletion=complete.checkpoint_refs,
         ),
     ] = None,
     device: DeviceOpt = Device.auto,
