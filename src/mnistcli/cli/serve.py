@@ -84,7 +84,7 @@ def eval_(
 
     if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
         raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
-    with progress.download_progress() as on_download:
+    with progress.download_progress() as on_download, progress.work_progress() as on_work:
         report = api.evaluate(
             checkpoint_arg or checkpoint,
             data_dir=data_dir,
@@ -96,6 +96,7 @@ def eval_(
             map_path=map_path,
             seed=seed,
             on_download=on_download,
+            on_work=on_work,
         )
     if isinstance(report, api.AdderReport):
         render.adder_json(report) if json_out else render.adder_report(report)

@@ -243,6 +243,7 @@ def train(
             on_epoch=bar.epoch,
             on_download=on_download,
             tensorboard=tensorboard,
+            on_work=bar.work,
         )
     render.train_summary(report)
     if json_out:
