@@ -12,6 +12,7 @@ run as a handful of batched tensor operations. No printing, no file I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ QUERIES = 15  # queries per class in each episode (the usual choice in the few-s
 SHOTS = (1, 5)  # the default settings of `mnist eval`: 10-way 1-shot and 10-way 5-shot
 EPISODE_BLOCK = 100  # episodes computed at once
 DEFAULT_SCALE = 10.0  # confidence scale for checkpoints without a calibrated one (see `calibrate`)
+Tick = Callable[[int], None]  # told how many more episodes are done (progress for the caller to show)
 
 
 @dataclass
@@ -103,7 +105,9 @@ def _draw(
     return chosen, picks
 
 
-def _episode_distances(emb: torch.Tensor, picks: torch.Tensor, shots: int) -> torch.Tensor:
+def _episode_distances(
+    emb: torch.Tensor, picks: torch.Tensor, shots: int, on_episodes: Tick | None = None
+) -> torch.Tensor:
     """Squared distances (E, ways * queries, ways) from each query to each prototype, episode by episode."""
     out = []
     for block in picks.split(EPISODE_BLOCK):  # bounded memory: pixels are 784 floats per image
@@ -111,6 +115,8 @@ def _episode_distances(emb: torch.Tensor, picks: torch.Tensor, shots: int) -> to
         protos = x[:, :, :shots].mean(dim=2)
         q = x[:, :, shots:].flatten(1, 2)
         out.append(torch.cdist(q, protos).pow_(2))
+        if on_episodes is not None:
+            on_episodes(len(block))
     return torch.cat(out)
 
 
@@ -123,12 +129,13 @@ def episode_distances(
     episodes: int,
     queries: int,
     seed: int = 0,
+    on_episodes: Tick | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw the episodes and measure them: (squared distances (E, ways * queries, ways) from each
     query to each prototype, the true prototype of each query (E, ways * queries), the classes
     chosen (E, ways) as indices into `classes`)."""
     chosen, picks = _draw(labels, classes, ways, shots + queries, episodes, seed)
-    d = _episode_distances(F.normalize(embeddings.float().cpu(), dim=1), picks, shots)
+    d = _episode_distances(F.normalize(embeddings.float().cpu(), dim=1), picks, shots, on_episodes)
     truth = torch.arange(ways).repeat_interleave(queries).expand(episodes, -1)
     return d, truth, chosen
 
@@ -142,18 +149,19 @@ def run_episodes(
     episodes: int = EPISODES,
     queries: int | None = None,
     seed: int = 0,
+    on_episodes: Tick | None = None,
 ) -> EpisodeResult:
     """Mean accuracy of `episodes` `ways`-way `shots`-shot episodes over `classes` of (embeddings, labels).
 
     Each episode picks `ways` of `classes`, then `shots` + `queries` distinct images of each
     (`queries` defaults to QUERIES, or fewer if a class has too few images). Raises ValueError
-    if there are too few classes or images.
+    if there are too few classes or images. `on_episodes(n)` hears of each block of episodes done.
     """
     if queries is None:
         queries = min(QUERIES, min((int((labels == c).sum()) for c in classes), default=0) - shots)
     if queries < 1:
         raise ValueError(f"{shots}-shot episodes need more images of every class")
-    d, truth, chosen = episode_distances(embeddings, labels, classes, ways, shots, episodes, queries, seed)
+    d, truth, chosen = episode_distances(embeddings, labels, classes, ways, shots, episodes, queries, seed, on_episodes)
     hit = d.argmin(dim=2) == truth
     acc = hit.float().mean(dim=1)
     ci = 1.96 * float(acc.std()) / math.sqrt(episodes) if episodes > 1 else 0.0

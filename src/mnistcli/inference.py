@@ -86,14 +86,26 @@ def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EV
 
 
 @torch.inference_mode()
-def embed_data(model: nn.Module, data: TensorData, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """`model.features` of every image in `data`, (N, D) on the data's device, in eval mode."""
+def embed_data(
+    model: nn.Module,
+    data: TensorData,
+    batch_size: int = EVAL_BATCH,
+    on_images: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """`model.features` of every image in `data`, (N, D) on the data's device, in eval mode.
+
+    `on_images(n)` hears of each batch of `n` images done (progress for the caller to show).
+    """
     was_training = model.training
     model.eval()
     features: Callable[[torch.Tensor], torch.Tensor] = model.features  # type: ignore[assignment]
-    out = torch.cat([features(x).float() for x, _ in data.batches(batch_size)])
+    out = []
+    for x, _ in data.batches(batch_size):
+        out.append(features(x).float())
+        if on_images is not None:
+            on_images(len(x))
     model.train(was_training)
-    return out
+    return torch.cat(out)
 
 
 @torch.inference_mode()

@@ -21,6 +21,7 @@ from torch import nn
 from mnistcli import optim
 from mnistcli.dataset import TensorData
 from mnistcli.inference import EVAL_BATCH, ClassifierEval, evaluate_classifier
+from mnistcli.work import Counter, WorkFn, phase
 
 SCALE = 10.0
 
@@ -55,10 +56,18 @@ def pixels(x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def extract(
-    features: Callable[[torch.Tensor], torch.Tensor], data: TensorData, batch_size: int = EVAL_BATCH
+    features: Callable[[torch.Tensor], torch.Tensor],
+    data: TensorData,
+    batch_size: int = EVAL_BATCH,
+    on_images: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Features (N, D) of every image in `data`, in order."""
-    return torch.cat([features(x).float() for x, _ in data.batches(batch_size)])
+    """Features (N, D) of every image in `data`, in order; `on_images(n)` hears of each batch done."""
+    out = []
+    for x, _ in data.batches(batch_size):
+        out.append(features(x).float())
+        if on_images is not None:
+            on_images(len(x))
+    return torch.cat(out)
 
 
 def per_class_subset(data: TensorData, k: int, seed: int) -> TensorData:
@@ -73,12 +82,17 @@ def fit_probe(
     lr: float = 1e-2,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    on_work: WorkFn | None = None,
+    what: str = "linear evaluation",
 ) -> Probe:
     """Train a logistic-regression probe on frozen `features` of `train`; returns it in eval mode.
 
-    Small training sets (under 5,000 images) get 300 full-batch steps instead of epochs.
+    Small training sets (under 5,000 images) get 300 full-batch steps instead of epochs. Progress
+    goes to `on_work` as "`what`: encoding images" and "`what`: fitting the probe".
     """
-    x = normalise(extract(features, train))
+    encoding = Counter(on_work, f"{what}: encoding images", len(train))
+    x = normalise(extract(features, train, on_images=encoding.add))
+    encoding.finish()
     y = train.labels
     linear = nn.Linear(x.shape[1], 10).to(x.device)
     nn.init.zeros_(linear.weight)  # the problem is convex: start at zero, so the result depends on `seed` alone
@@ -89,6 +103,7 @@ def fit_probe(
     opt = optim.Adam(linear.parameters(), lr=lr, weight_decay=1e-3 if small else weight_decay)
     schedule = optim.cosine(opt, steps)
     generator = torch.Generator().manual_seed(seed)
+    fitting = Counter(on_work, f"{what}: fitting the probe", steps)
     step = 0
     while step < steps:
         order = torch.randperm(len(x), generator=generator).to(x.device)
@@ -100,8 +115,11 @@ def fit_probe(
             opt.step()
             schedule.step()
             step += 1
+            if step % 50 == 0:
+                fitting.add(50)
             if step >= steps:
                 break
+    fitting.finish()
     return Probe(features, linear).eval()
 
 
@@ -111,9 +129,15 @@ def linear_evaluation(
     test: TensorData,
     labels_per_class: int | None = None,
     seed: int = 0,
+    on_work: WorkFn | None = None,
+    what: str = "linear evaluation",
 ) -> ClassifierEval:
-    """Accuracy, loss and confusion on `test` of a probe trained on `train` (or K labels per class)."""
+    """Accuracy, loss and confusion on `test` of a probe trained on `train` (or K labels per class).
+
+    Progress goes to `on_work`, each piece named after `what`.
+    """
     if labels_per_class is not None:
         train = per_class_subset(train, labels_per_class, seed)
-    probe = fit_probe(features, train, seed=seed)
-    return evaluate_classifier(probe, test)
+    probe = fit_probe(features, train, seed=seed, on_work=on_work, what=what)
+    with phase(on_work, f"{what}: testing"):
+        return evaluate_classifier(probe, test)

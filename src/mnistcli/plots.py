@@ -8,6 +8,7 @@ for; without it the user gets one line saying how to install it.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,57 +108,107 @@ def embedding_map(embeddings: np.ndarray, labels: np.ndarray, seen: list[int], p
     return out
 
 
-def learning_curves(
-    runs: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]], float | None, str]], path: str | Path
-) -> Path:
+@dataclass
+class RunCurves:
+    """What the learning curves of one run are drawn from."""
+
+    name: str
+    steps: list[dict[str, Any]]  # the log's step events
+    epochs: list[dict[str, Any]]  # its epoch events (or meta.json's history)
+    test: float | None = None  # the saved model's test result
+    measure: str = "accuracy"  # what `test` measures
+    stopped_at: float | None = None  # the (fractional) epoch the saved weights come from, where the test star goes
+
+
+def _plain_log_labels(axis: Any) -> None:
+    """Label a log axis with plain numbers (0.3, 2, 6.65) instead of 3x10^-1 and 6.65x10^0, where matplotlib would."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class Plain(LogFormatterSciNotation):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:.3g}" if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain())
+    axis.set_minor_formatter(Plain(labelOnlyBase=False))
+
+
+def learning_curves(runs: list[RunCurves], path: str | Path) -> Path:
     """Training loss at every logged step (log scale) and accuracy per epoch for one or more runs.
 
-    Each run is (name, step events, epoch events, test result or None, what the test result measures).
+    The accuracy panel is left out when no run has finished an epoch (an interrupted run's log).
     """
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
-    for i, (name, steps, epochs, test, measure) in enumerate(runs):
+    with_epochs = any(r.epochs for r in runs)
+    if with_epochs:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
+    else:
+        fig, left = plt.subplots(1, 1, figsize=(6.5, 4.5), dpi=110)
+        right = None
+    for i, run in enumerate(runs):
         colour = PALETTE[i % len(PALETTE)]
-        if steps:  # x in epochs (steps / steps per epoch), so runs with other batch sizes line up
+        if run.steps:  # x in epochs (steps / steps per epoch), so runs with other batch sizes line up
             left.plot(
-                [s["step"] * s.get("epochs", 1) / max(1, s.get("total_steps", s["step"])) for s in steps],
-                [s.get("recent_loss", s.get("loss")) for s in steps],
+                [s["step"] * s.get("epochs", 1) / max(1, s.get("total_steps", s["step"])) for s in run.steps],
+                [s.get("recent_loss", s.get("loss")) for s in run.steps],
                 color=colour,
                 lw=1.2,
-                label=name,
+                marker="." if len(run.steps) < 5 else None,  # a run stopped after a report or two is still seen
+                label=run.name,
             )
-        elif epochs:  # an older run with no step log: one point per epoch
-            left.plot([e["epoch"] for e in epochs], [e["train_loss"] for e in epochs], "o-", color=colour, label=name)
-        xs = [e["epoch"] for e in epochs]
-        if epochs:
-            right.plot(
-                xs,
-                [100 * e["train_accuracy"] for e in epochs],
-                "--",
-                marker=".",
+        elif run.epochs:  # an older run with no step log: one point per epoch
+            left.plot(
+                [e["epoch"] for e in run.epochs],
+                [e["train_loss"] for e in run.epochs],
+                "o-",
                 color=colour,
-                lw=1,
-                label=f"{name} train",
+                label=run.name,
             )
-        val = [(e["epoch"], 100 * e["val_accuracy"]) for e in epochs if e.get("val_accuracy") is not None]
+        if right is None or not run.epochs:
+            continue
+        xs = [float(e["epoch"]) for e in run.epochs]
+        if run.stopped_at is not None and run.stopped_at < xs[-1]:
+            xs[-1] = run.stopped_at  # the last epoch stopped part-way (target reached): its point goes there
+        right.plot(
+            xs,
+            [100 * e["train_accuracy"] for e in run.epochs],
+            "--",
+            marker=".",
+            color=colour,
+            lw=1,
+            label=f"{run.name} train",
+        )
+        val = [
+            (x, 100 * e["val_accuracy"])
+            for x, e in zip(xs, run.epochs, strict=True)
+            if e.get("val_accuracy") is not None
+        ]
         if val:
-            right.plot(*zip(*val, strict=True), "o-", color=colour, lw=1.5, label=f"{name} validation")
-        if test is not None and xs:  # the saved model's test result (the best epoch's, after early stopping)
+            right.plot(*zip(*val, strict=True), "o-", color=colour, lw=1.5, label=f"{run.name} validation")
+        if run.test is not None:  # the saved model's test result, where its weights come from
             right.plot(
-                [xs[-1]], [100 * test], "*", color=colour, ms=12, label=f"{name} test {measure} {100 * test:.2f}%"
+                [run.stopped_at if run.stopped_at is not None else xs[-1]],
+                [100 * run.test],
+                "*",
+                color=colour,
+                ms=12,
+                label=f"{run.name} test {run.measure} {100 * run.test:.2f}%",
             )
     left.set_yscale("log")
+    _plain_log_labels(left.yaxis)
     left.set_xlabel("epoch")
     left.set_ylabel("training loss (mean between reports)")
-    left.set_title("training loss")
+    left.set_title("training loss" if with_epochs else "training loss (no epoch finished: no accuracy yet)")
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
-    right.set_xlabel("epoch")
-    right.xaxis.set_major_locator(MaxNLocator(integer=True))
-    right.set_ylabel("accuracy (%)")
-    right.set_title("accuracy per epoch")
+    if right is not None:
+        right.set_xlabel("epoch")
+        right.xaxis.set_major_locator(MaxNLocator(integer=True))
+        right.set_ylabel("accuracy (%)")
+        right.set_title("accuracy per epoch")
     for ax in (left, right):
+        if ax is None:
+            continue
         ax.grid(alpha=0.25)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -199,7 +250,10 @@ def mistakes_grid(
     plt = _pyplot()
     n = max(1, len(images))
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.2, rows * 1.35 + 0.6), dpi=110, squeeze=False)
+    # Constrained layout sets the title just above the grid (a fixed figure margin left a gap of an inch).
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * 1.2, rows * 1.35 + 0.4), dpi=110, squeeze=False, layout="constrained"
+    )
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):

@@ -1,61 +1,108 @@
-"""Progress on stderr: the training bar with running loss and accuracy, and download bars.
+"""Progress on stderr: the training bar and a line per epoch, bars for other long work, download bars.
 
-Both start on their first update, so a command that fails before training or needs no download
-prints nothing here.
+Core code reports through callbacks (training.StepInfo/EpochInfo, work.WorkFn, the download's
+ProgressFn) and never prints; this module draws them. Each display starts on its first update, so
+a command that fails early or has nothing long to do prints nothing here, and each bar is gone
+when its work is over (the results follow).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from mnistcli.render.console import err, pct
+from mnistcli.work import CHECKING
+
+W = TypeVar("W", bound="WorkProgress")
 
 
-class TrainProgress:
-    """A progress bar on stderr with running loss and accuracy, and a line per epoch.
+class _Remaining(TimeRemainingColumn):
+    """Time left, or nothing when it cannot be known (uncounted work) or the work is over."""
 
-    The bar starts on the first step, so a command that fails before training prints nothing.
+    def render(self, task: Task) -> Text:
+        if task.total is None or task.finished:
+            return Text("")
+        return super().render(task)
+
+
+class WorkProgress:
+    """Bars on stderr for long work reported as `work(what, done, total)` (see mnistcli.work).
+
+    One line per piece of work, removed when it is over; uncounted work (`total` None) pulses.
     """
 
     def __init__(self) -> None:
         self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.2%}"),
+            TextColumn("{task.fields[count]}"),
+            TextColumn("{task.fields[stats]}"),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            _Remaining(),
             console=err,
             transient=True,
         )
-        self.task: Any = None
+        self.started = False
+        self.pieces: dict[str, Any] = {}
 
-    def __enter__(self) -> TrainProgress:
+    def __enter__(self: W) -> W:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.task is not None:
+        if self.started:
             self.progress.stop()
 
-    def step(self, info: Any) -> None:
-        if self.task is None:
+    def start(self) -> None:
+        if not self.started:
             self.progress.start()
-            self.task = self.progress.add_task("train", total=info.total_steps, epoch="", loss=0.0, acc=0.0)
-        self.progress.update(
-            self.task, completed=info.step, epoch=f"{info.epoch}/{info.epochs}", loss=info.loss, acc=info.accuracy
-        )
+            self.started = True
+
+    def work(self, what: str, done: int, total: int | None) -> None:
+        """Show, advance or end (`done == total`) the bar of `what`."""
+        if total is not None and done >= total:
+            if what in self.pieces:
+                self.progress.remove_task(self.pieces.pop(what))
+            return
+        self.start()
+        count = f"{done:,}/{total:,}" if total is not None else ""
+        if what not in self.pieces:
+            self.pieces[what] = self.progress.add_task(f"{what}…", total=total, count=count, stats="")
+        self.progress.update(self.pieces[what], completed=done, total=total, count=count)
+
+
+class TrainProgress(WorkProgress):
+    """The training bar with running loss and accuracy, a line per epoch, and bars for other work.
+
+    Other work during training (a `--target-accuracy` check) gets its own line under the bar;
+    the test after training gets its own bar once training is over.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.task: Any = None
+
+    def step(self, info: Any) -> None:
+        self.start()
+        stats = f"loss {info.loss:.4f}  acc {info.accuracy:.2%}"
+        epoch, count = f"epoch {info.epoch}/{info.epochs}", f"{info.step}/{info.total_steps}"
+        if self.task is None:  # created with the first report's values: no frame shows a made-up 0.0000
+            self.task = self.progress.add_task(
+                epoch, total=info.total_steps, completed=info.step, count=count, stats=stats
+            )
+        self.progress.update(self.task, description=epoch, completed=info.step, count=count, stats=stats)
 
     def epoch(self, info: Any) -> None:
         val = (
@@ -63,8 +110,21 @@ class TrainProgress:
         )
         self.progress.console.print(
             f"epoch {info.epoch:>3}  loss {info.train_loss:.4f}  acc {pct(info.train_accuracy)}{val}"
-            f"  lr {info.lr:.2e}  [dim]{info.seconds:6.1f}s[/dim]"
+            f"  lr {info.lr:.2e}  [dim]{info.seconds:.1f} s elapsed[/dim]"
         )
+
+    def work(self, what: str, done: int, total: int | None) -> None:
+        # Once the test after training starts, the finished training bar makes way for it.
+        if self.task is not None and what != CHECKING and total != done:
+            self.progress.update(self.task, visible=False)
+        super().work(what, done, total)
+
+
+@contextmanager
+def work_progress() -> Iterator[Any]:
+    """Yields a `work(what, done, total)` callback drawing bars on stderr (see mnistcli.work)."""
+    with WorkProgress() as view:
+        yield view.work
 
 
 @contextmanager

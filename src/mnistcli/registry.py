@@ -9,10 +9,13 @@ importing this module stays cheap (no torch).
 
 from __future__ import annotations
 
+import ast
 import difflib
 import fnmatch
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mnistcli.errors import ModelError
@@ -84,3 +87,35 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     except Exception as e:  # a wrong name, type or value of an argument surfaces as many error types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"model {name!r}: bad arguments {kwargs} ({first})") from None
+
+
+@functools.cache
+def declared_models() -> dict[str, dict[str, Any]]:
+    """Every `@register_model` in the model modules, read from their source without importing them (no torch).
+
+    Returns {name: recipe} in `mnist models` order. A recipe spread from a module-level dict
+    (`**RECIPE`, also one imported from an earlier model module) is followed. Shell completion and
+    `--help` use this, as they must stay fast; a test checks it against the registry itself.
+    """
+    folder = Path(__file__).parent / "models"
+    init = ast.parse((folder / "__init__.py").read_text(encoding="utf-8"))
+    modules = [a.name for node in ast.walk(init) if isinstance(node, ast.ImportFrom) for a in node.names]
+    dicts: dict[str, dict[str, Any]] = {}  # module-level `NAME = {...}` seen so far, for `**NAME`
+    found: dict[str, dict[str, Any]] = {}
+    for module in modules:
+        tree = ast.parse((folder / f"{module}.py").read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        dicts[target.id] = ast.literal_eval(node.value)
+            for call in getattr(node, "decorator_list", []):
+                if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "register_model":
+                    recipe: dict[str, Any] = {}
+                    for k in call.keywords:
+                        if k.arg is None and isinstance(k.value, ast.Name):
+                            recipe.update(dicts[k.value.id])
+                        elif k.arg not in ("task", "description"):
+                            recipe[str(k.arg)] = ast.literal_eval(k.value)
+                    found[ast.literal_eval(call.args[0])] = recipe
+    return found

@@ -21,6 +21,7 @@ from mnistcli import optim
 from mnistcli.config import TrainConfig
 from mnistcli.dataset import TensorData
 from mnistcli.tasks.base import Task
+from mnistcli.work import CHECKING, WorkFn, phase
 
 LOG_EVERY = 10  # steps between progress reports (each report syncs the device for .item())
 
@@ -123,6 +124,7 @@ def fit(
     monitor: TensorData | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
     on_epoch: Callable[[EpochInfo], None] | None = None,
+    on_work: WorkFn | None = None,
 ) -> FitResult:
     """Train `model` in place on `train` for `config.epochs` epochs.
 
@@ -130,6 +132,7 @@ def fit(
     many epochs without a better validation accuracy and the best weights are restored. With
     `config.target_accuracy`, accuracy on `monitor` (held-out data) is checked every
     `config.check_every` of an epoch and training stops as soon as it reaches the target.
+    Each check is reported to `on_work` ("checking accuracy"), as it can take seconds.
     Returns the per-epoch history and timing.
     """
     steps_per_epoch = task.num_batches(train, config.batch_size)
@@ -179,7 +182,8 @@ def fit(
                 window_sum.zero_()
                 window_steps = 0
             if watch is not None and step % check_steps == 0:
-                metrics = watch.reached(model)
+                with phase(on_work, CHECKING):
+                    metrics = watch.reached(model)
                 model.train()
                 if metrics is not None:
                     result.target_reached = {

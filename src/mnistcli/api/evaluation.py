@@ -32,6 +32,7 @@ from mnistcli.errors import DataError, UsageError
 from mnistcli.inference import embed_data, evaluate_adder, evaluate_classifier
 from mnistcli.linear_eval import frozen, linear_evaluation
 from mnistcli.tasks.adder import held_out_numbers
+from mnistcli.work import Counter, WorkFn, phase
 
 NN_BLOCK = 1000  # test images per block of the nearest-neighbour search (1000 x 60000 distances)
 
@@ -47,6 +48,7 @@ def evaluate(
     map_path: str | Path | None = None,
     seed: int | None = None,
     on_download: mnist.ProgressFn | None = None,
+    on_work: WorkFn | None = None,
 ) -> EvalReport | FewShotReport | AdderReport:
     """Evaluate a checkpoint on the test images; see the module docstring for the protocols.
 
@@ -55,7 +57,7 @@ def evaluate(
     to the few-shot protocol. `seed` draws the episodes or the `labels_per_class` images (default
     0), or the number paired with each test image for an adder (default: the seed it was trained
     with, so it agrees with training's own test result). Options that do not apply to the
-    checkpoint's protocol are refused, not ignored.
+    checkpoint's protocol are refused, not ignored. Progress of the longer protocols goes to `on_work`.
     """
     run, model, dev = load_checkpoint(ref, EMBEDDING_TASKS, device)
     episode_options = shots is not None or episodes is not None
@@ -67,7 +69,8 @@ def evaluate(
         if seed is None:
             seed = int(run.meta.get("config", {}).get("seed", 0))
         test = trained_digits(run, load_tensors("test", data_folder(data_dir, on_download), dev))
-        return _adder(run, model, dev, test, seed)
+        with phase(on_work, "testing"):
+            return _adder(run, model, dev, test, seed)
     few = fewshot_protocol or run.task == "metric"
     if not few and episode_options:
         raise UsageError("--shots and --episodes belong to the few-shot protocol (embedding checkpoints, or --fewshot)")
@@ -92,11 +95,12 @@ def evaluate(
     test_data = load_tensors("test", folder, dev)
     if few:
         train_data = load_tensors("train", folder, dev)
-        return _fewshot(run, model, dev, test_data, train_data, shots, episodes, map_path, seed)
+        return _fewshot(run, model, dev, test_data, train_data, shots, episodes, map_path, seed, on_work)
     t0 = time.perf_counter()
     if run.task == "classify":
         subset = trained_digits(run, test_data)
-        result = evaluate_classifier(model, subset)
+        with phase(on_work, "testing"):
+            result = evaluate_classifier(model, subset)
         extra: dict[str, Any] = {"classes": seen_classes(run) if len(subset) < len(test_data) else None}
     else:
         train_data = load_tensors("train", folder, dev)
@@ -105,8 +109,10 @@ def evaluate(
             raise UsageError(
                 f"--labels-per-class {labels_per_class}: at most {fewest} (the fewest training images of any digit)"
             )
-        result = linear_evaluation(frozen(model), train_data, test_data, labels_per_class, seed)
-        pixels = linear_evaluation(linear_eval.pixels, train_data, test_data, labels_per_class, seed)
+        result = linear_evaluation(frozen(model), train_data, test_data, labels_per_class, seed, on_work)
+        pixels = linear_evaluation(
+            linear_eval.pixels, train_data, test_data, labels_per_class, seed, on_work, "raw-pixel baseline"
+        )
         extra = {"protocol": "linear", "labels_per_class": labels_per_class, "pixels_accuracy": pixels.accuracy}
     seconds = time.perf_counter() - t0
     return EvalReport(
@@ -128,13 +134,22 @@ def seen_classes(run: store.Run) -> list[int]:
 
 
 def nearest_neighbour_accuracy(
-    test: torch.Tensor, test_labels: torch.Tensor, train: TensorData, ref: torch.Tensor
+    test: torch.Tensor,
+    test_labels: torch.Tensor,
+    train: TensorData,
+    ref: torch.Tensor,
+    on_images: fewshot.Tick | None = None,
 ) -> float:
-    """Fraction of test embeddings whose nearest training embedding (of `ref`, labelled by `train`) has their label."""
+    """Fraction of test embeddings whose nearest training embedding (of `ref`, labelled by `train`) has their label.
+
+    `on_images(n)` hears of each block of `n` test images done.
+    """
     hits = 0
     for start in range(0, len(test), NN_BLOCK):
         nearest = torch.cdist(test[start : start + NN_BLOCK], ref).argmin(dim=1)
         hits += int((train.labels[nearest] == test_labels[start : start + NN_BLOCK]).sum())
+        if on_images is not None:
+            on_images(len(nearest))
     return hits / max(len(test), 1)
 
 
@@ -148,6 +163,7 @@ def _fewshot(
     episodes: int,
     map_path: str | Path | None,
     seed: int,
+    on_work: WorkFn | None = None,
 ) -> FewShotReport:
     try:
         fewshot.check_episodes(test.labels, max(shots))
@@ -156,17 +172,20 @@ def _fewshot(
     t0 = time.perf_counter()
     seen = seen_classes(run)
     unseen = [c for c in range(10) if c not in seen]
-    emb = embed_data(model, test).cpu()
+    with phase(on_work, "embedding the test images"):
+        emb = embed_data(model, test).cpu()
     pixels = test.images.flatten(1).float().cpu()
     labels = test.labels.cpu()
     groups = [("all", list(range(10)))] + ([("unseen", unseen)] if 2 <= len(unseen) < 10 else [])
     queries = fewshot.default_queries(labels, max(shots))  # small test sets (e.g. synthetic) get fewer
     scores: list[FewShotScore] = []
     per_class: list[dict[str, Any]] = []
+    # The model's episodes and the same episodes on raw pixels, for every setting.
+    drawn = Counter(on_work, "few-shot episodes", 2 * episodes * len(groups) * len(set(shots)))
     for name, classes in groups:
         for k in sorted(set(shots)):
-            mine = fewshot.run_episodes(emb, labels, classes, len(classes), k, episodes, queries, seed)
-            base = fewshot.run_episodes(pixels, labels, classes, len(classes), k, episodes, queries, seed)
+            mine = fewshot.run_episodes(emb, labels, classes, len(classes), k, episodes, queries, seed, drawn.add)
+            base = fewshot.run_episodes(pixels, labels, classes, len(classes), k, episodes, queries, seed, drawn.add)
             scores.append(
                 FewShotScore(
                     name, mine.ways, k, episodes, mine.queries, mine.accuracy, mine.ci95, base.accuracy, base.ci95
@@ -174,8 +193,13 @@ def _fewshot(
             )
             if not per_class:
                 per_class = mine.per_class()
-    train_emb = embed_data(model, train)
-    nn_accuracy = nearest_neighbour_accuracy(emb.to(train_emb.device), test.labels, train, train_emb)
+    drawn.finish()
+    embedding = Counter(on_work, "nearest neighbour: embedding the training images", len(train))
+    train_emb = embed_data(model, train, on_images=embedding.add)
+    embedding.finish()
+    searched = Counter(on_work, "nearest neighbour: searching", len(test))
+    nn_accuracy = nearest_neighbour_accuracy(emb.to(train_emb.device), test.labels, train, train_emb, searched.add)
+    searched.finish()
     written = None
     if map_path is not None:
         title = f"{run.name} ({run.model}): test embeddings, PCA" + (

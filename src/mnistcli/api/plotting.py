@@ -25,18 +25,24 @@ class PlotReport:
     notes: list[str] = field(default_factory=list)  # what could not be drawn, and why
 
 
-def _history(folder: Path, name: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], float | None, str]:
-    """(name, step events, epoch events, test result, its measure): the run's log, else the epochs in meta.json."""
+def _history(folder: Path, name: str) -> plots.RunCurves:
+    """A run's curves: its log (else the epochs in meta.json), its test result and where its saved weights come from."""
     try:
         meta = store.read_meta(folder)
     except CheckpointError:
         meta = {}  # an interrupted run: its log only
     metrics = meta.get("metrics", {})
-    test, measure = metrics.get("test_accuracy"), metrics.get("test_measure", "accuracy")
-    if (folder / LOG).exists():
-        steps, epochs = read_log(folder / LOG)
-        return name, steps, epochs, test, measure
-    return name, [], list(meta.get("history", [])), test, measure
+    target = metrics.get("target") or {}
+    if target.get("reached"):
+        stopped_at = float(target["epochs"])  # stopped part-way through an epoch, e.g. 0.62
+    elif metrics.get("stopped_early") and metrics.get("best_epoch"):
+        stopped_at = float(metrics["best_epoch"])  # early stopping kept the best epoch's weights
+    else:
+        stopped_at = None  # the last epoch
+    steps, epochs = read_log(folder / LOG) if (folder / LOG).exists() else ([], list(meta.get("history", [])))
+    return plots.RunCurves(
+        name, steps, epochs, metrics.get("test_accuracy"), metrics.get("test_measure", "accuracy"), stopped_at
+    )
 
 
 def _labels(folders: list[Path]) -> list[str]:
@@ -72,12 +78,12 @@ def plot(
     labels = _labels(folders)
     report = PlotReport()
     histories = [_history(f, label) for f, label in zip(folders, labels, strict=True)]
-    drawable = [h for h in histories if h[1] or h[2]]
+    drawable = [h for h in histories if h.steps or h.epochs]
     for h in histories:
-        if not (h[1] or h[2]):
-            report.notes.append(f"{h[0]}: nothing logged, no learning curves")
+        if not (h.steps or h.epochs):
+            report.notes.append(f"{h.name}: nothing logged, no learning curves")
     if drawable:
-        name = f"{drawable[0][0]}-curves.png" if len(drawable) == 1 else "curves.png"
+        name = f"{drawable[0].name}-curves.png" if len(drawable) == 1 else "curves.png"
         report.files.append(("learning curves", str(plots.learning_curves(drawable, out / name))))
     test = None
     for folder, label in zip(folders, labels, strict=True):

@@ -28,6 +28,7 @@ from mnistcli.registry import create_model, get_entry
 from mnistcli.runlog import LOG, RunLog
 from mnistcli.tasks import get_task
 from mnistcli.training import EpochInfo, StepInfo, fit
+from mnistcli.work import Counter, WorkFn, phase
 
 PREPROCESSING = {
     "input": [1, 28, 28],
@@ -62,11 +63,13 @@ def train(
     on_epoch: Callable[[EpochInfo], None] | None = None,
     on_download: mnist.ProgressFn | None = None,
     tensorboard: bool = False,
+    on_work: WorkFn | None = None,
 ) -> TrainReport:
     """Train `model_name` with its recipe overridden by the non-None `options`; save and return the run.
 
     The run's folder is claimed when training starts and `log.jsonl` is written into it as it
-    goes (with `tensorboard`, event files too); the checkpoint completes it at the end.
+    goes (with `tensorboard`, event files too); the checkpoint completes it at the end. Work that
+    is not a training step (target checks, the test after training) is reported to `on_work`.
     """
     t0 = time.perf_counter()
     if tensorboard:
@@ -121,7 +124,16 @@ def train(
 
         try:
             result = fit(
-                model, task, train_data, config, generator, val=val_data, monitor=monitor, on_step=step, on_epoch=epoch
+                model,
+                task,
+                train_data,
+                config,
+                generator,
+                val=val_data,
+                monitor=monitor,
+                on_step=step,
+                on_epoch=epoch,
+                on_work=on_work,
             )
         except BaseException:
             if not logged:  # failed before logging anything: leave no folder behind to block the name
@@ -143,14 +155,15 @@ def train(
         if entry.task == "contrastive":
             # Self-supervised: the test result is the linear evaluation `mnist eval` gives (all labels
             # of the whole training split, all ten digits), so the two always agree.
-            probe = linear_evaluation(frozen(model), full_train, full_test)
+            probe = linear_evaluation(frozen(model), full_train, full_test, on_work=on_work)
             test_accuracy, test_loss, measure = probe.accuracy, probe.loss, "linear evaluation"
         elif entry.task == "metric":
             # The headline of `mnist eval`: 10-way 1-shot episodes over all ten test digits.
             queries = fewshot.default_queries(full_test.labels, max(fewshot.SHOTS))  # as `mnist eval` draws them
-            score = fewshot.run_episodes(
-                embed_data(model, full_test), full_test.labels, list(range(10)), 10, 1, queries=queries
-            )
+            with phase(on_work, "test: 10-way 1-shot episodes"):
+                score = fewshot.run_episodes(
+                    embed_data(model, full_test), full_test.labels, list(range(10)), 10, 1, queries=queries
+                )
             test_accuracy, test_loss, measure = score.accuracy, None, "10-way 1-shot"
             # The scale that turns distances into confidences for `mnist oneshot`, fitted on labelled
             # training images (held-out ones when there is a validation split). Only with the labels
@@ -158,7 +171,11 @@ def train(
             # new ones (0,1,2 model: 97% mean confidence at 80% accuracy on 10-way test episodes).
             held = val_data if val_data is not None else train_data
             every_digit = len(config.classes or range(10)) == 10
-            scale = fewshot.calibrate(embed_data(model, held), held.labels) if every_digit else None
+            scale = None
+            if every_digit:
+                embedding = Counter(on_work, "calibrating one-shot confidences", len(held))
+                scale = fewshot.calibrate(embed_data(model, held, on_images=embedding.add), held.labels)
+                embedding.finish()
             if scale is not None:
                 extra_meta["oneshot"] = {
                     "scale": scale,
@@ -166,7 +183,8 @@ def train(
                 }
         elif entry.task == "adder":
             # Each test image paired with a fixed number drawn from the seed, as `mnist eval` does.
-            metrics = task.evaluate(model, test_data)
+            with phase(on_work, "testing"):
+                metrics = task.evaluate(model, test_data)
             test_accuracy, test_loss, measure = metrics["accuracy"], metrics["loss"], "sum accuracy"
             extra_test["digit_accuracy"] = metrics["digit_accuracy"]
         elif result.target_reached is not None and val_data is None:
@@ -174,7 +192,8 @@ def train(
             test_accuracy, test_loss = result.target_reached["accuracy"], result.target_reached["loss"]
             measure = "accuracy"
         else:
-            test = evaluate_classifier(model, test_data)
+            with phase(on_work, "testing"):
+                test = evaluate_classifier(model, test_data)
             test_accuracy, test_loss, measure = test.accuracy, test.loss, "accuracy"
 
         meta = {

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from mnistcli import render
+from mnistcli.cli import complete
 from mnistcli.cli.common import JsonOpt, app, checkpoints_app, guarded
 from mnistcli.errors import MnistError
 
@@ -14,7 +15,10 @@ from mnistcli.errors import MnistError
 @app.command()
 @guarded
 def models(
-    pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'mlp*'.")] = "*",
+    pattern: Annotated[
+        str,
+        typer.Argument(help="Shell-style filter, e.g. 'mlp*'.", metavar="PATTERN", autocompletion=complete.model_names),
+    ] = "*",
     json_out: JsonOpt = False,
 ) -> None:
     """List the registered models with their task and size."""
@@ -39,7 +43,11 @@ def checkpoints_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
 @checkpoints_app.command("rm")
 @guarded
-def checkpoints_rm(names: Annotated[list[str], typer.Argument(help="Run names to delete.")]) -> None:
+def checkpoints_rm(
+    names: Annotated[
+        list[str], typer.Argument(help="Run names to delete.", metavar="RUN", autocompletion=complete.run_names)
+    ],
+) -> None:
     """Delete runs from the store."""
     from mnistcli import api
 

@@ -18,13 +18,15 @@ from typing import Annotated, Any, Optional, TypeVar
 import typer
 
 from mnistcli import __version__, render
+from mnistcli.cli import complete
+from mnistcli.cli.helptext import choice
 from mnistcli.errors import MnistError, UsageError
 
 app = typer.Typer(
     name="mnist",
     help="Train, evaluate and serve every classic family of MNIST model.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # mnist --install-completion (bash, zsh, fish, PowerShell)
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -94,9 +96,13 @@ CheckpointOpt = Annotated[
         "--checkpoint",
         "-c",
         help="Run name, model name (its latest run) or checkpoint folder. Default: your latest run, else the bundled cnn.",
+        metavar="CHECKPOINT",
+        autocompletion=complete.checkpoint_refs,
     ),
 ]
-DeviceOpt = Annotated[Device, typer.Option(help="Where to compute.")]
+DeviceOpt = Annotated[
+    Device, typer.Option(help="Where to compute: auto, cpu, cuda or mps.", metavar="DEVICE", parser=choice(Device))
+]
 DataDirOpt = Annotated[
     Optional[str],
     typer.Option(

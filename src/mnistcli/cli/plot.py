@@ -7,13 +7,19 @@ from typing import Annotated
 import typer
 
 from mnistcli import progress, render
+from mnistcli.cli import complete
 from mnistcli.cli.common import DataDirOpt, Device, DeviceOpt, JsonOpt, app, guarded
 
 
 @app.command()
 @guarded
 def plot(
-    runs: Annotated[list[str], typer.Argument(help="Run names or folders (interrupted runs too).", metavar="RUN")],
+    runs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run names or folders (interrupted runs too).", metavar="RUN", autocompletion=complete.run_names
+        ),
+    ],
     output: Annotated[str, typer.Option("--output", "-o", help="Folder for the PNG files.")] = ".",
     data_dir: DataDirOpt = None,
     device: DeviceOpt = Device.auto,

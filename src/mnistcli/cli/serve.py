@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from mnistcli import progress, render
+from mnistcli.cli import complete, helptext
 from mnistcli.cli.common import (
     CheckpointOpt,
     DataDirOpt,
@@ -27,7 +28,13 @@ from mnistcli.errors import UsageError
 @guarded
 def eval_(
     checkpoint_arg: Annotated[
-        Optional[str], typer.Argument(metavar="CHECKPOINT", help="Same as --checkpoint.", show_default=False)
+        Optional[str],
+        typer.Argument(
+            metavar="CHECKPOINT",
+            help="Same as --checkpoint.",
+            show_default=False,
+            autocompletion=complete.checkpoint_refs,
+        ),
     ] = None,
     checkpoint: CheckpointOpt = None,
     data_dir: DataDirOpt = None,
@@ -57,8 +64,7 @@ def eval_(
             help="Draws the few-shot episodes, the --labels-per-class images, or the number paired with each test"
             " image for an adder.",
             show_default="0; an adder's training seed",
-            min=0,
-            max=2**63 - 1,
+            parser=helptext.seed,
         ),
     ] = None,
     map_path: Annotated[
@@ -69,15 +75,16 @@ def eval_(
 ) -> None:
     """Evaluate a checkpoint on the 10,000 MNIST test images.
 
-    Classifiers: accuracy, per class, confusion. Self-supervised models: linear evaluation.
-    Embedding models (siamese): N-way K-shot episodes, beside raw pixels on the same episodes.
+    Classifiers: accuracy, per class, confusion.
+    Self-supervised models (simclr): linear evaluation.
+    Embedding models (siamese): N-way K-shot episodes, beside raw pixels.
     Adders: digit and sum accuracy, the sum by number added and by true sum.
     """
     from mnistcli import api
 
     if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
         raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
-    with progress.download_progress() as on_download:
+    with progress.download_progress() as on_download, progress.work_progress() as on_work:
         report = api.evaluate(
             checkpoint_arg or checkpoint,
             data_dir=data_dir,
@@ -89,6 +96,7 @@ def eval_(
             map_path=map_path,
             seed=seed,
             on_download=on_download,
+            on_work=on_work,
         )
     if isinstance(report, api.AdderReport):
         render.adder_json(report) if json_out else render.adder_report(report)
@@ -196,6 +204,8 @@ def oneshot(
             "--checkpoint",
             "-c",
             help="Any checkpoint `mnist embed` can use. Default: your latest siamese run.",
+            metavar="CHECKPOINT",
+            autocompletion=complete.checkpoint_refs,
         ),
     ] = None,
     device: DeviceOpt = Device.auto,

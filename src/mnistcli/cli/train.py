@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from mnistcli import progress, render
+from mnistcli.cli import complete, helptext
 from mnistcli.cli.common import (
     DataDirOpt,
     Device,
@@ -20,72 +21,103 @@ from mnistcli.cli.common import (
     parse_classes,
     parse_model_args,
 )
+from mnistcli.cli.helptext import DATA, FAMILY, OPTIMISATION, RUN, STOPPING, choice
+from mnistcli.config import TrainConfig
+from mnistcli.registry import declared_models
+
+RECIPE = "recipe"  # shown as [default: (recipe)]: the model's own value (`mnist models --json` lists them)
+
+
+def _check_every_default() -> str:
+    """'0.25; cnn-fast 0.125': the default fraction and the recipes that change it, read without importing torch."""
+    own = {name: r["check_every"] for name, r in declared_models().items() if "check_every" in r}
+    return "; ".join([f"{TrainConfig.check_every:g}", *(f"{name} {value:g}" for name, value in own.items())])
 
 
 @app.command()
 @guarded
 def train(
-    model: Annotated[str, typer.Argument(help="Model to train (see `mnist models`).")] = "cnn",
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="Model to train (see `mnist models`).", metavar="MODEL", autocompletion=complete.model_names
+        ),
+    ] = "cnn",
     epochs: Annotated[
-        Optional[int], typer.Option(help="Passes over the training set.", show_default="model's recipe")
+        Optional[int],
+        typer.Option(help="Passes over the training set.", show_default=RECIPE, rich_help_panel=OPTIMISATION),
     ] = None,
     batch_size: Annotated[
         Optional[int],
         typer.Option(
             help="Images per step (metric models: labelled images per class-balanced batch).",
-            show_default="model's recipe",
+            show_default=RECIPE,
+            rich_help_panel=OPTIMISATION,
         ),
     ] = None,
     lr: Annotated[
-        Optional[float], typer.Option(help="Learning rate (peak rate for onecycle).", show_default="model's recipe")
+        Optional[float],
+        typer.Option(help="Learning rate (peak rate for onecycle).", show_default=RECIPE, rich_help_panel=OPTIMISATION),
     ] = None,
-    optimizer: Annotated[Optional[Optimizer], typer.Option(help="Optimizer.", show_default="model's recipe")] = None,
+    optimizer: Annotated[
+        Optional[Optimizer],
+        typer.Option(
+            help="sgd, nesterov, adam or adamw.",
+            metavar="NAME",
+            parser=choice(Optimizer),
+            show_default=RECIPE,
+            rich_help_panel=OPTIMISATION,
+        ),
+    ] = None,
     momentum: Annotated[
         Optional[float],
         typer.Option(
-            help="Momentum for sgd and nesterov (onecycle cycles it between 0.85 and 0.95).", show_default="0.9"
+            help="Momentum of sgd and nesterov (onecycle cycles it between 0.85 and 0.95).",
+            show_default="0.9",
+            rich_help_panel=OPTIMISATION,
         ),
     ] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay.", show_default="model's recipe")] = None,
+    weight_decay: Annotated[
+        Optional[float],
+        typer.Option(help="Weight decay (decoupled for adamw).", show_default=RECIPE, rich_help_panel=OPTIMISATION),
+    ] = None,
     scheduler: Annotated[
         Optional[Scheduler],
-        typer.Option(help="Learning-rate schedule, stepped per batch.", show_default="model's recipe"),
+        typer.Option(
+            help="Learning-rate schedule, stepped per batch: none, step, cosine or onecycle.",
+            metavar="NAME",
+            parser=choice(Scheduler),
+            show_default=RECIPE,
+            rich_help_panel=OPTIMISATION,
+        ),
     ] = None,
     label_smoothing: Annotated[
-        Optional[float], typer.Option(help="Cross-entropy label smoothing.", show_default="model's recipe")
-    ] = None,
-    temperature: Annotated[
         Optional[float],
-        typer.Option(help="NT-Xent temperature (contrastive and metric models).", show_default="model's recipe"),
-    ] = None,
-    margin: Annotated[
-        Optional[float],
-        typer.Option(
-            help="Triplet-loss margin, on squared distances of unit vectors (metric models).", show_default="0.2"
-        ),
-    ] = None,
-    mining: Annotated[
-        Optional[Mining], typer.Option(help="Triplet mining in each batch (metric models).", show_default="batch-hard")
-    ] = None,
-    ssl_weight: Annotated[
-        Optional[float],
-        typer.Option(
-            help="Metric models: weight of self-supervision (NT-Xent) on unlabelled training images; 0 turns it off.",
-            show_default="model's recipe",
-        ),
+        typer.Option(help="Cross-entropy label smoothing.", show_default=RECIPE, rich_help_panel=OPTIMISATION),
     ] = None,
     augment: Annotated[
         Optional[bool],
         typer.Option(
             "--augment/--no-augment",
             help="Random rotation, scale and shift of each batch.",
-            show_default="model's recipe",
+            show_default=RECIPE,
+            rich_help_panel=OPTIMISATION,
         ),
+    ] = None,
+    classes: Annotated[
+        Optional[str],
+        typer.Option(help="Train only on these digits, e.g. 0,1,2.", show_default="all", rich_help_panel=DATA),
+    ] = None,
+    per_class: Annotated[
+        Optional[int],
+        typer.Option(help="At most this many training images per class.", show_default="all", rich_help_panel=DATA),
     ] = None,
     val_split: Annotated[
         Optional[float],
         typer.Option(
-            help="Fraction of the training set held out for validation.", show_default="0, or 0.1 with --early-stopping"
+            help="Fraction of the training set held out for validation.",
+            show_default="0, or 0.1 with --early-stopping",
+            rich_help_panel=DATA,
         ),
     ] = None,
     early_stopping: Annotated[
@@ -94,44 +126,87 @@ def train(
             metavar="PATIENCE",
             help="Stop after PATIENCE epochs without a better validation accuracy; keeps the best weights.",
             show_default="off",
+            rich_help_panel=STOPPING,
         ),
     ] = None,
     target_accuracy: Annotated[
         Optional[float],
         typer.Option(
-            help="Stop as soon as held-out accuracy (validation split, else test set) reaches this, e.g. 0.99."
+            help="Stop as soon as held-out accuracy (validation split, else test set) reaches this, e.g. 0.99.",
+            rich_help_panel=STOPPING,
         ),
     ] = None,
     check_every: Annotated[
         Optional[float],
-        typer.Option(help="With --target-accuracy: check every this fraction of an epoch.", show_default="0.25"),
+        typer.Option(
+            help="With --target-accuracy: check every this fraction of an epoch.",
+            show_default=_check_every_default(),
+            rich_help_panel=STOPPING,
+        ),
     ] = None,
-    seed: Annotated[
-        int,
-        typer.Option(help="Random seed (initialisation, shuffling, split, augmentation).", min=0, max=2**63 - 1),
-    ] = 0,
-    device: DeviceOpt = Device.auto,
-    classes: Annotated[
-        Optional[str], typer.Option(help="Train only on these digits, e.g. 0,1,2.", show_default="all")
+    temperature: Annotated[
+        Optional[float],
+        typer.Option(help="NT-Xent temperature.", show_default=RECIPE, rich_help_panel=FAMILY),
     ] = None,
-    per_class: Annotated[
-        Optional[int], typer.Option(help="At most this many training images per class.", show_default="all")
+    margin: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Triplet-loss margin, on squared distances of unit vectors.",
+            show_default="0.2",
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
+    mining: Annotated[
+        Optional[Mining],
+        typer.Option(
+            help="Triplet mining in each batch: batch-hard or semi-hard.",
+            metavar="NAME",
+            parser=choice(Mining),
+            show_default="batch-hard",
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
+    ssl_weight: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Metric models: weight of self-supervision (NT-Xent) on unlabelled training images; 0 turns it off.",
+            show_default=RECIPE,
+            rich_help_panel=FAMILY,
+        ),
     ] = None,
     arg: Annotated[
         Optional[list[str]],
-        typer.Option("--arg", metavar="KEY=VALUE", help="Model argument, e.g. --arg width=32 (repeatable)."),
+        typer.Option(
+            "--arg", metavar="KEY=VALUE", help="Model argument, e.g. --arg width=32 (repeatable).", rich_help_panel=RUN
+        ),
     ] = None,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Random seed (initialisation, shuffling, split, augmentation).",
+            parser=helptext.seed,
+            rich_help_panel=RUN,
+        ),
+    ] = 0,
+    device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
-    name: Annotated[Optional[str], typer.Option(help="Name of the run.", show_default="MODEL-DATE-TIME")] = None,
+    name: Annotated[
+        Optional[str], typer.Option(help="Name of the run.", show_default="MODEL-DATE-TIME", rich_help_panel=RUN)
+    ] = None,
     tensorboard: Annotated[
         bool,
         typer.Option(
-            "--tensorboard", help="Also write TensorBoard event files into the run folder (needs tensorboard)."
+            "--tensorboard",
+            help="Also write TensorBoard event files into the run folder (needs tensorboard).",
+            rich_help_panel=RUN,
         ),
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train a model on MNIST and save it as a checkpoint."""
+    """Train a model on MNIST and save it as a checkpoint.
+
+    An option whose default reads (recipe) takes the model's own value; `mnist models --json` lists them.
+    """
     from mnistcli import api
 
     options = dict(
@@ -168,6 +243,7 @@ def train(
             on_epoch=bar.epoch,
             on_download=on_download,
             tensorboard=tensorboard,
+            on_work=bar.work,
         )
     render.train_summary(report)
     if json_out:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import err, json_line, note, out, pct
+from mnistcli.render.console import err, fitting, json_line, note, out, pct
 
 
 def models_table(infos: Sequence[Any], as_json: bool) -> None:
@@ -46,21 +45,32 @@ def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
     if not runs:
         note("no checkpoints yet: train one with `mnist train cnn`")
         return
-    table = Table(title="checkpoints (newest last)", title_justify="left")
-    for col, just in (
-        ("name", "left"),
-        ("model", "left"),
-        ("accuracy", "right"),
-        ("created", "left"),
-        ("size", "right"),
-    ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for r in runs:
-        name = f"{escape(r.name)} [dim](bundled)[/]" if r.bundled else f"[bold]{escape(r.name)}[/]"
-        table.add_row(
-            name, r.model, pct(r.test_accuracy), r.created.replace("T", " ")[:19], f"{r.size_bytes / 1024:,.0f} KiB"
-        )
-    out.print(table)
+
+    def make(dropped: set[str]) -> Table:
+        # The name is what `-c` and `checkpoints rm` take: whole, on one line; size and date give way first.
+        table = Table(title="checkpoints (newest last)", title_justify="left")
+        table.add_column("name", no_wrap="fold" not in dropped, overflow="fold")
+        columns = {
+            "model": lambda r: r.model,
+            "accuracy": lambda r: pct(r.test_accuracy),
+            "created": lambda r: r.created.replace("T", " ")[:16],
+            "size": lambda r: f"{r.size_bytes / 1024:,.0f} KiB",
+        }
+        columns = {k: v for k, v in columns.items() if k not in dropped}
+        for col in columns:
+            table.add_column(
+                col,
+                justify="right" if col in ("accuracy", "size") else "left",
+                min_width=16 if col == "created" else None,
+            )
+        for r in runs:
+            name = Text(r.name, style="" if r.bundled else "bold")
+            if r.bundled:
+                name.append(" (bundled)", style="dim")
+            table.add_row(name, *(cell(r) for cell in columns.values()))
+        return table
+
+    out.print(fitting(make, ["size", "created", "model", "fold"], out))
 
 
 def plot_report(report: Any, as_json: bool) -> None:

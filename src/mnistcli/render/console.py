@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
 from rich.text import Text
 
 out = Console(highlight=False)
@@ -46,6 +48,24 @@ def pct(x: float | None) -> str:
 def sparkbar(values: Sequence[float]) -> str:
     """One block character per value in [0, 1]: a probability bar for every class in one cell."""
     return "".join(BLOCKS[min(len(BLOCKS) - 1, round(v * (len(BLOCKS) - 1)))] for v in values)
+
+
+def fitting(make: Callable[[set[str]], Table], droppable: Sequence[str], console: Console = out) -> Table:
+    """The table `make(dropped)` builds, giving up `droppable` things in order until it fits the console.
+
+    Names and paths a user copies are never cut to fit: they go in `no_wrap` columns, and the
+    decoration (a bar, a date, a size) goes first. By convention the last droppable is "fold":
+    `make` then lets the name column fold onto more lines, whole, rather than cut anything.
+    """
+    unbounded = console.options.update_width(1_000_000)  # measure what the table needs, not what it is given
+    dropped: set[str] = set()
+    table = make(dropped)
+    for column in droppable:
+        if Measurement.get(console, unbounded, table).minimum <= console.width:
+            break
+        dropped.add(column)
+        table = make(dropped)
+    return table
 
 
 def bar(value: float, width: int = 30) -> str:

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import bar, error, is_terminal, json_line, note, out, pct, sparkbar
+from mnistcli.render.console import bar, error, fitting, is_terminal, json_line, note, out, pct, sparkbar
 
 
 def predictions(report: Any, as_json: bool) -> None:
@@ -160,22 +160,25 @@ def oneshot_results(report: Any, as_json: bool) -> None:
 
 def _oneshot_table(report: Any, ok: list[Any]) -> None:
     support = ", ".join(f"{escape(label)} ({n})" for label, n in report.support.items())
-    table = Table(
-        title=f"one-shot with {escape(report.run.name)}; support: {support}",
-        title_justify="left",
-    )
-    table.add_column("image")
-    table.add_column("label", style="bold green")
-    table.add_column("distance", justify="right")
-    table.add_column("confidence", justify="right")
-    table.add_column("")
-    for r in ok:
-        style = "green" if r.confidence >= 0.9 else "yellow" if r.confidence >= 0.5 else "red"
-        table.add_row(
-            Text(r.path),
-            Text(r.label),
-            f"{r.distance:.3f}",
-            Text(pct(r.confidence), style=style),
-            bar(r.confidence, 20),
-        )
-    out.print(table)
+
+    def make(dropped: set[str]) -> Table:
+        # File names stay whole (`no_wrap`); the confidence bar gives way on a narrow terminal.
+        table = Table(title=f"one-shot with {escape(report.run.name)}; support: {support}", title_justify="left")
+        table.add_column("image", no_wrap="fold" not in dropped, overflow="fold")
+        table.add_column("label", style="bold green")
+        table.add_column("distance", justify="right")
+        table.add_column("confidence", justify="right")
+        if "bar" not in dropped:
+            table.add_column("", no_wrap=True)
+        for r in ok:
+            style = "green" if r.confidence >= 0.9 else "yellow" if r.confidence >= 0.5 else "red"
+            cells: list[Text | str] = [
+                Text(r.path),
+                Text(r.label),
+                f"{r.distance:.3f}",
+                Text(pct(r.confidence), style=style),
+            ]
+            table.add_row(*cells, *([bar(r.confidence, 20)] if "bar" not in dropped else []))
+        return table
+
+    out.print(fitting(make, ["bar", "fold"], out))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -16,9 +15,7 @@ def train_summary(report: Any) -> None:
     if not report.history:
         return
     last = report.history[-1]
-    table = Table(
-        title=f"trained {report.run.model} -> {escape(report.run.name)}", show_header=False, title_justify="left"
-    )
+    table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column()
     headline = {
@@ -48,13 +45,12 @@ def train_summary(report: Any) -> None:
     if last.get("val_accuracy") is not None:
         table.add_row(f"final val {val_kind}", pct(last["val_accuracy"]))
     table.add_row("time", f"{report.seconds:.1f} s training, {report.total_seconds:.1f} s in all, on {report.device}")
-    table.add_row("checkpoint", Text(str(report.run.path)))
+    # Paths go below the table, one per line, never cut or folded: the terminal wraps them, a copy stays whole.
+    files = [("checkpoint", str(report.run.path))]
     if report.log_path:
-        table.add_row("log", Text(report.log_path))
+        files.append(("log", report.log_path))
     if report.tensorboard_path:
-        table.add_row(
-            "tensorboard", Text(f"{report.tensorboard_path}  (tensorboard --logdir {report.run.path.parent})")
-        )
+        files.append(("tensorboard", f"{report.tensorboard_path}  (tensorboard --logdir {report.run.path.parent})"))
     finite = [v for v in report.loss_curve if math.isfinite(v) and v > 0]
     if err.is_terminal and len(finite) >= 2 and err.width >= 40:
         err.print(loss_chart(finite, width=min(60, err.width - 12)))
@@ -65,7 +61,10 @@ def train_summary(report: Any) -> None:
                     style="dim",
                 )
             )
+    err.print(Text.assemble("trained ", report.run.model, " -> ", (report.run.name, "bold")), soft_wrap=True)
     err.print(table)
+    for label, path in files:
+        err.print(Text.assemble((f"{label:<11}", "bold"), path), soft_wrap=True)
 
 
 def loss_chart(values: list[float], height: int = 8, width: int = 60) -> Text:
