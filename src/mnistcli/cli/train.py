@@ -88,6 +88,15 @@ def train(
             help="Fraction of the training set held out for validation.", show_default="0, or 0.1 with --early-stopping"
         ),
     ] = None,
+    calibrate: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="Classifiers: fit a temperature to their confidences on held-out training images"
+            " (the validation split, else 5% held out for it).",
+            show_default="calibrate",
+        ),
+    ] = None,
     early_stopping: Annotated[
         Optional[int],
         typer.Option(
@@ -149,6 +158,7 @@ def train(
         ssl_weight=ssl_weight,
         augment=augment,
         val_split=val_split,
+        calibrate=calibrate,
         early_stopping=early_stopping,
         target_accuracy=target_accuracy,
         check_every=check_every,
