@@ -31,6 +31,7 @@ class TrainConfig:
     ssl_weight: float = 0.0  # weight of NT-Xent on unlabelled training images beside the triplet loss (0: off)
     augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device
     val_split: float | None = None  # fraction held out for validation; None: 0.1 with early stopping, else 0
+    calibrate: bool = True  # classifiers: fit a temperature on held-out training images (see calibration.py)
     early_stopping: int = 0  # stop after this many epochs without validation improvement (0: off)
     target_accuracy: float | None = None  # stop as soon as held-out accuracy reaches this (0-1)
     check_every: float = 0.25  # with a target: check it every this fraction of an epoch

@@ -28,6 +28,7 @@ class ClassifierEval:
     confusion: np.ndarray  # (10, 10) int64, confusion[true, predicted]
     predictions: np.ndarray  # (N,) int64
     total: int
+    logits: np.ndarray | None = None  # (N, classes) float32, for calibration (temperature, ECE)
 
     def per_class(self) -> list[dict[str, float | int | None]]:
         """For each digit: correct, total and accuracy (None when there were no test images of it)."""
@@ -51,6 +52,8 @@ class AdderEval:
     by_number: list[tuple[int, int]]  # (correct sums, total) for each number 0-9
     by_sum: list[tuple[int, int]]  # (correct sums, total) for each true sum 0-18
     total: int
+    digit_logits: np.ndarray | None = None  # (N, 10) float32, for calibration
+    sum_logits: np.ndarray | None = None  # (N, 19) float32
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -64,13 +67,14 @@ def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EV
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=data.labels.device)
-    preds = []
+    outputs = []
     for x, y in data.batches(batch_size):
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        preds.append(logits.argmax(dim=1))
+        outputs.append(logits.float())
     model.train(was_training)
-    predictions = torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long, device=data.labels.device)
+    all_logits = torch.cat(outputs) if outputs else torch.zeros(0, 10, device=data.labels.device)
+    predictions = all_logits.argmax(dim=1)
     n_classes = 10
     confusion = torch.bincount(data.labels * n_classes + predictions, minlength=n_classes * n_classes)
     confusion_np = confusion.reshape(n_classes, n_classes).cpu().numpy()
@@ -82,6 +86,7 @@ def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EV
         confusion=confusion_np,
         predictions=predictions.cpu().numpy(),
         total=total,
+        logits=all_logits.cpu().numpy(),
     )
 
 
@@ -117,7 +122,7 @@ def evaluate_adder(
     model.eval()
     numbers = numbers.to(data.labels.device)
     loss_sum = torch.zeros((), device=data.labels.device)
-    digit_hits, sum_hits = [], []
+    digit_hits, sum_hits, digit_out, sum_out = [], [], [], []
     for start, (x, y) in zip(range(0, len(data), batch_size), data.batches(batch_size), strict=True):
         n = numbers[start : start + len(y)]
         digit_logits, sum_logits = model(x, n)
@@ -126,10 +131,13 @@ def evaluate_adder(
         )
         digit_hits.append(digit_logits.argmax(dim=1) == y)
         sum_hits.append(sum_logits.argmax(dim=1) == y + n)
+        digit_out.append(digit_logits.float())
+        sum_out.append(sum_logits.float())
     model.train(was_training)
     total = len(data)
     if not total:
-        return AdderEval(0.0, 0.0, 0.0, [(0, 0)] * 10, [(0, 0)] * 19, 0)
+        empty = np.zeros((0, 10), np.float32), np.zeros((0, 19), np.float32)
+        return AdderEval(0.0, 0.0, 0.0, [(0, 0)] * 10, [(0, 0)] * 19, 0, *empty)
     digit_ok, sum_ok = torch.cat(digit_hits), torch.cat(sum_hits)
     sums = data.labels + numbers
 
@@ -145,17 +153,30 @@ def evaluate_adder(
         breakdown(numbers, 10),
         breakdown(sums, 19),
         total,
+        torch.cat(digit_out).cpu().numpy(),
+        torch.cat(sum_out).cpu().numpy(),
     )
 
 
 def predict_adder(
-    model: nn.Module, images: np.ndarray, number: int, batch_size: int = EVAL_BATCH
+    model: nn.Module,
+    images: np.ndarray,
+    number: int,
+    temperature: float = 1.0,
+    sum_temperature: float = 1.0,
+    batch_size: int = EVAL_BATCH,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(digit probabilities (N, 10), sum probabilities (N, 19)) for float images (N, 28, 28) plus `number`; N >= 1."""
+    """(digit probabilities (N, 10), sum probabilities (N, 19)) for float images (N, 28, 28) plus `number`; N >= 1.
+
+    Each head's logits are divided by its temperature (the checkpoint's calibration) before the softmax.
+    """
 
     def both(x: torch.Tensor) -> torch.Tensor:
         digit_logits, sum_logits = model(x, torch.full((len(x),), number, dtype=torch.long, device=x.device))
-        return torch.cat([torch.softmax(digit_logits, dim=1), torch.softmax(sum_logits, dim=1)], dim=1)
+        return torch.cat(
+            [torch.softmax(digit_logits / temperature, dim=1), torch.softmax(sum_logits / sum_temperature, dim=1)],
+            dim=1,
+        )
 
     out = _map_batches(model, both, images, batch_size)
     return out[:, :10], out[:, 10:]
@@ -175,9 +196,14 @@ def _map_batches(
     return torch.cat(out).numpy()
 
 
-def predict_proba(model: nn.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
-    """Class probabilities (N, classes) for float images (N, 28, 28) in [0, 1]; N must be >= 1."""
-    return _map_batches(model, lambda x: torch.softmax(model(x), dim=1), images, batch_size)
+def predict_proba(
+    model: nn.Module, images: np.ndarray, temperature: float = 1.0, batch_size: int = EVAL_BATCH
+) -> np.ndarray:
+    """Class probabilities softmax(logits / temperature) (N, classes) for float images (N, 28, 28) in [0, 1].
+
+    `temperature` is the checkpoint's calibration (`store.Run.temperature`); N must be >= 1.
+    """
+    return _map_batches(model, lambda x: torch.softmax(model(x) / temperature, dim=1), images, batch_size)
 
 
 def embed(model: nn.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:

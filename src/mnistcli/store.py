@@ -63,6 +63,16 @@ class Run:
         return self.meta.get("metrics", {}).get("test_accuracy")
 
     @property
+    def temperature(self) -> float:
+        """T of the calibrated probabilities softmax(logits / T); 1.0 for a run never calibrated (see calibration.py)."""
+        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
+
+    @property
+    def sum_temperature(self) -> float:
+        """An adder's T for its sum head (`temperature` is its digit head's); 1.0 if never calibrated."""
+        return float(((self.meta.get("calibration") or {}).get("sum") or {}).get("temperature", 1.0))
+
+    @property
     def created(self) -> str:
         return str(self.meta.get("created", ""))
 
@@ -84,7 +94,19 @@ def read_meta(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{folder / META}: not a {FORMAT} checkpoint")
     if not isinstance(spec.get("name"), str) or not isinstance(spec.get("args", {}), dict):
         raise CheckpointError(f"{folder / META}: 'model' must hold a name (text) and args (an object)")
+    _check_calibration(meta.get("calibration"), folder / META)
     return meta
+
+
+def _check_calibration(calibration: Any, where: Path) -> None:
+    """Raise `CheckpointError` unless `calibration` is absent, null, or holds positive finite temperatures."""
+    if calibration is None:
+        return  # written before calibration existed, or by a task that has none: T = 1
+    heads = [calibration, calibration.get("sum") or {}] if isinstance(calibration, dict) else [None]
+    for head in heads:
+        t = head.get("temperature", 1.0) if isinstance(head, dict) else None
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise CheckpointError(f"{where}: 'calibration' must hold a positive 'temperature', not {t!r}")
 
 
 def _open(folder: Path, bundled: bool = False) -> Run:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mnistcli import fewshot, linear_eval, plots, store
+from mnistcli import calibration, fewshot, linear_eval, plots, store
 from mnistcli.api.common import (
     EMBEDDING_TASKS,
     data_folder,
@@ -101,7 +101,10 @@ def evaluate(
         subset = trained_digits(run, test_data)
         with phase(on_work, "testing"):
             result = evaluate_classifier(model, subset)
-        extra: dict[str, Any] = {"classes": seen_classes(run) if len(subset) < len(test_data) else None}
+        extra: dict[str, Any] = {
+            "classes": seen_classes(run) if len(subset) < len(test_data) else None,
+            **_calibration_errors(result.logits, subset.labels.cpu(), run.temperature),
+        }
     else:
         train_data = load_tensors("train", folder, dev)
         fewest = int(torch.bincount(train_data.labels, minlength=10).min())
@@ -126,6 +129,15 @@ def evaluate(
         str(dev),
         **extra,
     )
+
+
+def _calibration_errors(logits: Any, labels: torch.Tensor, temperature: float) -> dict[str, float]:
+    """The temperature, and the ECE of the probabilities reported with it (`ece`) and without (`ece_uncalibrated`)."""
+    return {
+        "temperature": temperature,
+        "ece": calibration.ece(calibration.probabilities(logits, temperature), labels),
+        "ece_uncalibrated": calibration.ece(calibration.probabilities(logits), labels),
+    }
 
 
 def seen_classes(run: store.Run) -> list[int]:
@@ -216,7 +228,11 @@ def _rows(key: str, counts: list[tuple[int, int]]) -> list[dict[str, Any]]:
 
 def _adder(run: store.Run, model: torch.nn.Module, dev: torch.device, test: TensorData, seed: int) -> AdderReport:
     t0 = time.perf_counter()
-    result = evaluate_adder(model, test, held_out_numbers(len(test), seed))
+    numbers = held_out_numbers(len(test), seed)
+    result = evaluate_adder(model, test, numbers)
+    digits = test.labels.cpu()
+    sums = _calibration_errors(result.sum_logits, digits + numbers, run.sum_temperature)
+    digit = _calibration_errors(result.digit_logits, digits, run.temperature)
     return AdderReport(
         run,
         result.digit_accuracy,
@@ -228,4 +244,10 @@ def _adder(run: store.Run, model: torch.nn.Module, dev: torch.device, test: Tens
         seed,
         time.perf_counter() - t0,
         str(dev),
+        temperature=run.temperature,
+        sum_temperature=run.sum_temperature,
+        ece=sums["ece"],
+        ece_uncalibrated=sums["ece_uncalibrated"],
+        digit_ece=digit["ece"],
+        digit_ece_uncalibrated=digit["ece_uncalibrated"],
     )

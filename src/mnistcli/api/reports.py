@@ -37,6 +37,7 @@ class TrainReport:
     loss_curve: list[float] = field(default_factory=list)  # mean training loss of each progress report
     log_path: str | None = None  # the run's log.jsonl
     tensorboard_path: str | None = None  # with --tensorboard: the event files' folder
+    calibration: dict[str, Any] | None = None  # classifiers: meta.json's `calibration` (temperature, held-out ECE)
 
 
 @dataclass
@@ -55,6 +56,11 @@ class EvalReport:
     labels_per_class: int | None = None
     pixels_accuracy: float | None = None
     classes: list[int] | None = None  # a classifier trained with --classes: judged on the test images of those
+    # A classifier's calibration: its temperature T (1.0 if never calibrated) and the expected calibration
+    # error of the confidences it reports (softmax(logits / T)) and of the raw softmax, on these test images.
+    temperature: float | None = None
+    ece: float | None = None
+    ece_uncalibrated: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -111,6 +117,13 @@ class AdderReport:
     seconds: float
     device: str
     protocol: str = "adder"
+    # As EvalReport's, for the sum head (`ece`) and the digit head (`digit_ece`), each with its own T.
+    temperature: float = 1.0
+    sum_temperature: float = 1.0
+    ece: float | None = None
+    ece_uncalibrated: float | None = None
+    digit_ece: float | None = None
+    digit_ece_uncalibrated: float | None = None
 
 
 @dataclass

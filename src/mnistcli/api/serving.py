@@ -59,8 +59,8 @@ def predict(
         raise UsageError(f"{run.name} is an adder: give the number to add with --add N (0-9)")
     loaded, stacked = read_images(paths)
     if add is not None:
-        return PredictReport(run, _sums(model, loaded, stacked, add))
-    rows = iter(predict_proba(model, stacked) if len(stacked) else [])
+        return PredictReport(run, _sums(model, loaded, stacked, add, run.temperature, run.sum_temperature))
+    rows = iter(predict_proba(model, stacked, run.temperature) if len(stacked) else [])
     results: list[Prediction | SumPrediction | Failure] = []
     for path, item in loaded:
         if isinstance(item, ImageError):
@@ -72,9 +72,18 @@ def predict(
 
 
 def _sums(
-    model: torch.nn.Module, loaded: list[tuple[str, np.ndarray | ImageError]], stacked: np.ndarray, add: int
+    model: torch.nn.Module,
+    loaded: list[tuple[str, np.ndarray | ImageError]],
+    stacked: np.ndarray,
+    add: int,
+    temperature: float,
+    sum_temperature: float,
 ) -> list[Prediction | SumPrediction | Failure]:
-    digit_p, sum_p = predict_adder(model, stacked, add) if len(stacked) else (np.zeros((0, 10)), np.zeros((0, 19)))
+    digit_p, sum_p = (
+        predict_adder(model, stacked, add, temperature, sum_temperature)
+        if len(stacked)
+        else (np.zeros((0, 10)), np.zeros((0, 19)))
+    )
     rows = iter(zip(digit_p, sum_p, strict=True))
     results: list[Prediction | SumPrediction | Failure] = []
     for path, item in loaded:

@@ -15,6 +15,7 @@ import torch
 
 from mnistcli import __version__, fewshot, store
 from mnistcli import tensorboard as tb_events
+from mnistcli.api import calibrating
 from mnistcli.api.common import data_folder, load_tensors, params
 from mnistcli.api.reports import TrainReport
 from mnistcli.config import TrainConfig
@@ -87,6 +88,8 @@ def train(
     train_data = full_train.select(config.classes, config.per_class, generator)
     test_data = full_test.select(config.classes, None, generator)
     train_data, val_data = train_data.split(config.val_split or 0.0, generator)
+    # A classifier's temperature is fitted on held-out training images: the validation split, else its own.
+    train_data, held, held_from = calibrating.hold_out(entry.task, config, train_data, val_data, generator)
     if len(train_data) < 2:
         raise UsageError("fewer than 2 training images left after --classes/--per-class/--val-split")
     if entry.task == "metric":
@@ -196,6 +199,9 @@ def train(
                 test = evaluate_classifier(model, test_data)
             test_accuracy, test_loss, measure = test.accuracy, test.loss, "accuracy"
 
+        calibration = calibrating.fit(model, entry.task, config, held, held_from)
+        if calibration is not None:
+            extra_meta["calibration"] = calibration
         meta = {
             "model": {"name": model_name, "args": model_args or {}, "task": entry.task, "params": params(model)},
             "preprocessing": PREPROCESSING,
@@ -204,6 +210,7 @@ def train(
                 "folder": str(folder),
                 "train_images": len(train_data),
                 "val_images": len(val_data or []),
+                "calibration_images": len(held) if held_from == "calibration" and held is not None else 0,
                 "test_images": len(test_data),
                 "unlabelled_images": len(unlabelled) if unlabelled is not None else 0,
                 "classes": list(config.classes or range(10)),
@@ -250,4 +257,5 @@ def train(
             [info.recent_loss for info in logged],
             str(run_dir / LOG),
             str(run_dir / tb_events.FOLDER) if tensorboard else None,
+            calibration,
         )

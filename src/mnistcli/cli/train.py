@@ -120,6 +120,15 @@ def train(
             rich_help_panel=DATA,
         ),
     ] = None,
+    calibrate: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="Classifiers: fit a temperature to their confidences on held-out training images"
+            " (the validation split, else 5% held out for it).",
+            show_default="calibrate",
+        ),
+    ] = None,
     early_stopping: Annotated[
         Optional[int],
         typer.Option(
@@ -224,6 +233,7 @@ def train(
         ssl_weight=ssl_weight,
         augment=augment,
         val_split=val_split,
+        calibrate=calibrate,
         early_stopping=early_stopping,
         target_accuracy=target_accuracy,
         check_every=check_every,

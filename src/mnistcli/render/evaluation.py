@@ -27,7 +27,23 @@ def eval_json(report: Any) -> None:
             "labels_per_class": report.labels_per_class,
             "pixels_accuracy": report.pixels_accuracy,
             "classes": report.classes,
+            "temperature": report.temperature,
+            "ece": report.ece,
+            "ece_uncalibrated": report.ece_uncalibrated,
         }
+    )
+
+
+def calibration_line(temperature: float | None, ece: float | None, raw: float | None, what: str = "") -> str:
+    """'confidences: ECE 0.31% with temperature 0.62 (2.85% uncalibrated)', or why there is no temperature."""
+    if ece is None or raw is None or temperature is None:
+        return ""
+    head = f"{what} confidences" if what else "confidences"
+    if temperature == 1.0:
+        return f"{head}: expected calibration error {pct(ece)} [dim](not calibrated: temperature 1)[/]"
+    return (
+        f"{head}: expected calibration error {pct(ece)} with temperature {temperature:.3f}"
+        f" [dim]({pct(raw)} uncalibrated; 15 bins)[/]"
     )
 
 
@@ -48,6 +64,8 @@ def eval_report(report: Any) -> None:
         )
         if report.classes:
             out.print(f"on the test images of digits {','.join(map(str, report.classes))}, the ones it was trained on")
+        if report.ece is not None:
+            out.print(calibration_line(report.temperature, report.ece, report.ece_uncalibrated))
     per_class = Table(title="per class", title_justify="left")
     for col in ("digit", "correct", "total", "accuracy"):
         per_class.add_column(col, justify="right")
@@ -175,6 +193,12 @@ def adder_json(report: Any) -> None:
             "seed": report.seed,
             "by_number": report.by_number,
             "by_sum": report.by_sum,
+            "temperature": report.sum_temperature,
+            "ece": report.ece,
+            "ece_uncalibrated": report.ece_uncalibrated,
+            "digit_temperature": report.temperature,
+            "digit_ece": report.digit_ece,
+            "digit_ece_uncalibrated": report.digit_ece_uncalibrated,
             "seconds": round(report.seconds, 4),
         }
     )
@@ -190,6 +214,12 @@ def adder_report(report: Any) -> None:
         f"({relation}), loss {report.loss:.4f}; {report.total:,} test images, each paired "
         f"with a number drawn from seed {report.seed}  [dim]{report.seconds:.2f} s on {report.device}[/]"
     )
+    for what, t, ece, raw in (
+        ("digit", report.temperature, report.digit_ece, report.digit_ece_uncalibrated),
+        ("sum", report.sum_temperature, report.ece, report.ece_uncalibrated),
+    ):
+        if ece is not None:
+            out.print(calibration_line(t, ece, raw, what))
     for key, rows, title in (
         ("number", report.by_number, "sum accuracy by number added"),
         ("sum", report.by_sum, "sum accuracy by true sum"),
