@@ -127,6 +127,7 @@ def train(
             help="Classifiers: fit a temperature to their confidences on held-out training images"
             " (the validation split, else 5% held out for it).",
             show_default="calibrate",
+            rich_help_panel=DATA,
         ),
     ] = None,
     early_stopping: Annotated[
