@@ -1,0 +1,127 @@
+"""Real-world pictures -> the digit: photos of paper, canvas drawings, uneven light, specks, ruled lines, page edges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnistcli.data.images import extract_ink, fit_digit, load_image, open_gray
+from mnistcli.errors import ImageError
+from tests.helpers import make_digits
+from tests.realistic import RENDERERS
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of the pixels fit_digit crops to."""
+    rows, cols = np.flatnonzero((ink > 0.2 * ink.max()).any(1)), np.flatnonzero((ink > 0.2 * ink.max()).any(0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+@pytest.mark.parametrize("kind", ["photo", "canvas"])
+def test_rendered_digits_come_back_as_the_clean_digit(tmp_path: Path, kind: str) -> None:
+    digits, _ = make_digits(30, seed=5)
+    rng = np.random.default_rng(0)
+    scores = []
+    for i, digit in enumerate(digits):
+        picture = RENDERERS[kind](digit, rng)
+        x, y, w, h = picture.info["digit_box"]
+        path = tmp_path / f"{i}.png"
+        picture.save(path)
+        # The crop holds the digit, not the page: it lies inside the field the digit was drawn in.
+        top, bottom, left, right = ink_box(extract_ink(open_gray(path)))
+        slack = 0.1 * w
+        assert y - slack <= top and bottom <= y + h + slack and x - slack <= left and right <= x + w + slack
+        assert bottom - top > 0.4 * h  # ...and is not a speck inside it
+        clean = fit_digit(digit.astype(np.float32) / 255)
+        assert clean is not None
+        scores.append(correlation(load_image(path), clean))
+    assert min(scores) > 0.7 and np.mean(scores) > 0.9, scores  # rotation (photos) costs a little
+
+
+def page(h: int = 300, w: int = 300, paper: float = 0.85) -> np.ndarray:
+    return np.full((h, w), paper, dtype=np.float32)
+
+
+def draw_digit(gray: np.ndarray, digit: np.ndarray, top: int, left: int, size: int = 140, pen: float = 0.15) -> None:
+    """Write `digit` (28x28 uint8, light on dark) as dark ink into `gray` at (top, left), `size` pixels across."""
+    big = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    window = gray[top : top + size, left : left + size]
+    window[:] = window - (window - pen) * big
+
+
+@pytest.fixture
+def seven() -> np.ndarray:
+    digits, labels = make_digits(20, seed=7)
+    return digits[list(labels).index(7)]
+
+
+def expected(digit: np.ndarray) -> np.ndarray:
+    out = fit_digit(digit.astype(np.float32) / 255)
+    assert out is not None
+    return out
+
+
+def test_a_page_lit_from_one_side_is_not_ink(seven: np.ndarray) -> None:
+    ramp = np.linspace(0.35, 1.0, 300, dtype=np.float32)[None, :]  # the left edge gets a third of the light
+    assert not extract_ink(page() * ramp).any()
+    gray = page()
+    draw_digit(gray, seven, 80, 120)
+    gray *= ramp
+    top, bottom, left, right = ink_box(extract_ink(gray))
+    assert 75 <= top and bottom <= 225 and 115 <= left and right <= 265
+    assert correlation(fit_digit(extract_ink(gray)), expected(seven)) > 0.9  # type: ignore[arg-type]
+
+
+def test_specks_are_dropped(seven: np.ndarray) -> None:
+    gray = page()
+    draw_digit(gray, seven, 140, 140)
+    rng = np.random.default_rng(1)
+    for y, x in rng.integers(5, 295, size=(12, 2)):
+        if not (130 < y < 290 and 130 < x < 290):
+            gray[y - 2 : y + 2, x - 2 : x + 2] = 0.2
+    top, _bottom, left, _right = ink_box(extract_ink(gray))
+    assert 135 <= top and 135 <= left
+    assert correlation(fit_digit(extract_ink(gray)), expected(seven)) > 0.9  # type: ignore[arg-type]
+
+
+def test_ruled_lines_are_dropped_even_through_the_digit(seven: np.ndarray) -> None:
+    gray = page()
+    draw_digit(gray, seven, 80, 80)
+    for y in (40, 120, 200, 280):  # the one at 120 crosses the digit
+        gray[y : y + 2] = 0.45
+    ink = extract_ink(gray)
+    top, bottom, left, right = ink_box(ink)
+    assert 75 <= top and bottom <= 225 and 75 <= left and right <= 225
+    assert correlation(fit_digit(ink), expected(seven)) > 0.9  # type: ignore[arg-type]
+
+
+def test_a_page_edge_along_the_border_is_dropped(seven: np.ndarray) -> None:
+    gray = page()
+    draw_digit(gray, seven, 80, 60)
+    gray[:, 240:] = 0.1  # the dark table beside the page
+    _top, _bottom, left, right = ink_box(extract_ink(gray))
+    assert 55 <= left and right <= 205
+    assert correlation(fit_digit(extract_ink(gray)), expected(seven)) > 0.9  # type: ignore[arg-type]
+
+
+def test_plain_paper_with_camera_noise_is_blank(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    noisy = np.clip(page() + rng.normal(0, 0.03, (300, 300)), 0, 1)
+    Image.fromarray((noisy * 255).astype(np.uint8)).save(tmp_path / "paper.jpg", quality=70)
+    with pytest.raises(ImageError, match="blank image"):
+        load_image(tmp_path / "paper.jpg")
+
+
+def test_open_gray_reads_files_and_names_the_broken_ones(tmp_path: Path) -> None:
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "red.png")
+    gray = open_gray(tmp_path / "red.png")
+    assert gray.shape == (30, 40) and gray.dtype == np.float32 and abs(float(gray[0, 0]) - 0.299) < 0.01
+    with pytest.raises(ImageError, match=r"missing\.png.*no such file"):
+        open_gray(tmp_path / "missing.png")
