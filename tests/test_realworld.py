@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from mnistcli.cli import app
 from mnistcli.data.images import extract_ink, fit_digit, load_image, open_gray
 from mnistcli.errors import ImageError
-from tests.helpers import make_digits
+from tests.helpers import make_digits, save_png
 from tests.realistic import RENDERERS
 
 
@@ -125,3 +127,31 @@ def test_open_gray_reads_files_and_names_the_broken_ones(tmp_path: Path) -> None
     assert gray.shape == (30, 40) and gray.dtype == np.float32 and abs(float(gray[0, 0]) - 0.299) < 0.01
     with pytest.raises(ImageError, match=r"missing\.png.*no such file"):
         open_gray(tmp_path / "missing.png")
+
+
+def test_predict_show_input_writes_what_the_model_saw(runner: CliRunner, tmp_path: Path) -> None:
+    digits, _ = make_digits(3, seed=9)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    RENDERERS["photo"](digits[0], np.random.default_rng(0)).save(tmp_path / "a" / "seven.jpg")
+    save_png(digits[1], tmp_path / "b" / "seven.png")  # same name, another folder
+    save_png(digits[2], tmp_path / "b" / "mnist.png")
+    (tmp_path / "b" / "broken.png").write_text("not a picture")
+    out = tmp_path / "seen" / "inputs"
+    args = ["predict", str(tmp_path / "a"), str(tmp_path / "b"), "--show-input", str(out), "-c", "cnn-pretrained"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 1  # the broken file; the others still go through
+    assert sorted(p.name for p in out.iterdir()) == ["mnist.png", "seven-2.png", "seven.png"]
+    seen = np.asarray(Image.open(out / "seven.png"))
+    assert seen.shape == (28, 28) and seen.dtype == np.uint8
+    np.testing.assert_array_equal(seen, (load_image(tmp_path / "a" / "seven.jpg") * 255).round())
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "mnist.png")), digits[2])  # exactly as given
+    assert str(out) in result.stderr and "broken.png" in result.stderr
+
+
+def test_show_input_must_be_a_folder(runner: CliRunner, tmp_path: Path) -> None:
+    digits, _ = make_digits(1, seed=9)
+    image = save_png(digits[0], tmp_path / "one.png")
+    result = runner.invoke(app, ["predict", str(image), "--show-input", str(image), "-c", "cnn-pretrained"])
+    assert result.exit_code == 2 and "--show-input" in result.stderr and "not a folder" in result.stderr
+    np.testing.assert_array_equal(np.asarray(Image.open(image)), digits[0])  # untouched

@@ -15,7 +15,7 @@ from mnistcli.render.evaluation import (
     fewshot_json,
     fewshot_report,
 )
-from mnistcli.render.images import embeddings, oneshot_results, predictions
+from mnistcli.render.images import embeddings, oneshot_results, predictions, shown_inputs
 from mnistcli.render.train import train_json, train_summary
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "oneshot_results",
     "plot_report",
     "predictions",
+    "shown_inputs",
     "train_json",
     "train_summary",
 ]
