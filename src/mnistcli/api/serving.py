@@ -25,7 +25,7 @@ from mnistcli.api.reports import (
     PredictReport,
     SumPrediction,
 )
-from mnistcli.atomic import atomic_write
+from mnistcli.atomic import atomic_write, atomic_write_bytes
 from mnistcli.data.images import image_files
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.inference import embed as embed_images
@@ -112,8 +112,9 @@ def write_inputs(loaded: Sequence[tuple[str, np.ndarray | ImageError]], folder: 
             n += 1
             target = folder / f"{stem}-{n}.png"
         taken.add(target.resolve())
-        pixels = Image.fromarray((np.clip(item, 0.0, 1.0) * 255).round().astype(np.uint8))
-        written.append(atomic_write(target, lambda f, pixels=pixels: pixels.save(f, format="PNG")))
+        png = io.BytesIO()
+        Image.fromarray((np.clip(item, 0.0, 1.0) * 255).round().astype(np.uint8)).save(png, format="PNG")
+        written.append(atomic_write_bytes(target, png.getvalue()))
     return written
 
 
