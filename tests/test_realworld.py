@@ -113,6 +113,15 @@ def test_a_page_edge_along_the_border_is_dropped(seven: np.ndarray) -> None:
     assert correlation(fit_digit(extract_ink(gray)), expected(seven)) > 0.9  # type: ignore[arg-type]
 
 
+def test_a_full_size_phone_photo_reads_like_a_small_one(tmp_path: Path, seven: np.ndarray) -> None:
+    picture = RENDERERS["photo"](seven, np.random.default_rng(3))
+    picture.save(tmp_path / "small.png")
+    picture.resize((picture.width * 8, picture.height * 8), Image.Resampling.BICUBIC).save(tmp_path / "big.jpg")
+    ink = extract_ink(open_gray(tmp_path / "big.jpg"))
+    assert ink.shape == (picture.height * 8, picture.width * 8)  # worked on shrunk, returned full size
+    assert correlation(load_image(tmp_path / "big.jpg"), load_image(tmp_path / "small.png")) > 0.95
+
+
 def test_plain_paper_with_camera_noise_is_blank(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     noisy = np.clip(page() + rng.normal(0, 0.03, (300, 300)), 0, 1)

@@ -21,9 +21,10 @@ How the ink is found, and why:
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 GRID = 8  # background blocks per side (a block is larger than a stroke for any digit that fills <~ 1/2 the frame)
+WORK_SIZE = 1024  # pixels: larger pictures are shrunk to this first (a digit needs far fewer)
 MIN_BLOCK = 16  # pixels: smaller pictures get fewer blocks (one, a flat page, below 32 pixels)
 BACKGROUND_PERCENTILE = 25  # low, since ink only adds: a block half covered by strokes still shows its page
 NOISE_SIGMAS = 4.0  # a pixel is ink when it stands this many noise deviations above the page
@@ -153,8 +154,17 @@ def _keep(mask: np.ndarray) -> np.ndarray:
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    image = Image.fromarray(mask.astype(np.uint8) * 255)
-    return np.asarray(image.filter(ImageFilter.MaxFilter(2 * radius + 1))) > 0
+    """`mask` grown by `radius` pixels (a square), as two passes of shifted maxima."""
+    out = mask.copy()
+    for axis in (0, 1):
+        grown = out.copy()
+        for shift in range(1, radius + 1):
+            ahead = np.swapaxes(grown, 0, axis)
+            source = np.swapaxes(out, 0, axis)
+            ahead[shift:] |= source[:-shift]
+            ahead[:-shift] |= source[shift:]
+        out = grown
+    return out
 
 
 def extract_ink(gray: np.ndarray) -> np.ndarray:
@@ -162,8 +172,18 @@ def extract_ink(gray: np.ndarray) -> np.ndarray:
 
     Polarity is decided from the picture; the strokes keep their anti-aliased grey levels, scaled
     so that the body of a stroke is 1. All zeros when nothing stands clearly above the page.
+    Pictures larger than `WORK_SIZE` are worked on shrunk (area-averaged) and the map stretched back.
     """
     x = np.asarray(gray, dtype=np.float32)
+    h, w = x.shape
+    if max(h, w) > WORK_SIZE:
+        scale = WORK_SIZE / max(h, w)
+        small = _resize(x, max(1, round(w * scale)), max(1, round(h * scale)), Image.Resampling.BOX)
+        return np.clip(_resize(_extract(small), w, h, Image.Resampling.BILINEAR), 0.0, 1.0)
+    return _extract(x)
+
+
+def _extract(x: np.ndarray) -> np.ndarray:
     median = float(np.median(x))
     low, high = np.percentile(x, [0.5, 99.5])
     if median - low > high - median:  # dark ink on a light page: MNIST is light on dark
