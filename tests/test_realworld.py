@@ -164,3 +164,31 @@ def test_show_input_must_be_a_folder(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(app, ["predict", str(image), "--show-input", str(image), "-c", "cnn-pretrained"])
     assert result.exit_code == 2 and "--show-input" in result.stderr and "not a folder" in result.stderr
     np.testing.assert_array_equal(np.asarray(Image.open(image)), digits[0])  # untouched
+
+
+def test_robust_augmentation_varies_slant_pen_and_focus_repeatably() -> None:
+    import torch
+
+    from mnistcli.augment import real_world_view
+
+    digits, _ = make_digits(64, seed=4)
+    x = torch.from_numpy(digits.astype(np.float32) / 255).unsqueeze(1)
+    a = real_world_view(x, torch.Generator().manual_seed(0))
+    b = real_world_view(x, torch.Generator().manual_seed(0))
+    c = real_world_view(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    ink = (a > 0.5).flatten(1).sum(1).float() / (x > 0.5).flatten(1).sum(1).float()
+    assert float(ink.min()) < 0.8 and float(ink.max()) > 1.2  # some pens finer, some broader
+
+
+def test_train_robust_augment_is_recorded(runner: CliRunner, synthetic_env: Path) -> None:
+    import json
+
+    args = ["train", "cnn", "--epochs", "1", "--per-class", "10", "--robust-augment", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    from mnistcli import store
+
+    run = store.resolve(json.loads(result.stdout.splitlines()[-1])["run"])
+    assert run.meta["config"]["robust_augment"] is True and run.meta["config"]["augment"] is True

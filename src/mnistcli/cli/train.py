@@ -82,6 +82,14 @@ def train(
             show_default="model's recipe",
         ),
     ] = None,
+    robust_augment: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--robust-augment/--no-robust-augment",
+            help="Classifiers, with --augment: also random slant, pen width and blur, for photos and drawings.",
+            show_default="model's recipe",
+        ),
+    ] = None,
     val_split: Annotated[
         Optional[float],
         typer.Option(
@@ -148,6 +156,7 @@ def train(
         mining=mining.value if mining else None,
         ssl_weight=ssl_weight,
         augment=augment,
+        robust_augment=robust_augment,
         val_split=val_split,
         early_stopping=early_stopping,
         target_accuracy=target_accuracy,
