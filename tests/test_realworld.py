@@ -93,6 +93,19 @@ def test_specks_are_dropped(seven: np.ndarray) -> None:
     assert correlation(fit_digit(extract_ink(gray)), expected(seven)) > 0.9  # type: ignore[arg-type]
 
 
+def test_every_digit_of_a_number_is_ink_but_fit_digit_leaves_out_a_stray_mark(seven: np.ndarray) -> None:
+    gray = page(200, 400)
+    draw_digit(gray, seven, 30, 20)
+    draw_digit(gray, seven, 30, 220)
+    ink = extract_ink(gray)
+    assert ink[:, :200].max() == 1.0 and ink[:, 200:].max() == 1.0  # both digits of "77" kept
+    marked = page()
+    draw_digit(marked, seven, 20, 20)
+    marked[260:268, 240:280] = 0.2  # a pen mark well away from the digit
+    assert extract_ink(marked)[255:275, 235:285].max() > 0.5
+    assert correlation(fit_digit(extract_ink(marked)), expected(seven)) > 0.9  # type: ignore[arg-type]
+
+
 def test_ruled_lines_are_dropped_even_through_the_digit(seven: np.ndarray) -> None:
     gray = page()
     draw_digit(gray, seven, 80, 80)

@@ -14,8 +14,9 @@ How the ink is found, and why:
    does not move it). Only what stands `NOISE_SIGMAS` above that is ink; grey levels are kept
    above the noise floor, so anti-aliased strokes stay anti-aliased (MNIST is not binary).
 4. Clutter: ruled lines (rows or columns of ink spanning most of the picture, thin for their
-   length) and connected pieces that are specks, page edges hugging the border, or far from the
-   digit are dropped, but only while something digit-like remains.
+   length) and connected pieces that are specks or page edges hugging the border are dropped,
+   but only while something digit-like remains. `fit_digit`, which expects one digit, also
+   leaves out small marks far from it; `extract_ink` keeps every digit of a number.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ MIN_CONTRAST = 0.08  # ...and at least this far (on a 0-1 scale) above it, so a 
 CROP_THRESHOLD = 0.2  # fraction of full ink above which a pixel counts when cropping (as before)
 SPECK = 0.05  # a piece smaller than this fraction of the largest is a speck
 SMALLEST = 0.04  # a digit is at least this fraction of the picture across
-NEAR = 0.5  # ...and one smaller than a fifth of it further than this x the digit's size away is clutter
+NEAR = 0.5  # fit_digit: a piece under 1/5 of the digit, further from it than this x its size, is a stray mark
 
 
 def _resize(a: np.ndarray, width: int, height: int, resample: Image.Resampling) -> np.ndarray:
@@ -116,41 +117,53 @@ def _ruled_lines(mask: np.ndarray) -> np.ndarray:
     return lines
 
 
-def _keep(mask: np.ndarray) -> np.ndarray:
-    """The pieces of `mask` that make up the digit: drop specks, page edges along the border and far clutter."""
+def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """(labels, count, area of each piece, its box as rows of top, bottom, left, right) of `mask`'s components."""
     labels, n = components(mask)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    ys, xs = np.nonzero(labels)
+    lab = labels[ys, xs] - 1
+    box = np.stack([np.full(n, mask.shape[0]), np.zeros(n, np.int64), np.full(n, mask.shape[1]), np.zeros(n, np.int64)])
+    np.minimum.at(box[0], lab, ys)
+    np.maximum.at(box[1], lab, ys)
+    np.minimum.at(box[2], lab, xs)
+    np.maximum.at(box[3], lab, xs)
+    return labels, n, areas, box
+
+
+def _keep(mask: np.ndarray) -> np.ndarray:
+    """The pieces of `mask` that are writing: drop specks, page edges along the border and slanted ruled lines."""
+    labels, n, areas, (top, bottom, left, right) = _pieces(mask)
     if n == 0:
         return mask
     h, w = mask.shape
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     border = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
     along = np.bincount(border, minlength=n + 1)[1:] / (2 * (h + w))  # share of the border each piece covers
-    ys, xs = np.nonzero(labels)
-    lab = labels[ys, xs] - 1
-    top, bottom = np.full(n, h), np.zeros(n, dtype=np.int64)
-    left, right = np.full(n, w), np.zeros(n, dtype=np.int64)
-    np.minimum.at(top, lab, ys)
-    np.maximum.at(bottom, lab, ys)
-    np.minimum.at(left, lab, xs)
-    np.maximum.at(right, lab, xs)
     height, width = bottom - top + 1, right - left + 1
     # A page edge (a table, the next page) is solid and runs along the border; a digit only touches
     # it. A slanted ruled line spans the picture and is thin.
     solid = areas > 0.5 * height * width
     line = ((width >= 0.9 * w) & (height <= 0.08 * h)) | ((height >= 0.9 * h) & (width <= 0.08 * w))
-    edge = (solid & (along > 0.15)) | line
-    candidates = np.flatnonzero(~edge) if (~edge).any() else np.arange(n)
-    main = candidates[np.argmax(areas[candidates])]
-    size = max(bottom[main] - top[main], right[main] - left[main]) + 1
-    if size < max(3, SMALLEST * max(h, w)):  # the biggest piece is a speck of noise: no digit here
+    writing = ~((solid & (along > 0.15)) | line)
+    if not writing.any():  # only edges and lines: keep them rather than guess
+        writing[:] = True
+    largest = int(np.argmax(np.where(writing, areas, -1)))
+    if max(height[largest], width[largest]) < max(3, SMALLEST * max(h, w)):  # noise, not a digit
         return np.zeros_like(mask)
-    keep = np.zeros(n, dtype=bool)
-    for i in candidates:
-        gap = max(top[main] - bottom[i], top[i] - bottom[main], left[main] - right[i], left[i] - right[main], 0)
-        small = areas[i] < SPECK * areas[main]
-        far = areas[i] < 0.2 * areas[main] and gap > NEAR * size
-        keep[i] = i == main or not (small or far)
+    keep = writing & (areas >= SPECK * areas[largest])
     return keep[labels - 1] & mask
+
+
+def _one_digit(ink: np.ndarray) -> np.ndarray:
+    """`ink` without the small pieces far from its largest piece (the digit): stray marks beside it."""
+    labels, n, areas, (top, bottom, left, right) = _pieces(ink > 0)
+    if n < 2:
+        return ink
+    main = int(np.argmax(areas))
+    size = max(bottom[main] - top[main], right[main] - left[main]) + 1
+    gap = np.maximum.reduce([top[main] - bottom, top - bottom[main], left[main] - right, left - right[main], 0 * top])
+    far = (areas < 0.2 * areas[main]) & (gap > NEAR * size)
+    return np.where(far[labels - 1] & (labels > 0), 0.0, ink).astype(np.float32)
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -209,10 +222,13 @@ def _extract(x: np.ndarray) -> np.ndarray:
 def fit_digit(ink: np.ndarray) -> np.ndarray | None:
     """An ink map (light on black) -> 28x28 MNIST-style float32: cropped to the ink, fitted into 20x20, centred by mass.
 
-    Returns None if the map holds no ink.
+    The map should hold one digit; small stray marks well away from its largest piece are left
+    out of the crop. Returns None if the map holds no ink.
     """
     ink = np.asarray(ink, dtype=np.float32)
     peak = float(ink.max()) if ink.size else 0.0
+    if peak > 0.0:
+        ink = _one_digit(ink)
     if peak <= 0.0:
         return None
     strong = ink > CROP_THRESHOLD * peak
