@@ -1,12 +1,13 @@
 """Accuracy of `mnist predict` on real MNIST test digits rendered as real-world pictures.
 
-    python benchmarks/realworld.py --data-dir ../shared/data/mnist [-n 1000] [--seed 0] [-c CHECKPOINT]
+    python benchmarks/realworld.py --data-dir ../shared/data/mnist [-n 1000] [--seed 0] [-c CHECKPOINT ...]
                                    [--kinds clean,photo,canvas,thick,thin] [--keep DIR]
 
 Draws N test digits (seeded, the same ones for every kind), renders each with the renderers of
 tests/realistic.py (clean PNG, phone photo of paper, RGBA canvas drawing, thick and thin pens),
 writes them to a folder per kind and runs the real CLI (`mnist predict DIR --json`, a subprocess)
-on each. Prints a markdown table: accuracy per kind, and the change from the clean PNGs.
+on each, for each checkpoint given (-c, repeated; default: the CLI's default). Prints a markdown
+table: accuracy per kind and checkpoint, and the change from the clean PNGs.
 Runs use MNISTCLI_HOME as the CLI does; the default checkpoint is the CLI's default.
 """
 
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("MNIST_DATA_DIR"), required=False)
     parser.add_argument("-n", type=int, default=1000, help="test digits per kind")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-c", "--checkpoint", help="default: the CLI's default model")
+    parser.add_argument("-c", "--checkpoint", action="append", help="repeat to compare; default: the CLI's default")
     parser.add_argument("--kinds", default=",".join(RENDERERS), help="comma-separated, from " + ", ".join(RENDERERS))
     parser.add_argument("--keep", type=Path, help="write the pictures here and keep them (default: a temp folder)")
     args = parser.parse_args()
@@ -65,20 +66,25 @@ def main() -> None:
     pick = np.random.default_rng(args.seed).choice(len(test.labels), size=min(args.n, len(test.labels)), replace=False)
     digits, labels = test.images[pick], test.labels[pick]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    checkpoints: list[str | None] = args.checkpoint or [None]
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
-        print(f"checkpoint: {args.checkpoint or 'the default'}; {len(pick)} test digits (seed {args.seed}) per kind\n")
-        print("| kind | read | accuracy | vs clean |")
-        print("| --- | ---: | ---: | ---: |")
-        clean = None
+        print(f"{len(pick)} test digits (seed {args.seed}) per kind\n")
+        print("| kind | " + " | ".join(c or "default checkpoint" for c in checkpoints) + " |")
+        print("| --- |" + " ---: |" * len(checkpoints))
+        clean: dict[str | None, float] = {}
         for kind in kinds:
             render(kind, digits, args.seed, base / kind)
-            got = predict(base / kind, args.checkpoint)
-            right = sum(got.get(i) == int(label) for i, label in enumerate(labels))
-            accuracy = 100 * right / len(labels)
-            clean = accuracy if kind == "clean" else clean
-            delta = f"{accuracy - clean:+.1f}" if clean is not None and kind != "clean" else ""
-            print(f"| {kind} | {len(got)}/{len(labels)} | {accuracy:.1f}% | {delta} |", flush=True)
+            cells = []
+            for checkpoint in checkpoints:
+                got = predict(base / kind, checkpoint)
+                accuracy = 100 * sum(got.get(i) == int(label) for i, label in enumerate(labels)) / len(labels)
+                unread = f", {len(labels) - len(got)} unread" if len(got) < len(labels) else ""
+                if kind == "clean":
+                    clean[checkpoint] = accuracy
+                delta = f" ({accuracy - clean[checkpoint]:+.1f})" if checkpoint in clean and kind != "clean" else ""
+                cells.append(f"{accuracy:.1f}%{delta}{unread}")
+            print(f"| {kind} | " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
