@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnistcli.data.images import collect_paths, load_image, load_images
+from mnistcli.data.images import collect_paths, fit_digit, load_image, load_images
 from mnistcli.errors import ImageError
 from tests.helpers import make_digits, save_png
 
@@ -19,17 +19,27 @@ def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
     return float((ys * a).sum() / a.sum()), float((xs * a).sum() / a.sum())
 
 
-def test_mnist_style_image_passes_through_nearly_unchanged(tmp_path: Path) -> None:
+def test_mnist_style_image_passes_through_exactly(tmp_path: Path) -> None:
     images, _ = make_digits(20, seed=3)
     for i, img in enumerate(images):
         out = load_image(save_png(img, tmp_path / f"{i}.png"))
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, img.astype(np.float32) / 255)
+
+
+def test_other_pictures_are_fitted_into_20x20_and_centred_by_mass(tmp_path: Path) -> None:
+    images, _ = make_digits(20, seed=3)
+    for i, img in enumerate(images):
+        out = load_image(save_png(255 - img, tmp_path / f"{i}.png"))  # dark on light: not MNIST-style
         assert out.shape == (28, 28) and out.dtype == np.float32
         assert 0.0 <= out.min() and out.max() <= 1.0
-        # the digit fills a 20-pixel box and is centred by mass, as MNIST's were
         rows, cols = np.flatnonzero(out.max(1) > 0.2), np.flatnonzero(out.max(0) > 0.2)
         assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (19, 20, 21)
         cy, cx = centre_of_mass(out)
         assert abs(cy - 14) < 1 and abs(cx - 14) < 1
+        # the same strokes as the original, anti-aliasing kept
+        assert np.corrcoef(out.ravel(), fit_digit(img.astype(np.float32) / 255).ravel())[0, 1] > 0.95
+        assert ((out > 0.05) & (out < 0.95)).sum() > 10
 
 
 def draw_one(size: int, ink: int, paper: int, mode: str = "L") -> Image.Image:

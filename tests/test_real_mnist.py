@@ -40,19 +40,23 @@ def test_bundled_cnn_works_out_of_the_box(runner: CliRunner, real_mnist: Path) -
     assert report["accuracy"] >= 0.994
 
 
-def test_predict_on_exported_test_digits_matches_eval(runner: CliRunner, real_mnist: Path, tmp_path: Path) -> None:
-    """Real test digits saved as PNG go through predict's preprocessing and keep their accuracy."""
+def test_predict_on_the_test_set_as_pngs_gives_exactly_evals_accuracy(
+    runner: CliRunner, real_mnist: Path, tmp_path: Path
+) -> None:
+    """All 10,000 test digits saved as PNG pass through predict's preprocessing untouched."""
     test = mnist.load_split("test", real_mnist)
     folder = tmp_path / "pngs"
     folder.mkdir()
-    n = 500
-    for i in range(n):
-        save_png(test.images[i], folder / f"{i:05d}.png")
-    result = runner.invoke(app, ["predict", str(folder), "--json"])
+    for i, image in enumerate(test.images):
+        save_png(image, folder / f"{i:05d}.png")
+    result = runner.invoke(app, ["predict", str(folder), "--json", "--checkpoint", "cnn-pretrained"])
     assert result.exit_code == 0, result.stderr
-    digits = [json.loads(line)["digit"] for line in result.stdout.splitlines()]
-    assert len(digits) == n
-    assert np.mean(np.array(digits) == test.labels[:n]) >= 0.99
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [int(Path(r["path"]).stem) for r in rows] == list(range(10_000))
+    correct = int((np.array([r["digit"] for r in rows]) == test.labels).sum())
+    evaluated = runner.invoke(app, ["eval", "cnn-pretrained", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert correct == round(json.loads(evaluated.stdout)["accuracy"] * 10_000)
 
 
 def test_train_linear_with_its_defaults_reaches_its_target(runner: CliRunner, real_mnist: Path) -> None:

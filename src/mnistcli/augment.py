@@ -58,3 +58,26 @@ def contrastive_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     use_blur = (draws[:, 2] < 0.5).view(n, 1, 1, 1)
     view = torch.where(use_blur, blurred, view)
     return torch.where(use_noise, view + noise, view).clamp_(0.0, 1.0)
+
+
+def real_world_view(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The classifier's augmentation for real-world input: the usual affine plus slant, pen width and focus.
+
+    Per image: rotation up to 10 degrees, scale 1 +- 0.1, shift up to 2 pixels and shear (slant) up to
+    15 degrees; then the strokes grown by a random fraction of a pixel (a blend towards a 3x3 max
+    filter: a broader pen) or thinned (their soft edge cut away: a finer pen), and for half the images a random share of a 3x3
+    blur (a photo slightly out of focus).
+    """
+    view = random_affine(x, generator, shear=15.0)
+    n = view.shape[0]
+    draws = torch.rand(n, 3, generator=generator).to(x.device)
+    width = (draws[:, 0] * 2 - 1).view(n, 1, 1, 1)  # > 0: thicker, < 0: thinner
+    grown = view + width * (F.max_pool2d(view, 3, stride=1, padding=1) - view)
+    # A finer pen keeps a bright core and loses the soft edge: raise the black point by up to a half.
+    cut = -0.5 * width
+    thinned = ((view - cut) / (1 - cut)).clamp(min=0.0)
+    view = torch.where(width > 0, grown, thinned)
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=x.device)
+    kernel = (kernel[:, None] * kernel[None, :] / 16).view(1, 1, 3, 3)
+    focus = (draws[:, 1] * (draws[:, 2] < 0.5)).view(n, 1, 1, 1)
+    return (view + focus * (F.conv2d(view, kernel, padding=1) - view)).clamp_(0.0, 1.0)

@@ -30,6 +30,7 @@ class TrainConfig:
     mining: str = "batch-hard"  # triplet mining in each P x K batch: batch-hard or semi-hard (metric models)
     ssl_weight: float = 0.0  # weight of NT-Xent on unlabelled training images beside the triplet loss (0: off)
     augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device
+    robust_augment: bool = False  # with augment, classifiers: also slant, pen width and blur (real-world input)
     val_split: float | None = None  # fraction held out for validation; None: 0.1 with early stopping, else 0
     calibrate: bool = True  # classifiers: fit a temperature on held-out training images (see calibration.py)
     early_stopping: int = 0  # stop after this many epochs without validation improvement (0: off)

@@ -158,6 +158,7 @@ class Failure:
 class PredictReport:
     run: store.Run
     results: list[Prediction | SumPrediction | Failure] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)  # --show-input: the 28x28 pictures written, in input order
 
     @property
     def failures(self) -> list[Failure]:

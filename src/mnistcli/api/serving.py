@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mnistcli import fewshot, store
 from mnistcli.api.common import EMBEDDING_TASKS, a_model, load_checkpoint, read_images
@@ -24,7 +25,7 @@ from mnistcli.api.reports import (
     PredictReport,
     SumPrediction,
 )
-from mnistcli.atomic import atomic_write
+from mnistcli.atomic import atomic_write, atomic_write_bytes
 from mnistcli.data.images import image_files
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.inference import embed as embed_images
@@ -40,12 +41,22 @@ def check_add(add: int | None) -> None:
 
 
 def predict(
-    paths: Sequence[str], ref: str | None = None, device: str = "auto", add: int | None = None
+    paths: Sequence[str],
+    ref: str | None = None,
+    device: str = "auto",
+    add: int | None = None,
+    show_input: str | None = None,
 ) -> PredictReport:
-    """Classify each image (an adder: its digit, and its sum with `add`); unreadable images become `Failure`s."""
+    """Classify each image (an adder: its digit, and its sum with `add`); unreadable images become `Failure`s.
+
+    `show_input`: a folder to write, for each readable image, the 28x28 picture the model saw
+    (see `write_inputs`); the report's `shown` lists them.
+    """
     if not paths:
         raise UsageError(NO_IMAGES)
     check_add(add)
+    if show_input is not None:
+        check_folder(show_input, "--show-input")
     if add is None:
         tasks, suggest = {"classify", "adder"} if ref else {"classify"}, "cnn"
     else:
@@ -58,8 +69,9 @@ def predict(
     if run.task == "adder" and add is None:
         raise UsageError(f"{run.name} is an adder: give the number to add with --add N (0-9)")
     loaded, stacked = read_images(paths)
+    shown = [str(p) for p in write_inputs(loaded, show_input)] if show_input is not None else []
     if add is not None:
-        return PredictReport(run, _sums(model, loaded, stacked, add, run.temperature, run.sum_temperature))
+        return PredictReport(run, _sums(model, loaded, stacked, add, run.temperature, run.sum_temperature), shown)
     rows = iter(predict_proba(model, stacked, run.temperature) if len(stacked) else [])
     results: list[Prediction | SumPrediction | Failure] = []
     for path, item in loaded:
@@ -68,7 +80,42 @@ def predict(
         else:
             row = next(rows)
             results.append(Prediction(path, int(row.argmax()), float(row.max()), [round(float(v), 6) for v in row]))
-    return PredictReport(run, results)
+    return PredictReport(run, results, shown)
+
+
+def check_folder(folder: str, option: str) -> None:
+    """Create `folder` if need be; raise `UsageError` if it is a file or cannot be made."""
+    path = Path(folder)
+    if not folder or (path.exists() and not path.is_dir()):
+        raise UsageError(f"{option} {folder}: not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{option} {folder}: cannot create it ({e.strerror or e})") from None
+
+
+def write_inputs(loaded: Sequence[tuple[str, np.ndarray | ImageError]], folder: str | Path) -> list[Path]:
+    """Write each loaded 28x28 picture as an 8-bit PNG into `folder`, atomically; returns the files in order.
+
+    A picture is named after its image (`photos/seven.jpg` -> `seven.png`); when names collide, or
+    would land on one of the input files themselves, `-2`, `-3`, ... is added.
+    """
+    folder = Path(folder)
+    taken = {Path(p).resolve() for p, _ in loaded}
+    written: list[Path] = []
+    for path, item in loaded:
+        if isinstance(item, ImageError):
+            continue
+        stem, n = Path(path).stem or "image", 1
+        target = folder / f"{stem}.png"
+        while target.resolve() in taken:
+            n += 1
+            target = folder / f"{stem}-{n}.png"
+        taken.add(target.resolve())
+        png = io.BytesIO()
+        Image.fromarray((np.clip(item, 0.0, 1.0) * 255).round().astype(np.uint8)).save(png, format="PNG")
+        written.append(atomic_write_bytes(target, png.getvalue()))
+    return written
 
 
 def _sums(

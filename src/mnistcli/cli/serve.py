@@ -127,6 +127,14 @@ def predict(
             "--plot", help="Also draw each image beside its probability bars (first 12) into this PNG.", metavar="PNG"
         ),
     ] = None,
+    show_input: Annotated[
+        Optional[str],
+        typer.Option(
+            "--show-input",
+            help="Write the 28x28 picture the model saw for each image into this folder (seven.jpg -> seven.png).",
+            metavar="DIR",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum)."""
@@ -143,8 +151,10 @@ def predict(
         from mnistcli import plots
 
         plots.check_writable(plot)
-    report = api.predict(paths, checkpoint, device=device.value, add=add)
+    report = api.predict(paths, checkpoint, device=device.value, add=add, show_input=show_input)
     render.predictions(report, json_out)
+    if show_input is not None:
+        render.shown_inputs(report.shown, show_input)
     if plot is not None and len(report.results) > len(report.failures):
         written, drawn, total = api.plot_predictions(report, plot)
         which = f"{drawn} image{'s' if drawn > 1 else ''}" if drawn == total else f"the first {drawn} of {total} images"

@@ -104,6 +104,15 @@ def train(
             rich_help_panel=OPTIMISATION,
         ),
     ] = None,
+    robust_augment: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--robust-augment/--no-robust-augment",
+            help="Classifiers, with --augment: also random slant, pen width and blur, for photos and drawings.",
+            show_default=RECIPE,
+            rich_help_panel=OPTIMISATION,
+        ),
+    ] = None,
     classes: Annotated[
         Optional[str],
         typer.Option(help="Train only on these digits, e.g. 0,1,2.", show_default="all", rich_help_panel=DATA),
@@ -233,6 +242,7 @@ def train(
         mining=mining.value if mining else None,
         ssl_weight=ssl_weight,
         augment=augment,
+        robust_augment=robust_augment,
         val_split=val_split,
         calibrate=calibrate,
         early_stopping=early_stopping,

@@ -2,9 +2,10 @@
 
 MNIST digits are light ink on a black background, anti-aliased into a 20x20 box that keeps the
 aspect ratio, then placed in a 28x28 field so that the centre of mass sits at the centre. Photos,
-scans and canvas drawings are brought to that form here: transparency composited away, grayscale,
-dark-on-light inverted, the background level subtracted, cropped to the ink, fitted into 20x20 and
-centred by mass. An image that is already MNIST-style passes through (nearly) unchanged.
+scans and canvas drawings are brought to that form: `open_gray` reads the file (orientation,
+transparency, bit depth), `extract_ink` (data/ink.py) takes away page, lighting, noise and clutter,
+`fit_digit` crops, fits and centres. An image that is already MNIST-style (28x28, light on dark)
+passes through exactly.
 
 Returns float32 arrays in [0, 1]; no torch here.
 """
@@ -18,10 +19,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnistcli.data.ink import extract_ink, fit_digit
 from mnistcli.errors import ImageError
 
+__all__ = [
+    "collect_paths",
+    "extract_ink",
+    "fit_digit",
+    "image_files",
+    "is_mnist_style",
+    "load_image",
+    "load_images",
+    "open_gray",
+    "to_mnist",
+]
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
-INK_THRESHOLD = 0.2  # fraction of the brightest ink above which a pixel counts when cropping
 MAX_PIXELS = 50_000_000  # refuse decompression bombs politely rather than with PIL's warning
 
 
@@ -56,30 +69,6 @@ def image_files(folder: Path) -> list[Path]:
     )
 
 
-def open_gray(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as a 2-D float32 grayscale array in [0, 1] (transparency and colour flattened).
-
-    Raises `ImageError` naming the file if it cannot be read, is not an image, or is empty.
-    """
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(path, f"image too large ({image.width}x{image.height})")
-            image.load()
-            gray = _to_grayscale(image)
-    except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageError(path, "a folder with no image files in it") from None
-    except UnidentifiedImageError:
-        raise ImageError(path, "not a readable image") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(path, f"cannot read image ({e})") from None
-    if gray.ndim != 2 or min(gray.shape) < 1:
-        raise ImageError(path, "empty image")
-    return gray
-
-
 def _to_grayscale(image: Image.Image) -> np.ndarray:
     """Flatten transparency and colour into a float32 luminance array in [0, 1]."""
     image = ImageOps.exif_transpose(image)
@@ -103,58 +92,47 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
-def extract_ink(gray: np.ndarray) -> np.ndarray:
-    """Grayscale -> ink map of the same shape: light ink on black, float32 in [0, 1], peak 1.
-
-    The background level (median of the border) is subtracted; a light page is inverted first.
-    All zeros when nothing stands out from the background.
-    """
+def is_mnist_style(gray: np.ndarray) -> bool:
+    """True for a 28x28 picture of light ink on a dark field: it is already what a model sees."""
+    if gray.shape != (28, 28):
+        return False
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    background = float(np.median(border))
-    if background > 0.5:  # dark ink on a light page: MNIST is light on dark
-        gray, background = 1.0 - gray, 1.0 - background
-    ink = np.clip(gray - background, 0.0, None).astype(np.float32)
-    peak = float(ink.max())
-    if peak < 0.05:
-        return np.zeros_like(ink)
-    return ink / peak
+    return float(np.median(border)) < 0.5 and float(gray.max()) > float(np.median(border))
 
 
-def fit_digit(ink: np.ndarray) -> np.ndarray | None:
-    """An ink crop (light on black) -> 28x28 MNIST-style: cropped to the ink, fitted into 20x20, centred by mass.
+def open_gray(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as float32 grayscale in [0, 1] (EXIF orientation applied, transparency flattened).
 
-    None if the crop holds no ink.
+    Raises `ImageError` naming the file: no such file, a folder, not an image, too large, unreadable.
     """
-    peak = float(ink.max()) if ink.size else 0.0
-    if peak <= 0.0:
-        return None
-    ink = ink / peak
-    rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
-    cols = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-
-    h, w = crop.shape
-    scale = 20.0 / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    fitted = np.asarray(
-        Image.fromarray(np.ascontiguousarray(crop, dtype=np.float32)).resize(size, Image.Resampling.LANCZOS),
-        dtype=np.float32,
-    )
-    fitted = np.clip(fitted, 0.0, 1.0)
-
-    # Centre by the centre of mass, as MNIST did, clipping the shift so nothing leaves the field.
-    total = float(fitted.sum())
-    ys, xs = np.indices(fitted.shape)
-    cy, cx = (float((ys * fitted).sum() / total), float((xs * fitted).sum() / total)) if total else (h / 2, w / 2)
-    top = int(np.clip(round(14 - cy), 0, 28 - fitted.shape[0]))
-    left = int(np.clip(round(14 - cx), 0, 28 - fitted.shape[1]))
-    out = np.zeros((28, 28), dtype=np.float32)
-    out[top : top + fitted.shape[0], left : left + fitted.shape[1]] = fitted
-    return out
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(path, f"image too large ({image.width}x{image.height})")
+            image.load()
+            gray = _to_grayscale(image)
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except IsADirectoryError:
+        raise ImageError(path, "a folder with no image files in it") from None
+    except UnidentifiedImageError:
+        raise ImageError(path, "not a readable image") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(path, f"cannot read image ({e})") from None
+    if gray.ndim != 2 or min(gray.shape) < 1:
+        raise ImageError(path, "empty image")
+    return gray.astype(np.float32, copy=False)
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray | None:
-    """Turn a grayscale float array into a 28x28 MNIST-style array; None if it holds no ink."""
+    """A grayscale float array -> the 28x28 MNIST-style array a model sees; None if it holds no ink.
+
+    An MNIST-style picture (28x28, light on dark) passes through exactly, so that the test set
+    written as PNG files is read as `mnist eval` reads it; anything else goes through
+    `extract_ink` and `fit_digit`.
+    """
+    if is_mnist_style(gray):
+        return gray.astype(np.float32, copy=True)
     return fit_digit(extract_ink(gray))
 
 

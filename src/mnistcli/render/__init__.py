@@ -15,7 +15,7 @@ from mnistcli.render.evaluation import (
     fewshot_json,
     fewshot_report,
 )
-from mnistcli.render.images import embeddings, oneshot_results, predictions
+from mnistcli.render.images import embeddings, oneshot_results, predictions, shown_inputs
 from mnistcli.render.reading import readings
 from mnistcli.render.train import train_json, train_summary
 
@@ -37,6 +37,7 @@ __all__ = [
     "plot_report",
     "predictions",
     "readings",
+    "shown_inputs",
     "train_json",
     "train_summary",
 ]

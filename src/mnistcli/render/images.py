@@ -58,6 +58,16 @@ def predictions(report: Any, as_json: bool) -> None:
         out.print(table)
 
 
+def shown_inputs(shown: list[str], folder: str) -> None:
+    """Say on stderr where `--show-input` put the pictures the model saw."""
+    if not shown:
+        note(f"--show-input: no readable image, nothing written to {folder}")
+    elif len(shown) == 1:
+        note(f"wrote the 28x28 picture the model saw to {shown[0]}")
+    else:
+        note(f"wrote the 28x28 pictures the model saw ({len(shown)}) to {folder}")
+
+
 def _sums(report: Any, ok: list[Any], as_json: bool) -> None:
     """An adder's answers: JSON lines, TSV when piped, else a table."""
     if as_json:

@@ -21,7 +21,12 @@ def get_task(name: str, config: TrainConfig, generator: torch.Generator, unlabel
     may self-supervise on (its labels are never read).
     """
     if name == "classify":
-        return ClassifyTask(label_smoothing=config.label_smoothing, augment=config.augment, generator=generator)
+        return ClassifyTask(
+            label_smoothing=config.label_smoothing,
+            augment=config.augment,
+            generator=generator,
+            robust=config.robust_augment,
+        )
     if name == "contrastive":
         return ContrastiveTask(
             temperature=config.temperature, seed=config.seed, augment=config.augment, generator=generator

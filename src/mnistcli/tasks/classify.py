@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistcli.augment import random_affine
+from mnistcli.augment import random_affine, real_world_view
 from mnistcli.dataset import TensorData
 from mnistcli.inference import evaluate_classifier
 from mnistcli.tasks.base import ShuffledBatches
@@ -18,15 +18,20 @@ class ClassifyTask(ShuffledBatches):
     name = "classify"
 
     def __init__(
-        self, label_smoothing: float = 0.0, augment: bool = False, generator: torch.Generator | None = None
+        self,
+        label_smoothing: float = 0.0,
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+        robust: bool = False,
     ) -> None:
-        self.label_smoothing, self.augment = label_smoothing, augment
+        # robust: the affine plus slant, pen width and blur (augment.real_world_view)
+        self.label_smoothing, self.augment, self.robust = label_smoothing, augment, robust
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy and the count of correct argmax predictions (after a random affine, if augmenting)."""
         if self.augment:
-            x = random_affine(x, self.generator)
+            x = real_world_view(x, self.generator) if self.robust else random_affine(x, self.generator)
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         return loss, (logits.argmax(dim=1) == y).sum()
