@@ -20,6 +20,7 @@ from mnistcli.cli.common import (
     parse_classes,
     parse_model_args,
 )
+from mnistcli.cli.settings import remember_data_dir
 
 
 @app.command()
@@ -172,3 +173,4 @@ def train(
     render.train_summary(report)
     if json_out:
         render.train_json(report)
+    remember_data_dir(data_dir)
