@@ -107,11 +107,9 @@ def resolve_dir(
     environment's, the remembered one) is missing or lacks files, or the download fails.
     """
     stems = split_stems(splits)
-    sources: list[tuple[str | os.PathLike[str] | None, str]] = [
-        (data_dir, "--data-dir"),
-        (os.environ.get(ENV_DATA_DIR) or None, ENV_DATA_DIR),
-    ]
-    if data_dir is None and not sources[1][0]:
+    env = os.environ.get(ENV_DATA_DIR) or None
+    sources: list[tuple[str | os.PathLike[str] | None, str]] = [(data_dir, "--data-dir"), (env, ENV_DATA_DIR)]
+    if data_dir is None and env is None:  # the settings file is read only when it decides
         sources.append((settings.load()["data_dir"], f"data_dir in {settings.path()}"))
     for folder, origin in sources:
         if folder is None:
