@@ -19,7 +19,7 @@ def settings_(
     pairs: Annotated[
         Optional[list[str]],
         typer.Argument(
-            metavar="[KEY=VALUE]...",
+            metavar="KEY=VALUE",
             help="Settings to change, e.g. data_dir=~/mnist (empty: the default).",
             show_default=False,
         ),
