@@ -1,4 +1,8 @@
-"""Shared fixtures: a private mnistcli home, synthetic MNIST written as IDX files, a CLI runner."""
+"""Shared fixtures: a private mnistcli home, synthetic MNIST written as IDX files, a CLI runner.
+
+Tests marked `slow` (training on the real MNIST files, drawing PNGs, timing-insensitive but long
+subprocess checks) run only with `python -m pytest --slow`; the default run stays under a minute.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,24 @@ from typer.testing import CliRunner
 from tests.helpers import write_mnist
 
 REAL_MNIST = os.environ.get("MNIST_DATA_DIR")  # captured before the autouse fixture clears it
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        help="also run the tests marked slow (those that train on real MNIST need MNIST_DATA_DIR)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --slow, leave out (deselect, not skip: no noise in the summary) the tests marked slow."""
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 @pytest.fixture(autouse=True)

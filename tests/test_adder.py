@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -116,6 +117,7 @@ def test_train_eval_predict(runner: CliRunner, synthetic_env: Path, tmp_path: Pa
     assert embedded.exit_code == 0 and len(json.loads(embedded.stdout)["embedding"]) == 8 * 4 * 9
 
 
+@pytest.mark.slow  # 30 epochs of training
 def test_the_sum_is_learnt_and_eval_matches_training_with_classes(runner: CliRunner, synthetic_env: Path) -> None:
     args = "train adder --classes 0,1,2 --epochs 30 --arg width=8 --batch-size 32 --name cls --json"
     trained = runner.invoke(app, args.split())

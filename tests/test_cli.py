@@ -169,7 +169,7 @@ def test_mislabelled_idx_file_is_refused(runner: CliRunner, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["train", "resnet9000"], 1, "unknown model 'resnet9000'"),
+        (["train", "resnet9000"], 2, "unknown model 'resnet9000'"),
         (["train", "linear", "--classes", "a,b"], 2, "--classes"),
         (["train", "linear", "--val-split", "1.5"], 2, "--val-split"),
         (["eval", "no-such-run"], 1, "no checkpoint 'no-such-run'"),
@@ -244,21 +244,21 @@ def test_target_accuracy_not_reached_is_reported(runner: CliRunner, synthetic_en
 
 
 def test_a_taken_or_invalid_name_fails_before_training(runner: CliRunner, trained: dict) -> None:
-    for name, message in (
-        (trained["run"], "already exists"),
-        ("bad name", "invalid run name"),
-        ("nl\n", "invalid run name"),
+    for name, message, code in (
+        (trained["run"], "already exists", 1),
+        ("bad name", "invalid run name", 2),
+        ("nl\n", "invalid run name", 2),
     ):
         result = runner.invoke(app, ["train", "linear", "--name", name])
-        assert result.exit_code == 1 and message in result.stderr, result.output
+        assert result.exit_code == code and message in result.stderr, result.output
         assert "epoch" not in result.stderr  # refused before any training
 
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["train", "cnn", "--arg", "width=-1"], 1, "model 'cnn': bad arguments"),
-        (["train", "mlp-deep", "--arg", "dropout=2"], 1, "model 'mlp-deep': bad arguments"),
+        (["train", "cnn", "--arg", "width=-1"], 2, "model 'cnn': bad arguments"),
+        (["train", "mlp-deep", "--arg", "dropout=2"], 2, "model 'mlp-deep': bad arguments"),
         (["train", "linear", "--label-smoothing", "2"], 2, "--label-smoothing"),
         (["train", "linear", "--early-stopping", "2", "--val-split", "0"], 2, "--early-stopping needs held-out data"),
         (["checkpoints", "rm", "cnn-pretrained"], 1, "bundled with mnistcli and cannot be removed"),
@@ -306,6 +306,7 @@ def test_empty_inputs(runner: CliRunner, tmp_path: Path) -> None:
     assert folder.exit_code == 1 and "a folder with no image files in it" in folder.stderr
 
 
+@pytest.mark.slow  # a subprocess that imports torch and predicts 300 images
 def test_broken_pipe_is_not_a_failure(tmp_path: Path, pngs: tuple[list[Path], np.ndarray]) -> None:
     folder = pngs[0][0].parent
     for i in range(300):

@@ -113,8 +113,25 @@ def test_download_failure_says_how_to_use_local_files(
     url, _ = server
     monkeypatch.setenv("MNISTCLI_MIRRORS", f"{url}nothing-here/")
     with pytest.raises(
-        DataError, match=r"could not download train-images-idx3-ubyte.gz .*404.*--data-dir DIR or set MNIST_DATA_DIR"
+        DataError,
+        match=r"could not download train-images-idx3-ubyte.gz .*404.*pass --data-dir DIR, set MNIST_DATA_DIR=DIR, "
+        r"or remember the folder with `mnist settings data_dir=DIR`",
     ):
+        mnist.resolve_dir(None)
+
+
+def test_only_the_files_of_the_splits_needed_are_downloaded(
+    tmp_path: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, root = server
+    source = write_mnist(tmp_path / "src", n_train=20, n_test=10)
+    monkeypatch.setattr(mnist, "RESOURCES", synthetic_resources(source))
+    for stem in mnist.SPLITS["test"]:  # a mirror with the test files only
+        shutil.copy(source / f"{stem}.gz", root / f"{stem}.gz")
+    monkeypatch.setenv("MNISTCLI_MIRRORS", url)
+    folder = mnist.resolve_dir(None, splits=("test",))
+    assert sorted(p.name for p in folder.iterdir()) == ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    with pytest.raises(DataError, match=r"could not download train-images-idx3-ubyte\.gz"):
         mnist.resolve_dir(None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -82,5 +83,5 @@ def test_oneshot_keeps_file_names_and_drops_the_bar(
         args = ["oneshot", "--support-dir", str(support), str(query), "-c", "cnn-pretrained"]
         assert runner.invoke(app, args).exit_code == 0
         text = console.export_text()
-        assert str(query) in first_column(text) and "…" not in text and "100.00%" in text
+        assert str(query) in first_column(text) and "…" not in text and re.search(r"\d+\.\d\d%", text)
         assert ("█" in text) == (width == 220)  # the bar is the first thing to go

@@ -85,6 +85,7 @@ def test_one_cycle_cycles_momentum_like_torch() -> None:
         b.step()
 
 
+@pytest.mark.slow  # a subprocess that imports torch and trains four times
 def test_training_never_imports_dynamo() -> None:
     """torch.optim would import torch._dynamo (about 1.5 s) on its first step."""
     code = """

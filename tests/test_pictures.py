@@ -54,21 +54,23 @@ def test_an_interrupted_run_keeps_its_log_and_can_be_plotted(synthetic_env: Path
     assert _png(Path(report.files[0][1]))[0] > 600
 
 
+@pytest.mark.slow  # trains two runs and draws five PNGs
 def test_plot_draws_curves_confusion_and_mistakes(runner: CliRunner, synthetic_env: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         trained = runner.invoke(app, f"train linear --epochs 2 --batch-size 50 --val-split 0.2 --name {name}".split())
         assert trained.exit_code == 0, trained.output
-    one = runner.invoke(app, ["plot", "a", "-o", str(tmp_path)])
+    pics = tmp_path / "pics" / "a"  # the README's `-o pics/`: created when missing
+    one = runner.invoke(app, ["plot", "a", "-o", str(pics)])
     assert one.exit_code == 0, one.output
-    assert {p.name for p in tmp_path.iterdir()} == {"a-curves.png", "a-confusion.png", "a-mistakes.png"}
-    assert f"to {tmp_path / 'a-curves.png'}" in one.stderr  # says where each picture went
+    assert {p.name for p in pics.iterdir()} == {"a-curves.png", "a-confusion.png", "a-mistakes.png"}
+    assert f"to {pics / 'a-curves.png'}" in one.stderr  # says where each picture went
     both = runner.invoke(app, ["plot", "a", "b", "-o", str(tmp_path), "--json"])
     files = {Path(f["path"]).name: f["kind"] for f in json.loads(both.stdout)["files"]}
     assert files["curves.png"] == "learning curves" and "b-confusion.png" in files
     for name in files:
         width, height = _png(tmp_path / name)
         assert width > 300 and height > 300
-    bad = runner.invoke(app, ["plot", "a", "-o", str(tmp_path / "missing")])
+    bad = runner.invoke(app, ["plot", "a", "-o", str(pics / "a-curves.png")])
     assert bad.exit_code == 2 and "not a folder" in bad.stderr
     unknown = runner.invoke(app, ["plot", "nope", "-o", str(tmp_path)])
     assert unknown.exit_code == 1 and "no checkpoint 'nope'" in unknown.stderr
@@ -152,6 +154,7 @@ def test_a_diverged_run_still_logs_json(tmp_path: Path) -> None:
     assert "NaN" not in line and event["loss"] is None and event["recent_loss"] is None
 
 
+@pytest.mark.slow  # trains two runs and draws seven PNGs
 def test_plot_labels_runs_of_one_name_apart_and_says_when_nothing_can_be_drawn(
     runner: CliRunner, synthetic_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -327,7 +327,7 @@ def test_problems_are_found_before_the_work(runner: CliRunner, tmp_path: Path) -
     cases = [
         ("train siamese --classes 0,1,2 --epochs 1 --batch-size 30", "test images of every digit", 1),
         ("train siamese --batch-size 10", "--batch-size must be at least 20", 2),
-        ("eval cnn-pretrained --fewshot --map /nonexistent/m.png", "does not exist", 2),
+        (f"eval cnn-pretrained --fewshot --map {data}/t10k-labels-idx1-ubyte.gz/m.png", "is a file, not a folder", 2),
         (f"eval cnn-pretrained --fewshot --map {tmp_path}", "is a folder", 2),
     ]
     for args, message, code in cases:

@@ -55,6 +55,7 @@ def test_linear_probe_on_pixels_learns_the_synthetic_digits() -> None:
     assert 0.1 < few.accuracy <= 1.0
 
 
+@pytest.mark.slow  # trains simclr, then its linear evaluation
 def test_train_eval_embed_and_refusals(runner: CliRunner, synthetic_env: Path, tmp_path: Path) -> None:
     trained = runner.invoke(
         app, ["train", "simclr", "--epochs", "1", "--arg", "width=8", "--batch-size", "100", "--json"]

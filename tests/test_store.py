@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mnistcli import store
-from mnistcli.errors import CheckpointError
+from mnistcli.errors import CheckpointError, UsageError
 from mnistcli.registry import create_model
 
 
@@ -25,7 +25,7 @@ def test_names_are_unique_and_validated(tmp_path: Path) -> None:
     assert named.name == "mine" and (tmp_path / "mine" / "model.safetensors").is_file()
     with pytest.raises(CheckpointError, match="already exists"):
         store.save(create_model("linear"), {"model": {"name": "linear"}}, name="mine", root=tmp_path)
-    with pytest.raises(CheckpointError, match="invalid run name"):
+    with pytest.raises(UsageError, match="invalid run name"):
         store.save(create_model("linear"), {"model": {"name": "linear"}}, name="../escape", root=tmp_path)
 
 

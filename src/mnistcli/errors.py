@@ -38,9 +38,9 @@ class CheckpointError(MnistError):
     """A checkpoint cannot be found, is corrupt, or does not fit the command."""
 
 
-class ModelError(MnistError):
-    """An unknown model name, a duplicate registration, or bad model arguments."""
-
-
 class UsageError(MnistError):
     """Options that do not make sense together (exit code 2, like Click's usage errors)."""
+
+
+class ModelError(UsageError):
+    """An unknown model name or bad model arguments (so exit code 2), or a duplicate registration."""

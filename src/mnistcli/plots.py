@@ -33,15 +33,19 @@ def _pyplot() -> Any:
 
 
 def check_writable(path: str | Path) -> None:
-    """Raise `UsageError` now if a picture could not be written to `path` later (no matplotlib, no such folder)."""
+    """Raise `UsageError` now if a picture could not be written to `path` later (no matplotlib, a file where
+    a folder should be). Missing folders are fine: writing the picture creates them, as `mkdir -p` would."""
     _pyplot()
-    target = Path(path)
+    target = Path(path).expanduser()
     if target.is_dir():
         raise UsageError(f"{path}: is a folder; give a file name such as map.png")
     if target.suffix.lower() != ".png":
         raise UsageError(f"{path}: pictures are PNG files; give a name ending in .png")
-    if not target.parent.is_dir():
-        raise UsageError(f"{path}: folder {target.parent} does not exist")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"{path}: {folder} is a file, not a folder")
 
 
 def _save(fig: Any, path: str | Path) -> Path:

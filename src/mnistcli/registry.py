@@ -13,6 +13,7 @@ import ast
 import difflib
 import fnmatch
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,14 +80,42 @@ def get_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
+def model_args(name: str) -> dict[str, Any]:
+    """The arguments `name`'s builder takes (`--arg KEY=VALUE`), each with its default (`inspect.Parameter.empty`
+    if it has none), read from the builder's signature. Raises `ModelError` for an unknown name."""
+    signature = inspect.signature(get_entry(name).builder)
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in signature.parameters.values() if p.kind in named}
+
+
+def describe_args(name: str) -> str:
+    """'its arguments: width=16, hidden=128' or 'it takes no arguments', for messages."""
+    args = model_args(name)
+    if not args:
+        return "it takes no arguments"
+    shown = (k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in args.items())
+    return "its arguments: " + ", ".join(shown)
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the model registered as `name` with `kwargs`. Raises `ModelError` on bad arguments."""
+    """Build the model registered as `name` with `kwargs`.
+
+    Raises `ModelError` naming the model's arguments and their defaults for an argument it does not
+    take, and `ModelError` for a bad value.
+    """
     entry = get_entry(name)
+    takes_any = any(
+        p.kind == inspect.Parameter.VAR_KEYWORD for p in inspect.signature(entry.builder).parameters.values()
+    )
+    unknown = [k for k in kwargs if k not in model_args(name)]
+    if unknown and not takes_any:
+        which = "argument" if len(unknown) == 1 else "arguments"
+        raise ModelError(f"model {name!r} has no {which} {', '.join(map(repr, unknown))}; {describe_args(name)}")
     try:
         return entry.builder(**kwargs)
-    except Exception as e:  # a wrong name, type or value of an argument surfaces as many error types
+    except Exception as e:  # a wrong type or value of an argument surfaces as many error types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelError(f"model {name!r}: bad arguments {kwargs} ({first})") from None
+        raise ModelError(f"model {name!r}: bad arguments {kwargs} ({first}); {describe_args(name)}") from None
 
 
 @functools.cache

@@ -31,8 +31,8 @@ from torch import nn
 
 from mnistcli import paths
 from mnistcli.atomic import atomic_write_text
-from mnistcli.errors import CheckpointError, MnistError
-from mnistcli.registry import create_model
+from mnistcli.errors import CheckpointError, MnistError, UsageError
+from mnistcli.registry import create_model, list_models
 from mnistcli.runlog import LOG
 
 FORMAT = "mnistcli-checkpoint/1"
@@ -182,6 +182,8 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
             raise CheckpointError(
                 f"run {ref!r} has no checkpoint: it was interrupted before saving (its log: `mnist plot {ref}`)"
             )
+        if ref in {e.name for e in list_models()}:
+            raise CheckpointError(f"no {ref} run yet: train one with `mnist train {ref}`")
         raise CheckpointError(f"no checkpoint {ref!r}: not a run name, a model with runs, or a checkpoint folder")
     user = [r for r in list_runs(root) if fits(r)]
     if user:
@@ -239,10 +241,12 @@ def unique_name(base: str, root: Path) -> str:
 
 
 def check_new_name(name: str, root: Path | None = None) -> None:
-    """Raise `CheckpointError` unless `name` is a valid run name not yet taken (call before training)."""
+    """Raise `UsageError` for an invalid run name and `CheckpointError` for a taken one (call before training)."""
     root = root or paths.runs_dir()
     if not NAME_RE.fullmatch(name):
-        raise CheckpointError(f"invalid run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+        raise UsageError(
+            f"invalid run name {name!r}: start with a letter or digit; then letters, digits, '.', '_' and '-' (at most 100)"
+        )
     if (root / name).exists():
         if not (root / name / META).exists():
             raise CheckpointError(
@@ -255,8 +259,8 @@ def begin(model_name: str, name: str | None = None, root: Path | None = None) ->
     """Claim a new run folder (named `name`, or `<model>-<UTC date-time>`) and return it.
 
     Training logs into it as it goes; `save` completes it. A folder without `meta.json` is not a
-    checkpoint (an interrupted run keeps only its log). Raises `CheckpointError` for an invalid
-    or taken name.
+    checkpoint (an interrupted run keeps only its log). Raises `UsageError` for an invalid name,
+    `CheckpointError` for a taken one.
     """
     root = root or paths.runs_dir()
     root.mkdir(parents=True, exist_ok=True)

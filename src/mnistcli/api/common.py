@@ -28,9 +28,11 @@ def params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def data_folder(data_dir: str | None, on_download: mnist.ProgressFn | None) -> Path:
-    """The MNIST folder to use (downloading if needed); see data/mnist.py."""
-    return mnist.resolve_dir(data_dir, on_progress=on_download)
+def data_folder(
+    data_dir: str | None, on_download: mnist.ProgressFn | None, splits: Sequence[str] = ("train", "test")
+) -> Path:
+    """The MNIST folder holding the files of `splits` (downloading them if needed); see data/mnist.py."""
+    return mnist.resolve_dir(data_dir, on_progress=on_download, splits=splits)
 
 
 def load_tensors(split: str, folder: Path, device: torch.device) -> TensorData:

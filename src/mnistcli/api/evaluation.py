@@ -68,7 +68,7 @@ def evaluate(
             )
         if seed is None:
             seed = int(run.meta.get("config", {}).get("seed", 0))
-        test = trained_digits(run, load_tensors("test", data_folder(data_dir, on_download), dev))
+        test = trained_digits(run, load_tensors("test", data_folder(data_dir, on_download, ("test",)), dev))
         with phase(on_work, "testing"):
             return _adder(run, model, dev, test, seed)
     few = fewshot_protocol or run.task == "metric"
@@ -91,7 +91,8 @@ def evaluate(
         raise UsageError("--episodes must be between 1 and 100,000")
     if map_path is not None:
         plots.check_writable(map_path)  # matplotlib there, the path writable: before the work, not after it
-    folder = data_folder(data_dir, on_download)
+    # A classifier is judged on the test files alone; the other protocols also read the training images.
+    folder = data_folder(data_dir, on_download, ("test",) if run.task == "classify" and not few else ("train", "test"))
     test_data = load_tensors("test", folder, dev)
     if few:
         train_data = load_tensors("train", folder, dev)

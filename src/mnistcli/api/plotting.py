@@ -70,10 +70,10 @@ def plot(
     could be drawn."""
     if not refs:
         raise UsageError("name at least one run (see `mnist checkpoints`)")
-    out = Path(output)
-    if not out.is_dir():
+    out = Path(output).expanduser()
+    if out.exists() and not out.is_dir():
         raise UsageError(f"--output {output}: not a folder")
-    plots.check_writable(out / "curves.png")
+    plots.check_writable(out / "curves.png")  # matplotlib there, no file in the way: before the work
     folders = list(dict.fromkeys(store.run_folder(ref).resolve() for ref in refs))  # each run once
     labels = _labels(folders)
     report = PlotReport()
@@ -96,7 +96,7 @@ def plot(
             continue
         run, model, dev = load_checkpoint(str(folder), {"classify"}, device)
         if test is None:
-            test = load_tensors("test", data_folder(data_dir, on_download), dev)
+            test = load_tensors("test", data_folder(data_dir, on_download, ("test",)), dev)
         data = trained_digits(run, test)
         result = evaluate_classifier(model, data)
         title = f"{label}: {100 * result.accuracy:.2f}% of {result.total:,} test images"

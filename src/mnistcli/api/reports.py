@@ -17,7 +17,9 @@ class ModelInfo:
     task: str
     description: str
     params: int
-    recipe: dict[str, Any]
+    recipe: dict[str, Any]  # the model's own training defaults
+    args: dict[str, Any] = field(default_factory=dict)  # its --arg KEY=VALUE arguments and their defaults
+    config: dict[str, Any] = field(default_factory=dict)  # the training options for its task: recipe over defaults
 
 
 @dataclass

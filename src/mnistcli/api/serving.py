@@ -79,7 +79,9 @@ def predict(
             results.append(Failure(path, str(item)))
         else:
             row = next(rows)
-            results.append(Prediction(path, int(row.argmax()), float(row.max()), [round(float(v), 6) for v in row]))
+            results.append(
+                Prediction(path, int(row.argmax()), round(float(row.max()), 6), [round(float(v), 6) for v in row])
+            )
     return PredictReport(run, results, shown)
 
 
@@ -143,9 +145,9 @@ def _sums(
                 path,
                 add,
                 int(d.argmax()),
-                float(d.max()),
+                round(float(d.max()), 6),
                 int(s.argmax()),
-                float(s.max()),
+                round(float(s.max()), 6),
                 [round(float(v), 6) for v in d],
                 [round(float(v), 6) for v in s],
             )

@@ -17,14 +17,21 @@ from mnistcli.errors import MnistError
 def models(
     pattern: Annotated[
         str,
-        typer.Argument(help="Shell-style filter, e.g. 'mlp*'.", metavar="PATTERN", autocompletion=complete.model_names),
+        typer.Argument(
+            help="Shell-style filter, e.g. 'mlp*'; an exact name shows that model in full.",
+            metavar="PATTERN",
+            autocompletion=complete.model_names,
+        ),
     ] = "*",
     json_out: JsonOpt = False,
 ) -> None:
-    """List the registered models with their task and size."""
+    """List the registered models with their task and size; `mnist models NAME` shows one's arguments and recipe."""
     from mnistcli import api
 
-    render.models_table(api.models(pattern), json_out)
+    if any(c in pattern for c in "*?["):
+        render.models_table(api.models(pattern), json_out)
+    else:
+        render.model_card(api.model(pattern), json_out)
 
 
 @checkpoints_app.callback(invoke_without_command=True)

@@ -106,7 +106,9 @@ DeviceOpt = Annotated[
 DataDirOpt = Annotated[
     Optional[str],
     typer.Option(
-        help="Folder of MNIST IDX files (raw or .gz). Default: $MNIST_DATA_DIR, else downloaded.", show_default=False
+        help="Folder of MNIST IDX files (raw or .gz); remembered once it has worked. Default: $MNIST_DATA_DIR,"
+        " else the remembered folder (`mnist settings`), else downloaded.",
+        show_default=False,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]

@@ -9,6 +9,7 @@ import typer
 from mnistcli import progress, render
 from mnistcli.cli import complete
 from mnistcli.cli.common import DataDirOpt, Device, DeviceOpt, JsonOpt, app, guarded
+from mnistcli.cli.settings import remember_data_dir
 
 
 @app.command()
@@ -31,3 +32,4 @@ def plot(
     with progress.download_progress() as on_download:
         report = api.plot(runs, output, data_dir=data_dir, device=device.value, on_download=on_download)
     render.plot_report(report, json_out)
+    remember_data_dir(data_dir)

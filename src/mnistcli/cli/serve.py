@@ -21,6 +21,7 @@ from mnistcli.cli.common import (
     image_paths,
     parse_ints,
 )
+from mnistcli.cli.settings import remember_data_dir
 from mnistcli.errors import UsageError
 
 
@@ -106,6 +107,7 @@ def eval_(
             render.note(f"wrote the embedding map to {report.map_path}")
     else:
         render.eval_json(report) if json_out else render.eval_report(report)
+    remember_data_dir(data_dir)
 
 
 @app.command()

@@ -22,6 +22,7 @@ from mnistcli.cli.common import (
     parse_model_args,
 )
 from mnistcli.cli.helptext import DATA, FAMILY, OPTIMISATION, RUN, STOPPING, choice
+from mnistcli.cli.settings import remember_data_dir
 from mnistcli.config import TrainConfig
 from mnistcli.registry import declared_models
 
@@ -269,3 +270,4 @@ def train(
     render.train_summary(report)
     if json_out:
         render.train_json(report)
+    remember_data_dir(data_dir)

@@ -1,8 +1,10 @@
 """Find, download and verify MNIST; return its splits as uint8 numpy arrays.
 
 The files are looked for, in order, in an explicit folder (`--data-dir`), the folder named by the
-`MNIST_DATA_DIR` environment variable, and the download cache under the mnistcli home. A folder
-that was named explicitly must hold the files: it is an error, not a silent fallback, if it does
+`MNIST_DATA_DIR` environment variable, the remembered folder (`data_dir` in settings.json; a
+`--data-dir` holding all four files becomes it), and the download cache under the mnistcli home.
+Only the files of the splits a command reads are needed (`mnist eval` of a classifier: the test
+pair). A folder that was named must hold them: it is an error, not a silent fallback, if it does
 not. Only the cache is filled by downloading, trying each mirror in turn and checking the md5 of
 the decompressed bytes (so a mirror that recompressed its .gz files still verifies).
 """
@@ -20,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistcli import paths
+from mnistcli import paths, settings
 from mnistcli.atomic import atomic_write_bytes
 from mnistcli.data.idx import read_idx
-from mnistcli.errors import DataError
+from mnistcli.errors import DataError, UsageError
 
 ENV_DATA_DIR = "MNIST_DATA_DIR"
 ENV_MIRRORS = "MNISTCLI_MIRRORS"  # comma-separated base URLs; replaces MIRRORS (tests use it)
@@ -75,34 +77,71 @@ def find_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def missing_files(folder: Path) -> list[str]:
-    """Canonical stems not found in `folder`."""
-    return [stem for stem in RESOURCES if find_file(folder, stem) is None]
+def missing_files(folder: Path, stems: Sequence[str] = tuple(RESOURCES)) -> list[str]:
+    """Those of `stems` (default: all four canonical stems) not found in `folder`."""
+    return [stem for stem in stems if find_file(folder, stem) is None]
+
+
+def split_stems(splits: Sequence[str]) -> list[str]:
+    """The canonical file stems of `splits` ('train', 'test'), images then labels."""
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise DataError(f"unknown split {unknown[0]!r} (expected one of {', '.join(SPLITS)})")
+    return [stem for split in SPLITS if split in splits for stem in SPLITS[split]]
+
+
+HOW_TO_PROVIDE = (
+    f"pass --data-dir DIR, set {ENV_DATA_DIR}=DIR, or remember the folder with `mnist settings data_dir=DIR`"
+)
 
 
 def resolve_dir(
     data_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
     on_progress: ProgressFn | None = None,
+    splits: Sequence[str] = tuple(SPLITS),
 ) -> Path:
-    """Return a folder holding all four MNIST files, downloading into the cache if needed.
+    """Return a folder holding the files of `splits` (default both), downloading into the cache if needed.
 
-    Raises `DataError` if an explicitly named folder lacks files, or the download fails.
+    Raises `UsageError` if `--data-dir` is not a folder, and `DataError` if a named folder (the
+    environment's, the remembered one) is missing or lacks files, or the download fails.
     """
-    for folder, origin in ((data_dir, "--data-dir"), (os.environ.get(ENV_DATA_DIR) or None, ENV_DATA_DIR)):
+    stems = split_stems(splits)
+    env = os.environ.get(ENV_DATA_DIR) or None
+    sources: list[tuple[str | os.PathLike[str] | None, str]] = [(data_dir, "--data-dir"), (env, ENV_DATA_DIR)]
+    if data_dir is None and env is None:  # the settings file is read only when it decides
+        sources.append((settings.load()["data_dir"], f"data_dir in {settings.path()}"))
+    for folder, origin in sources:
         if folder is None:
             continue
         folder = Path(folder).expanduser()
-        missing = missing_files(folder)
+        change = "; change it with `mnist settings data_dir=DIR`" if origin.startswith("data_dir") else ""
+        if not folder.is_dir():
+            problem = "not a folder" if folder.exists() else "no such folder"
+            error = UsageError if origin == "--data-dir" else DataError
+            raise error(f"{folder} ({origin}): {problem}{change}")
+        missing = missing_files(folder, stems)
         if missing:
-            raise DataError(f"{folder} ({origin}): no MNIST file for {', '.join(missing)} (raw or .gz)")
+            raise DataError(f"{folder} ({origin}): no MNIST file for {', '.join(missing)} (raw or .gz){change}")
         return folder
     cache = paths.data_cache_dir()
-    if missing_files(cache):
+    if missing_files(cache, stems):
         if not download:
-            raise DataError(f"MNIST is not in {cache}; pass --data-dir or set {ENV_DATA_DIR}")
-        fetch(cache, on_progress=on_progress)
+            raise DataError(f"MNIST is not in {cache}; {HOW_TO_PROVIDE}")
+        fetch(cache, on_progress=on_progress, stems=stems)
     return cache
+
+
+def remember(folder: str | os.PathLike[str]) -> Path | None:
+    """Make `folder` the remembered data folder if it holds all four MNIST files.
+
+    Returns the folder if that changed the setting, else None (already remembered, incomplete,
+    or the settings file could not be written).
+    """
+    path = Path(folder).expanduser()
+    if not path.is_dir() or missing_files(path):
+        return None
+    return path.resolve() if settings.remember_data_dir(path) else None
 
 
 def load_split(split: str, folder: Path) -> Split:
@@ -137,14 +176,20 @@ def mirrors() -> list[str]:
     return [m.strip() for m in env.split(",") if m.strip()] if env else list(MIRRORS)
 
 
-def fetch(dest: Path, mirror_list: Sequence[str] | None = None, on_progress: ProgressFn | None = None) -> Path:
-    """Download any missing MNIST file into `dest`, verified by md5; returns `dest`.
+def fetch(
+    dest: Path,
+    mirror_list: Sequence[str] | None = None,
+    on_progress: ProgressFn | None = None,
+    stems: Sequence[str] | None = None,
+) -> Path:
+    """Download any missing MNIST file (of `stems`, default all four) into `dest`, verified by md5; returns `dest`.
 
     Each file is tried on every mirror in turn and written atomically. Raises `DataError` with
     the reasons and a hint to use local files if a file cannot be had from any mirror.
     """
     mirror_list = list(mirror_list or mirrors())
-    for stem, md5 in RESOURCES.items():
+    for stem in stems or RESOURCES:
+        md5 = RESOURCES[stem]
         if find_file(dest, stem) is not None:
             continue
         reasons = []
@@ -166,8 +211,8 @@ def fetch(dest: Path, mirror_list: Sequence[str] | None = None, on_progress: Pro
             break
         else:
             raise DataError(
-                f"could not download {stem}.gz ({'; '.join(reasons)}); put the four MNIST IDX files in a "
-                f"folder and pass --data-dir DIR or set {ENV_DATA_DIR}"
+                f"could not download {stem}.gz ({'; '.join(reasons)}); put the MNIST IDX files in a folder and "
+                + HOW_TO_PROVIDE
             )
     return dest
 

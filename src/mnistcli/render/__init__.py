@@ -4,7 +4,7 @@ console.py holds the two consoles (results on stdout, messages and progress on s
 formatting helpers; one module per family of command renders its results.
 """
 
-from mnistcli.render.catalog import checkpoints_table, models_table, plot_report
+from mnistcli.render.catalog import checkpoints_table, model_card, models_table, plot_report
 from mnistcli.render.console import error, json_line, note
 from mnistcli.render.evaluation import (
     adder_json,
@@ -17,6 +17,7 @@ from mnistcli.render.evaluation import (
 )
 from mnistcli.render.images import embeddings, oneshot_results, predictions, shown_inputs
 from mnistcli.render.reading import readings
+from mnistcli.render.settings import settings_view
 from mnistcli.render.train import train_json, train_summary
 
 __all__ = [
@@ -31,12 +32,14 @@ __all__ = [
     "fewshot_json",
     "fewshot_report",
     "json_line",
+    "model_card",
     "models_table",
     "note",
     "oneshot_results",
     "plot_report",
     "predictions",
     "readings",
+    "settings_view",
     "shown_inputs",
     "train_json",
     "train_summary",

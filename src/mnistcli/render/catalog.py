@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from mnistcli.render.console import err, fitting, json_line, note, out, pct
 
 
+def _model_json(m: Any) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "task": m.task,
+        "description": m.description,
+        "params": m.params,
+        "args": m.args,
+        "recipe": m.recipe,
+    }
+
+
 def models_table(infos: Sequence[Any], as_json: bool) -> None:
     if as_json:
         for m in infos:
-            json_line(
-                {"name": m.name, "task": m.task, "description": m.description, "params": m.params, "recipe": m.recipe}
-            )
+            json_line(_model_json(m))
         return
     table = Table(title="models", title_justify="left")
     for col, just in (("name", "left"), ("task", "left"), ("params", "right"), ("description", "left")):
@@ -24,6 +35,31 @@ def models_table(infos: Sequence[Any], as_json: bool) -> None:
     for m in infos:
         table.add_row(f"[bold]{m.name}[/]", m.task, f"{m.params:,}", m.description)
     out.print(table)
+
+
+def model_card(m: Any, as_json: bool) -> None:
+    """One model: its arguments with their defaults, and its training recipe (each value from the model or the default)."""
+    if as_json:
+        json_line({**_model_json(m), "config": m.config})
+        return
+    out.print(f"[bold]{escape(m.name)}[/] ({m.task}, {m.params:,} parameters): {escape(m.description)}")
+    if m.args:
+        args = Table(title="arguments (--arg KEY=VALUE)", title_justify="left", min_width=40)
+        args.add_column("argument", style="bold")
+        args.add_column("default")
+        for key, value in m.args.items():
+            args.add_row(key, escape(json.dumps(value)))
+        out.print(args)
+    else:
+        out.print("[dim]no arguments (--arg)[/]")
+    recipe = Table(title=f"training recipe (mnist train {escape(m.name)})", title_justify="left", min_width=40)
+    recipe.add_column("option", style="bold")
+    recipe.add_column("value")
+    recipe.add_column("from", style="dim")
+    for key, value in m.config.items():
+        shown = "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        recipe.add_row("--" + key.replace("_", "-"), escape(shown), "model" if key in m.recipe else "default")
+    out.print(recipe)
 
 
 def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:

@@ -13,6 +13,11 @@ from rich.text import Text
 from mnistcli.render.console import bar, error, fitting, is_terminal, json_line, note, out, pct, sparkbar
 
 
+def answered_by(run: Any) -> dict[str, str]:
+    """What answered, on every JSON line: the checkpoint (run name) and its model, so a pipeline can tell."""
+    return {"checkpoint": run.name, "model": run.model}
+
+
 def predictions(report: Any, as_json: bool) -> None:
     """Predictions on stdout (JSON lines, a table on a terminal, else TSV); failures on stderr."""
     for item in report.results:
@@ -24,7 +29,15 @@ def predictions(report: Any, as_json: bool) -> None:
         return
     if as_json:
         for r in ok:
-            json_line({"path": r.path, "digit": r.digit, "confidence": r.confidence, "probabilities": r.probabilities})
+            json_line(
+                {
+                    "path": r.path,
+                    "digit": r.digit,
+                    "confidence": r.confidence,
+                    "probabilities": r.probabilities,
+                    **answered_by(report.run),
+                }
+            )
     elif not is_terminal():
         for r in ok:
             sys.stdout.write(f"{r.path}\t{r.digit}\t{r.confidence:.4f}\n")
@@ -82,6 +95,7 @@ def _sums(report: Any, ok: list[Any], as_json: bool) -> None:
                     "sum_confidence": r.sum_confidence,
                     "digit_probabilities": r.digit_probabilities,
                     "sum_probabilities": r.sum_probabilities,
+                    **answered_by(report.run),
                 }
             )
     elif not is_terminal():
@@ -113,7 +127,7 @@ def embeddings(report: Any, as_json: bool, written: str | None) -> None:
         note(f"wrote {len(report.paths)} embeddings of dimension {report.vectors.shape[1]} to {written}")
     if as_json:
         for path, row in zip(report.paths, report.vectors, strict=True):
-            json_line({"path": path, "embedding": [round(float(v), 6) for v in row]})
+            json_line({"path": path, "embedding": [round(float(v), 6) for v in row], **answered_by(report.run)})
     elif written:
         return
     elif not is_terminal():
@@ -154,6 +168,7 @@ def oneshot_results(report: Any, as_json: bool) -> None:
                     "confidence": round(r.confidence, 6),
                     "distances": r.distances,
                     "calibrated": report.calibrated,
+                    **answered_by(report.run),
                 }
             )
     elif not is_terminal():
