@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,54 @@ def test_train_robust_augment_is_recorded(runner: CliRunner, synthetic_env: Path
 
     run = store.resolve(json.loads(result.stdout.splitlines()[-1])["run"])
     assert run.meta["config"]["robust_augment"] is True and run.meta["config"]["augment"] is True
+
+
+def test_show_input_never_replaces_a_file_already_there(runner: CliRunner, tmp_path: Path) -> None:
+    digits, _ = make_digits(2, seed=9)
+    (tmp_path / "photos").mkdir()
+    image = save_png(digits[0], tmp_path / "photos" / "seven.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.new("L", (500, 400), 128).save(out / "seven.png")  # the user's own file, not an input
+    result = runner.invoke(app, ["predict", str(image), "--show-input", str(out), "-c", "cnn-pretrained"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out / "seven.png").size == (500, 400)  # untouched
+    assert Image.open(out / "seven-2.png").size == (28, 28)
+    assert "seven-2.png" not in result.stdout  # results on stdout, where the pictures went on stderr
+
+
+def test_show_input_refuses_a_folder_holding_inputs(runner: CliRunner, tmp_path: Path) -> None:
+    """Pictures written among the inputs would be read as inputs by the next run over that folder."""
+    digits, _ = make_digits(1, seed=9)
+    (tmp_path / "same").mkdir()
+    save_png(digits[0], tmp_path / "same" / "one.png")
+    for show in ("same", "."):
+        result = runner.invoke(
+            app, ["predict", str(tmp_path / "same"), "--show-input", str(tmp_path / show), "-c", "cnn-pretrained"]
+        )
+        assert result.exit_code == 2 and "holds input images" in result.stderr, result.output
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == ["one.png"]
+
+
+def test_show_input_folder_is_not_made_when_the_checkpoint_fails(runner: CliRunner, tmp_path: Path) -> None:
+    digits, _ = make_digits(1, seed=9)
+    image = save_png(digits[0], tmp_path / "one.png")
+    result = runner.invoke(app, ["predict", str(image), "--show-input", str(tmp_path / "seen"), "-c", "nosuch"])
+    assert result.exit_code != 0 and not (tmp_path / "seen").exists()
+
+
+def test_read_reports_the_same_calibrated_confidence_as_predict(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`predict` applies the checkpoint's temperature; `read` must too (found by the issue 11 review)."""
+    from mnistcli import store
+
+    monkeypatch.setattr(store.Run, "temperature", property(lambda self: 3.0))
+    digits, _ = make_digits(1, seed=9)
+    RENDERERS["photo"](digits[0], np.random.default_rng(0)).save(tmp_path / "seven.jpg")
+    args = [str(tmp_path / "seven.jpg"), "-c", "cnn-pretrained", "--json"]
+    predicted = json.loads(runner.invoke(app, ["predict", *args]).stdout)
+    read = json.loads(runner.invoke(app, ["read", *args]).stdout)
+    assert read["digits"][0]["digit"] == predicted["digit"]
+    assert abs(read["digits"][0]["confidence"] - predicted["confidence"]) < 0.02
+    assert predicted["confidence"] < 0.9  # T = 3 flattens it: the temperature really was applied

@@ -87,11 +87,12 @@ def read(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> 
     run, model, _ = load_checkpoint(ref, {"classify"}, device, suggest="cnn")
     report = ReadReport(run)
     for start in range(0, len(paths), CHUNK):
-        report.results += _read_chunk(model, paths[start : start + CHUNK])
+        report.results += _read_chunk(model, paths[start : start + CHUNK], run.temperature)
     return report
 
 
-def _read_chunk(model: torch.nn.Module, paths: Sequence[str]) -> list[Reading | Failure]:
+def _read_chunk(model: torch.nn.Module, paths: Sequence[str], temperature: float) -> list[Reading | Failure]:
+    """Segment and read `paths`, classifying all their digits in one pass (calibrated by `temperature`)."""
     found: list[tuple[str, list[tuple[int, int, int, int]] | ImageError]] = []
     arrays: list[np.ndarray] = []
     for path in paths:
@@ -102,7 +103,7 @@ def _read_chunk(model: torch.nn.Module, paths: Sequence[str]) -> list[Reading | 
             continue
         found.append((path, boxes))
         arrays.append(fitted)
-    probs = predict_proba(model, np.concatenate(arrays)) if arrays else np.zeros((0, 10), dtype=np.float32)
+    probs = predict_proba(model, np.concatenate(arrays), temperature) if arrays else np.zeros((0, 10), dtype=np.float32)
     rows = iter(probs)
     results: list[Reading | Failure] = []
     for path, item in found:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def predict(
         raise UsageError(NO_IMAGES)
     check_add(add)
     if show_input is not None:
-        check_folder(show_input, "--show-input")
+        check_show_input(show_input, paths)
     if add is None:
         tasks, suggest = {"classify", "adder"} if ref else {"classify"}, "cnn"
     else:
@@ -69,7 +70,7 @@ def predict(
     if run.task == "adder" and add is None:
         raise UsageError(f"{run.name} is an adder: give the number to add with --add N (0-9)")
     loaded, stacked = read_images(paths)
-    shown = [str(p) for p in write_inputs(loaded, show_input)] if show_input is not None else []
+    shown = [str(p) for p in write_inputs(loaded, make_folder(show_input, "--show-input"))] if show_input else []
     if add is not None:
         return PredictReport(run, _sums(model, loaded, stacked, add, run.temperature, run.sum_temperature), shown)
     rows = iter(predict_proba(model, stacked, run.temperature) if len(stacked) else [])
@@ -85,8 +86,26 @@ def predict(
     return PredictReport(run, results, shown)
 
 
-def check_folder(folder: str, option: str) -> None:
-    """Create `folder` if need be; raise `UsageError` if it is a file or cannot be made."""
+def check_show_input(folder: str, paths: Sequence[str]) -> None:
+    """Refuse a `--show-input` folder that is a file, or that holds any of the input images.
+
+    Pictures written among the inputs would be read as inputs by the next run over that folder.
+    Raises `UsageError`; creates nothing (the folder is made once the checkpoint has loaded).
+    """
+    target = Path(folder)
+    if not folder or (target.exists() and not target.is_dir()):
+        raise UsageError(f"--show-input {folder}: not a folder")
+    target = target.resolve()
+    inside = next((p for p in paths if Path(p).resolve().is_relative_to(target)), None)
+    if inside is not None:
+        raise UsageError(
+            f"--show-input {folder}: it holds input images ({inside}), which its pictures would join;"
+            " choose a folder of its own"
+        )
+
+
+def make_folder(folder: str, option: str) -> Path:
+    """Create `folder` (and its parents) if need be; raise `UsageError` if it is a file or cannot be made."""
     path = Path(folder)
     if not folder or (path.exists() and not path.is_dir()):
         raise UsageError(f"{option} {folder}: not a folder")
@@ -94,13 +113,15 @@ def check_folder(folder: str, option: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"{option} {folder}: cannot create it ({e.strerror or e})") from None
+    return path
 
 
 def write_inputs(loaded: Sequence[tuple[str, np.ndarray | ImageError]], folder: str | Path) -> list[Path]:
     """Write each loaded 28x28 picture as an 8-bit PNG into `folder`, atomically; returns the files in order.
 
-    A picture is named after its image (`photos/seven.jpg` -> `seven.png`); when names collide, or
-    would land on one of the input files themselves, `-2`, `-3`, ... is added.
+    A picture is named after its image (`photos/seven.jpg` -> `seven.png`); when that name is
+    taken (by another picture of this run, an input, or any file already there, which is never
+    replaced), `-2`, `-3`, ... is added.
     """
     folder = Path(folder)
     taken = {Path(p).resolve() for p, _ in loaded}
@@ -110,7 +131,7 @@ def write_inputs(loaded: Sequence[tuple[str, np.ndarray | ImageError]], folder: 
             continue
         stem, n = Path(path).stem or "image", 1
         target = folder / f"{stem}.png"
-        while target.resolve() in taken:
+        while target.resolve() in taken or os.path.lexists(target):
             n += 1
             target = folder / f"{stem}-{n}.png"
         taken.add(target.resolve())
