@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,7 @@ def test_an_interrupted_save_leaves_no_run(tmp_path: Path, monkeypatch: pytest.M
     def explode(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store, "save_file", explode)
+    monkeypatch.setattr(store, "serialise", explode)
     with pytest.raises(KeyboardInterrupt):
         save(tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -101,3 +103,14 @@ def test_remove(tmp_path: Path) -> None:
     assert not run.path.exists() and list(tmp_path.iterdir()) == []
     with pytest.raises(CheckpointError, match="no run named"):
         store.remove(run.name, root=tmp_path)
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    """safetensors' own save_file makes 0600 files; a run's files follow the umask like any other."""
+    mask = os.umask(0o022)
+    try:
+        run = save(tmp_path)
+    finally:
+        os.umask(mask)
+    for name in ("model.safetensors", "meta.json"):
+        assert stat.S_IMODE((run.path / name).stat().st_mode) == 0o644, name

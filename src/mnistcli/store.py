@@ -26,11 +26,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialise
 from torch import nn
 
 from mnistcli import paths
-from mnistcli.atomic import atomic_write_text
+from mnistcli.atomic import atomic_write_bytes, atomic_write_text
 from mnistcli.errors import CheckpointError, MnistError, UsageError
 from mnistcli.registry import create_model, list_models
 from mnistcli.runlog import LOG
@@ -295,14 +296,12 @@ def save(
         folder = begin(meta["model"]["name"], name, root)
     meta = {**meta, "format": FORMAT, "name": folder.name}
     meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    tmp = folder / f".{WEIGHTS}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp), metadata={"format": FORMAT, "model": meta["model"]["name"]})
-        os.replace(tmp, folder / WEIGHTS)
+        # Serialised in memory and written through atomic_write (safetensors' own save_file makes 0600 files).
+        atomic_write_bytes(folder / WEIGHTS, serialise(state, metadata={"format": FORMAT, "model": meta["model"]["name"]}))
         atomic_write_text(folder / META, json.dumps(meta, indent=2) + "\n")
     except BaseException:
-        tmp.unlink(missing_ok=True)
         if created:
             shutil.rmtree(folder, ignore_errors=True)
         raise
