@@ -85,3 +85,33 @@ def test_pictures_go_into_folders_that_do_not_exist_yet(runner: CliRunner, tmp_p
     assert out.is_file() and str(out) in result.stderr
     blocked = runner.invoke(app, ["predict", *paths, "--plot", str(tmp_path / "0.png" / "bars.png")])
     assert blocked.exit_code == 2 and "0.png is a file, not a folder" in blocked.stderr
+
+
+def test_an_unreadable_latest_run_is_named_not_silently_replaced(
+    runner: CliRunner, synthetic_env: Path, isolated_home: Path
+) -> None:
+    """A run whose meta.json went bad is listed as unreadable, and a bare `mnist eval` names it
+    rather than quietly evaluating an older run (found by the issue 12 review)."""
+    train = ["train", "linear", "--epochs", "1", "--batch-size", "50", "--json"]
+    for name in ("older", "newer"):
+        assert runner.invoke(app, [*train, "--name", name]).exit_code == 0
+    meta_path = isolated_home / "runs" / "newer" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["calibration"] = {"method": "temperature", "temperature": 0}
+    meta_path.write_text(json.dumps(meta))
+    listed = runner.invoke(app, ["checkpoints"])
+    assert listed.exit_code == 0 and "newer: cannot be read" in listed.stderr and "temperature" in listed.stderr
+    evaluated = runner.invoke(app, ["eval", "--json"])
+    assert evaluated.exit_code == 1 and evaluated.stdout == ""
+    assert "latest run 'newer' cannot be read" in evaluated.stderr and "checkpoints rm newer" in evaluated.stderr
+    assert json.loads(runner.invoke(app, ["eval", "-c", "older", "--json"]).stdout)["accuracy"] >= 0  # named: fine
+    assert runner.invoke(app, ["checkpoints", "rm", "newer"]).exit_code == 0
+    assert runner.invoke(app, ["eval", "--json"]).exit_code == 0  # the older run is the latest again
+
+
+def test_the_bundled_model_reports_calibrated_confidences() -> None:
+    """What `mnist predict` uses right after install carries a fitted temperature (issue 12, item 8)."""
+    from mnistcli import store
+
+    bundled = store.bundled_runs()
+    assert bundled and all(0 < run.temperature < 1 for run in bundled)  # a label-smoothed cnn is sharpened

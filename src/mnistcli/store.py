@@ -140,6 +140,22 @@ def interrupted_runs(root: Path | None = None) -> list[Path]:
     )
 
 
+def broken_runs(root: Path | None = None) -> list[tuple[Path, str]]:
+    """Run folders whose `meta.json` exists but cannot be read, each with the reason (a one-line error)."""
+    root = root or paths.runs_dir()
+    if not root.is_dir():
+        return []
+    broken = []
+    for folder in sorted(root.iterdir()):
+        if folder.name.startswith(".") or not (folder / META).is_file():
+            continue
+        try:
+            read_meta(folder)
+        except CheckpointError as e:
+            broken.append((folder, str(e)))
+    return broken
+
+
 def bundled_runs() -> list[Run]:
     """The pretrained checkpoints shipped inside the package."""
     if not BUNDLED_ROOT.is_dir():
@@ -187,12 +203,24 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
             raise CheckpointError(f"no {ref} run yet: train one with `mnist train {ref}`")
         raise CheckpointError(f"no checkpoint {ref!r}: not a run name, a model with runs, or a checkpoint folder")
     user = [r for r in list_runs(root) if fits(r)]
+    _check_no_newer_broken(user[-1] if user else None, root)
     if user:
         return user[-1]
     bundled = [r for r in bundled_runs() if fits(r)]
     if bundled:
         return bundled[0]
     raise CheckpointError(f"no checkpoint yet: train one with `mnist train {suggest}`, or pass --checkpoint")
+
+
+def _check_no_newer_broken(latest: Run | None, root: Path | None) -> None:
+    """Raise `CheckpointError` if a run saved after `latest` is unreadable: the default never silently falls back."""
+    since = (latest.path / META).stat().st_mtime if latest is not None else float("-inf")
+    for folder, problem in broken_runs(root):
+        if (folder / META).stat().st_mtime > since:
+            raise CheckpointError(
+                f"your latest run {folder.name!r} cannot be read ({problem}); name a checkpoint with -c,"
+                f" or remove it with `mnist checkpoints rm {folder.name}`"
+            )
 
 
 def run_folder(ref: str, root: Path | None = None) -> Path:

@@ -5,7 +5,7 @@ callbacks. The CLI (and any Python user) calls these; they raise `MnistError` su
 anything the user can fix.
 """
 
-from mnistcli.api.catalog import checkpoints, interrupted_runs, model, models, remove_checkpoint
+from mnistcli.api.catalog import broken_runs, checkpoints, interrupted_runs, model, models, remove_checkpoint
 from mnistcli.api.evaluation import evaluate
 from mnistcli.api.plotting import PlotReport, plot, plot_predictions
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
@@ -45,6 +45,7 @@ __all__ = [
     "Reading",
     "SumPrediction",
     "TrainReport",
+    "broken_runs",
     "checkpoints",
     "embed",
     "evaluate",

@@ -51,6 +51,11 @@ def interrupted_runs() -> list[str]:
     return [f.name for f in store.interrupted_runs()]
 
 
+def broken_runs() -> list[tuple[str, str]]:
+    """(name, problem) of runs whose checkpoint metadata cannot be read."""
+    return [(f.name, problem) for f, problem in store.broken_runs()]
+
+
 def remove_checkpoint(name: str) -> store.Run:
     """Delete a run from the store; returns it."""
     return store.remove(name)

@@ -46,6 +46,8 @@ def checkpoints_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             render.note(
                 f"{name}: interrupted before saving (log only: `mnist plot {name}`; `mnist checkpoints rm {name}`)"
             )
+        for name, problem in api.broken_runs():
+            render.error(f"{name}: cannot be read, so it is not listed ({problem}; `mnist checkpoints rm {name}`)")
 
 
 @checkpoints_app.command("rm")
