@@ -128,3 +128,23 @@ def test_completion_through_the_shell_protocol(isolated_home: Path, words: str, 
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert set(result.stdout.split()) == expected
+
+
+def test_reading_registrations_from_source_skips_what_is_not_literal() -> None:
+    """A module-level dict of classes, an unknown `**NAME` or an attribute call must not break start-up."""
+    import ast
+
+    tree = ast.parse(
+        "ACTS = {'relu': nn.ReLU}\n"
+        "BASE = {'epochs': 3}\n"
+        "@registry.register_model('a', task='classify', description='x', **BASE, lr=0.1, act=nn.ReLU)\n"
+        "def a(): ...\n"
+        "@register_model('b', task='classify', description='y', **LATER)\n"
+        "def b(): ...\n"
+    )
+    dicts = {"BASE": {"epochs": 3}}
+    assert registry._literal(tree.body[0].value) is None
+    calls = [node.decorator_list[0] for node in tree.body[2:]]
+    assert [registry._registration(c) for c in calls] == ["a", "b"]
+    assert registry._recipe(calls[0], dicts) == {"epochs": 3, "lr": 0.1}
+    assert registry._recipe(calls[1], dicts) == {}

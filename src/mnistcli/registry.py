@@ -124,27 +124,61 @@ def declared_models() -> dict[str, dict[str, Any]]:
 
     Returns {name: recipe} in `mnist models` order. A recipe spread from a module-level dict
     (`**RECIPE`, also one imported from an earlier model module) is followed. Shell completion and
-    `--help` use this, as they must stay fast; a test checks it against the registry itself.
+    `--help` use this, as they must stay fast; a test checks it against the registry itself. It
+    never raises: what it cannot read it leaves out (completion then offers less; nothing breaks).
     """
     folder = Path(__file__).parent / "models"
-    init = ast.parse((folder / "__init__.py").read_text(encoding="utf-8"))
-    modules = [a.name for node in ast.walk(init) if isinstance(node, ast.ImportFrom) for a in node.names]
-    dicts: dict[str, dict[str, Any]] = {}  # module-level `NAME = {...}` seen so far, for `**NAME`
     found: dict[str, dict[str, Any]] = {}
-    for module in modules:
-        tree = ast.parse((folder / f"{module}.py").read_text(encoding="utf-8"))
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
-                for target in node.targets:
-                    if isinstance(target, ast.Name):
-                        dicts[target.id] = ast.literal_eval(node.value)
-            for call in getattr(node, "decorator_list", []):
-                if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "register_model":
-                    recipe: dict[str, Any] = {}
-                    for k in call.keywords:
-                        if k.arg is None and isinstance(k.value, ast.Name):
-                            recipe.update(dicts[k.value.id])
-                        elif k.arg not in ("task", "description"):
-                            recipe[str(k.arg)] = ast.literal_eval(k.value)
-                    found[ast.literal_eval(call.args[0])] = recipe
+    try:
+        init = ast.parse((folder / "__init__.py").read_text(encoding="utf-8"))
+        modules = [
+            a.name
+            for node in init.body
+            if isinstance(node, ast.ImportFrom) and node.module == "mnistcli.models"
+            for a in node.names
+        ]
+        dicts: dict[str, dict[str, Any]] = {}  # module-level `NAME = {...}` seen so far, for `**NAME`
+        for module in modules:
+            tree = ast.parse((folder / f"{module}.py").read_text(encoding="utf-8"))
+            for node in tree.body:
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                    value = _literal(node.value)
+                    dicts.update({t.id: value for t in node.targets if isinstance(t, ast.Name) and value is not None})
+                for call in getattr(node, "decorator_list", []):
+                    name = _registration(call)
+                    if name is not None:
+                        found[name] = _recipe(call, dicts)
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        pass
     return found
+
+
+def _literal(node: ast.expr) -> Any:
+    """The value of a literal expression, or None if it is not one."""
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+
+
+def _registration(call: ast.expr) -> str | None:
+    """The name in `@register_model("name", ...)` (or `@registry.register_model(...)`), else None."""
+    if not isinstance(call, ast.Call) or not call.args:
+        return None
+    func = call.func
+    called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+    name = _literal(call.args[0]) if called == "register_model" else None
+    return name if isinstance(name, str) else None
+
+
+def _recipe(call: ast.Call, dicts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The recipe keywords of a registration: literal values, and `**NAME` of a literal dict seen earlier."""
+    recipe: dict[str, Any] = {}
+    for k in call.keywords:
+        if k.arg is None and isinstance(k.value, ast.Name):
+            recipe.update(dicts.get(k.value.id) or {})
+        elif k.arg not in ("task", "description"):
+            value = _literal(k.value)
+            if value is not None:
+                recipe[str(k.arg)] = value
+    return recipe
