@@ -143,3 +143,14 @@ def test_settings_never_imports_torch(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"data_dir": None}
+
+
+def test_an_empty_settings_file_holds_no_settings_and_a_folder_in_its_place_is_named(
+    runner: CliRunner, isolated_home: Path
+) -> None:
+    (isolated_home / "settings.json").write_text("")
+    assert settings(runner) == {"data_dir": None}
+    (isolated_home / "settings.json").unlink()
+    (isolated_home / "settings.json").mkdir()
+    result = runner.invoke(app, ["settings"])
+    assert result.exit_code == 1 and "settings.json: is a folder" in result.stderr and "--reset" not in result.stderr

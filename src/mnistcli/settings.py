@@ -60,9 +60,12 @@ def _read() -> dict[str, Any]:
     """Everything in the file, unknown keys included (kept when it is rewritten). Raises `FileProblem`."""
     file = path()
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        text = file.read_text(encoding="utf-8")
+        data = json.loads(text) if text.strip() else {}  # an empty file (e.g. `touch`ed) holds no settings
     except FileNotFoundError:
         return {}
+    except IsADirectoryError:
+        raise FileProblem(file, "is a folder, not a settings file; move it away") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FileProblem(file, f"unreadable settings ({e}); fix it or run `mnist settings --reset`") from None
     if not isinstance(data, dict):

@@ -26,7 +26,8 @@ def models(
     json_out: JsonOpt = False,
 ) -> None:
     """List the registered models with their task and size; `mnist models NAME` shows one's arguments and recipe."""
-    from mnistcli import api
+    with render.starting():
+        from mnistcli import api
 
     if any(c in pattern for c in "*?["):
         render.models_table(api.models(pattern), json_out)
@@ -39,7 +40,8 @@ def models(
 def checkpoints_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     """List saved runs: name, model, test accuracy, date and size."""
     if ctx.invoked_subcommand is None:
-        from mnistcli import api
+        with render.starting():
+            from mnistcli import api
 
         render.checkpoints_table(api.checkpoints(), json_out)
         for name in api.interrupted_runs():
@@ -58,7 +60,8 @@ def checkpoints_rm(
     ],
 ) -> None:
     """Delete runs from the store."""
-    from mnistcli import api
+    with render.starting():
+        from mnistcli import api
 
     failed = False
     for name in names:

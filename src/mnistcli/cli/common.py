@@ -106,6 +106,7 @@ DeviceOpt = Annotated[
 DataDirOpt = Annotated[
     Optional[str],
     typer.Option(
+        metavar="DIR",
         help="Folder of MNIST IDX files (raw or .gz); remembered once it has worked. Default: $MNIST_DATA_DIR,"
         " else the remembered folder (`mnist settings`), else downloaded.",
         show_default=False,

@@ -21,13 +21,14 @@ def plot(
             help="Run names or folders (interrupted runs too).", metavar="RUN", autocompletion=complete.run_names
         ),
     ],
-    output: Annotated[str, typer.Option("--output", "-o", help="Folder for the PNG files.")] = ".",
+    output: Annotated[str, typer.Option("--output", "-o", metavar="DIR", help="Folder for the PNG files.")] = ".",
     data_dir: DataDirOpt = None,
     device: DeviceOpt = Device.auto,
     json_out: JsonOpt = False,
 ) -> None:
     """Draw runs: learning curves (several runs on one chart), and a classifier's confusion matrix and mistakes."""
-    from mnistcli import api
+    with render.starting():
+        from mnistcli import api
 
     with progress.download_progress() as on_download:
         report = api.plot(runs, output, data_dir=data_dir, device=device.value, on_download=on_download)

@@ -17,7 +17,8 @@ def read(
     json_out: JsonOpt = False,
 ) -> None:
     """Read every digit in each image, left to right, as one number (a price, a house number, a score)."""
-    from mnistcli import api
+    with render.starting():
+        from mnistcli import api
 
     paths = image_paths(images)
     if not paths and "-" in images:

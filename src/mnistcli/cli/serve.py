@@ -81,7 +81,8 @@ def eval_(
     Embedding models (siamese): N-way K-shot episodes, beside raw pixels.
     Adders: digit and sum accuracy, the sum by number added and by true sum.
     """
-    from mnistcli import api
+    with render.starting():
+        from mnistcli import api
 
     if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
         raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
@@ -140,7 +141,8 @@ def predict(
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum)."""
-    from mnistcli import api
+    with render.starting():
+        from mnistcli import api
     from mnistcli.api.serving import check_add
 
     check_add(add)  # before stdin is read
@@ -171,7 +173,8 @@ def embed(
     images: ImagesArg,
     checkpoint: CheckpointOpt = None,
     output: Annotated[
-        Optional[str], typer.Option("--output", "-o", help="Write all vectors to this file (see --format).")
+        Optional[str],
+        typer.Option("--output", "-o", metavar="FILE", help="Write all vectors to this file (see --format)."),
     ] = None,
     fmt: Annotated[
         Optional[EmbedFormat],
@@ -185,7 +188,8 @@ def embed(
     json_out: JsonOpt = False,
 ) -> None:
     """Print each image's feature vector (penultimate layer, encoder output, or siamese embedding)."""
-    from mnistcli import api
+    with render.starting():
+        from mnistcli import api
 
     paths = image_paths(images)
     if not paths and "-" in images:
@@ -224,7 +228,8 @@ def oneshot(
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images by the nearest class prototype of a folder of examples (any labels, even new symbols)."""
-    from mnistcli import api
+    with render.starting():
+        from mnistcli import api
 
     paths = image_paths(images)
     if not paths and "-" in images:

@@ -106,17 +106,18 @@ def train(
         ),
     ] = None,
     robust_augment: Annotated[
-        Optional[bool],
+        bool,
         typer.Option(
-            "--robust-augment/--no-robust-augment",
+            "--robust-augment",
             help="Classifiers, with --augment: also random slant, pen width and blur, for photos and drawings.",
-            show_default=RECIPE,
             rich_help_panel=OPTIMISATION,
         ),
-    ] = None,
+    ] = False,
     classes: Annotated[
         Optional[str],
-        typer.Option(help="Train only on these digits, e.g. 0,1,2.", show_default="all", rich_help_panel=DATA),
+        typer.Option(
+            help="Train only on these digits, e.g. 0,1,2.", metavar="DIGITS", show_default="all", rich_help_panel=DATA
+        ),
     ] = None,
     per_class: Annotated[
         Optional[int],
@@ -130,16 +131,15 @@ def train(
             rich_help_panel=DATA,
         ),
     ] = None,
-    calibrate: Annotated[
-        Optional[bool],
+    no_calibrate: Annotated[
+        bool,
         typer.Option(
-            "--calibrate/--no-calibrate",
-            help="Classifiers: fit a temperature to their confidences on held-out training images"
-            " (the validation split, else 5% held out for it).",
-            show_default="calibrate",
+            "--no-calibrate",
+            help="Classifiers: do not fit a temperature to their confidences (by default it is fitted on the"
+            " validation split, else on 5% of the training images held out for it).",
             rich_help_panel=DATA,
         ),
-    ] = None,
+    ] = False,
     early_stopping: Annotated[
         Optional[int],
         typer.Option(
@@ -211,7 +211,8 @@ def train(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     name: Annotated[
-        Optional[str], typer.Option(help="Name of the run.", show_default="MODEL-DATE-TIME", rich_help_panel=RUN)
+        Optional[str],
+        typer.Option(help="Name of the run.", metavar="NAME", show_default="MODEL-DATE-TIME", rich_help_panel=RUN),
     ] = None,
     tensorboard: Annotated[
         bool,
@@ -227,7 +228,8 @@ def train(
 
     An option whose default reads (recipe) takes the model's own value; `mnist models --json` lists them.
     """
-    from mnistcli import api
+    with render.starting():
+        from mnistcli import api
 
     options = dict(
         epochs=epochs,
@@ -243,9 +245,9 @@ def train(
         mining=mining.value if mining else None,
         ssl_weight=ssl_weight,
         augment=augment,
-        robust_augment=robust_augment,
+        robust_augment=True if robust_augment else None,  # None: the recipe's
         val_split=val_split,
-        calibrate=calibrate,
+        calibrate=False if no_calibrate else None,
         early_stopping=early_stopping,
         target_accuracy=target_accuracy,
         check_every=check_every,

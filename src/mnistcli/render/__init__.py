@@ -5,7 +5,7 @@ formatting helpers; one module per family of command renders its results.
 """
 
 from mnistcli.render.catalog import checkpoints_table, model_card, models_table, plot_report
-from mnistcli.render.console import error, json_line, note
+from mnistcli.render.console import error, json_line, note, starting
 from mnistcli.render.evaluation import (
     adder_json,
     adder_report,
@@ -41,6 +41,7 @@ __all__ = [
     "readings",
     "settings_view",
     "shown_inputs",
+    "starting",
     "train_json",
     "train_summary",
 ]

@@ -7,9 +7,10 @@ the api's dataclasses.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -71,3 +72,16 @@ def fitting(make: Callable[[set[str]], Table], droppable: Sequence[str], console
 def bar(value: float, width: int = 30) -> str:
     full = value * width
     return "█" * int(full) + ("▌" if full - int(full) >= 0.5 else "")
+
+
+@contextlib.contextmanager
+def starting(what: str = "starting: loading PyTorch") -> Iterator[None]:
+    """A transient spinner on a terminal's stderr while the first slow import runs (torch: 2-5 s cold).
+
+    Nothing when stderr is not a terminal or torch is already loaded, so pipes and tests see no change.
+    """
+    if "torch" in sys.modules or not err.is_terminal:
+        yield
+        return
+    with err.status(Text(f"{what}…", style="dim")):
+        yield
