@@ -154,18 +154,24 @@ def test_predict_divides_the_logits_by_the_temperature(
         assert row["probabilities"] == pytest.approx([0.1] * 10, abs=1e-4)
 
 
-def test_bundled_checkpoint_without_a_temperature_and_with_one(
+def test_bundled_checkpoint_with_its_temperature_and_without_one(
     runner: CliRunner, synthetic_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pngs: list[str]
 ) -> None:
     [bundled] = store.bundled_runs()
-    assert "calibration" not in bundled.meta and bundled.temperature == 1.0  # as shipped: the raw softmax
+    assert 0 < bundled.temperature < 1  # as shipped: calibrated (a label-smoothed cnn is sharpened)
     report = json.loads(runner.invoke(app, ["eval", "--json"]).stdout)
-    assert report["checkpoint"] == bundled.name and report["temperature"] == 1.0
-    assert report["ece"] == report["ece_uncalibrated"]
+    assert report["checkpoint"] == bundled.name and report["temperature"] == bundled.temperature
+    assert report["ece"] != report["ece_uncalibrated"]
     copy = tmp_path / "pretrained"
     shutil.copytree(store.BUNDLED_ROOT, copy)
-    set_temperature(copy / bundled.name, 1e6)
     monkeypatch.setattr(store, "BUNDLED_ROOT", copy)
+    meta_path = copy / bundled.name / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["calibration"]  # as a checkpoint from before calibration existed
+    meta_path.write_text(json.dumps(meta))
+    report = json.loads(runner.invoke(app, ["eval", "--json"]).stdout)
+    assert report["temperature"] == 1.0 and report["ece"] == report["ece_uncalibrated"]
+    set_temperature(copy / bundled.name, 1e6)
     for row in predict(runner, bundled.name, pngs):
         assert row["probabilities"] == pytest.approx([0.1] * 10, abs=1e-4)
 
