@@ -1,10 +1,11 @@
 """Accuracy of `mnist predict` on real MNIST test digits rendered as real-world pictures.
 
     python benchmarks/realworld.py --data-dir ../shared/data/mnist [-n 1000] [--seed 0] [-c CHECKPOINT ...]
-                                   [--kinds clean,photo,canvas,thick,thin] [--keep DIR]
+                                   [--kinds clean,photo,photo_small,canvas,thick,thin] [--keep DIR]
 
 Draws N test digits (seeded, the same ones for every kind), renders each with the renderers of
-tests/realistic.py (clean PNG, phone photo of paper, RGBA canvas drawing, thick and thin pens),
+tests/realistic.py (clean PNG, phone photo of paper, the same with the digit small in a 2000x1500
+photo, RGBA canvas drawing, thick and thin pens),
 writes them to a folder per kind and runs the real CLI (`mnist predict DIR --json`, a subprocess)
 on each, for each checkpoint given (-c, repeated; default: the CLI's default). Prints a markdown
 table: accuracy per kind and checkpoint, and the change from the clean PNGs.
@@ -32,11 +33,18 @@ from mnistcli.data.mnist import load_split  # noqa: E402
 
 
 def render(kind: str, digits: np.ndarray, seed: int, folder: Path) -> None:
-    """Write each digit rendered as `kind` to `folder` as i.png (lossless: a photo carries its own JPEG)."""
+    """Write each digit rendered as `kind` to `folder` as i.png (lossless: a photo carries its own JPEG).
+
+    The 2000x1500 photos are written as JPEG at quality 95 instead (a PNG of one is ~6 MB).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, sorted(RENDERERS).index(kind)])
     for i, digit in enumerate(digits):
-        RENDERERS[kind](digit, rng).save(folder / f"{i:05d}.png")
+        picture = RENDERERS[kind](digit, rng)
+        if picture.width * picture.height > 1_000_000:
+            picture.save(folder / f"{i:05d}.jpg", quality=95)
+        else:
+            picture.save(folder / f"{i:05d}.png")
 
 
 def predict(folder: Path, checkpoint: str | None) -> dict[int, int]:

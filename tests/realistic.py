@@ -34,8 +34,18 @@ def photo(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     The digit is a few hundred pixels tall, off centre on a larger page, turned by up to 8 degrees.
     """
     size = int(rng.integers(150, 320))
-    ink = np.asarray(_upscale(digit, size, float(rng.uniform(-8, 8))), dtype=np.float32) / 255
-    h, w = int(size * rng.uniform(1.2, 1.8)), int(size * rng.uniform(1.2, 1.8))
+    angle = float(rng.uniform(-8, 8))
+    return _photo(digit, rng, size, angle, int(size * rng.uniform(1.2, 1.8)), int(size * rng.uniform(1.2, 1.8)))
+
+
+def photo_small(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """A photo as `photo`, but 2000x1500 with the digit small in it: its 28x28 field 5-10% of the width."""
+    return _photo(digit, rng, int(2000 * rng.uniform(0.05, 0.10)), float(rng.uniform(-8, 8)), 1500, 2000)
+
+
+def _photo(digit: np.ndarray, rng: np.random.Generator, size: int, angle: float, h: int, w: int) -> Image.Image:
+    """The digit's field, `size` pixels square and turned by `angle` degrees, somewhere on an h x w photo of paper."""
+    ink = np.asarray(_upscale(digit, size, angle), dtype=np.float32) / 255
     y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
     page = np.zeros((h, w), dtype=np.float32)
     page[y : y + size, x : x + size] = ink
@@ -89,4 +99,11 @@ def thin(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
     return _pen(digit, rng, grow=False)
 
 
-RENDERERS: dict[str, Renderer] = {"clean": clean, "photo": photo, "canvas": canvas, "thick": thick, "thin": thin}
+RENDERERS: dict[str, Renderer] = {
+    "clean": clean,
+    "photo": photo,
+    "photo_small": photo_small,
+    "canvas": canvas,
+    "thick": thick,
+    "thin": thin,
+}

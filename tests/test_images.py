@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mnistcli.data.components import components, dilate
 from mnistcli.data.images import collect_paths, fit_digit, load_image, load_images
 from mnistcli.errors import ImageError
 from tests.helpers import make_digits, save_png
@@ -134,3 +135,51 @@ def test_sixteen_bit_and_float_images(tmp_path: Path) -> None:
     for name in ("deep.png", "float.tif"):
         out = load_image(tmp_path / name)
         assert out.max() > 0.9 and (out > 0.5).sum() > 20, name
+
+
+def test_twelve_bit_data_in_a_sixteen_bit_png(tmp_path: Path) -> None:
+    stroke = np.asarray(draw_one(64, 255, 0)) > 0
+    Image.fromarray(np.where(stroke, 3500, 300).astype(np.uint16)).save(tmp_path / "twelve.png")  # 0-4095
+    out = load_image(tmp_path / "twelve.png")
+    assert out.max() > 0.9 and (out > 0.5).sum() > 20
+
+
+def test_fit_digit_when_the_brightest_ink_is_a_stray_mark() -> None:
+    ink = np.zeros((100, 100), np.float32)
+    ink[20:60, 20:30] = 0.15  # a faint "1"
+    ink[95:97, 95:97] = 1.0  # a bright speck in the corner, left out as a stray mark
+    out = fit_digit(ink)
+    assert out is not None and out.max() == pytest.approx(1.0)
+    rows = np.flatnonzero(out.max(axis=1) > 0.2)
+    assert rows[-1] - rows[0] + 1 == 20  # the "1" fills the 20x20 box, the speck is gone
+
+
+def flood_fill_count(mask: np.ndarray) -> int:
+    """8-connected components, the slow obvious way."""
+    seen, count = np.zeros_like(mask), 0
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        count, stack = count + 1, [start]
+        seen[start] = True
+        while stack:
+            y, x = stack.pop()
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    q = (y + dy, x + dx)
+                    if 0 <= q[0] < mask.shape[0] and 0 <= q[1] < mask.shape[1] and mask[q] and not seen[q]:
+                        seen[q] = True
+                        stack.append(q)
+    return count
+
+
+def test_one_component_labelling_for_ink_and_segmenting() -> None:
+    rng = np.random.default_rng(0)
+    for density in (0.1, 0.3, 0.5):
+        mask = rng.random((40, 50)) < density
+        labels, boxes = components(mask)
+        assert len(boxes) == labels.max() == flood_fill_count(mask)
+        assert ((labels > 0) == mask).all() and boxes[:, 4].sum() == mask.sum()
+        grown = dilate(mask, 2)
+        ys, xs = np.nonzero(mask)
+        assert grown[np.clip(ys + 2, 0, 39), np.clip(xs - 2, 0, 49)].all() and grown.sum() > mask.sum()

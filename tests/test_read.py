@@ -210,7 +210,17 @@ def test_read_pipes_tsv_reads_stdin_and_folders_and_survives_bad_files(
     assert [json.loads(line)["path"] for line in stdin.stdout.splitlines()] == paths[:2]
     assert stdin.stderr.splitlines() == [
         f"error: {bad}: not a readable image",
-        f"error: {blank}: blank image: no ink found",
+        f"error: {blank}: blank image: no digit found (no ink, or only marks too faint or small to be one)",
     ]
     assert runner.invoke(app, ["read", "-"], input="").exit_code == 0
     assert runner.invoke(app, ["read"]).exit_code == 2
+
+
+def test_a_number_small_in_a_phone_photo_is_not_blank() -> None:
+    """Four digits 150 px tall (a 600 px wide number) in a 4032x3024 photo: clearly there, yet 'blank'."""
+    digits, _ = make_digits(4, seed=3)
+    row = np.concatenate(list(digits), axis=1).astype(np.float32) / 255
+    number = np.asarray(Image.fromarray(row).resize((600, 150), Image.Resampling.BICUBIC))
+    page = np.full((3024, 4032), 0.8, np.float32)
+    page[1400:1550, 1800:2400] *= 1 - 0.85 * np.clip(number, 0, 1)
+    assert extract_ink(page).any()

@@ -257,3 +257,34 @@ def test_read_reports_the_same_calibrated_confidence_as_predict(
     assert read["digits"][0]["digit"] == predicted["digit"]
     assert abs(read["digits"][0]["confidence"] - predicted["confidence"]) < 0.02
     assert predicted["confidence"] < 0.9  # T = 3 flattens it: the temperature really was applied
+
+
+def test_a_thin_digit_on_a_page_lit_from_one_side_is_found() -> None:
+    """A '1' 300 px tall, 14 px wide, pencil-grey on paper lit 0.6 -> 0.9 across a 2000x1500 photo.
+
+    The ink is under 0.5% of the picture, so the 0.5/99.5 percentiles that decide polarity see only
+    the lighting, guess light ink, and the photo comes back 'blank'.
+    """
+    page = 0.6 + 0.3 * np.linspace(0, 1, 2000, dtype=np.float32)[None] ** 2 * np.ones((1500, 1), np.float32)
+    page[600:900, 1300:1314] = 0.3
+    page += np.random.default_rng(0).normal(0, 0.02, page.shape).astype(np.float32)
+    ink_map = extract_ink(np.clip(page, 0, 1))
+    assert ink_map[600:900, 1300:1314].mean() > 0.5
+
+
+def test_a_digit_small_in_a_big_photo_is_found(tmp_path: Path) -> None:
+    """MNIST digits whose field is 5-10% of a 2000x1500 photo's width (was: 10 in 40 'blank')."""
+    digits, _ = make_digits(6, seed=5)
+    rng = np.random.default_rng(4)
+    for i, digit in enumerate(digits):
+        picture = RENDERERS["photo_small"](digit, rng)
+        assert picture.size == (2000, 1500)
+        picture.save(tmp_path / f"{i}.jpg", quality=95)
+        assert correlation(load_image(tmp_path / f"{i}.jpg"), expected(digit)) > 0.8, i
+
+
+def test_pure_noise_stays_blank_at_any_size() -> None:
+    rng = np.random.default_rng(6)
+    for h, w in ((40, 60), (300, 300), (1500, 2000)):
+        light = 0.8 - 0.3 * np.linspace(0, 1, w, dtype=np.float32)[None]
+        assert not extract_ink(np.clip(light + rng.normal(0, 0.04, (h, w)), 0, 1)).any(), (h, w)

@@ -16,7 +16,7 @@ import torch
 from mnistcli import store
 from mnistcli.api.common import load_checkpoint
 from mnistcli.api.reports import Failure
-from mnistcli.data.images import extract_ink, fit_digit, open_gray
+from mnistcli.data.images import BLANK, extract_ink, fit_digit, open_gray
 from mnistcli.data.segment import segment
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.inference import predict_proba
@@ -73,7 +73,7 @@ def digit_crops(path: str) -> tuple[list[tuple[int, int, int, int]], np.ndarray]
             boxes.append(crop.box)
             arrays.append(fitted)
     if not arrays:
-        raise ImageError(path, "blank image: no ink found")
+        raise ImageError(path, BLANK)
     return boxes, np.stack(arrays)
 
 

@@ -36,6 +36,7 @@ __all__ = [
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 MAX_PIXELS = 50_000_000  # refuse decompression bombs politely rather than with PIL's warning
+BLANK = "blank image: no digit found (no ink, or only marks too faint or small to be one)"
 
 
 def collect_paths(items: Iterable[str], stdin: Iterable[str] = ()) -> list[str]:
@@ -73,9 +74,10 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
     """Flatten transparency and colour into a float32 luminance array in [0, 1]."""
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        # 16-bit, 32-bit and float images: convert("L") would clip them; scale to [0, 1] instead.
+        # 16-bit, 32-bit and float images: convert("L") would clip them; scale their own range to [0, 1]
+        # instead (a 16-bit PNG often holds 10- or 12-bit data, 0-4095: over 65535 it would be all black).
         a = np.asarray(image, dtype=np.float32)
-        lo, hi = (0.0, 65535.0) if image.mode.startswith("I;16") else (float(a.min()), float(a.max()))
+        lo, hi = float(a.min()), float(a.max())
         return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
@@ -143,7 +145,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """
     digit = to_mnist(open_gray(path))
     if digit is None:
-        raise ImageError(path, "blank image: no ink found")
+        raise ImageError(path, BLANK)
     return digit
 
 

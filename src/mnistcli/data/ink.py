@@ -6,7 +6,9 @@ taken away; `fit_digit` crops an ink map to the digit and places it as MNIST did
 
 How the ink is found, and why:
 1. Polarity: the background is most of the picture, so its median lies on the page's side; the
-   ink is the tail that reaches further from it (dark pen on paper, or chalk on a board).
+   ink is the tail that reaches further from it (dark pen on paper, or chalk on a board). Ink
+   under ~0.5% of the picture leaves the tails to the lighting; a guess that finds no ink is
+   tried the other way round (ink of the wrong polarity never stands above the page).
 2. Background: a low percentile of each block of a coarse grid (ink only ever adds, so a low
    percentile sees the page even where strokes cross the block), the grid eroded and smoothed,
    then stretched back to full size. A page lit from one side becomes flat black, not ink.
@@ -24,6 +26,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from mnistcli.data.components import components, dilate, label
+
 GRID = 8  # background blocks per side (a block is larger than a stroke for any digit that fills <~ 1/2 the frame)
 WORK_SIZE = 1024  # pixels: larger pictures are shrunk to this first (a digit needs far fewer)
 MIN_BLOCK = 16  # pixels: smaller pictures get fewer blocks (one, a flat page, below 32 pixels)
@@ -32,7 +36,8 @@ NOISE_SIGMAS = 4.0  # a pixel is ink when it stands this many noise deviations a
 MIN_CONTRAST = 0.08  # ...and at least this far (on a 0-1 scale) above it, so a flat page never yields ink
 CROP_THRESHOLD = 0.2  # fraction of full ink above which a pixel counts when cropping (as before)
 SPECK = 0.05  # a piece smaller than this fraction of the largest is a speck
-SMALLEST = 0.04  # a digit is at least this fraction of the picture across
+SMALLEST = 0.015  # a digit is at least this fraction of the picture across (a 4-digit number 15% of a photo's width)
+SMALLEST_PIXELS = 6  # ...and this many pixels: camera noise above the floor makes specks of 1-3
 NEAR = 0.5  # fit_digit: a piece under 1/5 of the digit, further from it than this x its size, is a stray mark
 
 
@@ -64,41 +69,6 @@ def _noise(r: np.ndarray) -> tuple[float, float]:
     return centre, 1.4826 * float(np.median(np.abs(r - centre)))
 
 
-def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a boolean mask: (labels, count), labels 1..count and 0 off the mask.
-
-    Works on runs of each row (a digit picture has a few thousand), joined by union-find.
-    """
-    parent: list[int] = [0]
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    runs: list[tuple[int, int, int, int]] = []  # row, start, stop (exclusive), run id
-    prev: list[tuple[int, int, int]] = []
-    for y, row in enumerate(mask):
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], row.view(np.int8), [0]))))
-        current: list[tuple[int, int, int]] = []
-        for start, stop in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
-            rid = len(parent)
-            parent.append(rid)
-            for pstart, pstop, pid in prev:
-                if pstart <= stop and start <= pstop:  # touching, diagonals included
-                    a, b = find(pid), find(rid)
-                    parent[max(a, b)] = min(a, b)
-            current.append((start, stop, rid))
-            runs.append((y, start, stop, rid))
-        prev = current
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    roots: dict[int, int] = {}
-    for y, start, stop, rid in runs:
-        labels[y, start:stop] = roots.setdefault(find(rid), len(roots) + 1)
-    return labels, len(roots)
-
-
 def _ruled_lines(mask: np.ndarray) -> np.ndarray:
     """Pixels of straight rows or columns of ink that cross the picture and are far thinner than a pen stroke.
 
@@ -109,7 +79,7 @@ def _ruled_lines(mask: np.ndarray) -> np.ndarray:
     for m, out in ((mask, lines), (mask.T, lines.T)):
         if m.shape[1] < 64:
             continue
-        labels, n = components((m.mean(axis=1) > 0.85)[:, None])
+        labels, n = label((m.mean(axis=1) > 0.85)[:, None])
         for i in range(1, n + 1):
             band = labels[:, 0] == i
             if band.sum() <= max(1, m.shape[1] // 50):
@@ -119,16 +89,9 @@ def _ruled_lines(mask: np.ndarray) -> np.ndarray:
 
 def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
     """(labels, count, area of each piece, its box as rows of top, bottom, left, right) of `mask`'s components."""
-    labels, n = components(mask)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    ys, xs = np.nonzero(labels)
-    lab = labels[ys, xs] - 1
-    box = np.stack([np.full(n, mask.shape[0]), np.zeros(n, np.int64), np.full(n, mask.shape[1]), np.zeros(n, np.int64)])
-    np.minimum.at(box[0], lab, ys)
-    np.maximum.at(box[1], lab, ys)
-    np.minimum.at(box[2], lab, xs)
-    np.maximum.at(box[3], lab, xs)
-    return labels, n, areas, box
+    labels, boxes = components(mask)  # boxes: x0, y0, x1, y1 (exclusive), pixels
+    left, top, right, bottom, areas = boxes.T
+    return labels, len(boxes), areas, np.stack([top, bottom - 1, left, right - 1])
 
 
 def _keep(mask: np.ndarray) -> np.ndarray:
@@ -148,7 +111,7 @@ def _keep(mask: np.ndarray) -> np.ndarray:
     if not writing.any():  # only edges and lines: keep them rather than guess
         writing[:] = True
     largest = int(np.argmax(np.where(writing, areas, -1)))
-    if max(height[largest], width[largest]) < max(3, SMALLEST * max(h, w)):  # noise, not a digit
+    if max(height[largest], width[largest]) < max(SMALLEST_PIXELS, SMALLEST * max(h, w)):  # noise, not a digit
         return np.zeros_like(mask)
     keep = writing & (areas >= SPECK * areas[largest])
     return keep[labels - 1] & mask
@@ -164,20 +127,6 @@ def _one_digit(ink: np.ndarray) -> np.ndarray:
     gap = np.maximum.reduce([top[main] - bottom, top - bottom[main], left[main] - right, left - right[main], 0 * top])
     far = (areas < 0.2 * areas[main]) & (gap > NEAR * size)
     return np.where(far[labels - 1] & (labels > 0), 0.0, ink).astype(np.float32)
-
-
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """`mask` grown by `radius` pixels (a square), as two passes of shifted maxima."""
-    out = mask.copy()
-    for axis in (0, 1):
-        grown = out.copy()
-        for shift in range(1, radius + 1):
-            ahead = np.swapaxes(grown, 0, axis)
-            source = np.swapaxes(out, 0, axis)
-            ahead[shift:] |= source[:-shift]
-            ahead[:-shift] |= source[shift:]
-        out = grown
-    return out
 
 
 def extract_ink(gray: np.ndarray) -> np.ndarray:
@@ -199,8 +148,16 @@ def extract_ink(gray: np.ndarray) -> np.ndarray:
 def _extract(x: np.ndarray) -> np.ndarray:
     median = float(np.median(x))
     low, high = np.percentile(x, [0.5, 99.5])
-    if median - low > high - median:  # dark ink on a light page: MNIST is light on dark
-        x = 1.0 - x
+    dark_ink = median - low > high - median  # dark ink on a light page: MNIST is light on dark
+    # The tails decide polarity when the ink is over ~0.5% of the picture; below that they see only
+    # the lighting and noise, and may guess wrong (a thin "1" on a page lit from one side). Ink of the
+    # wrong polarity never stands above the page, so a blank guess is tried the other way round.
+    ink = _extract_light(1.0 - x if dark_ink else x)
+    return ink if ink.any() else _extract_light(x if dark_ink else 1.0 - x)
+
+
+def _extract_light(x: np.ndarray) -> np.ndarray:
+    """`extract_ink` of a picture already light-on-dark, at working size."""
     r = x - _background(x)
     centre, spread = _noise(r)
     floor = centre + max(NOISE_SIGMAS * spread, MIN_CONTRAST)
@@ -216,7 +173,7 @@ def _extract(x: np.ndarray) -> np.ndarray:
     soft_floor = centre + min(3.0 * spread, 0.5 * (floor - centre))
     ink = np.clip((r - soft_floor) / max(full - soft_floor, 1e-6), 0.0, 1.0)
     halo = max(1, round(max(x.shape) / 150))  # keep the soft edge of the kept strokes
-    return np.where(_dilate(mask, halo), ink, 0.0).astype(np.float32)
+    return np.where(dilate(mask, halo), ink, 0.0).astype(np.float32)
 
 
 def fit_digit(ink: np.ndarray) -> np.ndarray | None:
@@ -226,11 +183,10 @@ def fit_digit(ink: np.ndarray) -> np.ndarray | None:
     out of the crop. Returns None if the map holds no ink.
     """
     ink = np.asarray(ink, dtype=np.float32)
-    peak = float(ink.max()) if ink.size else 0.0
-    if peak > 0.0:
-        ink = _one_digit(ink)
-    if peak <= 0.0:
+    if not ink.size or float(ink.max()) <= 0.0:
         return None
+    ink = _one_digit(ink)
+    peak = float(ink.max())  # after the stray marks are gone: the brightest of them may have been the peak
     strong = ink > CROP_THRESHOLD * peak
     rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] / peak

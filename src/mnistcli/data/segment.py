@@ -2,8 +2,8 @@
 
 `mnist read` runs this between `images.extract_ink` (light ink on black) and `images.fit_digit`:
 
-1. Ink pixels (above `INK_LEVEL` of the brightest) are labelled into 8-connected components:
-   row runs joined by a vectorised union-find, so the cost follows the runs, not the pixels.
+1. Ink pixels (above `INK_LEVEL` of the brightest) are labelled into 8-connected components
+   (data/components.py: row runs joined by a vectorised union-find).
 2. Specks (under `SPECK_AREA` of the largest component's pixels) are dropped.
 3. Components whose x-extents overlap by at least `MERGE_OVERLAP` of the narrower one become one
    digit: the two strokes of a 4 or a 5 that do not touch, the pieces of a broken stroke.
@@ -23,6 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from mnistcli.data.components import components, dilate, label
+
+__all__ = ["DigitCrop", "components", "label", "segment"]
 
 INK_LEVEL = 0.25  # fraction of the brightest ink above which a pixel is ink for labelling
 SPECK_AREA = 0.01  # components with fewer pixels than this fraction of the largest are dropped
@@ -50,66 +54,6 @@ class DigitCrop:
         return (self.x, self.y, self.width, self.height)
 
 
-def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a boolean image -> (int32 labels, 0 for background and 1..n, n)."""
-    labels, boxes = components(mask)
-    return labels, len(boxes)
-
-
-def components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """8-connected components of a boolean image -> (int32 labels, 0 for background and 1..n;
-    per component (row label - 1): x0, y0, x1, y1 (exclusive) and pixel count, int64 (n, 5)).
-
-    Works on horizontal runs of ink: runs in neighbouring rows that touch (diagonally included)
-    are joined with a vectorised union-find, so the cost grows with the number of runs, not pixels.
-    """
-    h, w = mask.shape
-    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    ends = np.nonzero(edges == -1)[1]  # exclusive; same order as starts (row-major)
-    n = len(starts)
-    if n == 0:
-        return np.zeros((h, w), dtype=np.int32), np.zeros((0, 5), dtype=np.int64)
-    # Global keys in row-major order: run b in the next row touches run a when sb <= ea and eb >= sa.
-    stride = w + 2
-    next_row = (rows + 1) * stride
-    lo = np.searchsorted(rows * stride + ends, next_row + starts, side="left")
-    hi = np.searchsorted(rows * stride + starts, next_row + ends, side="right")
-    counts = np.maximum(hi - lo, 0)
-    a = np.repeat(np.arange(n), counts)
-    b = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-    _, component = np.unique(_union(n, a, b), return_inverse=True)
-    k = int(component.max()) + 1
-    # Paint: +label where a run starts, -label where it ends, summed along each row.
-    marks = np.zeros((h, w + 1), dtype=np.int32)
-    marks[rows, starts] = component + 1
-    marks[rows, ends] -= component + 1
-    labels = np.cumsum(marks, axis=1, dtype=np.int32)[:, :w]
-    boxes = np.zeros((k, 5), dtype=np.int64)
-    boxes[:, 0], boxes[:, 1] = w, h
-    np.minimum.at(boxes[:, 0], component, starts)
-    np.minimum.at(boxes[:, 1], component, rows)
-    np.maximum.at(boxes[:, 2], component, ends)
-    np.maximum.at(boxes[:, 3], component, rows + 1)
-    boxes[:, 4] = np.bincount(component, weights=ends - starts, minlength=k)
-    return labels, boxes
-
-
-def _union(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Roots of the forest joining a[i] with b[i]: each node's smallest connected index."""
-    parent = np.arange(n)
-    while True:
-        pa, pb = parent[a], parent[b]
-        if np.array_equal(pa, pb):
-            return parent
-        np.minimum.at(parent, np.maximum(pa, pb), np.minimum(pa, pb))  # hook the larger root under the smaller
-        while True:  # compress: every node points at its root
-            grand = parent[parent]
-            if np.array_equal(grand, parent):
-                break
-            parent = grand
-
-
 def segment(ink: np.ndarray) -> list[DigitCrop]:
     """Split an ink map (light on black, [0, 1]) into digit crops, left to right; [] if it holds no ink."""
     peak = float(ink.max()) if ink.size else 0.0
@@ -131,7 +75,7 @@ def segment(ink: np.ndarray) -> list[DigitCrop]:
         x0, y0, x1, y1, _ = _span(g, boxes)
         mine = np.isin(labels[y0:y1, x0:x1], ids)
         others = (labels[y0:y1, x0:x1] > 0) & ~mine
-        region = np.where(_dilate(others), 0.0, ink[y0:y1, x0:x1]).astype(np.float32)
+        region = np.where(dilate(others), 0.0, ink[y0:y1, x0:x1]).astype(np.float32)
         for c0, c1 in _cuts(region * mine, y1 - y0):
             crop = _tight(region[:, c0:c1], mine[:, c0:c1], x0 + c0, y0)
             if crop is not None:
@@ -224,14 +168,3 @@ def _tight(region: np.ndarray, mine: np.ndarray, x: int, y: int) -> DigitCrop | 
         return None
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     return DigitCrop(x + c0, y + r0, c1 - c0, r1 - r0, np.ascontiguousarray(region[r0:r1, c0:c1]))
-
-
-def _dilate(mask: np.ndarray) -> np.ndarray:
-    """Grow a boolean mask by one pixel in every direction (3x3)."""
-    grown = mask.copy()
-    grown[1:, :] |= mask[:-1, :]
-    grown[:-1, :] |= mask[1:, :]
-    wide = grown.copy()
-    wide[:, 1:] |= grown[:, :-1]
-    wide[:, :-1] |= grown[:, 1:]
-    return wide
