@@ -22,6 +22,7 @@ def width(path: Path) -> int:
 STEPS = [{"step": s, "epochs": 2, "total_steps": 40, "recent_loss": 6.7 - 0.001 * s} for s in (10, 20, 30)]
 
 
+@pytest.mark.slow  # draws a PNG with matplotlib: about 1 s
 def test_a_run_with_no_finished_epoch_gets_no_empty_accuracy_panel(tmp_path: Path) -> None:
     alone = plots.learning_curves([plots.RunCurves("cut", STEPS, [])], tmp_path / "cut.png")
     epoch = [{"epoch": 1, "train_loss": 6.68, "train_accuracy": 0.5}]

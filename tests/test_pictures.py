@@ -76,6 +76,7 @@ def test_plot_draws_curves_confusion_and_mistakes(runner: CliRunner, synthetic_e
     assert unknown.exit_code == 1 and "no checkpoint 'nope'" in unknown.stderr
 
 
+@pytest.mark.slow  # draws a PNG with matplotlib: about 1 s
 def test_predict_plot_draws_images_beside_their_bars(runner: CliRunner, tmp_path: Path) -> None:
     paths = [str(save_png(image, tmp_path / f"{i}.png")) for i, image in enumerate(make_digits(3, seed=2)[0])]
     out = tmp_path / "bars.png"

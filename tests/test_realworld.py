@@ -127,6 +127,7 @@ def test_a_page_edge_along_the_border_is_dropped(seven: np.ndarray) -> None:
     assert correlation(fit_digit(extract_ink(gray)), expected(seven)) > 0.9  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # a 12 MP photo: about 2 s
 def test_a_full_size_phone_photo_reads_like_a_small_one(tmp_path: Path, seven: np.ndarray) -> None:
     picture = RENDERERS["photo"](seven, np.random.default_rng(3))
     picture.save(tmp_path / "small.png")
@@ -272,6 +273,7 @@ def test_a_thin_digit_on_a_page_lit_from_one_side_is_found() -> None:
     assert ink_map[600:900, 1300:1314].mean() > 0.5
 
 
+@pytest.mark.slow  # renders and reads large photos: about 5 s
 def test_a_digit_small_in_a_big_photo_is_found(tmp_path: Path) -> None:
     """MNIST digits whose field is 5-10% of a 2000x1500 photo's width (was: 10 in 40 'blank')."""
     digits, _ = make_digits(6, seed=5)
