@@ -16,10 +16,11 @@ import argparse
 import numpy as np
 import torch
 
-from mnistcli import calibration, store
+from mnistcli import store
 from mnistcli.api.common import load_tensors, trained_digits
 from mnistcli.data import mnist
-from mnistcli.inference import evaluate_classifier
+from mnistcli.protocols import calibration
+from mnistcli.protocols.inference import evaluate_classifier
 
 
 def main() -> None:

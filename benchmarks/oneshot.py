@@ -22,10 +22,11 @@ import argparse
 import torch
 from torch import nn
 
-from mnistcli import fewshot, store
+from mnistcli import store
 from mnistcli.data import mnist
-from mnistcli.dataset import TensorData
-from mnistcli.inference import EVAL_BATCH
+from mnistcli.data.tensors import TensorData
+from mnistcli.protocols import fewshot
+from mnistcli.protocols.inference import EVAL_BATCH
 
 
 def features(fn: nn.Module | object, data: TensorData) -> torch.Tensor:

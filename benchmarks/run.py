@@ -91,7 +91,7 @@ def bench_data(data_dir: Path, raw: Path, tv_root: Path, repeats: int) -> None:
 
     from mnistcli.data import mnist
     from mnistcli.data.idx import read_idx
-    from mnistcli.dataset import TensorData
+    from mnistcli.data.tensors import TensorData
 
     def ours(folder: Path) -> None:
         for stem in mnist.RESOURCES:
@@ -327,7 +327,9 @@ def bench_startup(pngs: Path, args: argparse.Namespace, env: dict[str, str]) -> 
     # One optimizer step on one parameter: torch.optim imports torch._dynamo on its first step.
     step = "import torch; p = torch.zeros(1, requires_grad=True); p.sum().backward(); opt = {}; opt.step()"
     torch_step = med([sys.executable, "-c", step.format("torch.optim.SGD([p], lr=0.1)")])
-    ours_step = med([sys.executable, "-c", "from mnistcli import optim; " + step.format("optim.SGD([p], lr=0.1)")])
+    ours_step = med(
+        [sys.executable, "-c", "from mnistcli.engine import optim; " + step.format("optim.SGD([p], lr=0.1)")]
+    )
     RESULTS["startup"] = {
         "import_torch": torch_import,
         "help": help_,
@@ -344,7 +346,7 @@ def bench_startup(pngs: Path, args: argparse.Namespace, env: dict[str, str]) -> 
             ["`mnist predict one.png`", f"{predict:.2f} s", f"{predict / torch_import:.2f}x"],
             ["import torch, one step of `torch.optim.SGD`", f"{torch_step:.2f} s", f"{torch_step / torch_import:.2f}x"],
             [
-                "import torch, one step of `mnistcli.optim.SGD`",
+                "import torch, one step of `mnistcli.engine.optim.SGD`",
                 f"{ours_step:.2f} s",
                 f"{ours_step / torch_import:.2f}x",
             ],

@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
-from mnistcli.dataset import TensorData
-from mnistcli.inference import evaluate_adder
+from mnistcli.data.tensors import TensorData
+from mnistcli.families.adder import AdderTask, held_out_numbers, pack, unpack
 from mnistcli.models.adder import Adder
-from mnistcli.tasks.adder import AdderTask, held_out_numbers, pack, unpack
+from mnistcli.protocols.inference import evaluate_adder
 from tests.helpers import make_digits, save_png
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnistcli import calibration
+from mnistcli.protocols import calibration
 
 
 def brute_force_ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:

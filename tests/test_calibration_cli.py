@@ -164,7 +164,7 @@ def test_bundled_checkpoint_with_its_temperature_and_without_one(
     assert report["ece"] != report["ece_uncalibrated"]
     copy = tmp_path / "pretrained"
     shutil.copytree(store.BUNDLED_ROOT, copy)
-    monkeypatch.setattr(store, "BUNDLED_ROOT", copy)
+    monkeypatch.setattr(store.runs, "BUNDLED_ROOT", copy)
     meta_path = copy / bundled.name / "meta.json"
     meta = json.loads(meta_path.read_text())
     del meta["calibration"]  # as a checkpoint from before calibration existed

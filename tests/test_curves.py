@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mnistcli import plots
 from mnistcli.api.plotting import _history
+from mnistcli.render import plots
 
 pytest.importorskip("matplotlib")
 

@@ -11,8 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from mnistcli import registry, runlog, store
+from mnistcli import registry, store
 from mnistcli.cli import app, complete
+from mnistcli.store import runlog
 
 
 def commands(group: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

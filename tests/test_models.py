@@ -7,10 +7,10 @@ import torch
 
 from mnistcli import registry, store
 from mnistcli.config import TrainConfig
-from mnistcli.dataset import TensorData
+from mnistcli.data.tensors import TensorData
+from mnistcli.engine.loop import fit
 from mnistcli.errors import ModelError
-from mnistcli.tasks import get_task
-from mnistcli.training import fit
+from mnistcli.families import get_task
 from tests.helpers import make_digits
 
 MODELS = [e.name for e in registry.list_models()]

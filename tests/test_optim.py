@@ -9,10 +9,10 @@ import sys
 import pytest
 import torch
 
-from mnistcli import optim
 from mnistcli.config import TrainConfig
+from mnistcli.engine import optim
+from mnistcli.engine.loop import make_optimizer, make_scheduler
 from mnistcli.registry import create_model
-from mnistcli.training import make_optimizer, make_scheduler
 
 STEPS = 25
 
@@ -91,10 +91,10 @@ def test_training_never_imports_dynamo() -> None:
     code = """
 import sys, torch
 from mnistcli.config import TrainConfig
-from mnistcli.dataset import TensorData
+from mnistcli.data.tensors import TensorData
 from mnistcli.registry import create_model
-from mnistcli.tasks import get_task
-from mnistcli.training import fit
+from mnistcli.families import get_task
+from mnistcli.engine.loop import fit
 data = TensorData(torch.randint(0, 255, (64, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (64,)))
 for opt in ("sgd", "nesterov", "adam", "adamw"):
     config = TrainConfig(epochs=1, batch_size=16, optimizer=opt, scheduler="onecycle", augment=True, target_accuracy=0.99)

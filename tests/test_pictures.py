@@ -10,12 +10,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistcli import api, plots, store
-from mnistcli import tensorboard as tb_events
+from mnistcli import api, paths, store
 from mnistcli.cli import app
+from mnistcli.engine import tensorboard as tb_events
 from mnistcli.errors import UsageError
+from mnistcli.render import plots
 from mnistcli.render.train import loss_chart
-from mnistcli.runlog import read_log
+from mnistcli.store.runlog import read_log
 from tests.helpers import make_digits, save_png
 
 
@@ -140,12 +141,12 @@ def test_interrupted_and_failed_runs_do_not_get_in_the_way(
     monkeypatch.setattr("mnistcli.api.training.fit", fail)
     with pytest.raises(RuntimeError):  # fails before anything was logged: no folder is left behind
         api.train("linear", {"epochs": 1, "batch_size": 50}, name="failed")
-    assert not (store.paths.runs_dir() / "failed").exists()
+    assert not (paths.runs_dir() / "failed").exists()
 
 
 def test_a_diverged_run_still_logs_json(tmp_path: Path) -> None:
-    from mnistcli.runlog import RunLog
-    from mnistcli.training import StepInfo
+    from mnistcli.engine.loop import StepInfo
+    from mnistcli.store.runlog import RunLog
 
     log = RunLog(tmp_path / "log.jsonl")
     log.step(StepInfo(1, 1, 10, 10, float("nan"), 0.1, 0.01, float("inf"), 1.0))

@@ -11,9 +11,11 @@ import pytest
 import torch
 from rich.console import Console
 
-from mnistcli import api, linear_eval, progress
+from mnistcli import api
 from mnistcli.api.common import load_tensors
 from mnistcli.data import mnist
+from mnistcli.protocols import linear_probe as linear_eval
+from mnistcli.render import progress
 from mnistcli.work import CHECKING, Counter, phase
 
 

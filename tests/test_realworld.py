@@ -184,7 +184,7 @@ def test_show_input_must_be_a_folder(runner: CliRunner, tmp_path: Path) -> None:
 def test_robust_augmentation_varies_slant_pen_and_focus_repeatably() -> None:
     import torch
 
-    from mnistcli.augment import real_world_view
+    from mnistcli.data.augment import real_world_view
 
     digits, _ = make_digits(64, seed=4)
     x = torch.from_numpy(digits.astype(np.float32) / 255).unsqueeze(1)

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from mnistcli import fewshot
 from mnistcli.cli import app
-from mnistcli.dataset import TensorData
-from mnistcli.tasks.metric import UNLABELLED, MetricTask, batch_hard, semi_hard
+from mnistcli.data.tensors import TensorData
+from mnistcli.families.triplet import UNLABELLED, MetricTask, batch_hard, semi_hard
+from mnistcli.protocols import fewshot
 from tests.helpers import make_digits, save_png
 
 
@@ -243,9 +243,9 @@ def test_oneshot_without_a_siamese_run_says_what_to_do(runner: CliRunner, tmp_pa
 @pytest.mark.parametrize("mining", ["batch-hard", "semi-hard"])
 def test_both_minings_train(mining: str) -> None:
     from mnistcli.config import TrainConfig
+    from mnistcli.engine.loop import fit
+    from mnistcli.families import get_task
     from mnistcli.registry import create_model, get_entry
-    from mnistcli.tasks import get_task
-    from mnistcli.training import fit
 
     data = _data(120, seed=5)
     config = TrainConfig.build(get_entry("siamese").recipe, {"epochs": 4, "batch_size": 40, "mining": mining})

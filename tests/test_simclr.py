@@ -11,11 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mnistcli.augment import contrastive_view
 from mnistcli.cli import app
-from mnistcli.dataset import TensorData
-from mnistcli.linear_eval import linear_evaluation, pixels
-from mnistcli.tasks.contrastive import nt_xent
+from mnistcli.data.augment import contrastive_view
+from mnistcli.data.tensors import TensorData
+from mnistcli.families.contrastive import nt_xent
+from mnistcli.protocols.linear_probe import linear_evaluation, pixels
 from tests.helpers import make_digits, save_png
 
 

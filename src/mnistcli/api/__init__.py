@@ -8,6 +8,7 @@ anything the user can fix.
 from mnistcli.api.catalog import broken_runs, checkpoints, interrupted_runs, model, models, remove_checkpoint
 from mnistcli.api.evaluation import evaluate
 from mnistcli.api.plotting import PlotReport, plot, plot_predictions
+from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
 from mnistcli.api.reports import (
     AdderReport,
@@ -24,7 +25,6 @@ from mnistcli.api.reports import (
     SumPrediction,
     TrainReport,
 )
-from mnistcli.api.serving import embed, oneshot, predict, save_embeddings
 from mnistcli.api.training import train
 
 __all__ = [

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from mnistcli import calibration
 from mnistcli.config import TrainConfig
-from mnistcli.dataset import TensorData
-from mnistcli.inference import evaluate_adder, evaluate_classifier
-from mnistcli.tasks.adder import held_out_numbers
+from mnistcli.data.tensors import TensorData
+from mnistcli.families.adder import held_out_numbers
+from mnistcli.protocols import calibration
+from mnistcli.protocols.inference import evaluate_adder, evaluate_classifier
 
 TASKS = ("classify", "adder")  # the tasks whose outputs are class probabilities
 

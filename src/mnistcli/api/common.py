@@ -11,8 +11,8 @@ import torch
 from mnistcli import store
 from mnistcli.data import images as image_io
 from mnistcli.data import mnist
-from mnistcli.dataset import TensorData
-from mnistcli.device import choose_device
+from mnistcli.data.tensors import TensorData
+from mnistcli.engine.device import choose_device
 from mnistcli.errors import CheckpointError, ImageError
 
 EMBEDDING_TASKS = {"classify", "contrastive", "metric", "adder"}  # every model with `features(x)`

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mnistcli import calibration, fewshot, linear_eval, plots, store
+from mnistcli import store
 from mnistcli.api.common import (
     EMBEDDING_TASKS,
     data_folder,
@@ -27,11 +27,14 @@ from mnistcli.api.common import (
 )
 from mnistcli.api.reports import AdderReport, EvalReport, FewShotReport, FewShotScore
 from mnistcli.data import mnist
-from mnistcli.dataset import TensorData
+from mnistcli.data.tensors import TensorData
 from mnistcli.errors import DataError, UsageError
-from mnistcli.inference import embed_data, evaluate_adder, evaluate_classifier
-from mnistcli.linear_eval import frozen, linear_evaluation
-from mnistcli.tasks.adder import held_out_numbers
+from mnistcli.families.adder import held_out_numbers
+from mnistcli.protocols import calibration, fewshot
+from mnistcli.protocols import linear_probe as linear_eval
+from mnistcli.protocols.inference import embed_data, evaluate_adder, evaluate_classifier
+from mnistcli.protocols.linear_probe import frozen, linear_evaluation
+from mnistcli.render import plots
 from mnistcli.work import Counter, WorkFn, phase
 
 NN_BLOCK = 1000  # test images per block of the nearest-neighbour search (1000 x 60000 distances)

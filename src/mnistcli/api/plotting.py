@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from mnistcli import plots, store
+from mnistcli import store
 from mnistcli.api.common import a_model, data_folder, load_checkpoint, load_tensors, trained_digits
 from mnistcli.data import mnist
 from mnistcli.errors import CheckpointError, DataError, UsageError
-from mnistcli.inference import evaluate_classifier
-from mnistcli.runlog import LOG, read_log
+from mnistcli.protocols.inference import evaluate_classifier
+from mnistcli.render import plots
+from mnistcli.store.runlog import LOG, read_log
 
 MISTAKES = 48  # digits in the grid of mistakes
 

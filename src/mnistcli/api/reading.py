@@ -19,7 +19,7 @@ from mnistcli.api.reports import Failure
 from mnistcli.data.images import BLANK, extract_ink, fit_digit, open_gray
 from mnistcli.data.segment import segment
 from mnistcli.errors import ImageError, UsageError
-from mnistcli.inference import predict_proba
+from mnistcli.protocols.inference import predict_proba
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
 CHUNK = 256  # images segmented before one classification pass: bounds memory on big folders

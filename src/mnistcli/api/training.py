@@ -13,22 +13,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from mnistcli import __version__, fewshot, store
-from mnistcli import tensorboard as tb_events
+from mnistcli import __version__, store
 from mnistcli.api import calibrating
 from mnistcli.api.common import data_folder, load_tensors, params
 from mnistcli.api.reports import TrainReport
 from mnistcli.config import TrainConfig
 from mnistcli.data import mnist
-from mnistcli.device import choose_device, seed_everything
+from mnistcli.engine import tensorboard as tb_events
+from mnistcli.engine.device import choose_device, seed_everything
+from mnistcli.engine.loop import EpochInfo, StepInfo, fit
 from mnistcli.errors import UsageError
-from mnistcli.inference import embed_data, evaluate_classifier
-from mnistcli.linear_eval import frozen, linear_evaluation
+from mnistcli.families import get_task
 from mnistcli.models.base import MEAN, STD
+from mnistcli.protocols import fewshot
+from mnistcli.protocols.inference import embed_data, evaluate_classifier
+from mnistcli.protocols.linear_probe import frozen, linear_evaluation
 from mnistcli.registry import create_model, get_entry
-from mnistcli.runlog import LOG, RunLog
-from mnistcli.tasks import get_task
-from mnistcli.training import EpochInfo, StepInfo, fit
+from mnistcli.store.runlog import LOG, RunLog
 from mnistcli.work import Counter, WorkFn, phase
 
 PREPROCESSING = {

@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from mnistcli import progress, render
+from mnistcli import render
 from mnistcli.cli import complete
 from mnistcli.cli.common import DataDirOpt, Device, DeviceOpt, JsonOpt, app, guarded
 from mnistcli.cli.settings import remember_data_dir
+from mnistcli.render import progress
 
 
 @app.command()

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mnistcli import progress, render
+from mnistcli import render
 from mnistcli.cli import complete, helptext
 from mnistcli.cli.common import (
     CheckpointOpt,
@@ -23,6 +23,7 @@ from mnistcli.cli.common import (
 )
 from mnistcli.cli.settings import remember_data_dir
 from mnistcli.errors import UsageError
+from mnistcli.render import progress
 
 
 @app.command("eval")
@@ -143,7 +144,7 @@ def predict(
     """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum)."""
     with render.starting():
         from mnistcli import api
-    from mnistcli.api.serving import check_add
+    from mnistcli.api.predicting import check_add
 
     check_add(add)  # before stdin is read
     paths = image_paths(images)
@@ -152,7 +153,7 @@ def predict(
     if plot is not None:
         if add is not None:
             raise UsageError("--plot draws class probabilities; it does not apply with --add")
-        from mnistcli import plots
+        from mnistcli.render import plots
 
         plots.check_writable(plot)
     report = api.predict(paths, checkpoint, device=device.value, add=add, show_input=show_input)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mnistcli import progress, render
+from mnistcli import render
 from mnistcli.cli import complete, helptext
 from mnistcli.cli.common import (
     DataDirOpt,
@@ -25,6 +25,7 @@ from mnistcli.cli.helptext import DATA, FAMILY, OPTIMISATION, RUN, STOPPING, cho
 from mnistcli.cli.settings import remember_data_dir
 from mnistcli.config import TrainConfig
 from mnistcli.registry import declared_models
+from mnistcli.render import progress
 
 RECIPE = "recipe"  # shown as [default: (recipe)]: the model's own value (`mnist models --json` lists them)
 

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistcli.augment import contrastive_view, random_affine
-from mnistcli.dataset import TensorData
-from mnistcli.tasks.base import ShuffledBatches
+from mnistcli.data.augment import contrastive_view, random_affine
+from mnistcli.data.tensors import TensorData
+from mnistcli.families.base import ShuffledBatches
 
 
 def nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:

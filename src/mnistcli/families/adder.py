@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistcli.augment import random_affine
-from mnistcli.dataset import TensorData
-from mnistcli.inference import evaluate_adder
-from mnistcli.tasks.base import ShuffledBatches
+from mnistcli.data.augment import random_affine
+from mnistcli.data.tensors import TensorData
+from mnistcli.families.base import ShuffledBatches
+from mnistcli.protocols.inference import evaluate_adder
 
 
 def pack(digits: torch.Tensor, numbers: torch.Tensor) -> torch.Tensor:

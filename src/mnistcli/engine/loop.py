@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistcli import optim
 from mnistcli.config import TrainConfig
-from mnistcli.dataset import TensorData
-from mnistcli.tasks.base import Task
+from mnistcli.data.tensors import TensorData
+from mnistcli.engine import optim
+from mnistcli.families.base import Task
 from mnistcli.work import CHECKING, WorkFn, phase
 
 LOG_EVERY = 10  # steps between progress reports (each report syncs the device for .item())

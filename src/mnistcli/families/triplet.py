@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistcli import config
-from mnistcli.augment import contrastive_view, random_affine
-from mnistcli.dataset import TensorData, to_float
-from mnistcli.fewshot import prototypes
-from mnistcli.inference import embed_data
-from mnistcli.tasks.contrastive import nt_xent
+from mnistcli.data.augment import contrastive_view, random_affine
+from mnistcli.data.tensors import TensorData, to_float
+from mnistcli.families.contrastive import nt_xent
+from mnistcli.protocols.fewshot import prototypes
+from mnistcli.protocols.inference import embed_data
 
 UNLABELLED = -1  # the label given to the self-supervised half of a batch
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistcli.dataset import TensorData
+from mnistcli.data.tensors import TensorData
 
 EVAL_BATCH = 1000  # images per forward pass when not training (memory, not accuracy, bound)
 

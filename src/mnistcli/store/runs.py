@@ -34,11 +34,11 @@ from mnistcli import paths
 from mnistcli.atomic import atomic_write_bytes, atomic_write_text
 from mnistcli.errors import CheckpointError, MnistError, UsageError
 from mnistcli.registry import create_model, list_models
-from mnistcli.runlog import LOG
+from mnistcli.store.runlog import LOG
 
 FORMAT = "mnistcli-checkpoint/1"
 WEIGHTS, META = "model.safetensors", "meta.json"
-BUNDLED_ROOT = Path(__file__).parent / "pretrained"
+BUNDLED_ROOT = Path(__file__).parent.parent / "pretrained"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always used with fullmatch
 
 
@@ -327,7 +327,9 @@ def save(
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # Serialised in memory and written through atomic_write (safetensors' own save_file makes 0600 files).
-        atomic_write_bytes(folder / WEIGHTS, serialise(state, metadata={"format": FORMAT, "model": meta["model"]["name"]}))
+        atomic_write_bytes(
+            folder / WEIGHTS, serialise(state, metadata={"format": FORMAT, "model": meta["model"]["name"]})
+        )
         atomic_write_text(folder / META, json.dumps(meta, indent=2) + "\n")
     except BaseException:
         if created:

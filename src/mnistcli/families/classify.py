@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistcli.augment import random_affine, real_world_view
-from mnistcli.dataset import TensorData
-from mnistcli.inference import evaluate_classifier
-from mnistcli.tasks.base import ShuffledBatches
+from mnistcli.data.augment import random_affine, real_world_view
+from mnistcli.data.tensors import TensorData
+from mnistcli.families.base import ShuffledBatches
+from mnistcli.protocols.inference import evaluate_classifier
 
 
 class ClassifyTask(ShuffledBatches):

@@ -8,7 +8,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from mnistcli.dataset import TensorData
+from mnistcli.data.tensors import TensorData
 
 
 class Task(Protocol):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mnistcli import fewshot, store
+from mnistcli import store
 from mnistcli.api.common import EMBEDDING_TASKS, a_model, load_checkpoint, read_images
 from mnistcli.api.reports import (
     EmbedReport,
@@ -29,8 +29,9 @@ from mnistcli.api.reports import (
 from mnistcli.atomic import atomic_write, atomic_write_bytes
 from mnistcli.data.images import image_files
 from mnistcli.errors import ImageError, UsageError
-from mnistcli.inference import embed as embed_images
-from mnistcli.inference import predict_adder, predict_proba
+from mnistcli.protocols import fewshot
+from mnistcli.protocols.inference import embed as embed_images
+from mnistcli.protocols.inference import predict_adder, predict_proba
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 
 from mnistcli.config import TrainConfig
-from mnistcli.dataset import TensorData
+from mnistcli.data.tensors import TensorData
 from mnistcli.errors import ModelError
-from mnistcli.tasks.adder import AdderTask
-from mnistcli.tasks.base import Task
-from mnistcli.tasks.classify import ClassifyTask
-from mnistcli.tasks.contrastive import ContrastiveTask
-from mnistcli.tasks.metric import MetricTask
+from mnistcli.families.adder import AdderTask
+from mnistcli.families.base import Task
+from mnistcli.families.classify import ClassifyTask
+from mnistcli.families.contrastive import ContrastiveTask
+from mnistcli.families.triplet import MetricTask
 
 
 def get_task(name: str, config: TrainConfig, generator: torch.Generator, unlabelled: TensorData | None = None) -> Task:

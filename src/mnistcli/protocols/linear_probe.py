@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistcli import optim
-from mnistcli.dataset import TensorData
-from mnistcli.inference import EVAL_BATCH, ClassifierEval, evaluate_classifier
+from mnistcli.data.tensors import TensorData
+from mnistcli.engine import optim
+from mnistcli.protocols.inference import EVAL_BATCH, ClassifierEval, evaluate_classifier
 from mnistcli.work import Counter, WorkFn, phase
 
 SCALE = 10.0

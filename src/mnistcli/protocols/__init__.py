@@ -1,0 +1,1 @@
+"""Measurements several families share: classifier accuracy, few-shot episodes, the linear probe, calibration."""

@@ -1,0 +1,48 @@
+"""The checkpoint store: run folders, the checkpoint description, the run log and atomic writes.
+
+`from mnistcli import store` gives the run-level functions (`resolve`, `load`, `save`, `list_runs`, ...).
+"""
+
+from mnistcli.store.runs import (
+    BUNDLED_ROOT,
+    FORMAT,
+    META,
+    NAME_RE,
+    WEIGHTS,
+    Run,
+    begin,
+    broken_runs,
+    bundled_runs,
+    check_new_name,
+    interrupted_runs,
+    list_runs,
+    load,
+    read_meta,
+    remove,
+    resolve,
+    run_folder,
+    save,
+    unique_name,
+)
+
+__all__ = [
+    "BUNDLED_ROOT",
+    "FORMAT",
+    "META",
+    "NAME_RE",
+    "WEIGHTS",
+    "Run",
+    "begin",
+    "broken_runs",
+    "bundled_runs",
+    "check_new_name",
+    "interrupted_runs",
+    "list_runs",
+    "load",
+    "read_meta",
+    "remove",
+    "resolve",
+    "run_folder",
+    "save",
+    "unique_name",
+]
