@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mnistcli import store
 from mnistcli.cli import app
-from mnistcli.render import catalog, predictions, train
+from mnistcli.render import catalog, predicting, train
 from tests.helpers import make_digits, save_png
 
 LONG = "a-rather-long-run-name-for-the-cnn-fast-model-20261122-215959"
@@ -77,9 +77,9 @@ def test_oneshot_keeps_file_names_and_drops_the_bar(
         (support / str(d)).mkdir(parents=True)
         save_png(digits[labels == d][0], support / str(d) / "a.png")
     query = save_png(digits[labels == 1][1], tmp_path / f"{LONG}-query.png")
-    monkeypatch.setattr(predictions, "is_terminal", lambda: True)
+    monkeypatch.setattr(predicting, "is_terminal", lambda: True)
     for width in (220, 80):
-        console = terminal(monkeypatch, predictions, "out", width)
+        console = terminal(monkeypatch, predicting, "out", width)
         args = ["oneshot", "--support-dir", str(support), str(query), "-c", "cnn-pretrained"]
         assert runner.invoke(app, args).exit_code == 0
         text = console.export_text()

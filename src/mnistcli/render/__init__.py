@@ -15,7 +15,7 @@ from mnistcli.render.evaluation import (
     fewshot_json,
     fewshot_report,
 )
-from mnistcli.render.predictions import embeddings, oneshot_results, predictions, shown_inputs
+from mnistcli.render.predicting import embeddings, oneshot_results, predictions, shown_inputs
 from mnistcli.render.reading import readings
 from mnistcli.render.settings import settings_view
 from mnistcli.render.train import train_json, train_summary
