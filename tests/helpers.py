@@ -8,6 +8,7 @@ something real to do) and a small model learns them in one epoch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -52,3 +53,29 @@ def save_png(array: np.ndarray, path: Path) -> Path:
         array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
     Image.fromarray(array).save(path)
     return path
+
+
+def train_in_memory(
+    model: Any, name: str, data: Any, overrides: dict[str, Any], val: Any = None, callbacks: Any = ()
+) -> tuple[Any, Any]:
+    """Train `model` (registered as `name`) on in-memory `data` through the engine exactly as `mnist train` sets a
+    run up, without files; returns (the family, the loop's final position)."""
+    import torch
+
+    from mnistcli.config import split
+    from mnistcli.engine import optim
+    from mnistcli.engine.loop import Loop
+    from mnistcli.families import Data, get_family
+    from mnistcli.registry import get_entry
+
+    family_type = get_family(get_entry(name).family)
+    config, params = split(family_type.Params, get_entry(name).recipe, overrides, family_type.name)
+    generator = torch.Generator().manual_seed(config.seed)
+    family = family_type(params, config, generator)
+    family.prepare(Data(data, val, data, data, data))
+    optimizer = optim.for_config(model, config)
+    sampler = family.sampler(config.batch_size)
+    schedule = optim.schedule_for(optimizer, config, len(sampler) * config.epochs)
+    generators = {"run": generator, **family.generators()}
+    loop = Loop(model, family, optimizer, sampler, generators, config.epochs, schedule, callbacks)
+    return family, loop.run()

@@ -1,4 +1,4 @@
-"""The adder: label packing, number draws, the sum head, evaluation breakdowns, and the commands a user runs."""
+"""The adder: number draws, the sum head, evaluation breakdowns, and the commands a user runs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
+from mnistcli.config import TrainConfig
 from mnistcli.data.tensors import TensorData
-from mnistcli.families.adder import AdderTask, held_out_numbers, pack, unpack
+from mnistcli.families import Data
+from mnistcli.families.adder import AdderFamily, AdderParams, evaluate_adder, held_out_numbers
 from mnistcli.models.adder import Adder
-from mnistcli.protocols.inference import evaluate_adder
 from tests.helpers import make_digits, save_png
 
 
@@ -22,22 +23,23 @@ def _data(n: int = 60) -> TensorData:
     return TensorData.from_numpy(images, labels, torch.device("cpu"))
 
 
-def test_labels_carry_digit_and_number() -> None:
-    digits, numbers = torch.tensor([0, 9, 4, 7]), torch.tensor([9, 0, 4, 3])
-    d, n = unpack(pack(digits, numbers))
-    assert torch.equal(d, digits) and torch.equal(n, numbers)
-
-
 def test_training_numbers_are_fresh_each_epoch_and_held_out_numbers_fixed_by_seed() -> None:
     data = _data()
-    task = AdderTask()
     generator = torch.Generator().manual_seed(0)
-    epochs = [torch.cat([y for _, y in task.batches(data, 16, generator)]) for _ in range(2)]
-    for labels in epochs:
-        digits, numbers = unpack(labels)
+    family = AdderFamily(AdderParams(), TrainConfig(), generator)
+    family.prepare(Data(data, None, data, data, data))
+    sampler = family.sampler(16)
+
+    def epoch() -> tuple[torch.Tensor, torch.Tensor]:
+        family.begin_epoch(generator)
+        batches = [family.batch(index) for index in sampler.epoch(generator)]
+        return torch.cat([b[1] for b in batches]), torch.cat([b[2] for b in batches])
+
+    epochs = [epoch() for _ in range(2)]
+    for digits, numbers in epochs:
         assert sorted(digits.tolist()) == sorted(data.labels.tolist())  # every image once, digit intact
         assert numbers.min() >= 0 and numbers.max() <= 9
-    assert not torch.equal(unpack(epochs[0])[1], unpack(epochs[1])[1])
+    assert not torch.equal(epochs[0][1], epochs[1][1])
     assert torch.equal(held_out_numbers(50, 3), held_out_numbers(50, 3)) and not torch.equal(
         held_out_numbers(50, 3), held_out_numbers(50, 4)
     )

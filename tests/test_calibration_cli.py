@@ -63,24 +63,23 @@ def rows(images: np.ndarray) -> set[bytes]:
 def calibrated_once(thousand_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A `linear` run named `cal` trained once per module with the defaults, watched by spies: returns its runs
     folder and the images the training loop got and the images the temperature was fitted on."""
-    import mnistcli.api.calibrating as calibrating
-    import mnistcli.api.training as training
+    from mnistcli.families.classify import ClassifyFamily as Classify
 
     seen: dict[str, list[np.ndarray]] = {"fit": [], "calibrated": []}
-    real_fit, real_eval = training.fit, calibrating.evaluate_classifier
+    real_prepare, real_calibrate = Classify.prepare, Classify.calibrate
 
-    def spy_fit(model, task, train_data, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen["fit"].append(train_data.images.cpu().numpy())
-        return real_fit(model, task, train_data, *args, **kwargs)
+    def spy_fit(self, data):  # type: ignore[no-untyped-def]
+        seen["fit"].append(data.train.images.cpu().numpy())
+        return real_prepare(self, data)
 
-    def spy_eval(model, data, *args, **kwargs):  # type: ignore[no-untyped-def]
-        seen["calibrated"].append(data.images.cpu().numpy())
-        return real_eval(model, data, *args, **kwargs)
+    def spy_eval(self, model, held):  # type: ignore[no-untyped-def]
+        seen["calibrated"].append(held.images.cpu().numpy())
+        return real_calibrate(self, model, held)
 
     home = tmp_path_factory.mktemp("calibrated-home")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "fit", spy_fit)
-        patch.setattr(calibrating, "evaluate_classifier", spy_eval)
+        patch.setattr(Classify, "prepare", spy_fit)
+        patch.setattr(Classify, "calibrate", spy_eval)
         env = {"MNISTCLI_HOME": str(home), "MNIST_DATA_DIR": str(thousand_dir)}
         result = CliRunner().invoke(app, [*LINEAR, "--name", "cal"], env=env)
     assert result.exit_code == 0, result.output

@@ -61,7 +61,7 @@ def test_models_lists_every_entry(runner: CliRunner) -> None:
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0
     rows = {r["name"]: r for r in lines(result.stdout)}
-    assert rows["linear"]["params"] == 7850 and rows["cnn"]["task"] == "classify"
+    assert rows["linear"]["params"] == 7850 and rows["cnn"]["family"] == "classify"
 
 
 def test_train_saves_a_self_describing_checkpoint(trained: dict, isolated_home: Path) -> None:

@@ -138,9 +138,9 @@ def test_reading_registrations_from_source_skips_what_is_not_literal() -> None:
     tree = ast.parse(
         "ACTS = {'relu': nn.ReLU}\n"
         "BASE = {'epochs': 3}\n"
-        "@registry.register_model('a', task='classify', description='x', **BASE, lr=0.1, act=nn.ReLU)\n"
+        "@registry.register_model('a', family='classify', description='x', **BASE, lr=0.1, act=nn.ReLU)\n"
         "def a(): ...\n"
-        "@register_model('b', task='classify', description='y', **LATER)\n"
+        "@register_model('b', family='classify', description='y', **LATER)\n"
         "def b(): ...\n"
     )
     dicts = {"BASE": {"epochs": 3}}

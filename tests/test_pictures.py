@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from mnistcli import api, paths, store
 from mnistcli.cli import app
 from mnistcli.engine import tensorboard as tb_events
-from mnistcli.errors import UsageError
+from mnistcli.errors import Interrupted, UsageError
 from mnistcli.render import plots
 from mnistcli.render.train import loss_chart
 from mnistcli.store.runlog import read_log
@@ -42,7 +42,7 @@ def test_an_interrupted_run_keeps_its_log_and_can_be_plotted(synthetic_env: Path
     def stop(info: object) -> None:
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="0 of 3 epochs done and saved"):  # stopped before epoch 1 was saved
         api.train("linear", {"epochs": 3, "batch_size": 10}, name="cut", on_epoch=stop)
     folder = store.run_folder("cut")
     steps, epochs = read_log(folder / "log.jsonl")
@@ -129,7 +129,7 @@ def test_interrupted_and_failed_runs_do_not_get_in_the_way(
     def stop(info: object) -> None:
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):  # an interrupted run that happens to be named like a model
+    with pytest.raises(Interrupted, match="resume with `mnist train --resume linear`"):  # named like a model
         api.train("linear", {"epochs": 2, "batch_size": 50}, name="linear", on_epoch=stop)
     assert store.resolve("linear").path == ok.run.path  # the model name still finds the real run
     with pytest.raises(Exception, match="interrupted before saving"):
@@ -138,7 +138,7 @@ def test_interrupted_and_failed_runs_do_not_get_in_the_way(
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("diverged at the first step")
 
-    monkeypatch.setattr("mnistcli.api.training.fit", fail)
+    monkeypatch.setattr("mnistcli.engine.loop.Loop.run", fail)
     with pytest.raises(RuntimeError):  # fails before anything was logged: no folder is left behind
         api.train("linear", {"epochs": 1, "batch_size": 50}, name="failed")
     assert not (paths.runs_dir() / "failed").exists()

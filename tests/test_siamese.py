@@ -14,8 +14,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
+from mnistcli.config import TrainConfig
 from mnistcli.data.tensors import TensorData
-from mnistcli.families.triplet import UNLABELLED, MetricTask, batch_hard, semi_hard
+from mnistcli.families import Data
+from mnistcli.families.triplet import TripletFamily, TripletParams, batch_hard, semi_hard
 from mnistcli.protocols import fewshot
 from tests.helpers import make_digits, save_png
 
@@ -70,15 +72,19 @@ def _data(n: int = 200, seed: int = 1) -> TensorData:
 def test_batches_are_class_balanced_and_carry_unlabelled_images() -> None:
     train = _data().select((0, 1, 2), 10, torch.Generator().manual_seed(0))
     pool = _data(300, seed=3)
-    task = MetricTask(0.2, "batch-hard", torch.Generator(), unlabelled=pool, ssl_weight=1.0)
-    batches = list(task.batches(train, 30, torch.Generator().manual_seed(0)))
-    assert len(batches) == task.num_batches(train, 30) == 300 // 30  # an epoch is a pass over the unlabelled pool
-    for x, y in batches:
-        labelled = y[y != UNLABELLED]
-        assert torch.bincount(labelled).tolist() == [10, 10, 10]  # P = 3 classes x K = 10
-        assert int((y == UNLABELLED).sum()) == 30 and x.shape == (60, 1, 28, 28)
-    plain = MetricTask(0.2, "semi-hard", torch.Generator())
-    assert all((y != UNLABELLED).all() for _, y in plain.batches(train, 30, torch.Generator()))
+
+    def batches(ssl_weight: float) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]]:
+        family = TripletFamily(TripletParams(ssl_weight=ssl_weight), TrainConfig(batch_size=30), torch.Generator())
+        family.prepare(Data(train, None, train, pool, pool))
+        sampler = family.sampler(30)
+        return len(sampler), [family.batch(i) for i in sampler.epoch(torch.Generator().manual_seed(0))]
+
+    steps, both = batches(1.0)
+    assert steps == len(both) == 300 // 30  # an epoch is a pass over the unlabelled pool
+    for x, y, u in both:
+        assert torch.bincount(y).tolist() == [10, 10, 10]  # P = 3 classes x K = 10
+        assert u is not None and u.shape == (30, 1, 28, 28) and x.shape == (30, 1, 28, 28)
+    assert all(u is None for _, _, u in batches(0.0)[1])
 
 
 def test_episodes_measure_separability() -> None:
@@ -173,7 +179,7 @@ def test_train_eval_oneshot_embed_on_synthetic_digits(runner: CliRunner, synthet
     vector = np.array(json.loads(embedded.stdout)["embedding"])
     assert vector.shape == (16,) and abs(np.linalg.norm(vector) - 1) < 1e-4  # unit length
     refused = runner.invoke(app, ["predict", paths[0], "-c", "s"])
-    assert refused.exit_code == 1 and "is a metric model" in refused.stderr
+    assert refused.exit_code == 1 and "is a triplet model" in refused.stderr
 
 
 def test_oneshot_works_with_a_classifier_and_new_labels(runner: CliRunner, tmp_path: Path) -> None:
@@ -242,21 +248,17 @@ def test_oneshot_without_a_siamese_run_says_what_to_do(runner: CliRunner, tmp_pa
 
 @pytest.mark.parametrize("mining", ["batch-hard", "semi-hard"])
 def test_both_minings_train(mining: str) -> None:
-    from mnistcli.config import TrainConfig
-    from mnistcli.engine.loop import fit
-    from mnistcli.families import get_task
-    from mnistcli.registry import create_model, get_entry
+    import copy
+
+    from mnistcli.registry import create_model
+    from tests.helpers import train_in_memory
 
     data = _data(120, seed=5)
-    config = TrainConfig.build(get_entry("siamese").recipe, {"epochs": 4, "batch_size": 40, "mining": mining})
-    generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = create_model("siamese", width=8, dim=16)
-    task = get_task("metric", config, generator)
-    before = task.evaluate(model, data)
-    fit(model, task, data, config, generator)
-    after = task.evaluate(model, data)
-    assert after["loss"] < before["loss"]
+    before = copy.deepcopy(model)
+    family, _ = train_in_memory(model, "siamese", data, {"epochs": 4, "batch_size": 40, "mining": mining})
+    assert family.validate(model, data)["loss"] < family.validate(before, data)["loss"]
 
 
 def test_no_label_of_another_digit_is_read(tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,7 +299,7 @@ def test_held_out_accuracy_counts_only_the_classes_present() -> None:
         def features(self, x: torch.Tensor) -> torch.Tensor:
             return torch.stack([x[:, 0, :, :14].mean((1, 2)), 1 - x[:, 0, :, :14].mean((1, 2))], dim=1)
 
-    result = MetricTask(0.2, "batch-hard", torch.Generator()).evaluate(Halves(), data)
+    result = TripletFamily(TripletParams(), TrainConfig()).validate(Halves(), data)
     assert result["accuracy"] == 1.0
 
 

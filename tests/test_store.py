@@ -15,20 +15,25 @@ from mnistcli.errors import CheckpointError, UsageError
 from mnistcli.registry import create_model
 
 
+def spec(model_name: str = "linear", **meta: object) -> store.Checkpoint:
+    """A checkpoint description as meta.json would give it."""
+    raw = {"format": store.FORMAT, "model": {"name": model_name, "args": {}, "family": "classify"}, **meta}
+    return store.Checkpoint.from_json(raw, "test")
+
+
 def save(root: Path, model_name: str = "linear", **meta: object) -> store.Run:
-    model = create_model(model_name)
-    return store.save(model, {"model": {"name": model_name, "args": {}, "task": "classify"}, **meta}, root=root)
+    return store.save(create_model(model_name), spec(model_name, **meta), root=root)
 
 
 def test_names_are_unique_and_validated(tmp_path: Path) -> None:
     a, b = save(tmp_path), save(tmp_path)
     assert a.name != b.name and a.name.startswith("linear-")
-    named = store.save(create_model("linear"), {"model": {"name": "linear"}}, name="mine", root=tmp_path)
+    named = store.save(create_model("linear"), spec(), name="mine", root=tmp_path)
     assert named.name == "mine" and (tmp_path / "mine" / "model.safetensors").is_file()
     with pytest.raises(CheckpointError, match="already exists"):
-        store.save(create_model("linear"), {"model": {"name": "linear"}}, name="mine", root=tmp_path)
+        store.save(create_model("linear"), spec(), name="mine", root=tmp_path)
     with pytest.raises(UsageError, match="invalid run name"):
-        store.save(create_model("linear"), {"model": {"name": "linear"}}, name="../escape", root=tmp_path)
+        store.save(create_model("linear"), spec(), name="../escape", root=tmp_path)
 
 
 def test_resolve_by_run_model_path_and_latest(tmp_path: Path) -> None:
@@ -63,7 +68,7 @@ def test_an_interrupted_save_leaves_no_run(tmp_path: Path, monkeypatch: pytest.M
     folder = store.begin("linear", "logged", root=tmp_path)  # a run that had started logging
     (folder / "log.jsonl").write_text("{}\n")
     with pytest.raises(KeyboardInterrupt):
-        store.save(create_model("linear"), {"model": {"name": "linear"}}, folder=folder)
+        store.save(create_model("linear"), spec(), folder=folder)
     assert sorted(p.name for p in folder.iterdir()) == ["log.jsonl"]  # its log stays; no weights, no meta
     assert store.list_runs(tmp_path) == []
     assert store.list_runs(tmp_path) == []

@@ -1,7 +1,8 @@
-"""The training configuration: one dataclass, every field commented, recorded in each checkpoint.
+"""The training configuration every family shares: one dataclass, every field commented, recorded in each checkpoint.
 
-Models carry their own recipe (registry defaults) on top of these values; command-line options
-override both. No torch here.
+A family's own hyper-parameters (a loss's margin, label smoothing, ...) are its `Params` dataclass
+(families/); `split` shares options out between the two. Models carry their own recipe (registry
+defaults) on top of these values; command-line options override both. No torch here.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+FLAGS = {"calibrate": "--no-calibrate"}  # options whose command-line flag is not --NAME
+
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-MINING = ("batch-hard", "semi-hard")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -24,15 +27,8 @@ class TrainConfig:
     momentum: float = 0.9  # for sgd and nesterov
     weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
     scheduler: str = "none"  # none, step (x0.1 at 1/2 and 3/4 of the run), cosine, onecycle; stepped per batch
-    label_smoothing: float = 0.0  # cross-entropy label smoothing
-    temperature: float = 0.2  # NT-Xent temperature (contrastive models, and metric models' self-supervision)
-    margin: float = 0.2  # triplet-loss margin on squared distances between unit vectors (metric models)
-    mining: str = "batch-hard"  # triplet mining in each P x K batch: batch-hard or semi-hard (metric models)
-    ssl_weight: float = 0.0  # weight of NT-Xent on unlabelled training images beside the triplet loss (0: off)
     augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device
-    robust_augment: bool = False  # with augment, classifiers: also slant, pen width and blur (real-world input)
     val_split: float | None = None  # fraction held out for validation; None: 0.1 with early stopping, else 0
-    calibrate: bool = True  # classifiers: fit a temperature on held-out training images (see calibration.py)
     early_stopping: int = 0  # stop after this many epochs without validation improvement (0: off)
     target_accuracy: float | None = None  # stop as soon as held-out accuracy reaches this (0-1)
     check_every: float = 0.25  # with a target: check it every this fraction of an epoch
@@ -40,6 +36,8 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda or mps
     classes: tuple[int, ...] | None = None  # train only on these digits (None: all ten)
     per_class: int | None = None  # use at most this many training images per class (None: all)
+    accumulate: int = 1  # batches whose gradients add up to one optimizer step (batch_size x accumulate per step)
+    precision: str = "fp32"  # fp32; bf16 (autocast where the device has it); fp16 (CUDA, with a gradient scaler)
 
     def __post_init__(self) -> None:
         from mnistcli.errors import UsageError
@@ -52,16 +50,6 @@ class TrainConfig:
             raise UsageError(f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
         if self.epochs < 1 or self.batch_size < 1:
             raise UsageError("--epochs and --batch-size must be at least 1")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise UsageError("--label-smoothing must be in [0, 1)")
-        if self.mining not in MINING:
-            raise UsageError(f"unknown mining {self.mining!r} (choose from {', '.join(MINING)})")
-        if self.margin <= 0:
-            raise UsageError("--margin must be positive")
-        if self.ssl_weight < 0:
-            raise UsageError("--ssl-weight must be 0 (off) or positive")
-        if self.temperature <= 0:
-            raise UsageError("--temperature must be positive")
         if not 0 < self.lr < 1e3:
             raise UsageError("--lr must be positive and below 1000")
         if self.val_split is None:
@@ -84,21 +72,42 @@ class TrainConfig:
             raise UsageError("--seed must be between 0 and 2**63 - 1")
         if self.per_class is not None and self.per_class < 1:
             raise UsageError("--per-class must be at least 1")
-
-    @classmethod
-    def build(cls, recipe: dict[str, Any], overrides: dict[str, Any]) -> TrainConfig:
-        """Defaults, then the model's `recipe`, then the non-None `overrides` (command-line options)."""
-        names = {f.name for f in fields(cls)}
-        merged = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
-        unknown = set(merged) - names
-        if unknown:
-            from mnistcli.errors import UsageError
-
-            raise UsageError(f"unknown training options: {', '.join(sorted(unknown))}")
-        return cls(**merged)
+        if self.accumulate < 1:
+            raise UsageError("--accumulate must be at least 1")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         d = asdict(self)
         d["classes"] = list(self.classes) if self.classes is not None else None
         return d
+
+
+def field_names(cls: type) -> set[str]:
+    """The fields of a dataclass type."""
+    return {f.name for f in fields(cls)}
+
+
+def split(params_type: type, recipe: dict[str, Any], overrides: dict[str, Any], family: str) -> tuple[TrainConfig, Any]:
+    """(TrainConfig, the family's Params): defaults, then the model's `recipe`, then the non-None `overrides`.
+
+    Raises `UsageError` naming an option that neither takes (`family` names the model family in the message).
+    """
+    from mnistcli.errors import UsageError
+
+    merged = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
+    shared, own = field_names(TrainConfig), field_names(params_type)
+    unknown = sorted(set(merged) - shared - own)
+    if unknown:
+        flags = ", ".join(FLAGS.get(k, "--" + k.replace("_", "-")) for k in unknown)
+        raise UsageError(
+            f"{flags} {'does' if len(unknown) == 1 else 'do'} not apply to {article(family)} {family} model"
+        )
+    config = TrainConfig(**{k: v for k, v in merged.items() if k in shared})
+    return config, params_type(**{k: v for k, v in merged.items() if k in own})
+
+
+def article(word: str) -> str:
+    """'a' or 'an' before `word`."""
+    return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"

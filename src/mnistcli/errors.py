@@ -44,3 +44,7 @@ class UsageError(MnistError):
 
 class ModelError(UsageError):
     """An unknown model name or bad model arguments (so exit code 2), or a duplicate registration."""
+
+
+class Interrupted(MnistError):
+    """The user stopped the work (Ctrl-C): exit code 130, with how to resume where there is a way."""

@@ -1,8 +1,8 @@
 """The model registry: one decorator registers a builder under its name, one factory builds all.
 
 Modelled on timm's `register_model` (wildcard `list_models`) and torchvision's `_api` (a duplicate
-name is a hard error). Each entry knows its task (which decides how it is trained and evaluated)
-and its training recipe (the defaults `mnist train NAME` uses). The model modules register
+name is a hard error). Each entry knows its family (families/: how it is trained, tested and
+served) and its training recipe (the defaults `mnist train NAME` uses). The model modules register
 themselves when `mnistcli.models` is imported, which happens on the first lookup here, so
 importing this module stays cheap (no torch).
 """
@@ -24,17 +24,16 @@ from mnistcli.errors import ModelError
 if TYPE_CHECKING:
     from torch import nn
 
-TASKS = ("classify", "contrastive", "metric", "adder")
 B = TypeVar("B", bound=Callable[..., "nn.Module"])
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, task, one-line description and training recipe."""
+    """A registered model: its builder, family, one-line description and training recipe."""
 
     name: str
     builder: Callable[..., nn.Module]
-    task: str
+    family: str
     description: str
     recipe: dict[str, Any] = field(default_factory=dict)
 
@@ -42,19 +41,17 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, task: str, description: str, **recipe: Any) -> Callable[[B], B]:
-    """Decorator: register `builder(**kwargs) -> nn.Module` under `name`.
+def register_model(name: str, *, family: str, description: str, **recipe: Any) -> Callable[[B], B]:
+    """Decorator: register `builder(**kwargs) -> nn.Module` under `name`, trained as a `family` model.
 
-    `recipe` holds TrainConfig defaults for this model. Raises `ModelError` on a duplicate name
-    or an unknown task.
+    `recipe` holds this model's defaults of training options (TrainConfig's and its family's
+    Params'). Raises `ModelError` on a duplicate name; a test checks every family exists.
     """
-    if task not in TASKS:
-        raise ModelError(f"model {name!r}: unknown task {task!r} (known: {', '.join(TASKS)})")
 
     def decorate(builder: B) -> B:
         if name in _REGISTRY:
             raise ModelError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, builder, task, description, dict(recipe))
+        _REGISTRY[name] = ModelEntry(name, builder, family, description, dict(recipe))
         return builder
 
     return decorate
@@ -177,7 +174,7 @@ def _recipe(call: ast.Call, dicts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for k in call.keywords:
         if k.arg is None and isinstance(k.value, ast.Name):
             recipe.update(dicts.get(k.value.id) or {})
-        elif k.arg not in ("task", "description"):
+        elif k.arg not in ("family", "description"):
             value = _literal(k.value)
             if value is not None:
                 recipe[str(k.arg)] = value

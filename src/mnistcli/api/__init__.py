@@ -5,12 +5,21 @@ callbacks. The CLI (and any Python user) calls these; they raise `MnistError` su
 anything the user can fix.
 """
 
-from mnistcli.api.catalog import broken_runs, checkpoints, interrupted_runs, model, models, remove_checkpoint
+from mnistcli.api.catalog import (
+    broken_runs,
+    checkpoints,
+    interrupted_runs,
+    model,
+    models,
+    remove_checkpoint,
+    resumable,
+)
 from mnistcli.api.evaluation import evaluate
 from mnistcli.api.plotting import PlotReport, plot, plot_predictions
 from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
-from mnistcli.api.reports import (
+from mnistcli.api.training import resume, train
+from mnistcli.reports import (
     AdderReport,
     EmbedReport,
     EvalReport,
@@ -25,7 +34,6 @@ from mnistcli.api.reports import (
     SumPrediction,
     TrainReport,
 )
-from mnistcli.api.training import train
 
 __all__ = [
     "AdderReport",
@@ -58,6 +66,8 @@ __all__ = [
     "predict",
     "read",
     "remove_checkpoint",
+    "resumable",
+    "resume",
     "save_embeddings",
     "train",
 ]

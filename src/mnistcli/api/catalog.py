@@ -3,32 +3,27 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import asdict
 
-from mnistcli import store
-from mnistcli.api.common import params
-from mnistcli.api.reports import ModelInfo
-from mnistcli.config import TrainConfig
+from mnistcli import paths, store
+from mnistcli.api.common import params_count
+from mnistcli.config import split
+from mnistcli.families import get_family
 from mnistcli.registry import ModelEntry, create_model, get_entry, list_models, model_args
+from mnistcli.reports import ModelInfo
+from mnistcli.store import snapshot
 
-# Options only some tasks read; and choices of a run rather than of a model (left out of a model's recipe).
-ONLY_FOR = {
-    "label_smoothing": {"classify", "adder"},
-    "temperature": {"contrastive", "metric"},
-    "margin": {"metric"},
-    "mining": {"metric"},
-    "ssl_weight": {"metric"},
-}
-RUN_CHOICES = {"seed", "device", "classes", "per_class", "target_accuracy"}
+# Choices of a run rather than of a model (left out of a model's listed options).
+RUN_CHOICES = {"seed", "device", "classes", "per_class", "target_accuracy", "accumulate", "precision"}
 
 
 def _info(e: ModelEntry) -> ModelInfo:
     args = {k: "<required>" if v is inspect.Parameter.empty else v for k, v in model_args(e.name).items()}
-    config = {
-        k: v
-        for k, v in TrainConfig.build(e.recipe, {}).to_dict().items()
-        if k not in RUN_CHOICES and e.task in ONLY_FOR.get(k, {e.task})
-    }
-    return ModelInfo(e.name, e.task, e.description, params(create_model(e.name)), e.recipe, args, config)
+    family = get_family(e.family)
+    config, own = split(family.Params, e.recipe, {}, family.name)
+    options = {**config.to_dict(), **asdict(own)}
+    shown = {k: v for k, v in options.items() if k not in RUN_CHOICES}
+    return ModelInfo(e.name, e.family, e.description, params_count(create_model(e.name)), e.recipe, args, shown)
 
 
 def models(pattern: str = "*") -> list[ModelInfo]:
@@ -49,6 +44,15 @@ def checkpoints() -> list[store.Run]:
 def interrupted_runs() -> list[str]:
     """Names of runs that logged training but never saved a checkpoint."""
     return [f.name for f in store.interrupted_runs()]
+
+
+def resumable(name: str) -> tuple[int, int] | None:
+    """(epochs done, epochs in all) of a stopped run that `mnist train --resume` can continue, else None."""
+    found = snapshot.peek(paths.runs_dir() / name)
+    if found is None:
+        return None
+    done = int(found.get("position", {}).get("epoch", 0))
+    return done, int(found.get("options", {}).get("epochs", 0))
 
 
 def broken_runs() -> list[tuple[str, str]]:

@@ -15,15 +15,13 @@ from mnistcli.data.tensors import TensorData
 from mnistcli.engine.device import choose_device
 from mnistcli.errors import CheckpointError, ImageError
 
-EMBEDDING_TASKS = {"classify", "contrastive", "metric", "adder"}  # every model with `features(x)`
+
+def a_model(family: str) -> str:
+    """'a classify model', 'an adder model': a family named in a sentence."""
+    return f"{'an' if family[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {family} model"
 
 
-def a_model(task: str) -> str:
-    """'a classify model', 'an adder model': a task named in a sentence."""
-    return f"{'an' if task[:1] in ('a', 'e', 'i', 'o', 'u') else 'a'} {task} model"
-
-
-def params(model: torch.nn.Module) -> int:
+def params_count(model: torch.nn.Module) -> int:
     """Number of parameters."""
     return sum(p.numel() for p in model.parameters())
 
@@ -42,13 +40,13 @@ def load_tensors(split: str, folder: Path, device: torch.device) -> TensorData:
 
 
 def load_checkpoint(
-    ref: str | None, tasks: set[str], device: str, suggest: str = "cnn"
+    ref: str | None, families: set[str] | None, device: str, suggest: str = "cnn"
 ) -> tuple[store.Run, torch.nn.Module, torch.device]:
-    """Resolve and load a checkpoint whose task is one of `tasks`. Raises `CheckpointError`."""
-    run = store.resolve(ref, tasks, suggest=suggest)
-    if run.task not in tasks:
+    """Resolve and load a checkpoint whose family is one of `families` (None: any). Raises `CheckpointError`."""
+    run = store.resolve(ref, families, suggest=suggest)
+    if families is not None and run.family not in families:
         raise CheckpointError(
-            f"checkpoint {run.name!r} is {a_model(run.task)}; this command needs {' or '.join(sorted(tasks))}"
+            f"checkpoint {run.name!r} is {a_model(run.family)}; this command needs {' or '.join(sorted(families))}"
         )
     dev = choose_device(device)
     return run, store.load(run, dev), dev
@@ -59,17 +57,3 @@ def read_images(paths: Sequence[str]) -> tuple[list[tuple[str, np.ndarray | Imag
     loaded = list(image_io.load_images(paths))
     arrays = [item for _, item in loaded if not isinstance(item, ImageError)]
     return loaded, (np.stack(arrays) if arrays else np.zeros((0, 28, 28), dtype=np.float32))
-
-
-def trained_digits(run: store.Run, test: TensorData) -> TensorData:
-    """The test images of the digits a classifier or adder was trained on (all of them unless `--classes`).
-
-    A run's own test result used these, so `mnist eval` and `mnist plot` use them too.
-    """
-    classes = trained_classes(run)
-    return test.select(tuple(classes), None, torch.Generator()) if len(classes) < 10 else test
-
-
-def trained_classes(run: store.Run) -> list[int]:
-    """The digits the run trained on (`--classes`; all ten by default)."""
-    return [int(c) for c in run.meta.get("data", {}).get("classes") or range(10)]

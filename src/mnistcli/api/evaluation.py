@@ -1,10 +1,10 @@
-"""`mnist eval`: judge a checkpoint on the 10,000 MNIST test images, by the protocol its kind calls for.
+"""`mnist eval`: judge a checkpoint on the 10,000 MNIST test images, by the protocol its family calls for.
 
-A classifier is judged by its own head. A self-supervised (contrastive) model gets linear
-evaluation: a probe on its frozen features. An embedding (metric) model gets the few-shot
-protocol: N-way K-shot episodes on the test set, beside raw pixels on the same episodes, and
-nearest-neighbour accuracy against the training set; `fewshot=True` asks for that protocol on
-any checkpoint with features.
+Each family measures its own kind of model (families/: a classifier by its head, a self-supervised
+encoder by a linear probe, an adder by its digit and its sum), with the same code that gave its
+test result in training. The few-shot protocol is offered to every family that has features
+(`fewshot=True`), and is the triplet family's own: N-way K-shot episodes on the test set, beside
+raw pixels on the same episodes, and nearest-neighbour accuracy against the training set.
 """
 
 from __future__ import annotations
@@ -17,27 +17,19 @@ from typing import Any
 import torch
 
 from mnistcli import store
-from mnistcli.api.common import (
-    EMBEDDING_TASKS,
-    data_folder,
-    load_checkpoint,
-    load_tensors,
-    trained_classes,
-    trained_digits,
-)
-from mnistcli.api.reports import AdderReport, EvalReport, FewShotReport, FewShotScore
+from mnistcli.api.common import data_folder, load_checkpoint, load_tensors
 from mnistcli.data import mnist
 from mnistcli.data.tensors import TensorData
 from mnistcli.errors import DataError, UsageError
-from mnistcli.families.adder import held_out_numbers
-from mnistcli.protocols import calibration, fewshot
-from mnistcli.protocols import linear_probe as linear_eval
-from mnistcli.protocols.inference import embed_data, evaluate_adder, evaluate_classifier
-from mnistcli.protocols.linear_probe import frozen, linear_evaluation
+from mnistcli.families import EvalData, EvalOptions, get_family
+from mnistcli.protocols import fewshot
+from mnistcli.protocols.inference import dataset_features
 from mnistcli.render import plots
+from mnistcli.reports import AdderReport, EvalReport, FewShotReport, FewShotScore
 from mnistcli.work import Counter, WorkFn, phase
 
 NN_BLOCK = 1000  # test images per block of the nearest-neighbour search (1000 x 60000 distances)
+FLAGS = {"labels_per_class": "--labels-per-class", "seed": "--seed"}
 
 
 def evaluate(
@@ -53,100 +45,50 @@ def evaluate(
     on_download: mnist.ProgressFn | None = None,
     on_work: WorkFn | None = None,
 ) -> EvalReport | FewShotReport | AdderReport:
-    """Evaluate a checkpoint on the test images; see the module docstring for the protocols.
+    """Evaluate a checkpoint on the test images by its family's protocol, or the few-shot one (`fewshot_protocol`).
 
-    `labels_per_class` (self-supervised models) trains the probe on K labelled images per digit.
-    `shots` (default 1 and 5), `episodes` (default 1,000) and `map_path` (a PCA map PNG) belong
-    to the few-shot protocol. `seed` draws the episodes or the `labels_per_class` images (default
-    0), or the number paired with each test image for an adder (default: the seed it was trained
-    with, so it agrees with training's own test result). Options that do not apply to the
-    checkpoint's protocol are refused, not ignored. Progress of the longer protocols goes to `on_work`.
+    `labels_per_class` and `seed` go to the family's protocol where it takes them (a linear probe on
+    K labels per digit; what it draws). `shots` (default 1 and 5), `episodes` (default 1,000),
+    `map_path` (a PCA map PNG) and `seed` (default 0) belong to the few-shot protocol. Options that
+    do not apply to the checkpoint's protocol are refused, not ignored. Progress of the longer
+    protocols goes to `on_work`.
     """
-    run, model, dev = load_checkpoint(ref, EMBEDDING_TASKS, device)
-    episode_options = shots is not None or episodes is not None
-    if run.task == "adder":
-        if labels_per_class is not None or fewshot_protocol or map_path is not None or episode_options:
-            raise UsageError(
-                "--labels-per-class, --fewshot, --shots, --episodes and --map do not apply to an adder checkpoint"
-            )
-        if seed is None:
-            seed = int(run.meta.get("config", {}).get("seed", 0))
-        test = trained_digits(run, load_tensors("test", data_folder(data_dir, on_download, ("test",)), dev))
-        with phase(on_work, "testing"):
-            return _adder(run, model, dev, test, seed)
-    few = fewshot_protocol or run.task == "metric"
+    run, model, dev = load_checkpoint(ref, None, device)  # every family's models have features
+    family = get_family(run.family).from_checkpoint(run.info.config)
+    few = fewshot_protocol or family.fewshot_by_default
+    episode_options = shots is not None or episodes is not None or map_path is not None
+    if not family.offers_fewshot and (fewshot_protocol or episode_options or labels_per_class is not None):
+        raise UsageError(
+            f"--labels-per-class, --fewshot, --shots, --episodes and --map do not apply to {a_checkpoint(run.family)}"
+        )
     if not few and episode_options:
-        raise UsageError("--shots and --episodes belong to the few-shot protocol (embedding checkpoints, or --fewshot)")
-    if run.task == "classify" and not few and seed is not None:
-        raise UsageError("--seed does not apply to a classifier's evaluation (it draws nothing)")
-    seed = 0 if seed is None else seed
-    shots = fewshot.SHOTS if shots is None else shots
-    episodes = fewshot.EPISODES if episodes is None else episodes
-    if labels_per_class is not None and (run.task != "contrastive" or few):
+        raise UsageError(
+            "--shots, --episodes and --map belong to the few-shot protocol (embedding checkpoints, or --fewshot)"
+        )
+    if labels_per_class is not None and ("labels_per_class" not in family.eval_options or few):
         raise UsageError("--labels-per-class is for the linear evaluation of self-supervised checkpoints (e.g. simclr)")
+    if seed is not None and not few and "seed" not in family.eval_options:
+        raise UsageError(f"--seed does not apply to {a_checkpoint(run.family)}'s evaluation (it draws nothing)")
     if labels_per_class is not None and labels_per_class < 1:
         raise UsageError("--labels-per-class must be at least 1")
-    if not few and map_path is not None:
-        raise UsageError("--map is part of the few-shot protocol (embedding checkpoints, or --fewshot)")
-    if few and (not shots or any(k < 1 or k > 100 for k in shots)):
-        raise UsageError("--shots takes numbers of examples per class from 1 to 100, e.g. 1,5")
-    if few and not 1 <= episodes <= 100_000:
-        raise UsageError("--episodes must be between 1 and 100,000")
-    if map_path is not None:
-        plots.check_writable(map_path)  # matplotlib there, the path writable: before the work, not after it
-    # A classifier is judged on the test files alone; the other protocols also read the training images.
-    folder = data_folder(data_dir, on_download, ("test",) if run.task == "classify" and not few else ("train", "test"))
-    test_data = load_tensors("test", folder, dev)
+
+    def split(name: str) -> TensorData:
+        return load_tensors(name, data_folder(data_dir, on_download, (name,)), dev)
+
     if few:
-        train_data = load_tensors("train", folder, dev)
-        return _fewshot(run, model, dev, test_data, train_data, shots, episodes, map_path, seed, on_work)
-    t0 = time.perf_counter()
-    if run.task == "classify":
-        subset = trained_digits(run, test_data)
-        with phase(on_work, "testing"):
-            result = evaluate_classifier(model, subset)
-        extra: dict[str, Any] = {
-            "classes": seen_classes(run) if len(subset) < len(test_data) else None,
-            **_calibration_errors(result.logits, subset.labels.cpu(), run.temperature),
-        }
-    else:
-        train_data = load_tensors("train", folder, dev)
-        fewest = int(torch.bincount(train_data.labels, minlength=10).min())
-        if labels_per_class is not None and labels_per_class > fewest:
-            raise UsageError(
-                f"--labels-per-class {labels_per_class}: at most {fewest} (the fewest training images of any digit)"
-            )
-        result = linear_evaluation(frozen(model), train_data, test_data, labels_per_class, seed, on_work)
-        pixels = linear_evaluation(
-            linear_eval.pixels, train_data, test_data, labels_per_class, seed, on_work, "raw-pixel baseline"
-        )
-        extra = {"protocol": "linear", "labels_per_class": labels_per_class, "pixels_accuracy": pixels.accuracy}
-    seconds = time.perf_counter() - t0
-    return EvalReport(
-        run,
-        result.accuracy,
-        result.loss,
-        result.per_class(),
-        result.confusion.tolist(),
-        result.total,
-        seconds,
-        str(dev),
-        **extra,
-    )
+        return _fewshot(run, model, str(dev), split, shots, episodes, map_path, seed or 0, on_work)
+    data = EvalData(test=lambda: split("test"), train=lambda: split("train"), device=str(dev))
+    return family.evaluate(run, model, data, EvalOptions(labels_per_class, seed), on_work)  # type: ignore[no-any-return]
 
 
-def _calibration_errors(logits: Any, labels: torch.Tensor, temperature: float) -> dict[str, float]:
-    """The temperature, and the ECE of the probabilities reported with it (`ece`) and without (`ece_uncalibrated`)."""
-    return {
-        "temperature": temperature,
-        "ece": calibration.ece(calibration.probabilities(logits, temperature), labels),
-        "ece_uncalibrated": calibration.ece(calibration.probabilities(logits), labels),
-    }
+def a_checkpoint(family: str) -> str:
+    """'a classify checkpoint', 'an adder checkpoint'."""
+    return f"{'an' if family[:1] in 'aeiou' else 'a'} {family} checkpoint"
 
 
 def seen_classes(run: store.Run) -> list[int]:
     """The digits whose labels the checkpoint was trained with (none for a self-supervised model)."""
-    return [] if run.task == "contrastive" else trained_classes(run)
+    return list(run.info.data.classes) if get_family(run.family).learns_labels else []
 
 
 def nearest_neighbour_accuracy(
@@ -172,15 +114,24 @@ def nearest_neighbour_accuracy(
 def _fewshot(
     run: store.Run,
     model: torch.nn.Module,
-    dev: torch.device,
-    test: TensorData,
-    train: TensorData,
-    shots: Sequence[int],
-    episodes: int,
+    dev: str,
+    split: Any,
+    shots: Sequence[int] | None,
+    episodes: int | None,
     map_path: str | Path | None,
     seed: int,
     on_work: WorkFn | None = None,
 ) -> FewShotReport:
+    """The few-shot protocol (see the module docstring); `split(name)` loads the train or test images."""
+    shots = fewshot.SHOTS if shots is None else shots
+    episodes = fewshot.EPISODES if episodes is None else episodes
+    if not shots or any(k < 1 or k > 100 for k in shots):
+        raise UsageError("--shots takes numbers of examples per class from 1 to 100, e.g. 1,5")
+    if not 1 <= episodes <= 100_000:
+        raise UsageError("--episodes must be between 1 and 100,000")
+    if map_path is not None:
+        plots.check_writable(map_path)  # matplotlib there, the path writable: before the work, not after it
+    test, train = split("test"), split("train")
     try:
         fewshot.check_episodes(test.labels, max(shots))
     except DataError as e:
@@ -189,7 +140,7 @@ def _fewshot(
     seen = seen_classes(run)
     unseen = [c for c in range(10) if c not in seen]
     with phase(on_work, "embedding the test images"):
-        emb = embed_data(model, test).cpu()
+        emb = dataset_features(model, test).cpu()
     pixels = test.images.flatten(1).float().cpu()
     labels = test.labels.cpu()
     groups = [("all", list(range(10)))] + ([("unseen", unseen)] if 2 <= len(unseen) < 10 else [])
@@ -211,7 +162,7 @@ def _fewshot(
                 per_class = mine.per_class()
     drawn.finish()
     embedding = Counter(on_work, "nearest neighbour: embedding the training images", len(train))
-    train_emb = embed_data(model, train, on_images=embedding.add)
+    train_emb = dataset_features(model, train, on_images=embedding.add)
     embedding.finish()
     searched = Counter(on_work, "nearest neighbour: searching", len(test))
     nn_accuracy = nearest_neighbour_accuracy(emb.to(train_emb.device), test.labels, train, train_emb, searched.add)
@@ -222,36 +173,4 @@ def _fewshot(
             f"; labels seen in training: {','.join(map(str, seen))}" if seen and unseen else ""
         )
         written = str(plots.embedding_map(emb.numpy(), labels.numpy(), seen, map_path, title))
-    return FewShotReport(run, scores, per_class, seen, unseen, nn_accuracy, time.perf_counter() - t0, str(dev), written)
-
-
-def _rows(key: str, counts: list[tuple[int, int]]) -> list[dict[str, Any]]:
-    """One row per number or sum; accuracy None where there were no test images of it."""
-    return [{key: i, "correct": c, "total": t, "accuracy": c / t if t else None} for i, (c, t) in enumerate(counts)]
-
-
-def _adder(run: store.Run, model: torch.nn.Module, dev: torch.device, test: TensorData, seed: int) -> AdderReport:
-    t0 = time.perf_counter()
-    numbers = held_out_numbers(len(test), seed)
-    result = evaluate_adder(model, test, numbers)
-    digits = test.labels.cpu()
-    sums = _calibration_errors(result.sum_logits, digits + numbers, run.sum_temperature)
-    digit = _calibration_errors(result.digit_logits, digits, run.temperature)
-    return AdderReport(
-        run,
-        result.digit_accuracy,
-        result.sum_accuracy,
-        result.loss,
-        _rows("number", result.by_number),
-        _rows("sum", result.by_sum),
-        result.total,
-        seed,
-        time.perf_counter() - t0,
-        str(dev),
-        temperature=run.temperature,
-        sum_temperature=run.sum_temperature,
-        ece=sums["ece"],
-        ece_uncalibrated=sums["ece_uncalibrated"],
-        digit_ece=digit["ece"],
-        digit_ece_uncalibrated=digit["ece_uncalibrated"],
-    )
+    return FewShotReport(run, scores, per_class, seen, unseen, nn_accuracy, time.perf_counter() - t0, dev, written)

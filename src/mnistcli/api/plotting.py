@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 
 from mnistcli import store
-from mnistcli.api.common import a_model, data_folder, load_checkpoint, load_tensors, trained_digits
+from mnistcli.api.common import a_model, data_folder, load_checkpoint, load_tensors
 from mnistcli.data import mnist
 from mnistcli.errors import CheckpointError, DataError, UsageError
+from mnistcli.families.base import trained_digits
 from mnistcli.protocols.inference import evaluate_classifier
 from mnistcli.render import plots
+from mnistcli.store.checkpoint import Results
 from mnistcli.store.runlog import LOG, read_log
 
 MISTAKES = 48  # digits in the grid of mistakes
@@ -29,21 +31,20 @@ class PlotReport:
 def _history(folder: Path, name: str) -> plots.RunCurves:
     """A run's curves: its log (else the epochs in meta.json), its test result and where its saved weights come from."""
     try:
-        meta = store.read_meta(folder)
+        info: store.Checkpoint | None = store.read_checkpoint(folder)
     except CheckpointError:
-        meta = {}  # an interrupted run: its log only
-    metrics = meta.get("metrics", {})
-    target = metrics.get("target") or {}
+        info = None  # an interrupted run: its log only
+    results = info.results if info is not None else Results()
+    target = results.target or {}
     if target.get("reached"):
         stopped_at = float(target["epochs"])  # stopped part-way through an epoch, e.g. 0.62
-    elif metrics.get("stopped_early") and metrics.get("best_epoch"):
-        stopped_at = float(metrics["best_epoch"])  # early stopping kept the best epoch's weights
+    elif results.stopped_early and results.best_epoch:
+        stopped_at = float(results.best_epoch)  # early stopping kept the best epoch's weights
     else:
         stopped_at = None  # the last epoch
-    steps, epochs = read_log(folder / LOG) if (folder / LOG).exists() else ([], list(meta.get("history", [])))
-    return plots.RunCurves(
-        name, steps, epochs, metrics.get("test_accuracy"), metrics.get("test_measure", "accuracy"), stopped_at
-    )
+    history = info.history if info is not None else []
+    steps, epochs = read_log(folder / LOG) if (folder / LOG).exists() else ([], list(history))
+    return plots.RunCurves(name, steps, epochs, results.test_accuracy, results.test_measure, stopped_at)
 
 
 def _labels(folders: list[Path]) -> list[str]:
@@ -91,14 +92,14 @@ def plot(
         if not (folder / store.META).exists():
             report.notes.append(f"{label}: no checkpoint (an interrupted run), so no confusion matrix")
             continue
-        task = store.read_meta(folder).get("model", {}).get("task", "classify")
-        if task != "classify":
-            report.notes.append(f"{label}: {a_model(task)}; the confusion matrix and mistakes are for classifiers")
+        family = store.read_checkpoint(folder).model.family
+        if family != "classify":
+            report.notes.append(f"{label}: {a_model(family)}; the confusion matrix and mistakes are for classifiers")
             continue
         run, model, dev = load_checkpoint(str(folder), {"classify"}, device)
         if test is None:
             test = load_tensors("test", data_folder(data_dir, on_download, ("test",)), dev)
-        data = trained_digits(run, test)
+        data = trained_digits(test, run.info.data.classes)
         result = evaluate_classifier(model, data)
         title = f"{label}: {100 * result.accuracy:.2f}% of {result.total:,} test images"
         report.files.append(
@@ -131,8 +132,8 @@ def plot_predictions(report: Any, output: str | Path) -> tuple[str, int, int]:
 
     Returns (path, images drawn, images predicted).
     """
-    from mnistcli.api.reports import Prediction
     from mnistcli.data.images import load_image
+    from mnistcli.reports import Prediction
 
     predicted = [r for r in report.results if isinstance(r, Prediction)]
     rows = predicted[:PREDICTION_ROWS]

@@ -16,8 +16,14 @@ import torch
 from PIL import Image
 
 from mnistcli import store
-from mnistcli.api.common import EMBEDDING_TASKS, a_model, load_checkpoint, read_images
-from mnistcli.api.reports import (
+from mnistcli.api.common import a_model, load_checkpoint, read_images
+from mnistcli.atomic import atomic_write, atomic_write_bytes
+from mnistcli.data.images import image_files
+from mnistcli.errors import ImageError, UsageError
+from mnistcli.families.adder import predict_adder
+from mnistcli.protocols import fewshot
+from mnistcli.protocols.inference import image_features, predict_proba
+from mnistcli.reports import (
     EmbedReport,
     Failure,
     Match,
@@ -26,12 +32,6 @@ from mnistcli.api.reports import (
     PredictReport,
     SumPrediction,
 )
-from mnistcli.atomic import atomic_write, atomic_write_bytes
-from mnistcli.data.images import image_files
-from mnistcli.errors import ImageError, UsageError
-from mnistcli.protocols import fewshot
-from mnistcli.protocols.inference import embed as embed_images
-from mnistcli.protocols.inference import predict_adder, predict_proba
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
 
@@ -60,15 +60,15 @@ def predict(
     if show_input is not None:
         check_show_input(show_input, paths)
     if add is None:
-        tasks, suggest = {"classify", "adder"} if ref else {"classify"}, "cnn"
+        families, suggest = {"classify", "adder"} if ref else {"classify"}, "cnn"
     else:
-        tasks, suggest = {"adder"}, "adder"
+        families, suggest = {"adder"}, "adder"
     if add is not None and ref is not None:
         named = store.resolve(ref)
-        if named.task != "adder":
-            raise UsageError(f"--add is for adder checkpoints; {named.name!r} is {a_model(named.task)}")
-    run, model, _ = load_checkpoint(ref, tasks, device, suggest=suggest)
-    if run.task == "adder" and add is None:
+        if named.family != "adder":
+            raise UsageError(f"--add is for adder checkpoints; {named.name!r} is {a_model(named.family)}")
+    run, model, _ = load_checkpoint(ref, families, device, suggest=suggest)
+    if run.family == "adder" and add is None:
         raise UsageError(f"{run.name} is an adder: give the number to add with --add N (0-9)")
     loaded, stacked = read_images(paths)
     shown = [str(p) for p in write_inputs(loaded, make_folder(show_input, "--show-input"))] if show_input else []
@@ -181,10 +181,10 @@ def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") ->
     """Feature vectors of each readable image, in input order; unreadable ones become failures."""
     if not paths:
         raise UsageError(NO_IMAGES)
-    run, model, _ = load_checkpoint(ref, EMBEDDING_TASKS, device)
+    run, model, _ = load_checkpoint(ref, None, device)
     loaded, stacked = read_images(paths)
     dim = int(getattr(model, "feature_dim", 0))
-    vectors = embed_images(model, stacked) if len(stacked) else np.zeros((0, dim), dtype=np.float32)
+    vectors = image_features(model, stacked) if len(stacked) else np.zeros((0, dim), dtype=np.float32)
     ok_paths = [p for p, item in loaded if not isinstance(item, ImageError)]
     failures = [Failure(p, str(item)) for p, item in loaded if isinstance(item, ImageError)]
     return EmbedReport(run, ok_paths, vectors, failures)
@@ -260,17 +260,17 @@ def oneshot(
         raise UsageError(NO_IMAGES)
     support, skipped = read_support(support_dir)
     # Any embedding checkpoint when named; by default only a metric run (one made for this).
-    run, model, _ = load_checkpoint(ref, EMBEDDING_TASKS if ref else {"metric"}, device, suggest="siamese")
+    run, model, _ = load_checkpoint(ref, None if ref else {"triplet"}, device, suggest="siamese")
     labels = list(support)
     counts = [len(support[c]) for c in labels]
-    sup = torch.from_numpy(embed_images(model, np.concatenate([support[c] for c in labels])))
+    sup = torch.from_numpy(image_features(model, np.concatenate([support[c] for c in labels])))
     protos = fewshot.prototypes(sup, torch.arange(len(labels)).repeat_interleave(torch.tensor(counts)), len(labels))
-    calibrated = "oneshot" in run.meta
-    scale = float(run.meta["oneshot"]["scale"]) if calibrated else fewshot.DEFAULT_SCALE
+    calibrated = run.info.oneshot_scale is not None
+    scale = run.info.oneshot_scale or fewshot.DEFAULT_SCALE
     loaded, stacked = read_images(paths)
     results: list[Match | Failure] = []
     if len(stacked):
-        d2 = fewshot.distances(torch.from_numpy(embed_images(model, stacked)), protos)
+        d2 = fewshot.distances(torch.from_numpy(image_features(model, stacked)), protos)
         conf = fewshot.confidences(d2, scale)
         rows = iter(zip(d2.tolist(), conf.tolist(), strict=True))
     for path, item in loaded:

@@ -15,11 +15,11 @@ import torch
 
 from mnistcli import store
 from mnistcli.api.common import load_checkpoint
-from mnistcli.api.reports import Failure
 from mnistcli.data.images import BLANK, extract_ink, fit_digit, open_gray
 from mnistcli.data.segment import segment
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.protocols.inference import predict_proba
+from mnistcli.reports import Failure
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
 CHUNK = 256  # images segmented before one classification pass: bounds memory on big folders

@@ -1,13 +1,23 @@
-"""`mnist train`: build the model and its task, fit it, measure it on the test set, save the run."""
+"""`mnist train` and `mnist train --resume`: set a run up, let the engine train it, test it, save it.
+
+A run is described by what it was started with (model, arguments, options, data folder). `train`
+takes that from the command line, `resume` from a stopped run's snapshot, and both build the run
+the same way (`_setup`: seeding, data, splits, model, family), so a resumed run is the original
+one with its snapshot loaded into it. The family's own `test` gives the result `mnist eval`
+reports first; `store` writes the typed checkpoint description.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,22 +25,24 @@ import torch
 
 from mnistcli import __version__, store
 from mnistcli.api import calibrating
-from mnistcli.api.common import data_folder, load_tensors, params
-from mnistcli.api.reports import TrainReport
-from mnistcli.config import TrainConfig
+from mnistcli.api.common import data_folder, load_tensors, params_count
+from mnistcli.config import TrainConfig, split
 from mnistcli.data import mnist
+from mnistcli.data.tensors import TensorData
+from mnistcli.engine import callbacks as cb
+from mnistcli.engine import optim
 from mnistcli.engine import tensorboard as tb_events
 from mnistcli.engine.device import choose_device, seed_everything
-from mnistcli.engine.loop import EpochInfo, StepInfo, fit
-from mnistcli.errors import UsageError
-from mnistcli.families import get_task
+from mnistcli.engine.loop import EpochInfo, Loop, StepInfo
+from mnistcli.errors import CheckpointError, Interrupted, UsageError
+from mnistcli.families import Data, Family, TestResult, get_family
 from mnistcli.models.base import MEAN, STD
-from mnistcli.protocols import fewshot
-from mnistcli.protocols.inference import embed_data, evaluate_classifier
-from mnistcli.protocols.linear_probe import frozen, linear_evaluation
 from mnistcli.registry import create_model, get_entry
-from mnistcli.store.runlog import LOG, RunLog
-from mnistcli.work import Counter, WorkFn, phase
+from mnistcli.reports import TrainReport
+from mnistcli.store import snapshot
+from mnistcli.store.checkpoint import Checkpoint, DataSpec, ModelSpec, Results
+from mnistcli.store.runlog import LOG, RunLog, read_log
+from mnistcli.work import WorkFn
 
 PREPROCESSING = {
     "input": [1, 28, 28],
@@ -39,20 +51,36 @@ PREPROCESSING = {
 }
 
 
-def _check(task: str, config: TrainConfig) -> None:
-    """Refuse option combinations a task cannot honour, before any data work."""
-    if task == "contrastive" and config.target_accuracy is not None:
-        raise UsageError("--target-accuracy is for classifiers; a contrastive model has no accuracy while it trains")
-    if task in ("contrastive", "metric") and config.batch_size < 2:
-        raise UsageError(f"--batch-size must be at least 2 for a {task} model (the other images are its negatives)")
-    if task == "metric" and config.classes is not None and len(config.classes) < 2:
-        raise UsageError("a metric model needs at least 2 classes in --classes (another class gives the negatives)")
-    classes = len(config.classes or range(10))
-    if task == "metric" and config.batch_size < 2 * classes:
-        raise UsageError(
-            f"--batch-size must be at least {2 * classes} for a metric model on {classes} classes"
-            " (a batch holds at least 2 images of each)"
-        )
+@dataclass
+class Hooks:
+    """Where a run reports: progress of steps and epochs, downloads, other work (all optional)."""
+
+    on_step: Callable[[StepInfo], None] | None = None
+    on_epoch: Callable[[EpochInfo], None] | None = None
+    on_download: mnist.ProgressFn | None = None
+    on_work: WorkFn | None = None
+
+
+@dataclass
+class Setup:
+    """A run built and ready to train."""
+
+    model_name: str
+    model_args: dict[str, Any]
+    config: TrainConfig
+    family: Family
+    model: torch.nn.Module
+    device: torch.device
+    generator: torch.Generator
+    data: Data
+    held: TensorData | None  # held-out images the temperature is fitted on
+    held_from: str | None  # "validation" or "calibration"
+    folder: Path  # the MNIST folder
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every training option, the shared ones and the family's, JSON-ready (meta.json's `config`)."""
+        return {**self.config.to_dict(), **asdict(self.family.params)}
 
 
 def train(
@@ -69,194 +97,248 @@ def train(
 ) -> TrainReport:
     """Train `model_name` with its recipe overridden by the non-None `options`; save and return the run.
 
-    The run's folder is claimed when training starts and `log.jsonl` is written into it as it
-    goes (with `tensorboard`, event files too); the checkpoint completes it at the end. Work that
-    is not a training step (target checks, the test after training) is reported to `on_work`.
+    The run's folder is claimed when training starts; `log.jsonl` (and with `tensorboard`, event
+    files) is written into it as it goes, and a resume snapshot at the end of every epoch. Ctrl-C
+    raises `Interrupted` saying how to resume (`resume`). Work that is not a training step (target
+    checks, the test after training) is reported to `on_work`.
     """
     t0 = time.perf_counter()
     if tensorboard:
         tb_events.require()
     entry = get_entry(model_name)
-    config = TrainConfig.build(entry.recipe, options or {})
+    family = get_family(entry.family)
+    config, params = split(family.Params, entry.recipe, options or {}, family.name)
     if name is not None:
         store.check_new_name(name)  # before training, not after it
+    hooks = Hooks(on_step, on_epoch, on_download, on_work)
+    setup = _setup(model_name, model_args or {}, config, params, data_dir, hooks)
+    return _run(setup, store.begin(model_name, name), tensorboard, hooks, t0)
+
+
+def resume(
+    ref: str,
+    device: str | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    on_epoch: Callable[[EpochInfo], None] | None = None,
+    on_download: mnist.ProgressFn | None = None,
+    on_work: WorkFn | None = None,
+) -> TrainReport:
+    """Continue the stopped run `ref` (a run name or folder) from its last snapshot, to the result it would have
+    had uninterrupted. `device` overrides the one it was started on. Raises `CheckpointError` if the run is
+    complete or has no snapshot."""
+    t0 = time.perf_counter()
+    folder = store.run_folder(ref)
+    if (folder / store.META).exists():
+        raise CheckpointError(f"run {folder.name!r} is complete: there is nothing to resume")
+    state, run = snapshot.read(folder)
+    entry = get_entry(run["model"])
+    family = get_family(entry.family)
+    options = {**run["options"], **({"device": device} if device else {})}
+    config, params = split(family.Params, {}, options, family.name)
+    if run.get("tensorboard"):
+        tb_events.require()
+    hooks = Hooks(on_step, on_epoch, on_download, on_work)
+    setup = _setup(run["model"], run["args"], config, params, run["data"], hooks)
+    log = folder / LOG
+    if log.exists() and log.stat().st_size > int(run.get("log_bytes", 0)):
+        os.truncate(log, int(run.get("log_bytes", 0)))  # drop what the stopped epoch logged: it runs again
+    return _run(setup, folder, bool(run.get("tensorboard")), hooks, t0, state)
+
+
+def _setup(
+    model_name: str, model_args: dict[str, Any], config: TrainConfig, params: Any, data_dir: str | None, hooks: Hooks
+) -> Setup:
+    """Seed, build the model and the family, load and split the data: in this order, every time."""
     device = choose_device(config.device)
     generator = seed_everything(config.seed)
-    model = create_model(model_name, **(model_args or {})).to(device)  # bad --arg values fail before any data work
-    _check(entry.task, config)
-    folder = data_folder(data_dir, on_download)
+    model = create_model(model_name, **model_args).to(device)  # bad --arg values fail before any data work
+    family_type = get_family(get_entry(model_name).family)
+    family_type.check(params, config)
+    family = family_type(params, config, generator)
+    folder = data_folder(data_dir, hooks.on_download)
     full_train, full_test = load_tensors("train", folder, device), load_tensors("test", folder, device)
     train_data = full_train.select(config.classes, config.per_class, generator)
     test_data = full_test.select(config.classes, None, generator)
     train_data, val_data = train_data.split(config.val_split or 0.0, generator)
-    # A classifier's temperature is fitted on held-out training images: the validation split, else its own.
-    train_data, held, held_from = calibrating.hold_out(entry.task, config, train_data, val_data, generator)
+    # A calibrated family's temperature is fitted on held-out training images: the validation split, else its own.
+    train_data, held, held_from = calibrating.hold_out(family, train_data, val_data, generator)
     if len(train_data) < 2:
         raise UsageError("fewer than 2 training images left after --classes/--per-class/--val-split")
-    if entry.task == "metric":
-        fewshot.check_episodes(full_test.labels, max(fewshot.SHOTS))  # before training, not after it
+    data = Data(train_data, val_data, test_data, full_train, full_test)
+    family.prepare(data)
+    return Setup(model_name, model_args, config, family, model, device, generator, data, held, held_from, folder)
 
-    # A metric model may self-supervise on every training image; their labels are never read.
-    unlabelled = full_train if entry.task == "metric" and config.ssl_weight > 0 else None
-    task = get_task(entry.task, config, generator, unlabelled=unlabelled)
+
+def _run(
+    s: Setup, run_dir: Path, tensorboard: bool, hooks: Hooks, t0: float, state: dict[str, Any] | None = None
+) -> TrainReport:
+    """Train the set-up run in `run_dir` (from `state`, when resuming), then test, calibrate and save it."""
+    config, family, data = s.config, s.family, s.data
+    optimizer = optim.for_config(s.model, config)
+    sampler = family.sampler(config.batch_size)
+    steps = -(-len(sampler) // config.accumulate) * config.epochs
+    schedule = optim.schedule_for(optimizer, config, steps)
     # The target is watched on the validation split when there is one, else on the test set
     # (as time-to-accuracy benchmarks do); the report says which.
-    monitor = val_data if val_data is not None else test_data
-    run_dir = store.begin(model_name, name)
+    monitor = data.val if data.val is not None else data.test
     with contextlib.ExitStack() as cleanup:
         log = RunLog(run_dir / LOG)
         cleanup.callback(log.close)
         board = tb_events.TensorBoardLog(run_dir / tb_events.FOLDER) if tensorboard else None
         if board is not None:
             cleanup.callback(board.close)  # whatever happens after this, the events reach the disk
-        logged: list[StepInfo] = []
+        best = cb.BestEpoch(config.early_stopping)
+        watch = (
+            cb.TargetWatch(family.validate, monitor, config.target_accuracy, config.check_every, hooks.on_work)
+            if config.target_accuracy
+            else None
+        )
 
-        def step(info: StepInfo) -> None:
-            log.step(info)
-            logged.append(info)
-            if board is not None:
-                board.step(info)
-            if on_step is not None:
-                on_step(info)
+        saved = [-1]  # the epoch of the last snapshot written
 
-        def epoch(info: EpochInfo) -> None:
-            log.epoch(info)
-            if board is not None:
-                board.epoch(info)
-            if on_epoch is not None:
-                on_epoch(info)
-
-        try:
-            result = fit(
-                model,
-                task,
-                train_data,
-                config,
-                generator,
-                val=val_data,
-                monitor=monitor,
-                on_step=step,
-                on_epoch=epoch,
-                on_work=on_work,
+        def save_snapshot(loop: Loop) -> None:
+            log.file.flush()
+            started = {"model": s.model_name, "args": s.model_args, "options": s.options, "data": str(s.folder)}
+            snapshot.write(
+                run_dir, loop.state_dict(), {**started, "tensorboard": tensorboard, "log_bytes": log.file.tell()}
             )
+            saved[0] = loop.position.epoch
+
+        callbacks: list[cb.Callback] = [
+            *([best] if data.val is not None else []),
+            *([watch] if watch is not None else []),
+            cb.Report(log.step, log.epoch),
+            *([cb.Report(board.step, board.epoch)] if board is not None else []),
+            cb.Report(hooks.on_step, hooks.on_epoch),
+            cb.Snapshot(save_snapshot),
+        ]
+        loop = Loop(
+            s.model,
+            family,
+            optimizer,
+            sampler,
+            {"run": s.generator, **family.generators()},
+            config.epochs,
+            schedule,
+            callbacks,
+            validate=_validator(family, data.val),
+            accumulate=config.accumulate,
+            precision=config.precision,
+        )
+        if state is not None:
+            loop.load_state_dict(state)
+        try:
+            position = loop.run()
+        except KeyboardInterrupt:
+            log.close()
+            if saved[0] < 0:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise Interrupted("interrupted before training started") from None
+            raise Interrupted(
+                f"interrupted with {saved[0]} of {config.epochs} epochs done and saved: "
+                f"resume with `mnist train --resume {run_dir.name}`"
+            ) from None
         except BaseException:
-            if not logged:  # failed before logging anything: leave no folder behind to block the name
+            if state is None and not log.file.tell():  # failed before logging anything: leave no folder behind
                 log.close()
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         log.close()  # training is over; nothing more goes into the log
-        target = None
-        if config.target_accuracy is not None:
-            target = {
-                "target": config.target_accuracy,
-                "checked_on": "validation" if val_data is not None else "test",
-                "reached": result.target_reached is not None,
-                **(result.target_reached or {}),
-            }
-        extra_meta: dict[str, Any] = {}
-        extra_test: dict[str, float] = {}
-        test_loss: float | None
-        if entry.task == "contrastive":
-            # Self-supervised: the test result is the linear evaluation `mnist eval` gives (all labels
-            # of the whole training split, all ten digits), so the two always agree.
-            probe = linear_evaluation(frozen(model), full_train, full_test, on_work=on_work)
-            test_accuracy, test_loss, measure = probe.accuracy, probe.loss, "linear evaluation"
-        elif entry.task == "metric":
-            # The headline of `mnist eval`: 10-way 1-shot episodes over all ten test digits.
-            queries = fewshot.default_queries(full_test.labels, max(fewshot.SHOTS))  # as `mnist eval` draws them
-            with phase(on_work, "test: 10-way 1-shot episodes"):
-                score = fewshot.run_episodes(
-                    embed_data(model, full_test), full_test.labels, list(range(10)), 10, 1, queries=queries
-                )
-            test_accuracy, test_loss, measure = score.accuracy, None, "10-way 1-shot"
-            # The scale that turns distances into confidences for `mnist oneshot`, fitted on labelled
-            # training images (held-out ones when there is a validation split). Only with the labels
-            # of all ten digits: fitted on the few classes a model trained on, it is far too sharp for
-            # new ones (0,1,2 model: 97% mean confidence at 80% accuracy on 10-way test episodes).
-            held = val_data if val_data is not None else train_data
-            every_digit = len(config.classes or range(10)) == 10
-            scale = None
-            if every_digit:
-                embedding = Counter(on_work, "calibrating one-shot confidences", len(held))
-                scale = fewshot.calibrate(embed_data(model, held, on_images=embedding.add), held.labels)
-                embedding.finish()
-            if scale is not None:
-                extra_meta["oneshot"] = {
-                    "scale": scale,
-                    "calibrated_on": "validation" if val_data is not None else "train",
-                }
-        elif entry.task == "adder":
-            # Each test image paired with a fixed number drawn from the seed, as `mnist eval` does.
-            with phase(on_work, "testing"):
-                metrics = task.evaluate(model, test_data)
-            test_accuracy, test_loss, measure = metrics["accuracy"], metrics["loss"], "sum accuracy"
-            extra_test["digit_accuracy"] = metrics["digit_accuracy"]
-        elif result.target_reached is not None and val_data is None:
-            # The last target check was a full pass over the test set with these very weights.
-            test_accuracy, test_loss = result.target_reached["accuracy"], result.target_reached["loss"]
-            measure = "accuracy"
-        else:
-            with phase(on_work, "testing"):
-                test = evaluate_classifier(model, test_data)
-            test_accuracy, test_loss, measure = test.accuracy, test.loss, "accuracy"
-
-        calibration = calibrating.fit(model, entry.task, config, held, held_from)
-        if calibration is not None:
-            extra_meta["calibration"] = calibration
-        meta = {
-            "model": {"name": model_name, "args": model_args or {}, "task": entry.task, "params": params(model)},
-            "preprocessing": PREPROCESSING,
-            "config": config.to_dict(),
-            "data": {
-                "folder": str(folder),
-                "train_images": len(train_data),
-                "val_images": len(val_data or []),
-                "calibration_images": len(held) if held_from == "calibration" and held is not None else 0,
-                "test_images": len(test_data),
-                "unlabelled_images": len(unlabelled) if unlabelled is not None else 0,
-                "classes": list(config.classes or range(10)),
-            },
-            "history": result.history,
-            "metrics": {
-                "test_accuracy": test_accuracy,
-                "test_loss": test_loss,
-                "test_measure": measure,
-                **extra_test,
-                "best_epoch": result.best_epoch,
-                "stopped_early": result.stopped_early,
-                "target": target,
-            },
-            **extra_meta,
-            "seconds": result.seconds,
-            "device": str(device),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": {
-                "mnistcli": __version__,
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "python": platform.python_version(),
-            },
-        }
-        run = store.save(model, meta, folder=run_dir)
-        if board is not None:
-            board.finish(
-                {"accuracy": test_accuracy, **extra_test}, test_data.images[:32], logged[-1].step if logged else 0
-            )
-        return TrainReport(
-            run,
-            config,
-            test_accuracy,
-            test_loss,
-            result.seconds,
-            time.perf_counter() - t0,
-            result.history,
-            result.stopped_early,
-            str(device),
-            target,
-            measure,
-            extra_test,
-            [info.recent_loss for info in logged],
-            str(run_dir / LOG),
-            str(run_dir / tb_events.FOLDER) if tensorboard else None,
-            calibration,
+        target = _target(config, watch, data)
+        test = _test(family, s.model, data, watch, hooks.on_work)
+        calibration = calibrating.fit(s.model, family, s.held, s.held_from)
+        checkpoint = Checkpoint(
+            model=ModelSpec(s.model_name, s.model_args, family.name, params_count(s.model)),
+            config=s.options,
+            data=DataSpec(
+                str(s.folder),
+                len(data.train),
+                len(data.val or []),
+                len(s.held) if s.held_from == "calibration" and s.held is not None else 0,
+                len(data.test),
+                len(getattr(family, "unlabelled", None) or []),
+                tuple(config.classes or range(10)),
+            ),
+            history=position.history,
+            results=Results(
+                test.accuracy, test.loss, test.measure, test.extra, best.best_epoch, position.stopped_early, target
+            ),
+            family_entries={**({"calibration": calibration} if calibration is not None else {}), **test.meta},
+            preprocessing=PREPROCESSING,
+            seconds=position.seconds,
+            device=str(s.device),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            versions=_versions(),
         )
+        run = store.save(s.model, checkpoint, run_dir)
+        snapshot.remove(run_dir)
+        steps_logged = read_log(run_dir / LOG)[0]
+        if board is not None:
+            last_step = steps_logged[-1]["step"] if steps_logged else 0
+            board.finish({"accuracy": test.accuracy, **test.extra}, data.test.images[:32], last_step)
+        return TrainReport(
+            run=run,
+            options=s.options,
+            test_accuracy=test.accuracy,
+            test_loss=test.loss,
+            seconds=position.seconds,
+            total_seconds=time.perf_counter() - t0,
+            history=position.history,
+            stopped_early=position.stopped_early,
+            device=str(s.device),
+            target=target,
+            test_measure=test.measure,
+            test_extra=test.extra,
+            loss_curve=[
+                float(e["recent_loss"]) if e.get("recent_loss") is not None else float("nan") for e in steps_logged
+            ],
+            log_path=str(run_dir / LOG),
+            tensorboard_path=str(run_dir / tb_events.FOLDER) if tensorboard else None,
+            calibration=calibration,
+            train_label=family.train_label,
+            val_label=family.val_label,
+            test_label=family.test_label,
+        )
+
+
+def _validator(family: Family, val: TensorData | None) -> Callable[[torch.nn.Module], dict[str, float]] | None:
+    """The loop's end-of-epoch validation: the family's measure on the validation split, if there is one."""
+    if val is None:
+        return None
+    return lambda model: family.validate(model, val)
+
+
+def _target(config: TrainConfig, watch: cb.TargetWatch | None, data: Data) -> dict[str, Any] | None:
+    """The `target` entry of the results: the target, where it was checked, whether and when it was reached."""
+    if config.target_accuracy is None or watch is None:
+        return None
+    return {
+        "target": config.target_accuracy,
+        "checked_on": "validation" if data.val is not None else "test",
+        "reached": watch.reached is not None,
+        **(watch.reached or {}),
+    }
+
+
+def _test(
+    family: Family, model: torch.nn.Module, data: Data, watch: cb.TargetWatch | None, on_work: WorkFn | None
+) -> TestResult:
+    """The family's test; where the last target check was a full pass over the test set with these very weights
+    and the family's validation measure is its test measure, that check is the test."""
+    if (
+        watch is not None
+        and watch.reached is not None
+        and data.val is None
+        and getattr(family, "validate_is_test", False)
+    ):
+        return TestResult(watch.reached["accuracy"], watch.reached["loss"], "accuracy")
+    return family.test(model, data, on_work)
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "mnistcli": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }

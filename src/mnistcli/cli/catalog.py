@@ -25,7 +25,7 @@ def models(
     ] = "*",
     json_out: JsonOpt = False,
 ) -> None:
-    """List the registered models with their task and size; `mnist models NAME` shows one's arguments and recipe."""
+    """List the registered models with their family and size; `mnist models NAME` shows one's arguments and recipe."""
     with render.starting():
         from mnistcli import api
 
@@ -45,9 +45,16 @@ def checkpoints_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
         render.checkpoints_table(api.checkpoints(), json_out)
         for name in api.interrupted_runs():
-            render.note(
-                f"{name}: interrupted before saving (log only: `mnist plot {name}`; `mnist checkpoints rm {name}`)"
-            )
+            stopped = api.resumable(name)
+            if stopped is not None:
+                render.note(
+                    f"{name}: stopped with {stopped[0]} of {stopped[1]} epochs done; resume with"
+                    f" `mnist train --resume {name}` (or `mnist checkpoints rm {name}`)"
+                )
+            else:
+                render.note(
+                    f"{name}: interrupted before saving (log only: `mnist plot {name}`; `mnist checkpoints rm {name}`)"
+                )
         for name, problem in api.broken_runs():
             render.error(f"{name}: cannot be read, so it is not listed ({problem}; `mnist checkpoints rm {name}`)")
 

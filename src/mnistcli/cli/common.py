@@ -20,7 +20,7 @@ import typer
 from mnistcli import __version__, render
 from mnistcli.cli import complete
 from mnistcli.cli.helptext import choice
-from mnistcli.errors import MnistError, UsageError
+from mnistcli.errors import Interrupted, MnistError, UsageError
 
 app = typer.Typer(
     name="mnist",
@@ -46,6 +46,9 @@ def guarded(fn: F) -> F:
         except UsageError as e:
             render.error(str(e))
             raise typer.Exit(2) from None
+        except Interrupted as e:
+            render.error(str(e))
+            raise typer.Exit(130) from None
         except MnistError as e:
             render.error(str(e))
             raise typer.Exit(1) from None
@@ -71,6 +74,26 @@ class Scheduler(str, Enum):
     step = "step"
     cosine = "cosine"
     onecycle = "onecycle"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave parameter `name` (on the command line or in the environment), not its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def check_alone(ctx: typer.Context, option: str, allowed: set[str]) -> None:
+    """Raise `UsageError` if any parameter besides `option` and `allowed` was given with it."""
+    extra = [p for p in ctx.command.params if p.name not in allowed | {option} and p.name and given(ctx, p.name)]
+    if extra:
+        names = ", ".join(p.opts[0] if p.opts[0].startswith("-") else str(p.name).upper() for p in extra)
+        raise UsageError(f"--{option} continues a run as it was started; it takes no {names}")
 
 
 class Mining(str, Enum):

@@ -157,7 +157,7 @@ def predict(
 
         plots.check_writable(plot)
     report = api.predict(paths, checkpoint, device=device.value, add=add, show_input=show_input)
-    render.predicting(report, json_out)
+    render.predictions(report, json_out)
     if show_input is not None:
         render.shown_inputs(report.shown, show_input)
     if plot is not None and len(report.results) > len(report.failures):

@@ -15,8 +15,11 @@ from mnistcli.cli.common import (
     JsonOpt,
     Mining,
     Optimizer,
+    Precision,
     Scheduler,
     app,
+    check_alone,
+    given,
     guarded,
     parse_classes,
     parse_model_args,
@@ -39,6 +42,7 @@ def _check_every_default() -> str:
 @app.command()
 @guarded
 def train(
+    ctx: typer.Context,
     model: Annotated[
         str,
         typer.Argument(
@@ -223,14 +227,58 @@ def train(
             rich_help_panel=RUN,
         ),
     ] = False,
+    accumulate: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Add up the gradients of this many batches before each optimizer step.",
+            show_default="1",
+            rich_help_panel=OPTIMISATION,
+        ),
+    ] = None,
+    precision: Annotated[
+        Optional[Precision],
+        typer.Option(
+            help="fp32; bf16 (autocast, where the device has it); fp16 (CUDA only, with a gradient scaler).",
+            metavar="NAME",
+            parser=choice(Precision),
+            show_default="fp32",
+            rich_help_panel=OPTIMISATION,
+        ),
+    ] = None,
+    resume: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="RUN",
+            help="Continue a stopped run from its last completed epoch (only --device may be given with it).",
+            autocompletion=complete.run_names,
+            rich_help_panel=RUN,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a model on MNIST and save it as a checkpoint.
 
     An option whose default reads (recipe) takes the model's own value; `mnist models --json` lists them.
     """
+    if resume is not None:
+        check_alone(ctx, "resume", allowed={"device", "json_out"})
     with render.starting():
         from mnistcli import api
+
+    if resume is not None:
+        with progress.download_progress() as on_download, progress.TrainProgress() as bar:
+            report = api.resume(
+                resume,
+                device=device.value if given(ctx, "device") else None,
+                on_step=bar.step,
+                on_epoch=bar.epoch,
+                on_download=on_download,
+                on_work=bar.work,
+            )
+        render.train_summary(report)
+        if json_out:
+            render.train_json(report)
+        return
 
     options = dict(
         epochs=epochs,
@@ -256,6 +304,8 @@ def train(
         device=device.value,
         classes=parse_classes(classes),
         per_class=per_class,
+        accumulate=accumulate,
+        precision=precision.value if precision else None,
     )
     with progress.download_progress() as on_download, progress.TrainProgress() as bar:
         report = api.train(

@@ -1,29 +1,57 @@
-"""The one training loop: fit(model, task, data, config, callbacks) -> FitResult.
+"""The one training loop. It knows no model family: a family supplies batches and a step, the loop does the rest.
 
-No printing and no file I/O: progress goes out through `on_step` / `on_epoch` callbacks, and the
-result comes back as data. The task supplies the batches (in-memory tensors indexed by a seeded
-permutation), augments whole batches at once and computes the loss; the learning-rate schedule
-steps per batch.
+Per optimizer step the loop draws a batch of indices from the sampler (sharded across processes
+in one place, engine/dist.py), asks the family for the batch's tensors and for its `Step` (a loss,
+and metric totals under names the loop never interprets), backpropagates, possibly over several
+batches (gradient accumulation) and under autocast, then steps the optimizer and the schedule.
+It averages every metric over the epoch and tells its callbacks (run log, TensorBoard, progress,
+early stopping, target watch, resume snapshots). No printing and no files here.
+
+Everything a run needs to continue is in `Loop.state_dict()`; `load_state_dict` puts it back, so
+a resumed run goes on exactly as it would have.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from mnistcli.config import TrainConfig
-from mnistcli.data.tensors import TensorData
-from mnistcli.engine import optim
-from mnistcli.families.base import Task
-from mnistcli.work import CHECKING, WorkFn, phase
+from mnistcli.engine.dist import SINGLE, Dist
+from mnistcli.engine.sampling import Sampler
 
-LOG_EVERY = 10  # steps between progress reports (each report syncs the device for .item())
+LOG_EVERY = 10  # optimizer steps between progress reports (each report syncs the device for .item())
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp16 needs CUDA (and a gradient scaler); bf16 runs wherever autocast does
+
+
+@dataclass
+class Step:
+    """What a family's step returns for one batch."""
+
+    loss: torch.Tensor  # the mean loss to backpropagate
+    sums: dict[str, torch.Tensor]  # metric totals over the batch, e.g. {"accuracy": correct predictions}
+    size: int  # items in the batch; the loop divides totals by items seen
+
+
+class Trainee(Protocol):
+    """The part of a family the loop uses."""
+
+    def begin_epoch(self, generator: torch.Generator) -> None:
+        """Draw whatever the family draws once per epoch (before the sampler draws its order)."""
+        ...
+
+    def batch(self, index: Any) -> Any:
+        """The tensors of a batch of sampled indices."""
+        ...
+
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        """Loss and metric totals of `model` on `batch` (augmenting it first, if the family does)."""
+        ...
 
 
 @dataclass
@@ -49,169 +77,210 @@ class EpochInfo:
     train_loss: float
     train_accuracy: float
     lr: float
-    seconds: float  # wall time since the start of training
+    seconds: float  # wall time of training so far
     val_loss: float | None = None
     val_accuracy: float | None = None
 
 
 @dataclass
-class FitResult:
-    """What a training run produced (the model is trained in place)."""
+class Position:
+    """How far the run has gone: saved with every snapshot, so a resumed run knows where it is."""
 
-    history: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-    stopped_early: bool = False
-    best_epoch: int | None = None  # the epoch whose weights were kept, when validating
-    target_reached: dict[str, float] | None = None  # accuracy and loss on the monitor, epochs (fractional), seconds
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> optim.Optimizer:
-    """The optimizer the config names (mnistcli's own: see optim.py for why not torch.optim)."""
-    params = model.parameters()
-    if config.optimizer in ("sgd", "nesterov"):
-        return optim.SGD(
-            params,
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=config.optimizer == "nesterov",
-            weight_decay=config.weight_decay,
-        )
-    return optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, decoupled=config.optimizer == "adamw")
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    seconds: float = 0.0  # training time before this process took over
+    history: list[dict[str, Any]] = field(default_factory=list)  # one EpochInfo per completed epoch
+    stopped_early: bool = False  # a callback stopped the run (no epochs are left)
 
 
-def make_scheduler(optimizer: optim.Optimizer, config: TrainConfig, total_steps: int) -> optim.Schedule | None:
-    """A per-batch learning-rate schedule, or None."""
-    if config.scheduler == "onecycle":
-        return optim.one_cycle(optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.25)
-    if config.scheduler == "cosine":
-        return optim.cosine(optimizer, total_steps)
-    if config.scheduler == "step":
-        return optim.multi_step(optimizer, [total_steps // 2, (3 * total_steps) // 4], gamma=0.1)
-    return None
+class Callback:
+    """Hooks the loop calls on the main process; `key` names the callback's state in a snapshot."""
+
+    key = ""
+    last = False  # called after the others (snapshots)
+
+    def on_fit_start(self, loop: Loop) -> None: ...
+
+    def on_report(self, loop: Loop, info: StepInfo) -> None: ...
+
+    def on_step_end(self, loop: Loop) -> None: ...
+
+    def on_epoch_end(self, loop: Loop, info: EpochInfo) -> None: ...
+
+    def on_fit_end(self, loop: Loop) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class TargetWatch:
-    """Checks, cheaply, whether held-out accuracy has reached a target.
+class Loop:
+    """One training run: the model and optimizer (already set up), the sampler, the callbacks, and where it is."""
 
-    A first look at `QUICK` random held-out images costs a fifth of a full pass; only when that is
-    within a point of the target is the whole held-out set evaluated, so early checks (which
-    fail) cost little.
-    """
+    def __init__(
+        self,
+        model: nn.Module,
+        trainee: Trainee,
+        optimizer: Any,
+        sampler: Sampler,
+        generators: dict[str, torch.Generator],
+        epochs: int,
+        schedule: Any = None,
+        callbacks: Sequence[Callback] = (),
+        validate: Callable[[nn.Module], dict[str, float]] | None = None,
+        accumulate: int = 1,
+        precision: str = "fp32",
+        dist: Dist = SINGLE,
+    ) -> None:
+        self.model, self.trainee, self.optimizer, self.schedule = model, trainee, optimizer, schedule
+        self.sampler, self.generators, self.epochs = sampler, generators, epochs
+        # Snapshots go last, so they save what the other callbacks have just updated.
+        self.callbacks = sorted(callbacks, key=lambda cb: cb.last) if dist.is_main else []
+        self.validate, self.accumulate, self.dist = validate, accumulate, dist
+        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.precision = precision
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        self.steps_per_epoch = -(-len(sampler) // accumulate)
+        self.total_steps = self.steps_per_epoch * epochs
+        self.position = Position()
+        self.stop = False  # a callback sets it to end the run after the current step
+        self.started = 0.0
 
-    QUICK = 2000
+    def elapsed(self) -> float:
+        """Seconds of training so far, including those before a resume."""
+        return self.position.seconds + time.perf_counter() - self.started
 
-    def __init__(self, task: Task, data: TensorData, target: float) -> None:
-        self.task, self.data, self.target = task, data, target
-        # A fixed random sample: MNIST's test set is ordered, and its first half is the easier one.
-        sample = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: self.QUICK]
-        self.quick = data.subset(sample) if len(data) > self.QUICK else None
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
 
-    def reached(self, model: nn.Module) -> dict[str, float] | None:
-        """The full held-out metrics (`accuracy`, `loss`) if the accuracy reached the target, else None."""
-        if self.quick is not None and self.task.evaluate(model, self.quick)["accuracy"] < self.target - 0.01:
-            return None
-        metrics = self.task.evaluate(model, self.data)
-        return metrics if metrics["accuracy"] >= self.target else None
+    def _update(self) -> None:
+        """One optimizer step from the accumulated gradients, then the schedule's."""
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.schedule is not None:
+            self.schedule.step()
 
+    def _batches(self) -> Iterator[tuple[bool, Any]]:
+        """(whether an optimizer step follows, batch) for one epoch."""
+        self.trainee.begin_epoch(self.generators["run"])
+        n = len(self.sampler)
+        for i, index in enumerate(self.sampler.epoch(self.generators["run"])):
+            yield (i + 1) % self.accumulate == 0 or i + 1 == n, self.trainee.batch(self.dist.shard(index))
 
-def fit(
-    model: nn.Module,
-    task: Task,
-    train: TensorData,
-    config: TrainConfig,
-    generator: torch.Generator,
-    val: TensorData | None = None,
-    monitor: TensorData | None = None,
-    on_step: Callable[[StepInfo], None] | None = None,
-    on_epoch: Callable[[EpochInfo], None] | None = None,
-    on_work: WorkFn | None = None,
-) -> FitResult:
-    """Train `model` in place on `train` for `config.epochs` epochs.
+    def run(self) -> Position:
+        """Train from `position` to the last epoch (or until a callback stops it); returns the position."""
+        self.started = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        pos = self.position
+        while pos.epoch < self.epochs and not pos.stopped_early:
+            self._epoch(pos.epoch + 1)
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        pos.seconds = self.elapsed()
+        self.started = time.perf_counter()
+        return pos
 
-    With `val`, each epoch is validated; with `config.early_stopping` the run stops after that
-    many epochs without a better validation accuracy and the best weights are restored. With
-    `config.target_accuracy`, accuracy on `monitor` (held-out data) is checked every
-    `config.check_every` of an epoch and training stops as soon as it reaches the target.
-    Each check is reported to `on_work` ("checking accuracy"), as it can take seconds.
-    Returns the per-epoch history and timing.
-    """
-    steps_per_epoch = task.num_batches(train, config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    check_steps = max(1, round(steps_per_epoch * config.check_every))
-    watch = TargetWatch(task, monitor, config.target_accuracy) if config.target_accuracy and monitor else None
-    optimizer = make_optimizer(model, config)
-    scheduler = make_scheduler(optimizer, config, total_steps)
-    result = FitResult()
-    best_acc, best_state, stale = -1.0, None, 0
-    start = time.perf_counter()
-    step = 0
-    for epoch in range(1, config.epochs + 1):
+    def _epoch(self, epoch: int) -> None:
+        pos, model = self.position, self.model
         model.train()
-        loss_sum = torch.zeros((), device=train.labels.device)
-        correct = torch.zeros((), device=train.labels.device)
-        seen = 0
-        window_sum, window_steps = torch.zeros((), device=train.labels.device), 0
-        for x, y in task.batches(train, config.batch_size, generator):
-            loss, n_correct = task.loss(model, x, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]  # the rate this step used, before the schedule moves on
-            if scheduler is not None:
-                scheduler.step()
-            step += 1
-            loss_sum += loss.detach() * len(y)
-            window_sum += loss.detach()
+        zero = torch.zeros((), device=self.device)
+        loss_sum, sums, seen = zero.clone(), {"accuracy": zero.clone()}, 0
+        window_sum, window_steps, lr = zero.clone(), 0, float(self.optimizer.param_groups[0]["lr"])
+        for steps, batch in self._batches():
+            with self._autocast():
+                out = self.trainee.step(model, batch)
+            loss = out.loss / self.accumulate if self.accumulate > 1 else out.loss
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_sum += out.loss.detach().float() * out.size
+            window_sum += out.loss.detach().float()
+            for k, v in out.sums.items():
+                sums[k] = sums.get(k, zero) + v.detach()
+            seen += out.size
+            if not steps:
+                continue
+            lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used, before the schedule moves on
+            self._update()
+            pos.step += 1
             window_steps += 1
-            correct += n_correct
-            seen += len(y)
-            if on_step and (step % LOG_EVERY == 0 or step % steps_per_epoch == 0):
-                on_step(
-                    StepInfo(
-                        epoch,
-                        config.epochs,
-                        step,
-                        total_steps,
-                        float(loss_sum) / seen,
-                        float(correct) / seen,
-                        lr,
-                        float(window_sum) / window_steps,
-                        time.perf_counter() - start,
-                    )
+            if self.callbacks and (pos.step % LOG_EVERY == 0 or pos.step % self.steps_per_epoch == 0):
+                seen_ = max(seen, 1)
+                report = StepInfo(
+                    epoch,
+                    self.epochs,
+                    pos.step,
+                    self.total_steps,
+                    float(loss_sum) / seen_,
+                    float(sums["accuracy"]) / seen_,
+                    lr,
+                    float(window_sum) / window_steps,
+                    self.elapsed(),
                 )
+                for cb in self.callbacks:
+                    cb.on_report(self, report)
                 window_sum.zero_()
                 window_steps = 0
-            if watch is not None and step % check_steps == 0:
-                with phase(on_work, CHECKING):
-                    metrics = watch.reached(model)
-                model.train()
-                if metrics is not None:
-                    result.target_reached = {
-                        **metrics,
-                        "epochs": step / steps_per_epoch,
-                        "seconds": time.perf_counter() - start,
-                    }
-                    break
-        info = EpochInfo(epoch, float(loss_sum) / seen, float(correct) / seen, lr, 0.0)
-        if val is not None:
-            metrics = task.evaluate(model, val)
+            for cb in self.callbacks:
+                cb.on_step_end(self)
+            if self.stop:
+                break
+        seen = max(seen, 1)
+        info = EpochInfo(epoch, float(loss_sum) / seen, float(sums["accuracy"]) / seen, lr, 0.0)
+        if self.validate is not None:
+            metrics = self.validate(model)
             info.val_loss, info.val_accuracy = metrics["loss"], metrics["accuracy"]
-            if info.val_accuracy > best_acc:
-                best_acc, stale, result.best_epoch = info.val_accuracy, 0, epoch
-                if config.early_stopping:
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-        info.seconds = time.perf_counter() - start
-        result.history.append(asdict(info))
-        if on_epoch:
-            on_epoch(info)
-        if result.target_reached or (config.early_stopping and stale >= config.early_stopping):
-            result.stopped_early = True
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    elif val is not None:
-        result.best_epoch = len(result.history)
-    result.seconds = time.perf_counter() - start
-    return result
+        info.seconds = self.elapsed()
+        pos.history.append(asdict(info))
+        pos.epoch = epoch
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, info)
+        pos.stopped_early = self.stop
+
+    # -- resuming ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run: weights, optimizer and schedule, random states, position,
+        and each callback's state. Tensors and plain values only."""
+        pos = self.position
+        state: dict[str, Any] = {
+            "position": {**asdict(pos), "seconds": self.elapsed(), "stopped_early": pos.stopped_early or self.stop},
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+            "generators": {name: g.get_state() for name, g in self.generators.items()},
+            "torch_rng": torch.get_rng_state(),
+            "callbacks": {cb.key: cb.state_dict() for cb in self.callbacks if cb.key},
+        }
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Put back what `state_dict` saved (into a loop built the same way)."""
+        self.position = Position(**state["position"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.schedule is not None and state.get("schedule") is not None:
+            self.schedule.load_state_dict(state["schedule"])
+        for name, g in self.generators.items():
+            g.set_state(state["generators"][name])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        saved = state.get("callbacks", {})
+        for cb in self.callbacks:
+            if cb.key in saved:
+                cb.load_state_dict(saved[cb.key])

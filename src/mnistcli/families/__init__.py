@@ -1,51 +1,60 @@
-"""Tasks: what differs between model families (batches, loss, metrics) for the one training loop."""
+"""Model families, registered by name: `get_family("classify")` is the bundle `mnist train` and `mnist eval` use.
+
+Runs saved before the triplet family had its name call it "metric"; `get_family` still takes it.
+"""
 
 from __future__ import annotations
 
-import torch
+import difflib
+from collections.abc import Callable
 
-from mnistcli.config import TrainConfig
-from mnistcli.data.tensors import TensorData
 from mnistcli.errors import ModelError
-from mnistcli.families.adder import AdderTask
-from mnistcli.families.base import Task
-from mnistcli.families.classify import ClassifyTask
-from mnistcli.families.contrastive import ContrastiveTask
-from mnistcli.families.triplet import MetricTask
+from mnistcli.families.base import Data, EvalData, EvalOptions, Family, NoParams, TestResult
+
+_FAMILIES: dict[str, type[Family]] = {}
+ALIASES = {"metric": "triplet"}  # older checkpoints' names
 
 
-def get_task(name: str, config: TrainConfig, generator: torch.Generator, unlabelled: TensorData | None = None) -> Task:
-    """The task object for a registry entry's task name. Raises `ModelError` if unknown.
-
-    `generator` is the run's (it also shuffles); `unlabelled` is the image pool a metric task
-    may self-supervise on (its labels are never read).
-    """
-    if name == "classify":
-        return ClassifyTask(
-            label_smoothing=config.label_smoothing,
-            augment=config.augment,
-            generator=generator,
-            robust=config.robust_augment,
-        )
-    if name == "contrastive":
-        return ContrastiveTask(
-            temperature=config.temperature, seed=config.seed, augment=config.augment, generator=generator
-        )
-    if name == "metric":
-        return MetricTask(
-            margin=config.margin,
-            mining=config.mining,
-            generator=generator,
-            augment=config.augment,
-            unlabelled=unlabelled,
-            ssl_weight=config.ssl_weight,
-            temperature=config.temperature,
-        )
-    if name == "adder":
-        return AdderTask(
-            label_smoothing=config.label_smoothing, augment=config.augment, generator=generator, seed=config.seed
-        )
-    raise ModelError(f"unknown task {name!r}")
+def register_family(cls: type[Family]) -> type[Family]:
+    """Class decorator: register a family under `cls.name`. Raises `ModelError` on a duplicate name."""
+    if not cls.name or cls.name in _FAMILIES:
+        raise ModelError(f"family {cls.name!r} is unnamed or already registered")
+    _FAMILIES[cls.name] = cls
+    return cls
 
 
-__all__ = ["AdderTask", "ClassifyTask", "ContrastiveTask", "MetricTask", "Task", "get_task"]
+def get_family(name: str) -> type[Family]:
+    """The family registered as `name` (or an older name of it). Raises `ModelError` if there is none."""
+    name = ALIASES.get(name, name)
+    if name not in _FAMILIES:
+        close = difflib.get_close_matches(name, _FAMILIES, n=2)
+        hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(_FAMILIES)}"
+        raise ModelError(f"unknown model family {name!r}{hint}")
+    return _FAMILIES[name]
+
+
+def family_names() -> list[str]:
+    """Every registered family, in registration order."""
+    return list(_FAMILIES)
+
+
+def families_where(test: Callable[[type[Family]], bool]) -> set[str]:
+    """Names of the families for which `test(family)` holds."""
+    return {n for n, f in _FAMILIES.items() if test(f)}
+
+
+# isort: off
+from mnistcli.families import classify, contrastive, triplet, adder  # noqa: E402, F401  (registers them)
+# isort: on
+
+__all__ = [
+    "Data",
+    "EvalData",
+    "EvalOptions",
+    "Family",
+    "NoParams",
+    "TestResult",
+    "family_names",
+    "get_family",
+    "register_family",
+]

@@ -1,50 +1,158 @@
-"""The contract between a task and the training loop, and the batching most tasks share."""
+"""What a model family is: one bundle that the engine, the api and the renderer ask everything family-specific.
+
+A family (classify, contrastive, triplet, adder, ...) says how it batches (from the sampler's
+indices), its step (a loss and named metric totals), its own hyper-parameters (a small `Params`
+dataclass), its test protocol (used by `mnist train` and by `mnist eval`, so the two agree by
+construction), whether its outputs are calibrated probabilities, and the words the renderer uses
+for its numbers. `families/__init__.py` registers each under its name; a model registers with
+`family=NAME` (registry.py).
+
+Adding a family: a file here with a `Family` subclass decorated `@register_family`, its model
+file in models/, and the import in `families/__init__.py`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from mnistcli.data.tensors import TensorData
+from mnistcli.config import TrainConfig, field_names
+from mnistcli.data.tensors import TensorData, to_float
+from mnistcli.engine.loop import Step
+from mnistcli.engine.sampling import Sampler, Shuffled
+from mnistcli.work import WorkFn
 
 
-class Task(Protocol):
-    """A task gives the loop its batches, its loss on a batch and its held-out metrics."""
+@dataclass
+class Data:
+    """The images of one run, as tensors on the training device."""
 
-    name: str
-
-    def num_batches(self, train: TensorData, batch_size: int) -> int:
-        """Optimizer steps in one epoch over `train`."""
-        ...
-
-    def batches(
-        self, train: TensorData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch of (float images (B, 1, 28, 28) in [0, 1], labels) batches, shuffled by `generator`."""
-        ...
-
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (mean loss, number of correct predictions) for one batch, both as tensors.
-
-        Augmentation, if any, happens here, on the whole batch.
-        """
-        ...
-
-    def evaluate(self, model: nn.Module, data: TensorData) -> dict[str, float]:
-        """Return at least `loss` and `accuracy` (0-1) of `model` on `data`."""
-        ...
+    train: TensorData  # what the model trains on (after --classes, --per-class and the held-out splits)
+    val: TensorData | None  # the validation split, if any
+    test: TensorData  # the test images of the digits trained on
+    full_train: TensorData  # every training image (self-supervision, linear evaluation)
+    full_test: TensorData  # every test image
 
 
-class ShuffledBatches:
-    """The usual epoch: every training image once, in batches of a seeded permutation."""
+@dataclass
+class TestResult:
+    """A family's test measurement of a trained model: the headline number and what it means."""
 
-    def num_batches(self, train: TensorData, batch_size: int) -> int:
-        return train.num_batches(batch_size, shuffle=True)
+    accuracy: float
+    loss: float | None  # None where the measure has no loss (few-shot episodes)
+    measure: str  # "accuracy", "linear evaluation", "10-way 1-shot", "sum accuracy", ...
+    extra: dict[str, float] = field(default_factory=dict)  # further test numbers (adder: digit_accuracy)
+    meta: dict[str, Any] = field(default_factory=dict)  # the family's own checkpoint entries (triplet: oneshot)
 
-    def batches(
-        self, train: TensorData, batch_size: int, generator: torch.Generator
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return train.batches(batch_size, generator)
+
+@dataclass
+class EvalData:
+    """The images `mnist eval` may read, loaded only when a protocol asks for them."""
+
+    test: Callable[[], TensorData]  # every test image
+    train: Callable[[], TensorData]  # every training image
+    device: str  # where the model runs
+
+
+@dataclass
+class EvalOptions:
+    """`mnist eval`'s options that some families' protocols take (`Family.eval_options` names which)."""
+
+    labels_per_class: int | None = None  # self-supervised: the probe trains on K labels per digit
+    seed: int | None = None  # what the protocol draws (probe labels; an adder's numbers); None: its default
+
+
+def trained_digits(test: TensorData, classes: tuple[int, ...]) -> TensorData:
+    """The test images of `classes` (all of them for all ten digits): what a run trained on `--classes` is judged on."""
+    return test.select(classes, None, torch.Generator()) if len(classes) < 10 else test
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A family without hyper-parameters of its own."""
+
+
+class Family:
+    """Base class: the usual shuffled epoch over `data.train`, batches of float images and labels."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+    calibrated: ClassVar[bool] = False  # outputs class probabilities, fitted with a temperature (see api/calibrating)
+    train_label: ClassVar[str] = "accuracy"  # what the running training "accuracy" is, for the summary
+    val_label: ClassVar[str] = "accuracy"  # what validation accuracy is
+    test_label: ClassVar[str] = "test accuracy"  # the headline of the training summary
+    eval_options: ClassVar[frozenset[str]] = frozenset()  # which of EvalOptions' fields its `evaluate` takes
+    fewshot_by_default: ClassVar[bool] = False  # `mnist eval` runs the few-shot protocol (api/evaluation.py)
+    offers_fewshot: ClassVar[bool] = True  # `mnist eval --fewshot` may measure its features
+    learns_labels: ClassVar[bool] = True  # trains with the labels of its digits (not self-supervised)
+
+    def __init__(self, params: Any, config: TrainConfig, generator: torch.Generator | None = None) -> None:
+        self.params, self.config = params, config
+        # The run's generator: shuffling, and the augmentation of families that draw from it.
+        self.generator = generator if generator is not None else torch.Generator().manual_seed(config.seed)
+        self.train: TensorData | None = None
+
+    @classmethod
+    def from_checkpoint(cls, config: dict[str, Any]) -> Family:
+        """The family as a checkpoint's training options (meta.json's `config`) set it up, for measuring it."""
+        shared = {k: v for k, v in config.items() if k in field_names(TrainConfig)}
+        own = {k: v for k, v in config.items() if k in field_names(cls.Params)}
+        return cls(cls.Params(**own), TrainConfig(**shared))
+
+    @classmethod
+    def check(cls, params: Any, config: TrainConfig) -> None:
+        """Raise `UsageError` for option combinations this family cannot honour (before any data work)."""
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def prepare(self, data: Data) -> None:
+        """Take the run's data before training (raise `DataError`/`UsageError` if it cannot be used)."""
+        self.train = data.train
+
+    def sampler(self, batch_size: int) -> Sampler:
+        """The batches of an epoch over the training data."""
+        assert self.train is not None
+        return Shuffled(len(self.train), batch_size, self.train.labels.device)
+
+    def begin_epoch(self, generator: torch.Generator) -> None:
+        """Draw what the family draws once an epoch (nothing, by default)."""
+
+    def batch(self, index: Any) -> Any:
+        """(float images (B, 1, 28, 28) in [0, 1], labels) of the sampled indices."""
+        assert self.train is not None
+        return to_float(self.train.images[index]), self.train.labels[index]
+
+    def step(self, model: nn.Module, batch: Any) -> Step:  # pragma: no cover - every family has its own
+        raise NotImplementedError
+
+    def generators(self) -> dict[str, torch.Generator]:
+        """The family's own random generators beside the run's (saved when a run is snapshotted)."""
+        return {}
+
+    # -- measuring --------------------------------------------------------------------------------
+
+    def validate(self, model: nn.Module, data: TensorData) -> dict[str, float]:  # pragma: no cover
+        """At least `loss` and `accuracy` (0-1) of `model` on held-out `data` (validation, target checks)."""
+        raise NotImplementedError
+
+    def test(self, model: nn.Module, data: Data, on_work: WorkFn | None = None) -> TestResult:  # pragma: no cover
+        """The family's test measurement (the one `mnist eval` reports first)."""
+        raise NotImplementedError
+
+    def calibrate(self, model: nn.Module, held: TensorData) -> dict[str, Any]:  # pragma: no cover
+        """The `calibration` entry of a calibrated family's checkpoint, fitted on `held` (held-out training images)."""
+        raise NotImplementedError
+
+    def evaluate(
+        self, run: Any, model: nn.Module, data: EvalData, options: EvalOptions, on_work: WorkFn | None = None
+    ) -> Any:  # pragma: no cover
+        """`mnist eval` of the checkpoint `run` by this family's protocol: a report (mnistcli/reports.py) whose
+        headline is the number `test` gave when the run was trained."""
+        raise NotImplementedError
+
+
+Builder = Callable[..., Family]

@@ -1,42 +1,94 @@
-"""Classification: cross-entropy on the ten digits, accuracy as the metric."""
+"""Classification: cross-entropy on the ten digits, accuracy as the metric, a calibrated softmax."""
 
 from __future__ import annotations
 
-import torch
+import time
+from dataclasses import dataclass
+from typing import Any
+
 import torch.nn.functional as F
 from torch import nn
 
 from mnistcli.data.augment import random_affine, real_world_view
 from mnistcli.data.tensors import TensorData
-from mnistcli.families.base import ShuffledBatches
+from mnistcli.engine.loop import Step
+from mnistcli.errors import UsageError
+from mnistcli.families import register_family
+from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult, trained_digits
+from mnistcli.protocols import calibration
 from mnistcli.protocols.inference import evaluate_classifier
+from mnistcli.reports import EvalReport
+from mnistcli.work import WorkFn, phase
 
 
-class ClassifyTask(ShuffledBatches):
-    """Softmax classification of digits (with optional label smoothing and augmentation while training)."""
+@dataclass
+class ClassifyParams:
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    robust_augment: bool = False  # with augment: also slant, pen width and blur (real-world input)
+    calibrate: bool = True  # fit a temperature to the softmax on held-out training images (api/calibrating.py)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise UsageError("--label-smoothing must be in [0, 1)")
+
+
+@register_family
+class ClassifyFamily(Family):
+    """Softmax classification of digits (label smoothing and whole-batch augmentation while training)."""
 
     name = "classify"
+    Params = ClassifyParams
+    calibrated = True
+    validate_is_test = True  # its validation measure on the test images is its test measure
 
-    def __init__(
-        self,
-        label_smoothing: float = 0.0,
-        augment: bool = False,
-        generator: torch.Generator | None = None,
-        robust: bool = False,
-    ) -> None:
-        # robust: the affine plus slant, pen width and blur (augment.real_world_view)
-        self.label_smoothing, self.augment, self.robust = label_smoothing, augment, robust
-        self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
-
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, model: nn.Module, batch: Any) -> Step:
         """Mean cross-entropy and the count of correct argmax predictions (after a random affine, if augmenting)."""
-        if self.augment:
-            x = real_world_view(x, self.generator) if self.robust else random_affine(x, self.generator)
+        x, y = batch
+        if self.config.augment:
+            x = real_world_view(x, self.generator) if self.params.robust_augment else random_affine(x, self.generator)
         logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        return loss, (logits.argmax(dim=1) == y).sum()
+        loss = F.cross_entropy(logits, y, label_smoothing=self.params.label_smoothing)
+        return Step(loss, {"accuracy": (logits.argmax(dim=1) == y).sum()}, len(y))
 
-    def evaluate(self, model: nn.Module, data: TensorData) -> dict[str, float]:
+    def validate(self, model: nn.Module, data: TensorData) -> dict[str, float]:
         """Plain (unsmoothed) loss and accuracy on `data`."""
         result = evaluate_classifier(model, data)
         return {"loss": result.loss, "accuracy": result.accuracy}
+
+    def test(self, model: nn.Module, data: Data, on_work: WorkFn | None = None) -> TestResult:
+        """Accuracy and loss on the test images of the trained digits (what `mnist eval` reports)."""
+        with phase(on_work, "testing"):
+            result = evaluate_classifier(model, data.test)
+        return TestResult(result.accuracy, result.loss, "accuracy")
+
+    def evaluate(
+        self, run: Any, model: nn.Module, data: EvalData, options: EvalOptions, on_work: WorkFn | None = None
+    ) -> EvalReport:
+        """Accuracy, per-digit table, confusion matrix and calibration error on the test images of its digits."""
+        test = data.test()
+        classes = run.info.data.classes
+        subset = trained_digits(test, classes)
+        t0 = time.perf_counter()
+        with phase(on_work, "testing"):
+            result = evaluate_classifier(model, subset)
+        assert result.logits is not None
+        errors = calibration.errors(result.logits, subset.labels.cpu(), run.temperature)
+        return EvalReport(
+            run,
+            result.accuracy,
+            result.loss,
+            result.per_class(),
+            result.confusion.tolist(),
+            result.total,
+            time.perf_counter() - t0,
+            data.device,
+            classes=list(classes) if len(subset) < len(test) else None,
+            temperature=run.temperature,
+            ece=errors["ece"],
+            ece_uncalibrated=errors["ece_uncalibrated"],
+        )
+
+    def calibrate(self, model: nn.Module, held: TensorData) -> dict[str, Any]:
+        logits = evaluate_classifier(model, held).logits
+        assert logits is not None
+        return calibration.head_entry(logits, held.labels.cpu())

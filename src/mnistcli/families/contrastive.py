@@ -8,13 +8,25 @@ The labels in a batch are never looked at.
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistcli.config import TrainConfig
 from mnistcli.data.augment import contrastive_view, random_affine
 from mnistcli.data.tensors import TensorData
-from mnistcli.families.base import ShuffledBatches
+from mnistcli.engine.loop import Step
+from mnistcli.errors import UsageError
+from mnistcli.families import register_family
+from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult
+from mnistcli.protocols.inference import eval_mode
+from mnistcli.protocols.linear_probe import frozen, linear_evaluation, pixels
+from mnistcli.reports import EvalReport
+from mnistcli.work import WorkFn
 
 
 def nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,39 +39,95 @@ def nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Te
     return F.cross_entropy(sim, target), (sim.argmax(dim=1) == target).sum()
 
 
-class ContrastiveTask(ShuffledBatches):
-    """SimCLR pretraining; views drawn from a generator seeded by the run's seed."""
+@dataclass
+class ContrastiveParams:
+    temperature: float = 0.2  # NT-Xent temperature
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise UsageError("--temperature must be positive")
+
+
+@register_family
+class ContrastiveFamily(Family):
+    """SimCLR pretraining; views drawn from a generator of their own, seeded by the run's seed + 1."""
 
     name = "contrastive"
+    Params = ContrastiveParams
+    train_label = val_label = "pair accuracy (a view's nearest view is its pair)"
+    test_label = "linear evaluation (test)"
+    eval_options = frozenset({"labels_per_class", "seed"})
+    learns_labels = False
 
-    def __init__(
-        self, temperature: float = 0.2, seed: int = 0, augment: bool = False, generator: torch.Generator | None = None
-    ) -> None:
-        self.temperature = temperature
-        self.generator = torch.Generator().manual_seed(seed + 1)
-        # --augment: an extra mild affine of each image before its views (off in the simclr recipe)
-        self.augment, self.affine_generator = augment, generator or torch.Generator().manual_seed(seed)
+    def __init__(self, params: Any, config: TrainConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__(params, config, generator)
+        self.views = torch.Generator().manual_seed(config.seed + 1)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """NT-Xent of two fresh views of the batch; `y` is ignored. Hits count over 2N views."""
-        if self.augment:
-            x = random_affine(x, self.affine_generator)
-        views = torch.cat([contrastive_view(x, self.generator), contrastive_view(x, self.generator)])
-        loss, hits = nt_xent(model(views), self.temperature)
-        return loss, hits.float() / 2  # per image, so the loop's running "accuracy" stays in [0, 1]
+    @classmethod
+    def check(cls, params: Any, config: TrainConfig) -> None:
+        if config.target_accuracy is not None:
+            raise UsageError(
+                "--target-accuracy is for classifiers; a contrastive model has no accuracy while it trains"
+            )
+        if config.batch_size < 2:
+            raise UsageError(
+                "--batch-size must be at least 2 for a contrastive model (the other images are its negatives)"
+            )
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"views": self.views}
+
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        """NT-Xent of two fresh views of the batch (labels unread); accuracy = pair hits per image (2N views)."""
+        x, _ = batch
+        if self.config.augment:  # --augment: an extra mild affine of each image before its views (off in the recipe)
+            x = random_affine(x, self.generator)
+        views = torch.cat([contrastive_view(x, self.views), contrastive_view(x, self.views)])
+        loss, hits = nt_xent(model(views), self.params.temperature)
+        return Step(loss, {"accuracy": hits.float() / 2}, len(x))
 
     @torch.inference_mode()
-    def evaluate(self, model: nn.Module, data: TensorData) -> dict[str, float]:
+    def validate(self, model: nn.Module, data: TensorData) -> dict[str, float]:
         """Mean NT-Xent and top-1 pair accuracy on `data`, in batches of 512 images, fixed views."""
-        was_training = model.training
-        model.eval()
         generator = torch.Generator().manual_seed(0)
         loss_sum, hits, views = 0.0, 0, 0
-        for x, _ in data.batches(512):
-            pair = torch.cat([contrastive_view(x, generator), contrastive_view(x, generator)])
-            loss, n_hits = nt_xent(model(pair), self.temperature)
-            loss_sum += float(loss) * len(pair)
-            hits += int(n_hits)
-            views += len(pair)
-        model.train(was_training)
+        with eval_mode(model):
+            for x, _ in data.batches(512):
+                pair = torch.cat([contrastive_view(x, generator), contrastive_view(x, generator)])
+                loss, n_hits = nt_xent(model(pair), self.params.temperature)
+                loss_sum += float(loss) * len(pair)
+                hits += int(n_hits)
+                views += len(pair)
         return {"loss": loss_sum / max(views, 1), "accuracy": hits / max(views, 1)}
+
+    def test(self, model: nn.Module, data: Data, on_work: WorkFn | None = None) -> TestResult:
+        """Linear evaluation with every training label, all ten digits: what `mnist eval` reports by default."""
+        probe = linear_evaluation(frozen(model), data.full_train, data.full_test, on_work=on_work)
+        return TestResult(probe.accuracy, probe.loss, "linear evaluation")
+
+    def evaluate(
+        self, run: Any, model: nn.Module, data: EvalData, options: EvalOptions, on_work: WorkFn | None = None
+    ) -> EvalReport:
+        """Linear evaluation as in `test` (or on `options.labels_per_class` labels per digit, drawn with
+        `options.seed`), beside the same probe on raw pixels."""
+        train, test = data.train(), data.test()
+        k, seed = options.labels_per_class, options.seed or 0
+        fewest = int(torch.bincount(train.labels, minlength=10).min())
+        if k is not None and k > fewest:
+            raise UsageError(f"--labels-per-class {k}: at most {fewest} (the fewest training images of any digit)")
+        t0 = time.perf_counter()
+        result = linear_evaluation(frozen(model), train, test, k, seed, on_work)
+        base = linear_evaluation(pixels, train, test, k, seed, on_work, "raw-pixel baseline")
+        return EvalReport(
+            run,
+            result.accuracy,
+            result.loss,
+            result.per_class(),
+            result.confusion.tolist(),
+            result.total,
+            time.perf_counter() - t0,
+            data.device,
+            protocol="linear",
+            labels_per_class=k,
+            pixels_accuracy=base.accuracy,
+        )

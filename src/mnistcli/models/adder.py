@@ -68,7 +68,7 @@ class Adder(nn.Module):
 
 @register_model(
     "adder",
-    task="adder",
+    family="adder",
     description="image + number 0-9 -> digit and sum: CNN (16-32-64) digit head, sum head on digit x number",
     **RECIPE,
 )

@@ -50,7 +50,7 @@ RECIPE = {
 
 @register_model(
     "cnn",
-    task="classify",
+    family="classify",
     description="the default: 3 conv blocks (16-32-64), batch norm, augmentation; fast on a CPU",
     **RECIPE,
 )
@@ -61,7 +61,7 @@ def cnn(width: int = 16) -> Classifier:
 
 @register_model(
     "cnn-fast",
-    task="classify",
+    family="classify",
     description="tuned for time to 99%: stride-2 stem, 12-24-48, fc 128; one epoch of AdamW",
     epochs=1,
     batch_size=256,

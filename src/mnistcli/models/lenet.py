@@ -10,7 +10,7 @@ from mnistcli.registry import register_model
 
 @register_model(
     "lenet",
-    task="classify",
+    family="classify",
     description="LeNet-style CNN: conv 6@5x5, pool, conv 12@5x5, pool, 192-120-60-10",
     epochs=12,
     batch_size=128,

@@ -10,7 +10,7 @@ from mnistcli.registry import register_model
 
 @register_model(
     "linear",
-    task="classify",
+    family="classify",
     description="single-layer softmax regression (784-10)",
     epochs=10,
     batch_size=128,

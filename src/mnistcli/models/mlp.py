@@ -10,7 +10,7 @@ from mnistcli.registry import register_model
 
 @register_model(
     "mlp",
-    task="classify",
+    family="classify",
     description="one hidden layer of 490 LeakyReLU units (784-490-10)",
     epochs=15,
     batch_size=128,
@@ -26,7 +26,7 @@ def mlp(hidden: int = 490) -> Classifier:
 
 @register_model(
     "mlp-deep",
-    task="classify",
+    family="classify",
     description="four linear layers (784-512-256-128-10) with batch norm and dropout",
     epochs=15,
     batch_size=128,

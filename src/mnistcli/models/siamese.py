@@ -4,7 +4,7 @@ Encoder: `cnn`'s conv blocks (16-32-64, 576 features); embedding: linear to `dim
 norm and ReLU, L2-normalised. Images of one class land close together, so a class can be
 recognised from one example by distance alone (`mnist oneshot`), including classes never seen in
 training. During training a small projection head on the embedding serves the self-supervised
-loss (see tasks/metric.py) and is not used afterwards.
+loss (see families/triplet.py) and is not used afterwards.
 
 Why the embedding sits where it does: on a SimCLR encoder trained 30 epochs, 10-way 1-shot
 accuracy on the test set was 68.2% from the 576 encoder features, 74.3% from the 256-unit hidden
@@ -60,7 +60,7 @@ class Siamese(nn.Module):
 
 @register_model(
     "siamese",
-    task="metric",
+    family="triplet",
     description="triplet-loss embedding (CNN 16-32-64 -> 128-d unit vectors) + self-supervision, for one-shot",
     epochs=10,
     batch_size=192,

@@ -41,7 +41,7 @@ class SimCLR(nn.Module):
 
 @register_model(
     "simclr",
-    task="contrastive",
+    family="contrastive",
     description="SimCLR: CNN encoder (16-32-64) + projection head, NT-Xent on two views, no labels",
     epochs=30,
     batch_size=512,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -139,3 +139,39 @@ def calibrate(logits: Array, labels: Array) -> TemperatureFit:
         ece_before=ece(probabilities(z), y),
         ece_after=ece(probabilities(z, t), y),
     )
+
+
+def head_entry(logits: Array, labels: Array) -> dict[str, Any]:
+    """The checkpoint's record of one output head's temperature fit (docs/formats.md, `calibration`).
+
+    Where the held-out images hold no mistake, nothing bounds T from below: the entry keeps T = 1
+    and says so in a `note`.
+    """
+    fit = calibrate(logits, labels)
+    entry = {
+        "temperature": fit.temperature,
+        "images": fit.images,
+        "mistakes": fit.mistakes,
+        "nll_before": fit.nll_before,
+        "nll_after": fit.nll_after,
+        "ece_before": fit.ece_before,
+        "ece_after": fit.ece_after,
+    }
+    if fit.mistakes >= MIN_MISTAKES:
+        return entry
+    return {
+        **entry,
+        "temperature": 1.0,
+        "nll_after": fit.nll_before,
+        "ece_after": fit.ece_before,
+        "note": f"no misclassified image among {fit.images} held out: nothing bounds T from below, so T = 1",
+    }
+
+
+def errors(logits: Array, labels: Array, temperature: float) -> dict[str, float]:
+    """The temperature, and the ECE of the probabilities reported with it (`ece`) and without (`ece_uncalibrated`)."""
+    return {
+        "temperature": temperature,
+        "ece": ece(probabilities(logits, temperature), labels),
+        "ece_uncalibrated": ece(probabilities(logits), labels),
+    }

@@ -1,4 +1,4 @@
-"""Inference over tensors: evaluate a classifier, predict probabilities, extract embeddings.
+"""Inference over tensors: evaluate a classifier, predict probabilities, extract features; eval mode in one place.
 
 Everything here runs in eval mode under `torch.inference_mode`, in batches, on the model's device,
 and returns plain Python/numpy results. No file I/O, no printing.
@@ -6,7 +6,8 @@ and returns plain Python/numpy results. No file I/O, no printing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,18 +43,15 @@ class ClassifierEval:
         return rows
 
 
-@dataclass
-class AdderEval:
-    """Digit and sum accuracy of an adder, with the sum's correct/total by number added and by true sum."""
-
-    digit_accuracy: float
-    sum_accuracy: float
-    loss: float  # mean digit cross-entropy + sum cross-entropy
-    by_number: list[tuple[int, int]]  # (correct sums, total) for each number 0-9
-    by_sum: list[tuple[int, int]]  # (correct sums, total) for each true sum 0-18
-    total: int
-    digit_logits: np.ndarray | None = None  # (N, 10) float32, for calibration
-    sum_logits: np.ndarray | None = None  # (N, 19) float32
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode (batch norm frozen, dropout off) inside the block, its own mode again after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -64,15 +62,13 @@ def model_device(model: nn.Module) -> torch.device:
 @torch.inference_mode()
 def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EVAL_BATCH) -> ClassifierEval:
     """Evaluate on `data`: mean cross-entropy, accuracy, confusion matrix and predictions."""
-    was_training = model.training
-    model.eval()
     loss_sum = torch.zeros((), device=data.labels.device)
     outputs = []
-    for x, y in data.batches(batch_size):
-        logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        outputs.append(logits.float())
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in data.batches(batch_size):
+            logits = model(x)
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            outputs.append(logits.float())
     all_logits = torch.cat(outputs) if outputs else torch.zeros(0, 10, device=data.labels.device)
     predictions = all_logits.argmax(dim=1)
     n_classes = 10
@@ -91,7 +87,7 @@ def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EV
 
 
 @torch.inference_mode()
-def embed_data(
+def dataset_features(
     model: nn.Module,
     data: TensorData,
     batch_size: int = EVAL_BATCH,
@@ -101,95 +97,23 @@ def embed_data(
 
     `on_images(n)` hears of each batch of `n` images done (progress for the caller to show).
     """
-    was_training = model.training
-    model.eval()
     features: Callable[[torch.Tensor], torch.Tensor] = model.features  # type: ignore[assignment]
     out = []
-    for x, _ in data.batches(batch_size):
-        out.append(features(x).float())
-        if on_images is not None:
-            on_images(len(x))
-    model.train(was_training)
+    with eval_mode(model):
+        for x, _ in data.batches(batch_size):
+            out.append(features(x).float())
+            if on_images is not None:
+                on_images(len(x))
     return torch.cat(out)
 
 
-@torch.inference_mode()
-def evaluate_adder(
-    model: nn.Module, data: TensorData, numbers: torch.Tensor, batch_size: int = EVAL_BATCH
-) -> AdderEval:
-    """Evaluate an adder on `data`, image i paired with `numbers[i]` (0-9)."""
-    was_training = model.training
-    model.eval()
-    numbers = numbers.to(data.labels.device)
-    loss_sum = torch.zeros((), device=data.labels.device)
-    digit_hits, sum_hits, digit_out, sum_out = [], [], [], []
-    for start, (x, y) in zip(range(0, len(data), batch_size), data.batches(batch_size), strict=True):
-        n = numbers[start : start + len(y)]
-        digit_logits, sum_logits = model(x, n)
-        loss_sum += F.cross_entropy(digit_logits, y, reduction="sum") + F.cross_entropy(
-            sum_logits, y + n, reduction="sum"
-        )
-        digit_hits.append(digit_logits.argmax(dim=1) == y)
-        sum_hits.append(sum_logits.argmax(dim=1) == y + n)
-        digit_out.append(digit_logits.float())
-        sum_out.append(sum_logits.float())
-    model.train(was_training)
-    total = len(data)
-    if not total:
-        empty = np.zeros((0, 10), np.float32), np.zeros((0, 19), np.float32)
-        return AdderEval(0.0, 0.0, 0.0, [(0, 0)] * 10, [(0, 0)] * 19, 0, *empty)
-    digit_ok, sum_ok = torch.cat(digit_hits), torch.cat(sum_hits)
-    sums = data.labels + numbers
-
-    def breakdown(key: torch.Tensor, size: int) -> list[tuple[int, int]]:
-        correct = torch.bincount(key[sum_ok], minlength=size).tolist()
-        totals = torch.bincount(key, minlength=size).tolist()
-        return list(zip(correct, totals, strict=True))
-
-    return AdderEval(
-        float(digit_ok.float().mean()),
-        float(sum_ok.float().mean()),
-        float(loss_sum) / total,
-        breakdown(numbers, 10),
-        breakdown(sums, 19),
-        total,
-        torch.cat(digit_out).cpu().numpy(),
-        torch.cat(sum_out).cpu().numpy(),
-    )
-
-
-def predict_adder(
-    model: nn.Module,
-    images: np.ndarray,
-    number: int,
-    temperature: float = 1.0,
-    sum_temperature: float = 1.0,
-    batch_size: int = EVAL_BATCH,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(digit probabilities (N, 10), sum probabilities (N, 19)) for float images (N, 28, 28) plus `number`; N >= 1.
-
-    Each head's logits are divided by its temperature (the checkpoint's calibration) before the softmax.
-    """
-
-    def both(x: torch.Tensor) -> torch.Tensor:
-        digit_logits, sum_logits = model(x, torch.full((len(x),), number, dtype=torch.long, device=x.device))
-        return torch.cat(
-            [torch.softmax(digit_logits / temperature, dim=1), torch.softmax(sum_logits / sum_temperature, dim=1)],
-            dim=1,
-        )
-
-    out = _map_batches(model, both, images, batch_size)
-    return out[:, :10], out[:, 10:]
-
-
-def _map_batches(
+def map_batches(
     model: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, batch_size: int
 ) -> np.ndarray:
     """Apply `fn` to float images (N, 28, 28) in [0, 1], batch by batch on the model's device."""
-    model.eval()
     device = model_device(model)
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), eval_mode(model):
         for start in range(0, len(images), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32))
             out.append(fn(x.unsqueeze(1).to(device)).float().cpu())
@@ -203,10 +127,10 @@ def predict_proba(
 
     `temperature` is the checkpoint's calibration (`store.Run.temperature`); N must be >= 1.
     """
-    return _map_batches(model, lambda x: torch.softmax(model(x) / temperature, dim=1), images, batch_size)
+    return map_batches(model, lambda x: torch.softmax(model(x) / temperature, dim=1), images, batch_size)
 
 
-def embed(model: nn.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
+def image_features(model: nn.Module, images: np.ndarray, batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Feature vectors (N, D) from `model.features` for float images (N, 28, 28) in [0, 1]; N >= 1."""
     features: Callable[[torch.Tensor], torch.Tensor] = model.features  # type: ignore[assignment]
-    return _map_batches(model, features, images, batch_size)
+    return map_batches(model, features, images, batch_size)

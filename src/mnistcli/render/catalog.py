@@ -16,7 +16,7 @@ from mnistcli.render.console import err, fitting, json_line, note, out, pct
 def _model_json(m: Any) -> dict[str, Any]:
     return {
         "name": m.name,
-        "task": m.task,
+        "family": m.family,
         "description": m.description,
         "params": m.params,
         "args": m.args,
@@ -30,10 +30,10 @@ def models_table(infos: Sequence[Any], as_json: bool) -> None:
             json_line(_model_json(m))
         return
     table = Table(title="models", title_justify="left")
-    for col, just in (("name", "left"), ("task", "left"), ("params", "right"), ("description", "left")):
+    for col, just in (("name", "left"), ("family", "left"), ("params", "right"), ("description", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for m in infos:
-        table.add_row(f"[bold]{m.name}[/]", m.task, f"{m.params:,}", m.description)
+        table.add_row(f"[bold]{m.name}[/]", m.family, f"{m.params:,}", m.description)
     out.print(table)
 
 
@@ -42,7 +42,7 @@ def model_card(m: Any, as_json: bool) -> None:
     if as_json:
         json_line({**_model_json(m), "config": m.config})
         return
-    out.print(f"[bold]{escape(m.name)}[/] ({m.task}, {m.params:,} parameters): {escape(m.description)}")
+    out.print(f"[bold]{escape(m.name)}[/] ({m.family}, {m.params:,} parameters): {escape(m.description)}")
     if m.args:
         args = Table(title="arguments (--arg KEY=VALUE)", title_justify="left", min_width=40)
         args.add_column("argument", style="bold")
@@ -69,7 +69,7 @@ def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
                 {
                     "name": r.name,
                     "model": r.model,
-                    "task": r.task,
+                    "family": r.family,
                     "test_accuracy": r.test_accuracy,
                     "created": r.created,
                     "size_bytes": r.size_bytes,

@@ -19,15 +19,11 @@ def train_summary(report: Any) -> None:
     table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    headline = {
-        "linear evaluation": "linear evaluation (test)",
-        "10-way 1-shot": "10-way 1-shot (test episodes)",
-        "sum accuracy": "test sum accuracy",
-    }.get(report.test_measure, "test accuracy")
+    headline = report.test_label
     loss = f"  (loss {report.test_loss:.4f})" if report.test_loss is not None else ""
     table.add_row(headline, f"[bold green]{pct(report.test_accuracy)}[/]{loss}")
-    if "digit_accuracy" in report.test_extra:
-        table.add_row("test digit accuracy", f"[bold green]{pct(report.test_extra['digit_accuracy'])}[/]")
+    for key, value in report.test_extra.items():  # further test numbers of the family (adder: digit_accuracy)
+        table.add_row(f"test {key.replace('_', ' ')}", f"[bold green]{pct(value)}[/]")
     table.add_row("epochs", f"{len(report.history)}" + ("  (stopped early)" if report.stopped_early else ""))
     if report.target:
         t = report.target
@@ -37,11 +33,7 @@ def train_summary(report: Any) -> None:
             else f"[bold red]not reached[/] on the {t['checked_on']} set in {len(report.history)} epochs"
         )
         table.add_row(f"target {pct(t['target'])}", reached)
-    train_kind, val_kind = {
-        "contrastive": ("pair accuracy (a view's nearest view is its pair)",) * 2,
-        "metric": ("accuracy (nearest in-batch neighbour)", "accuracy (nearest class mean)"),
-        "adder": ("sum accuracy", "sum accuracy"),
-    }.get(report.run.task, ("accuracy", "accuracy"))
+    train_kind, val_kind = report.train_label, report.val_label
     table.add_row(f"final train {train_kind}", pct(last["train_accuracy"]))
     if last.get("val_accuracy") is not None:
         table.add_row(f"final val {val_kind}", pct(last["val_accuracy"]))
@@ -121,7 +113,7 @@ def train_json(report: Any) -> None:
             "epochs": len(report.history),
             "stopped_early": report.stopped_early,
             "target": report.target,
-            "config": report.config.to_dict(),
+            "config": report.options,
             "history": report.history,
             "log": report.log_path,
             "tensorboard": report.tensorboard_path,

@@ -3,9 +3,9 @@
 `from mnistcli import store` gives the run-level functions (`resolve`, `load`, `save`, `list_runs`, ...).
 """
 
+from mnistcli.store.checkpoint import FORMAT, Checkpoint
 from mnistcli.store.runs import (
     BUNDLED_ROOT,
-    FORMAT,
     META,
     NAME_RE,
     WEIGHTS,
@@ -17,6 +17,7 @@ from mnistcli.store.runs import (
     interrupted_runs,
     list_runs,
     load,
+    read_checkpoint,
     read_meta,
     remove,
     resolve,
@@ -31,6 +32,7 @@ __all__ = [
     "META",
     "NAME_RE",
     "WEIGHTS",
+    "Checkpoint",
     "Run",
     "begin",
     "broken_runs",
@@ -39,6 +41,7 @@ __all__ = [
     "interrupted_runs",
     "list_runs",
     "load",
+    "read_checkpoint",
     "read_meta",
     "remove",
     "resolve",

@@ -1,9 +1,8 @@
 """The checkpoint store: save, list, resolve, load and remove training runs.
 
 A run is a folder under `<home>/runs/<name>/` holding `model.safetensors` (weights only: loading
-cannot run code, unlike a pickle) and `meta.json`, which describes the run well enough to rebuild
-the model through the registry with nothing else known (model name and arguments, preprocessing,
-training config, per-epoch metrics, test metrics, versions, date), as nanoGPT's checkpoints do.
+cannot run code, unlike a pickle) and `meta.json`, the typed description of store/checkpoint.py.
+A run still training, or stopped, also holds its resume snapshot (store/snapshot.py).
 
 Training claims the folder when it starts (`begin`) and logs into it as it goes (`log.jsonl`);
 saving writes each file under a temporary name and renames it into place, `meta.json` last, so
@@ -13,6 +12,8 @@ when the user has no run of their own.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import re
@@ -34,9 +35,10 @@ from mnistcli import paths
 from mnistcli.atomic import atomic_write_bytes, atomic_write_text
 from mnistcli.errors import CheckpointError, MnistError, UsageError
 from mnistcli.registry import create_model, list_models
+from mnistcli.store.checkpoint import FORMAT, Checkpoint
 from mnistcli.store.runlog import LOG
+from mnistcli.store.snapshot import SNAPSHOT
 
-FORMAT = "mnistcli-checkpoint/1"
 WEIGHTS, META = "model.safetensors", "meta.json"
 BUNDLED_ROOT = Path(__file__).parent.parent / "pretrained"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always used with fullmatch
@@ -44,38 +46,41 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always used with ful
 
 @dataclass(frozen=True)
 class Run:
-    """One checkpoint: its name, folder and parsed metadata."""
+    """One checkpoint: its name, folder, `meta.json` as parsed, and whether it ships with mnistcli."""
 
     name: str
     path: Path
     meta: dict[str, Any]
     bundled: bool = False
 
-    @property
-    def model(self) -> str:
-        return str(self.meta["model"]["name"])
+    @functools.cached_property
+    def info(self) -> Checkpoint:
+        """The typed description (meta.json was checked when the run was opened)."""
+        return Checkpoint.from_json(self.meta, self.path / META)
 
     @property
-    def task(self) -> str:
-        return str(self.meta["model"].get("task", "classify"))
+    def model(self) -> str:
+        return self.info.model.name
+
+    @property
+    def family(self) -> str:
+        return self.info.model.family
 
     @property
     def test_accuracy(self) -> float | None:
-        return self.meta.get("metrics", {}).get("test_accuracy")
+        return self.info.results.test_accuracy
 
     @property
     def temperature(self) -> float:
-        """T of the calibrated probabilities softmax(logits / T); 1.0 for a run never calibrated (see calibration.py)."""
-        return float((self.meta.get("calibration") or {}).get("temperature", 1.0))
+        return self.info.temperature
 
     @property
     def sum_temperature(self) -> float:
-        """An adder's T for its sum head (`temperature` is its digit head's); 1.0 if never calibrated."""
-        return float(((self.meta.get("calibration") or {}).get("sum") or {}).get("temperature", 1.0))
+        return self.info.sum_temperature
 
     @property
     def created(self) -> str:
-        return str(self.meta.get("created", ""))
+        return self.info.created
 
     @property
     def size_bytes(self) -> int:
@@ -83,31 +88,20 @@ class Run:
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    """Parse and check `folder/meta.json`. Raises `CheckpointError` if missing or corrupt."""
+    """Parse and check `folder/meta.json`; returns the object. Raises `CheckpointError` if missing or corrupt."""
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: not a checkpoint (no {META})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{folder / META}: corrupt checkpoint metadata ({e})") from None
-    spec = meta.get("model") if isinstance(meta, dict) else None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(spec, dict):
-        raise CheckpointError(f"{folder / META}: not a {FORMAT} checkpoint")
-    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("args", {}), dict):
-        raise CheckpointError(f"{folder / META}: 'model' must hold a name (text) and args (an object)")
-    _check_calibration(meta.get("calibration"), folder / META)
-    return meta
+    Checkpoint.from_json(meta, folder / META)
+    return meta  # type: ignore[no-any-return]
 
 
-def _check_calibration(calibration: Any, where: Path) -> None:
-    """Raise `CheckpointError` unless `calibration` is absent, null, or holds positive finite temperatures."""
-    if calibration is None:
-        return  # written before calibration existed, or by a task that has none: T = 1
-    heads = [calibration, calibration.get("sum") or {}] if isinstance(calibration, dict) else [None]
-    for head in heads:
-        t = head.get("temperature", 1.0) if isinstance(head, dict) else None
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
-            raise CheckpointError(f"{where}: 'calibration' must hold a positive 'temperature', not {t!r}")
+def read_checkpoint(folder: Path) -> Checkpoint:
+    """The typed description of the run in `folder`. Raises `CheckpointError` if it has none or it is corrupt."""
+    return Checkpoint.from_json(read_meta(folder), folder / META)
 
 
 def _open(folder: Path, bundled: bool = False) -> Run:
@@ -169,16 +163,18 @@ def _folder_of(ref: str) -> Path:
     return candidate.parent if candidate.is_file() and candidate.name in (WEIGHTS, META, LOG) else candidate
 
 
-def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | None = None, suggest: str = "cnn") -> Run:
+def resolve(
+    ref: str | None, families: Iterable[str] | None = None, root: Path | None = None, suggest: str = "cnn"
+) -> Run:
     """Find the checkpoint `ref` names: a path, a run name, or a model name (its latest run).
 
-    With no `ref`, the latest run whose task is in `tasks`, else a bundled one. Raises
+    With no `ref`, the latest complete run whose family is in `families`, else a bundled one. Raises
     `CheckpointError` if nothing matches (suggesting `mnist train <suggest>`).
     """
-    allowed = set(tasks) if tasks is not None else None
+    allowed = set(families) if families is not None else None
 
     def fits(run: Run) -> bool:
-        return allowed is None or run.task in allowed
+        return allowed is None or run.family in allowed
 
     if ref is not None:
         candidate = _folder_of(ref)
@@ -196,8 +192,15 @@ def resolve(ref: str | None, tasks: Iterable[str] | None = None, root: Path | No
             user = [r for r in by_model if not r.bundled]
             return (user or by_model)[-1]
         if named:
+            how = (
+                f"resume it with `mnist train --resume {ref}`"
+                if (folder / SNAPSHOT).exists()
+                else "its log: `mnist plot"
+            )
             raise CheckpointError(
-                f"run {ref!r} has no checkpoint: it was interrupted before saving (its log: `mnist plot {ref}`)"
+                f"run {ref!r} has no checkpoint: it was interrupted before saving ("
+                + (how if how.startswith("resume") else f"{how} {ref}`")
+                + ")"
             )
         if ref in {e.name for e in list_models()}:
             raise CheckpointError(f"no {ref} run yet: train one with `mnist train {ref}`")
@@ -241,9 +244,9 @@ def load(run: Run, device: torch.device | str = "cpu") -> nn.Module:
     Returns the model in eval mode on `device`. Raises `CheckpointError` if the weights are
     missing, corrupt, or do not fit the model the metadata names.
     """
-    spec = run.meta["model"]
+    spec = run.info.model
     try:
-        model = create_model(spec["name"], **spec.get("args", {}))
+        model = create_model(spec.name, **spec.args)
     except MnistError as e:
         raise CheckpointError(f"{run.path}: cannot rebuild its model ({e})") from None
     try:
@@ -256,7 +259,7 @@ def load(run: Run, device: torch.device | str = "cpu") -> nn.Module:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{run.path / WEIGHTS}: weights do not fit model {spec['name']!r} ({first})") from None
+        raise CheckpointError(f"{run.path / WEIGHTS}: weights do not fit model {spec.name!r} ({first})") from None
     return model.to(device).eval()
 
 
@@ -278,8 +281,9 @@ def check_new_name(name: str, root: Path | None = None) -> None:
         )
     if (root / name).exists():
         if not (root / name / META).exists():
+            resume = f"resume it with `mnist train --resume {name}` or " if (root / name / SNAPSHOT).exists() else ""
             raise CheckpointError(
-                f"a run named {name!r} was interrupted before saving; remove it with `mnist checkpoints rm {name}`"
+                f"a run named {name!r} was interrupted before saving; {resume}remove it with `mnist checkpoints rm {name}`"
             )
         raise CheckpointError(f"a run named {name!r} already exists in {root}")
 
@@ -308,29 +312,29 @@ def begin(model_name: str, name: str | None = None, root: Path | None = None) ->
 
 def save(
     model: nn.Module,
-    meta: dict[str, Any],
+    checkpoint: Checkpoint,
+    folder: Path | None = None,
     name: str | None = None,
     root: Path | None = None,
-    folder: Path | None = None,
 ) -> Run:
     """Save a run: the weights, then `meta.json` (whose presence marks a complete checkpoint); returns it.
 
     Into `folder` (from `begin`) or a new folder named as `begin` names it. Each file is written
     to a temporary name and renamed into place, so no half-written file is ever visible; if
-    saving fails, a folder this call created is removed again. `meta` must hold `model.name`.
+    saving fails, a folder this call created is removed again.
     """
     created = folder is None
     if folder is None:
-        folder = begin(meta["model"]["name"], name, root)
-    meta = {**meta, "format": FORMAT, "name": folder.name}
-    meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        folder = begin(checkpoint.model.name, name, root)
+    checkpoint = dataclasses.replace(checkpoint, name=folder.name)
+    if not checkpoint.created:
+        checkpoint = dataclasses.replace(checkpoint, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         # Serialised in memory and written through atomic_write (safetensors' own save_file makes 0600 files).
-        atomic_write_bytes(
-            folder / WEIGHTS, serialise(state, metadata={"format": FORMAT, "model": meta["model"]["name"]})
-        )
-        atomic_write_text(folder / META, json.dumps(meta, indent=2) + "\n")
+        metadata = {"format": FORMAT, "model": checkpoint.model.name}
+        atomic_write_bytes(folder / WEIGHTS, serialise(state, metadata=metadata))
+        atomic_write_text(folder / META, json.dumps(checkpoint.to_json(), indent=2) + "\n")
     except BaseException:
         if created:
             shutil.rmtree(folder, ignore_errors=True)

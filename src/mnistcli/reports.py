@@ -1,31 +1,35 @@
-"""What the api returns: one dataclass per command's result. Plain data, for render.py or a Python user."""
+"""What the commands return: one dataclass per result. Plain data, for render/ or a Python user.
+
+These are the vocabulary that families (which fill them: a family's `evaluate`) and render/
+(which prints them) share, so they sit below both; `mnistcli.api` re-exports them. No torch here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mnistcli import store
-from mnistcli.config import TrainConfig
+if TYPE_CHECKING:
+    from mnistcli import store
 
 
 @dataclass
 class ModelInfo:
     name: str
-    task: str
+    family: str
     description: str
     params: int
     recipe: dict[str, Any]  # the model's own training defaults
     args: dict[str, Any] = field(default_factory=dict)  # its --arg KEY=VALUE arguments and their defaults
-    config: dict[str, Any] = field(default_factory=dict)  # the training options for its task: recipe over defaults
+    config: dict[str, Any] = field(default_factory=dict)  # the training options of its family: recipe over defaults
 
 
 @dataclass
 class TrainReport:
     run: store.Run
-    config: TrainConfig
+    options: dict[str, Any]  # every training option: the shared TrainConfig's and the family's own
     test_accuracy: float
     test_loss: float | None  # None where the test measure has no loss (few-shot episodes)
     seconds: float  # training loop only
@@ -40,6 +44,9 @@ class TrainReport:
     log_path: str | None = None  # the run's log.jsonl
     tensorboard_path: str | None = None  # with --tensorboard: the event files' folder
     calibration: dict[str, Any] | None = None  # classifiers: meta.json's `calibration` (temperature, held-out ECE)
+    train_label: str = "accuracy"  # what the family's running training accuracy is
+    val_label: str = "accuracy"  # what its validation accuracy is
+    test_label: str = "test accuracy"  # what its headline test number is
 
 
 @dataclass

@@ -1,0 +1,144 @@
+"""The loop's callbacks: keep the best epoch (early stopping), watch a target accuracy, log, report, snapshot.
+
+Each runs on the main process only (engine/dist.py) and keeps whatever it must remember across
+a resume in `state_dict`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistcli.data.tensors import TensorData
+from mnistcli.engine.loop import Callback, EpochInfo, Loop, StepInfo
+from mnistcli.work import CHECKING, WorkFn, phase
+
+Evaluate = Callable[[nn.Module, TensorData], dict[str, float]]  # `loss` and `accuracy` (0-1) of a model on data
+
+
+class BestEpoch(Callback):
+    """Tracks validation accuracy. With a `patience`, stops after that many epochs without a better one and
+    puts the best weights back at the end; without, the weights kept are the last epoch's."""
+
+    key = "best_epoch"
+
+    def __init__(self, patience: int = 0) -> None:
+        self.patience = patience
+        self.best_accuracy, self.stale = -1.0, 0
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, loop: Loop, info: EpochInfo) -> None:
+        if info.val_accuracy is None:
+            return
+        if info.val_accuracy > self.best_accuracy:
+            self.best_accuracy, self.stale, self.best_epoch = info.val_accuracy, 0, info.epoch
+            if self.patience:
+                self.best_state = copy.deepcopy(loop.model.state_dict())
+        else:
+            self.stale += 1
+        if self.patience and self.stale >= self.patience:
+            loop.stop = True
+
+    def on_fit_end(self, loop: Loop) -> None:
+        if self.best_state is not None:
+            loop.model.load_state_dict(self.best_state)
+        elif loop.position.history:
+            self.best_epoch = len(loop.position.history)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_accuracy": self.best_accuracy,
+            "stale": self.stale,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_accuracy, self.stale = float(state["best_accuracy"]), int(state["stale"])
+        self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
+
+
+class TargetWatch(Callback):
+    """Stops the run as soon as held-out accuracy reaches `target`, checked every `every` (a fraction) of an epoch.
+
+    A first look at `QUICK` random held-out images costs a fifth of a full pass; only when that is
+    within a point of the target is the whole held-out set evaluated, so early checks (which
+    fail) cost little. `reached` then holds the full held-out metrics, the epochs (fractional) and seconds.
+    """
+
+    key = "target"
+    QUICK = 2000
+
+    def __init__(
+        self, evaluate: Evaluate, data: TensorData, target: float, every: float, on_work: WorkFn | None = None
+    ) -> None:
+        self.evaluate, self.data, self.target, self.every, self.on_work = evaluate, data, target, every, on_work
+        # A fixed random sample: MNIST's test set is ordered, and its first half is the easier one.
+        sample = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[: self.QUICK]
+        self.quick = data.subset(sample) if len(data) > self.QUICK else None
+        self.reached: dict[str, float] | None = None
+
+    def _reached(self, model: nn.Module) -> dict[str, float] | None:
+        if self.quick is not None and self.evaluate(model, self.quick)["accuracy"] < self.target - 0.01:
+            return None
+        metrics = self.evaluate(model, self.data)
+        return metrics if metrics["accuracy"] >= self.target else None
+
+    def on_step_end(self, loop: Loop) -> None:
+        check = max(1, round(loop.steps_per_epoch * self.every))
+        if loop.position.step % check:
+            return
+        with phase(self.on_work, CHECKING):
+            metrics = self._reached(loop.model)
+        loop.model.train()
+        if metrics is not None:
+            epochs = loop.position.step / loop.steps_per_epoch
+            self.reached = {**metrics, "epochs": epochs, "seconds": loop.elapsed()}
+            loop.stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"reached": self.reached}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reached = state["reached"]
+
+
+class Report(Callback):
+    """Passes progress reports and epochs on to plain functions (the run log, TensorBoard, a progress bar)."""
+
+    def __init__(
+        self,
+        on_step: Callable[[StepInfo], None] | None = None,
+        on_epoch: Callable[[EpochInfo], None] | None = None,
+    ) -> None:
+        self.on_step, self.on_epoch = on_step, on_epoch
+
+    def on_report(self, loop: Loop, info: StepInfo) -> None:
+        if self.on_step is not None:
+            self.on_step(info)
+
+    def on_epoch_end(self, loop: Loop, info: EpochInfo) -> None:
+        if self.on_epoch is not None:
+            self.on_epoch(info)
+
+
+class Snapshot(Callback):
+    """At the end of every epoch, hands `save` the loop's whole state (what a resume needs)."""
+
+    key = "snapshot"
+    last = True
+
+    def __init__(self, save: Callable[[Loop], None]) -> None:
+        self.save = save
+
+    def on_fit_start(self, loop: Loop) -> None:
+        if loop.position.epoch == 0:
+            self.save(loop)  # a run stopped in its first epoch resumes from the start, not from nothing
+
+    def on_epoch_end(self, loop: Loop, info: EpochInfo) -> None:
+        self.save(loop)

@@ -1,0 +1,104 @@
+"""Stopping and resuming: Ctrl-C saves what a run needs, `mnist train --resume` finishes it as if never stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from mnistcli import api, store
+from mnistcli.cli import app
+from mnistcli.errors import Interrupted
+from mnistcli.render import progress
+from mnistcli.store import snapshot
+from mnistcli.store.runlog import read_log
+
+# One run per family, small, with what draws random numbers or keeps state across epochs switched on:
+# augmentation, a schedule, a validation split with early stopping (best weights), calibration.
+RUNS = {
+    "cnn": ["--arg", "width=4", "--augment", "--scheduler", "onecycle", "--early-stopping", "5", "--val-split", "0.2"],
+    "mlp-deep": ["--arg", "widths=[16]", "--scheduler", "cosine", "--optimizer", "nesterov", "--lr", "0.05"],
+    "adder": ["--arg", "width=4", "--augment"],
+    "simclr": ["--arg", "width=4", "--batch-size", "32"],
+    "siamese": ["--arg", "width=4", "--arg", "dim=16", "--batch-size", "30", "--ssl-weight", "0.5"],
+}
+
+
+def _train(runner: CliRunner, model: str, name: str, epochs: int = 3) -> dict:
+    args = ["train", model, *RUNS[model], "--epochs", str(epochs), "--seed", "7", "--name", name, "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _stop_in_epoch(monkeypatch: pytest.MonkeyPatch, epoch: int) -> None:
+    """Ctrl-C as the progress bar hears of epoch `epoch`'s end (before that epoch's snapshot)."""
+    real = progress.TrainProgress.epoch
+
+    def epoch_then_stop(self: progress.TrainProgress, info: object) -> None:
+        real(self, info)  # type: ignore[arg-type]
+        if info.epoch == epoch:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.TrainProgress, "epoch", epoch_then_stop)
+
+
+def _epochs(report: dict) -> list[dict]:
+    """The per-epoch metrics without their wall-clock times."""
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in report["history"]]
+
+
+@pytest.mark.parametrize("model", list(RUNS))
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(
+    model: str, runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = _train(runner, model, "whole")
+    with monkeypatch.context() as patch:
+        _stop_in_epoch(patch, 2)
+        args = ["train", model, *RUNS[model], "--epochs", "3", "--seed", "7", "--name", "cut"]
+        stopped = runner.invoke(app, args)
+    assert stopped.exit_code == 130, stopped.output
+    assert "resume with `mnist train --resume cut`" in stopped.stderr and "Traceback" not in stopped.output
+    folder = store.run_folder("cut")
+    assert (folder / snapshot.SNAPSHOT).is_file() and not (folder / store.META).exists()
+    assert store.resolve(None, suggest=model).name != "cut"  # never anyone's latest model while unfinished
+
+    resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    report = json.loads(resumed.stdout)
+    assert _epochs(report) == _epochs(whole) and report["test_accuracy"] == whole["test_accuracy"]
+    assert report["calibration"] == whole["calibration"]
+    a, b = load_file(Path(whole["path"]) / "model.safetensors"), load_file(folder / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), model
+    steps, epochs = read_log(folder / "log.jsonl")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]  # the stopped epoch's lines were replaced, not repeated
+    assert [s["step"] for s in steps] == sorted({s["step"] for s in steps})
+    assert not (folder / snapshot.SNAPSHOT).exists()  # a complete run needs no snapshot
+    assert "cut" in [r.name for r in store.list_runs()]  # now a checkpoint like any other
+
+
+def test_resume_refuses_what_it_cannot_do(runner: CliRunner, synthetic_env: Path) -> None:
+    with pytest.raises(Interrupted, match=r"0 of 2 epochs done and saved: resume with `mnist train --resume cut`"):
+
+        def stop(info: object) -> None:
+            raise KeyboardInterrupt
+
+        api.train("linear", {"epochs": 2, "batch_size": 50}, name="cut", on_epoch=stop)
+    listed = runner.invoke(app, ["checkpoints"])
+    assert "cut" in listed.stderr + listed.stdout and "--resume cut" in listed.stderr + listed.stdout
+    other = runner.invoke(app, ["train", "--resume", "cut", "--epochs", "5"])
+    assert other.exit_code == 2 and "--epochs" in other.stderr and "Traceback" not in other.output
+    done = runner.invoke(app, ["train", "linear", "--epochs", "1", "--name", "done"])
+    assert done.exit_code == 0
+    again = runner.invoke(app, ["train", "--resume", "done"])
+    assert again.exit_code == 1 and "complete" in again.stderr
+    missing = runner.invoke(app, ["train", "--resume", "nothing-here"])
+    assert missing.exit_code == 1 and "nothing-here" in missing.stderr
+    broken = store.run_folder("cut") / snapshot.SNAPSHOT
+    broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
+    bad = runner.invoke(app, ["train", "--resume", "cut"])
+    assert bad.exit_code == 1 and "resume.safetensors" in bad.stderr and "Traceback" not in bad.output
