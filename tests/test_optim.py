@@ -1,13 +1,19 @@
-"""mnistcli's optimizers and schedules match torch.optim step by step (torch is the reference)."""
+"""mnistcli's optimizers and schedules match torch.optim step by step (torch is the reference), in several
+parameter groups too; they resume bit for bit from state_dict; torch.amp.GradScaler unscales and steps them."""
 
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from mnistcli.config import TrainConfig
 from mnistcli.engine import optim
@@ -87,7 +93,7 @@ def test_one_cycle_cycles_momentum_like_torch() -> None:
 
 @pytest.mark.slow  # a subprocess that imports torch and trains four times
 def test_training_never_imports_dynamo() -> None:
-    """torch.optim would import torch._dynamo (about 1.5 s) on its first step."""
+    """torch.optim would import torch._dynamo (about 1.5 s) on its first step; GradScaler and state_dict do not."""
     code = """
 import sys, torch
 from mnistcli.config import TrainConfig
@@ -100,6 +106,251 @@ for opt in ("sgd", "nesterov", "adam", "adamw"):
     config = TrainConfig(epochs=1, batch_size=16, optimizer=opt, scheduler="onecycle", augment=True, target_accuracy=0.99)
     generator = torch.Generator()
     fit(create_model("cnn"), get_task("classify", config, generator), data, config, generator, monitor=data)
+from mnistcli.engine import optim
+model = create_model("lenet")
+params = list(model.parameters())
+opt = optim.Adam([{"params": params[:1]}, {"params": params[1:], "lr": 1e-4}], lr=1e-3)
+scaler = torch.amp.GradScaler("cpu")
+scaler.scale(model(torch.rand(2, 1, 28, 28)).sum()).backward()
+scaler.step(opt)
+scaler.update()
+opt.load_state_dict(opt.state_dict())
 assert "torch._dynamo" not in sys.modules, "torch._dynamo was imported"
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# Several parameter groups, state_dict / load_state_dict, and torch.amp.GradScaler.
+
+KINDS = ["sgd", "nesterov", "adam", "adamw"]
+
+
+def two_groups(model: torch.nn.Module, lr: float) -> list[dict[str, Any]]:
+    """Weights at `lr` with weight decay; biases at a tenth of it, without (a common split)."""
+    named = list(model.named_parameters())
+    return [
+        {"params": [p for n, p in named if not n.endswith("bias")]},
+        {"params": [p for n, p in named if n.endswith("bias")], "lr": lr / 10, "weight_decay": 0.0},
+    ]
+
+
+def build(kind: str, params: Any, lr: float, reference: bool = False) -> Any:
+    """Ours (or, with `reference`, torch.optim's) optimizer of that kind."""
+    if reference:
+        if kind in ("sgd", "nesterov"):
+            return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=kind == "nesterov", weight_decay=1e-2)
+        return (torch.optim.Adam if kind == "adam" else torch.optim.AdamW)(params, lr=lr, weight_decay=1e-2)
+    if kind in ("sgd", "nesterov"):
+        return optim.SGD(params, lr=lr, momentum=0.9, nesterov=kind == "nesterov", weight_decay=1e-2)
+    return optim.Adam(params, lr=lr, weight_decay=1e-2, decoupled=kind == "adamw")
+
+
+def lr_of(kind: str) -> float:
+    return 0.05 if kind in ("sgd", "nesterov") else 3e-3
+
+
+def train_step(model: torch.nn.Module, opt: Any, sched: Any, t: int) -> None:
+    """One step on batch number `t` (the same batch whichever run asks for it)."""
+    g = torch.Generator().manual_seed(t)
+    x, y = torch.rand(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    if sched is not None:
+        sched.step()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_param_groups_step_like_torch(kind: str, scheduler: str) -> None:
+    """Each group steps with its own lr and weight decay, and schedules set every group, as torch's do."""
+    torch.manual_seed(0)
+    ours_model, lr = create_model("lenet"), lr_of(kind)
+    ref_model = copy.deepcopy(ours_model)
+    ours, ref = build(kind, two_groups(ours_model, lr), lr), build(kind, two_groups(ref_model, lr), lr, reference=True)
+    if scheduler == "cosine":
+        ours_sched: Any = optim.cosine(ours, STEPS)
+        ref_sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(ref, T_max=STEPS)
+    else:
+        ours_sched = optim.one_cycle(ours, [lr, lr / 10], STEPS)
+        ref_sched = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=[lr, lr / 10], total_steps=STEPS, pct_start=0.25)
+    for group, ref_group in zip(ours.param_groups, ref.param_groups, strict=True):
+        assert [p.shape for p in group["params"]] == [p.shape for p in ref_group["params"]]
+        shared = set(group) & set(ref_group) - {"params", "initial_lr"}
+        hyper = {"momentum", "nesterov"} if kind in ("sgd", "nesterov") else {"betas", "eps"}
+        assert shared >= {"lr", "weight_decay"} | hyper
+        for k in shared:
+            assert group[k] == pytest.approx(ref_group[k]), k
+    for t in range(STEPS - 1):
+        train_step(ours_model, ours, ours_sched, t)
+        train_step(ref_model, ref, ref_sched, t)
+        for group, ref_group in zip(ours.param_groups, ref.param_groups, strict=True):
+            assert group["lr"] == pytest.approx(ref_group["lr"], rel=1e-9, abs=1e-12)
+    assert ours.param_groups[1]["lr"] < ours.param_groups[0]["lr"]
+    for a, b in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def through_disk(state: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint keeps: the tensors as safetensors, everything else as JSON (which fails on other objects)."""
+    tensors = {f"{i}.{k}": v for i, s in state["state"].items() for k, v in s.items() if isinstance(v, torch.Tensor)}
+    rest = {
+        "state": {
+            i: {k: v for k, v in s.items() if not isinstance(v, torch.Tensor)} for i, s in state["state"].items()
+        },
+        "param_groups": state["param_groups"],
+    }
+    loaded = json.loads(json.dumps(rest))
+    for name, tensor in load_safetensors(save_safetensors(tensors)).items():
+        i, k = name.split(".")
+        loaded["state"][i][k] = tensor
+    return loaded
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("grouped", [False, True])
+def test_resuming_from_state_dict_is_bit_identical(kind: str, grouped: bool) -> None:
+    """N steps, save, a fresh model and optimizer load it, M more steps: the same bits as N + M steps."""
+    n, m, lr = 7, 6, lr_of(kind)
+    torch.manual_seed(0)
+    start = create_model("lenet")
+
+    def fresh() -> tuple[torch.nn.Module, Any, optim.Schedule]:
+        model = copy.deepcopy(start)
+        opt = build(kind, two_groups(model, lr) if grouped else model.parameters(), lr)
+        return model, opt, optim.one_cycle(opt, [lr, lr / 10] if grouped else lr, n + m)
+
+    whole, whole_opt, whole_sched = fresh()
+    for t in range(n + m):
+        train_step(whole, whole_opt, whole_sched, t)
+
+    first, first_opt, first_sched = fresh()
+    for t in range(n):
+        train_step(first, first_opt, first_sched, t)
+    weights = {k: v.clone() for k, v in first.state_dict().items()}
+    saved, saved_sched = through_disk(first_opt.state_dict()), json.loads(json.dumps(first_sched.state_dict()))
+    del first, first_opt, first_sched
+
+    second, second_opt, second_sched = fresh()
+    second.load_state_dict(weights)
+    second_opt.load_state_dict(saved)
+    second_sched.load_state_dict(saved_sched)
+    for t in range(n, n + m):
+        train_step(second, second_opt, second_sched, t)
+    for (name, a), b in zip(whole.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    for group, other in zip(whole_opt.param_groups, second_opt.param_groups, strict=True):
+        assert {k: v for k, v in group.items() if k != "params"} == {k: v for k, v in other.items() if k != "params"}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda o: optim.one_cycle(o, 0.1, 40), lambda o: optim.cosine(o, 40), lambda o: optim.multi_step(o, [5, 9])],
+)
+@pytest.mark.parametrize("kind", ["nesterov", "adam"])
+def test_schedule_state_dict_goes_back_to_its_step(kind: str, make: Callable[[Any], optim.Schedule]) -> None:
+    """Loading a schedule's state writes that step's rate (and momentum or beta1) into every group."""
+    model = torch.nn.Linear(3, 2)
+    groups = [{"params": [model.weight]}, {"params": [model.bias], "lr": 0.01}]
+    ran_opt, fresh_opt = build(kind, groups, 0.1), build(kind, copy.deepcopy(groups), 0.1)
+    ran = make(ran_opt)
+    for _ in range(11):
+        ran.step()
+    fresh = make(fresh_opt)
+    assert fresh_opt.param_groups[0]["lr"] != ran_opt.param_groups[0]["lr"]
+    state = ran.state_dict()
+    assert state["last"] == 11 and json.loads(json.dumps(state)) == state
+    fresh.load_state_dict(state)
+    assert fresh.last == 11
+    for a, b in zip(ran_opt.param_groups, fresh_opt.param_groups, strict=True):
+        assert {k: v for k, v in a.items() if k != "params"} == {k: v for k, v in b.items() if k != "params"}
+
+
+def test_state_dict_has_torchs_layout() -> None:
+    """Parameters numbered in order across groups; Adam's step a plain int; torch's names for the moments."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    ref_model = copy.deepcopy(model)
+
+    def groups(m: torch.nn.Module) -> list[dict[str, Any]]:
+        return [{"params": [m[0].weight, m[1].weight]}, {"params": [m[0].bias, m[1].bias], "lr": 1e-4}]
+
+    opt, ref = optim.Adam(groups(model), lr=1e-3), torch.optim.Adam(groups(ref_model), lr=1e-3)
+    for m, o in ((model, opt), (ref_model, ref)):
+        m(torch.ones(5, 3)).sum().backward()
+        o.step()
+    state, ref_state = opt.state_dict(), ref.state_dict()
+    numbering = [g["params"] for g in state["param_groups"]]
+    assert numbering == [g["params"] for g in ref_state["param_groups"]] == [[0, 1], [2, 3]]
+    assert state["param_groups"][1]["lr"] == 1e-4
+    assert set(state["state"]) == set(ref_state["state"]) == {0, 1, 2, 3}
+    for ours, theirs in zip(state["state"].values(), ref_state["state"].values(), strict=True):
+        assert set(ours) == set(theirs) == {"step", "exp_avg", "exp_avg_sq"}
+        assert type(ours["step"]) is int and ours["step"] == int(theirs["step"]) == 1
+        torch.testing.assert_close(ours["exp_avg"], theirs["exp_avg"])
+
+
+def test_load_state_dict_refuses_what_does_not_fit() -> None:
+    model = torch.nn.Linear(3, 2)
+    sgd, adam = optim.SGD(model.parameters(), lr=0.1, momentum=0.9), optim.Adam(model.parameters(), lr=0.1)
+    model(torch.rand(4, 3)).sum().backward()
+    sgd.step()
+    with pytest.raises(ValueError, match="not a Adam"):
+        adam.load_state_dict(sgd.state_dict())
+    with pytest.raises(ValueError, match="2 parameter groups, not 1"):
+        sgd.load_state_dict(
+            {
+                "state": {},
+                "param_groups": [{**g, "params": [i]} for i, g in enumerate(sgd.state_dict()["param_groups"] * 2)],
+            }
+        )
+    other = optim.SGD(torch.nn.Linear(2, 3).parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\), not \(3, 2\)"):
+        other.load_state_dict(sgd.state_dict())
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        optim.SGD([{"params": [model.weight]}, {"params": [model.weight, model.bias]}], lr=0.1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_grad_scaler_unscales_and_steps_our_optimizers(kind: str) -> None:
+    """torch.amp.GradScaler("cpu") over our param_groups: unscale_, clip, step; a step with an inf grad is skipped."""
+    torch.manual_seed(0)
+    model, lr = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)), lr_of(kind)
+    ref_model = copy.deepcopy(model)
+    opt, ref = build(kind, two_groups(model, lr), lr), build(kind, two_groups(ref_model, lr), lr)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    x, y = torch.rand(8, 6), torch.randint(0, 3, (8,))
+
+    def clip(o: Any) -> None:
+        torch.nn.utils.clip_grad_norm_([p for g in o.param_groups for p in g["params"]], 0.5)
+
+    for _ in range(3):
+        opt.zero_grad()
+        ref.zero_grad()
+        scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
+        torch.nn.functional.cross_entropy(ref_model(x), y).backward()
+        assert not torch.equal(model[0].bias.grad, ref_model[0].bias.grad)  # still scaled
+        scaler.unscale_(opt)  # type: ignore[arg-type]
+        for a, b in zip(model.parameters(), ref_model.parameters(), strict=True):
+            assert torch.equal(a.grad, b.grad)  # divided by a power of two: exact
+        clip(opt)
+        clip(ref)
+        scaler.step(opt)  # type: ignore[arg-type]
+        scaler.update()
+        ref.step()
+    for a, b in zip(model.parameters(), ref_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert scaler.get_scale() == 2.0**12
+
+    before = [p.clone() for p in model.parameters()]
+    moments = copy.deepcopy(opt.state_dict()["state"])
+    opt.zero_grad()
+    scaler.scale(torch.nn.functional.cross_entropy(model(x), y)).backward()
+    model[2].bias.grad[0] = float("inf")
+    scaler.step(opt)  # type: ignore[arg-type]
+    scaler.update()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))
+    after = opt.state_dict()["state"]  # no moment, momentum buffer or step count moved
+    assert all(
+        torch.equal(torch.as_tensor(v), torch.as_tensor(after[i][k])) for i, s in moments.items() for k, v in s.items()
+    )
+    assert scaler.get_scale() == 2.0**11
