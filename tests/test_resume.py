@@ -102,3 +102,10 @@ def test_resume_refuses_what_it_cannot_do(runner: CliRunner, synthetic_env: Path
     broken.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{not json")
     bad = runner.invoke(app, ["train", "--resume", "cut"])
     assert bad.exit_code == 1 and "resume.safetensors" in bad.stderr and "Traceback" not in bad.output
+
+
+def test_every_family_is_resumed_above() -> None:
+    from mnistcli.families import family_names
+    from mnistcli.registry import get_entry
+
+    assert {get_entry(model).family for model in RUNS} == set(family_names())
