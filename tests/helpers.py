@@ -75,7 +75,10 @@ def train_in_memory(
     family.prepare(Data(data, val, data, data, data))
     optimizer = optim.for_config(model, config)
     sampler = family.sampler(config.batch_size)
-    schedule = optim.schedule_for(optimizer, config, len(sampler) * config.epochs)
+    schedule = optim.schedule_for(optimizer, config, -(-len(sampler) // config.accumulate) * config.epochs)
     generators = {"run": generator, **family.generators()}
-    loop = Loop(model, family, optimizer, sampler, generators, config.epochs, schedule, callbacks)
+    loop = Loop(
+        model, family, optimizer, sampler, generators, config.epochs, schedule, callbacks,
+        accumulate=config.accumulate, precision=config.precision,
+    )  # fmt: skip
     return family, loop.run()

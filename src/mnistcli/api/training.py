@@ -150,6 +150,8 @@ def _setup(
 ) -> Setup:
     """Seed, build the model and the family, load and split the data: in this order, every time."""
     device = choose_device(config.device)
+    if config.precision == "fp16" and device.type != "cuda":
+        raise UsageError(f"--precision fp16 needs a CUDA device (this run is on {device.type}); bf16 works here")
     generator = seed_everything(config.seed)
     model = create_model(model_name, **model_args).to(device)  # bad --arg values fail before any data work
     family_type = get_family(get_entry(model_name).family)

@@ -144,6 +144,7 @@ class Loop:
         self.steps_per_epoch = -(-len(sampler) // accumulate)
         self.total_steps = self.steps_per_epoch * epochs
         self.position = Position()
+        self.metrics: dict[str, float] = {}  # every metric the family reports, averaged over the epoch so far
         self.stop = False  # a callback sets it to end the run after the current step
         self.started = 0.0
 
@@ -214,6 +215,7 @@ class Loop:
             window_steps += 1
             if self.callbacks and (pos.step % LOG_EVERY == 0 or pos.step % self.steps_per_epoch == 0):
                 seen_ = max(seen, 1)
+                self.metrics = {k: float(v) / seen_ for k, v in sums.items()}
                 report = StepInfo(
                     epoch,
                     self.epochs,
@@ -234,6 +236,7 @@ class Loop:
             if self.stop:
                 break
         seen = max(seen, 1)
+        self.metrics = {k: float(v) / seen for k, v in sums.items()}
         info = EpochInfo(epoch, float(loss_sum) / seen, float(sums["accuracy"]) / seen, lr, 0.0)
         if self.validate is not None:
             metrics = self.validate(model)

@@ -1,0 +1,97 @@
+"""The training loop's own promises: gradient accumulation, autocast, sharding, metrics it does not name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnistcli.cli import app
+from mnistcli.data.tensors import TensorData
+from mnistcli.engine.dist import Dist
+from mnistcli.engine.loop import Loop, Step
+from mnistcli.engine.optim import SGD
+from mnistcli.engine.sampling import Shuffled
+from mnistcli.registry import create_model
+from tests.helpers import make_digits, train_in_memory
+
+
+def _data(n: int = 200) -> TensorData:
+    images, labels = make_digits(n, seed=2)
+    return TensorData.from_numpy(images, labels, torch.device("cpu"))
+
+
+def test_accumulating_two_half_batches_is_one_whole_batch() -> None:
+    data = _data()
+    weights = []
+    for batch, accumulate in ((50, 1), (25, 2)):
+        torch.manual_seed(0)
+        model = create_model("linear")
+        options = {"epochs": 2, "batch_size": batch, "accumulate": accumulate, "optimizer": "sgd", "lr": 0.1}
+        _, position = train_in_memory(model, "linear", data, options)
+        assert position.step == 2 * 200 // 50  # optimizer steps, not batches
+        weights.append(model.state_dict())
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_autocast_trains() -> None:
+    torch.manual_seed(0)
+    model = create_model("cnn", width=4)
+    _, position = train_in_memory(model, "cnn", _data(), {"epochs": 2, "batch_size": 40, "precision": "bf16"})
+    losses = [e["train_loss"] for e in position.history]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[1] < losses[0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast computes in bf16, keeps fp32 weights
+
+
+def test_fp16_without_cuda_is_refused(runner: CliRunner, synthetic_env: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = runner.invoke(app, ["train", "linear", "--precision", "fp16"])
+    assert result.exit_code == 2 and "needs a CUDA device" in result.stderr
+
+
+def test_each_rank_takes_its_share_of_every_global_batch() -> None:
+    index = torch.arange(10)
+    shares = [Dist(rank, 3).shard(index) for rank in range(3)]
+    assert sorted(torch.cat(shares).tolist()) == list(range(10)) and shares[1].tolist() == [1, 4, 7]
+    pair = Dist(1, 2).shard((torch.arange(4), torch.arange(6)))
+    assert [t.tolist() for t in pair] == [[1, 3], [1, 3, 5]]
+    assert Dist().shard(index) is index
+
+
+def test_the_loop_averages_metrics_it_does_not_know() -> None:
+    """A family may report any metric; the loop divides each total by the items seen."""
+
+    class Halves:
+        def begin_epoch(self, generator: torch.Generator) -> None: ...
+
+        def batch(self, index: torch.Tensor) -> torch.Tensor:
+            return index.float()
+
+        def step(self, model: torch.nn.Module, batch: torch.Tensor) -> Step:
+            loss = model(batch[:, None]).mean() * 0 + 1.0
+            return Step(loss, {"accuracy": torch.tensor(len(batch) / 2), "odd": (batch % 2).sum()}, len(batch))
+
+    seen: list[float] = []
+
+    class Watch:
+        key, last = "", False
+
+        def on_fit_start(self, loop: Loop) -> None: ...
+        def on_report(self, loop: Loop, info: object) -> None: ...
+        def on_step_end(self, loop: Loop) -> None: ...
+        def on_fit_end(self, loop: Loop) -> None: ...
+
+        def on_epoch_end(self, loop: Loop, info: object) -> None:
+            seen.append(info.train_accuracy)  # type: ignore[attr-defined]
+
+    model = torch.nn.Linear(1, 1)
+    generator = torch.Generator().manual_seed(0)
+    loop = Loop(model, Halves(), SGD(model.parameters(), lr=0.1), Shuffled(9, 4), {"run": generator}, 1,
+                callbacks=[Watch()])  # type: ignore[list-item]  # fmt: skip
+    position = loop.run()
+    assert position.step == 2  # 9 items in batches of 4: the last, single item joins the one before
+    assert seen == [0.5] and loop.metrics == {"accuracy": 0.5, "odd": 4 / 9}  # 1, 3, 5, 7 of 0..8 are odd
