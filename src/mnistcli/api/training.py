@@ -33,7 +33,7 @@ from mnistcli.engine import callbacks as cb
 from mnistcli.engine import optim
 from mnistcli.engine import tensorboard as tb_events
 from mnistcli.engine.device import choose_device, seed_everything
-from mnistcli.engine.loop import EpochInfo, Loop, StepInfo
+from mnistcli.engine.loop import EpochInfo, Loop, Position, StepInfo
 from mnistcli.errors import CheckpointError, Interrupted, UsageError
 from mnistcli.families import Data, Family, TestResult, get_family
 from mnistcli.models.base import MEAN, STD
@@ -249,29 +249,7 @@ def _run(
         target = _target(config, watch, data)
         test = _test(family, s.model, data, watch, hooks.on_work)
         calibration = calibrating.fit(s.model, family, s.held, s.held_from)
-        checkpoint = Checkpoint(
-            model=ModelSpec(s.model_name, s.model_args, family.name, params_count(s.model)),
-            config=s.options,
-            data=DataSpec(
-                str(s.folder),
-                len(data.train),
-                len(data.val or []),
-                len(s.held) if s.held_from == "calibration" and s.held is not None else 0,
-                len(data.test),
-                len(getattr(family, "unlabelled", None) or []),
-                tuple(config.classes or range(10)),
-            ),
-            history=position.history,
-            results=Results(
-                test.accuracy, test.loss, test.measure, test.extra, best.best_epoch, position.stopped_early, target
-            ),
-            family_entries={**({"calibration": calibration} if calibration is not None else {}), **test.meta},
-            preprocessing=PREPROCESSING,
-            seconds=position.seconds,
-            device=str(s.device),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            versions=_versions(),
-        )
+        checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration)
         run = store.save(s.model, checkpoint, run_dir)
         snapshot.remove(run_dir)
         steps_logged = read_log(run_dir / LOG)[0]
@@ -292,7 +270,7 @@ def _run(
             test_measure=test.measure,
             test_extra=test.extra,
             loss_curve=[
-                float(e["recent_loss"]) if e.get("recent_loss") is not None else float("nan") for e in steps_logged
+                float("nan") if e.get("recent_loss") is None else float(e["recent_loss"]) for e in steps_logged
             ],
             log_path=str(run_dir / LOG),
             tensorboard_path=str(run_dir / tb_events.FOLDER) if tensorboard else None,
@@ -301,6 +279,44 @@ def _run(
             val_label=family.val_label,
             test_label=family.test_label,
         )
+
+
+def _checkpoint(
+    s: Setup,
+    position: Position,
+    test: TestResult,
+    target: dict[str, Any] | None,
+    best_epoch: int | None,
+    calibration: dict[str, Any] | None,
+) -> Checkpoint:
+    """The description `meta.json` holds of a trained run (store/checkpoint.py)."""
+    data, calibrated_on = s.data, s.held_from == "calibration" and s.held is not None
+    return Checkpoint(
+        model=ModelSpec(s.model_name, s.model_args, s.family.name, params_count(s.model)),
+        config=s.options,
+        data=DataSpec(
+            folder=str(s.folder),
+            train_images=len(data.train),
+            val_images=len(data.val or []),
+            calibration_images=len(s.held or []) if calibrated_on else 0,
+            test_images=len(data.test),
+            unlabelled_images=len(getattr(s.family, "unlabelled", None) or []),
+            classes=tuple(s.config.classes or range(10)),
+        ),
+        history=position.history,
+        results=Results(test.accuracy, test.loss, test.measure, test.extra, best_epoch, position.stopped_early, target),
+        family_entries={**({"calibration": calibration} if calibration is not None else {}), **test.meta},
+        preprocessing=PREPROCESSING,
+        seconds=position.seconds,
+        device=str(s.device),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        versions={
+            "mnistcli": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    )
 
 
 def _validator(family: Family, val: TensorData | None) -> Callable[[torch.nn.Module], dict[str, float]] | None:
@@ -335,12 +351,3 @@ def _test(
     ):
         return TestResult(watch.reached["accuracy"], watch.reached["loss"], "accuracy")
     return family.test(model, data, on_work)
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "mnistcli": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
