@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
-from mnistcli.config import TrainConfig
+from mnistcli.config import MINING, TrainConfig
 from mnistcli.data.tensors import TensorData
 from mnistcli.families import Data
 from mnistcli.families.triplet import TripletFamily, TripletParams, batch_hard, semi_hard
@@ -246,8 +246,8 @@ def test_oneshot_without_a_siamese_run_says_what_to_do(runner: CliRunner, tmp_pa
     assert result.exit_code == 1 and "mnist train siamese" in result.stderr
 
 
-@pytest.mark.parametrize("mining", ["batch-hard", "semi-hard"])
-def test_both_minings_train(mining: str) -> None:
+@pytest.mark.parametrize("mining", MINING)  # every choice `mnist train --mining` offers
+def test_every_mining_trains(mining: str) -> None:
     import copy
 
     from mnistcli.registry import create_model

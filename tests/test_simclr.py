@@ -15,7 +15,9 @@ from mnistcli.cli import app
 from mnistcli.data.augment import contrastive_view
 from mnistcli.data.tensors import TensorData
 from mnistcli.families.contrastive import nt_xent
-from mnistcli.protocols.linear_probe import linear_evaluation, pixels
+from mnistcli.protocols.inference import dataset_features
+from mnistcli.protocols.linear_probe import frozen, linear_evaluation, pixels
+from mnistcli.registry import create_model
 from tests.helpers import make_digits, save_png
 
 
@@ -53,6 +55,25 @@ def test_linear_probe_on_pixels_learns_the_synthetic_digits() -> None:
         pixels, TensorData.from_numpy(train_x, train_y, cpu), TensorData.from_numpy(test_x, test_y, cpu), 3
     )
     assert 0.1 < few.accuracy <= 1.0
+
+
+def test_a_probe_reads_the_encoder_in_eval_mode_and_leaves_its_mode_alone() -> None:
+    cpu = torch.device("cpu")
+    train = TensorData.from_numpy(*make_digits(200, seed=1), cpu)
+    test = TensorData.from_numpy(*make_digits(50, seed=2), cpu)
+    torch.manual_seed(0)
+    model = create_model("simclr", width=4)
+    (x, _), *_ = train.batches(len(train))
+    with torch.no_grad():
+        in_training = model.features(x)  # batch statistics
+        model.eval()
+        expected = model.features(x)  # running statistics: what a frozen encoder gives
+        model.train()
+    assert not torch.equal(in_training, expected)
+    assert torch.equal(dataset_features(frozen(model), train), expected)
+    assert torch.equal(dataset_features(model, train), expected) and model.training
+    result = linear_evaluation(frozen(model), train, test, labels_per_class=3)
+    assert model.training and result.total == 50
 
 
 @pytest.mark.slow  # trains simclr, then its linear evaluation

@@ -3,19 +3,63 @@
 A family's own hyper-parameters (a loss's margin, label smoothing, ...) are its `Params` dataclass
 (families/); `split` shares options out between the two. Models carry their own recipe (registry
 defaults) on top of these values; command-line options override both. No torch here.
+
+The options with a fixed set of values are Enums here, the one place each vocabulary is written:
+the CLI takes them as its option types (so `mnist --help` and TAB completion list them without
+importing torch) and the checks below read the same values. The fields themselves stay plain
+strings, as checkpoints record them.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from enum import Enum
 from typing import Any
 
 FLAGS = {"calibrate": "--no-calibrate"}  # options whose command-line flag is not --NAME
 
-OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
-SCHEDULERS = ("none", "step", "cosine", "onecycle")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16", "fp16")
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    nesterov = "nesterov"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class Scheduler(str, Enum):
+    none = "none"
+    step = "step"
+    cosine = "cosine"
+    onecycle = "onecycle"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Mining(str, Enum):
+    """The triplet family's `mining` (families/triplet.py), here so the CLI lists it without importing torch."""
+
+    batch_hard = "batch-hard"
+    semi_hard = "semi-hard"
+
+
+def values(choices: type[Enum]) -> tuple[str, ...]:
+    """The values of a vocabulary, in order: ('sgd', 'nesterov', 'adam', 'adamw')."""
+    return tuple(str(c.value) for c in choices)
+
+
+OPTIMIZERS, SCHEDULERS, DEVICES = values(Optimizer), values(Scheduler), values(Device)
+PRECISIONS, MINING = values(Precision), values(Mining)
 
 
 @dataclass

@@ -19,7 +19,8 @@ import typer
 
 from mnistcli import __version__, render
 from mnistcli.cli import complete
-from mnistcli.cli.helptext import choice
+from mnistcli.cli.helptext import choice, either
+from mnistcli.config import Device
 from mnistcli.errors import Interrupted, MnistError, UsageError
 
 app = typer.Typer(
@@ -62,26 +63,6 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class Optimizer(str, Enum):
-    sgd = "sgd"
-    nesterov = "nesterov"
-    adam = "adam"
-    adamw = "adamw"
-
-
-class Scheduler(str, Enum):
-    none = "none"
-    step = "step"
-    cosine = "cosine"
-    onecycle = "onecycle"
-
-
-class Precision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
 def given(ctx: typer.Context, name: str) -> bool:
     """Whether the user gave parameter `name` (on the command line or in the environment), not its default."""
     source = ctx.get_parameter_source(name)
@@ -94,18 +75,6 @@ def check_alone(ctx: typer.Context, option: str, allowed: set[str]) -> None:
     if extra:
         names = ", ".join(p.opts[0] if p.opts[0].startswith("-") else str(p.name).upper() for p in extra)
         raise UsageError(f"--{option} continues a run as it was started; it takes no {names}")
-
-
-class Mining(str, Enum):
-    batch_hard = "batch-hard"
-    semi_hard = "semi-hard"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
 
 
 class EmbedFormat(str, Enum):
@@ -124,7 +93,7 @@ CheckpointOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    Device, typer.Option(help="Where to compute: auto, cpu, cuda or mps.", metavar="DEVICE", parser=choice(Device))
+    Device, typer.Option(help=f"Where to compute: {either(Device)}.", metavar="DEVICE", parser=choice(Device))
 ]
 DataDirOpt = Annotated[
     Optional[str],

@@ -84,6 +84,12 @@ def choice(enum: type[E]) -> Callable[[Any], E]:
     return parse
 
 
+def either(enum: type[Enum]) -> str:
+    """An Enum's values for a help text: 'sgd, nesterov, adam or adamw'."""
+    names = [str(e.value) for e in enum]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def seed(value: Any) -> int:
     """A `parser=` for --seed: a whole number from 0 to 2**63 - 1 (a 64-bit generator's seed)."""
     if isinstance(value, int):

@@ -10,13 +10,8 @@ from mnistcli import render
 from mnistcli.cli import complete, helptext
 from mnistcli.cli.common import (
     DataDirOpt,
-    Device,
     DeviceOpt,
     JsonOpt,
-    Mining,
-    Optimizer,
-    Precision,
-    Scheduler,
     app,
     check_alone,
     given,
@@ -24,9 +19,9 @@ from mnistcli.cli.common import (
     parse_classes,
     parse_model_args,
 )
-from mnistcli.cli.helptext import DATA, FAMILY, OPTIMISATION, RUN, STOPPING, choice
+from mnistcli.cli.helptext import DATA, FAMILY, OPTIMISATION, RUN, STOPPING, choice, either
 from mnistcli.cli.settings import remember_data_dir
-from mnistcli.config import TrainConfig
+from mnistcli.config import Device, Mining, Optimizer, Precision, Scheduler, TrainConfig
 from mnistcli.registry import declared_models
 from mnistcli.render import progress
 
@@ -68,7 +63,7 @@ def train(
     optimizer: Annotated[
         Optional[Optimizer],
         typer.Option(
-            help="sgd, nesterov, adam or adamw.",
+            help=f"{either(Optimizer)}.",
             metavar="NAME",
             parser=choice(Optimizer),
             show_default=RECIPE,
@@ -90,7 +85,7 @@ def train(
     scheduler: Annotated[
         Optional[Scheduler],
         typer.Option(
-            help="Learning-rate schedule, stepped per batch: none, step, cosine or onecycle.",
+            help=f"Learning-rate schedule, stepped per batch: {either(Scheduler)}.",
             metavar="NAME",
             parser=choice(Scheduler),
             show_default=RECIPE,
@@ -184,7 +179,7 @@ def train(
     mining: Annotated[
         Optional[Mining],
         typer.Option(
-            help="Triplet mining in each batch: batch-hard or semi-hard.",
+            help=f"Triplet mining in each batch: {either(Mining)}.",
             metavar="NAME",
             parser=choice(Mining),
             show_default="batch-hard",

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistcli.config import TrainConfig
+from mnistcli.config import MINING, TrainConfig
 from mnistcli.data.augment import contrastive_view, random_affine
 from mnistcli.data.tensors import TensorData, to_float
 from mnistcli.engine.loop import Step
@@ -76,9 +76,6 @@ def nearest_neighbour_hits(e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """How many rows' nearest other row (by distance) has the same label."""
     d = squared_distances(e).fill_diagonal_(float("inf"))
     return (y[d.argmin(dim=1)] == y).sum()
-
-
-MINING = ("batch-hard", "semi-hard")
 
 
 @dataclass

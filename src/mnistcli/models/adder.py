@@ -41,7 +41,7 @@ class Adder(nn.Module):
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}")
         self.body = cnn_body(width)
-        self.feature_dim = 4 * width * 9
+        self.feature_dim = self.body.out_features
         self.head = head
         self.digit_head = nn.Linear(self.feature_dim, 10)
         self.sum_head: nn.Module = (

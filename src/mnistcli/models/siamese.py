@@ -33,7 +33,7 @@ class Siamese(nn.Module):
             raise ValueError("dim must be at least 2 and projection at least 1")
         self.encoder = cnn_body(width)
         self.embedding = nn.Sequential(
-            nn.Linear(4 * width * 9, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True)
+            nn.Linear(self.encoder.out_features, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True)
         )
         self.projector = nn.Linear(dim, projection)
         self.feature_dim = dim

@@ -21,7 +21,7 @@ class SimCLR(nn.Module):
     def __init__(self, width: int = 16, hidden: int = 256, projection: int = 64) -> None:
         super().__init__()
         self.encoder = cnn_body(width)
-        self.feature_dim = 4 * width * 9
+        self.feature_dim = self.encoder.out_features
         self.projector = nn.Sequential(
             nn.Linear(self.feature_dim, hidden, bias=False),
             nn.BatchNorm1d(hidden),

@@ -86,24 +86,39 @@ def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EV
     )
 
 
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # images (N, 1, 28, 28) in [0, 1] -> features (N, D)
+
+
+def frozen(model: nn.Module) -> FeatureFn:
+    """`model.features` as a function that runs in eval mode (batch norm frozen, dropout off) and leaves
+    the model in the mode it was in: a frozen encoder for a probe, or for `dataset_features`."""
+    features: FeatureFn = model.features  # type: ignore[assignment]
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with eval_mode(model):
+            return features(x)
+
+    return run
+
+
 @torch.inference_mode()
 def dataset_features(
-    model: nn.Module,
+    source: nn.Module | FeatureFn,
     data: TensorData,
     batch_size: int = EVAL_BATCH,
     on_images: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """`model.features` of every image in `data`, (N, D) on the data's device, in eval mode.
+    """Features (N, D) of every image in `data`, in order, float32 on the data's device.
 
-    `on_images(n)` hears of each batch of `n` images done (progress for the caller to show).
+    `source` is a model (its `features`, in eval mode: see `frozen`) or any feature function, such as
+    the raw pixels. `on_images(n)` hears of each batch of `n` images done (progress for the caller to show).
     """
-    features: Callable[[torch.Tensor], torch.Tensor] = model.features  # type: ignore[assignment]
+    features = frozen(source) if isinstance(source, nn.Module) else source
     out = []
-    with eval_mode(model):
-        for x, _ in data.batches(batch_size):
-            out.append(features(x).float())
-            if on_images is not None:
-                on_images(len(x))
+    for x, _ in data.batches(batch_size):
+        out.append(features(x).float())
+        if on_images is not None:
+            on_images(len(x))
     return torch.cat(out)
 
 

@@ -12,15 +12,14 @@ pixels both give about 92.7%.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mnistcli.data.tensors import TensorData
 from mnistcli.engine import optim
-from mnistcli.protocols.inference import EVAL_BATCH, ClassifierEval, evaluate_classifier
+from mnistcli.protocols.inference import ClassifierEval, FeatureFn, dataset_features, evaluate_classifier
+from mnistcli.protocols.inference import frozen as frozen  # the encoder a probe reads (families/contrastive.py)
 from mnistcli.work import Counter, WorkFn, phase
 
 SCALE = 10.0
@@ -34,7 +33,7 @@ def normalise(features: torch.Tensor) -> torch.Tensor:
 class Probe(nn.Module):
     """A frozen feature function, normalisation and a linear classifier: a complete classifier."""
 
-    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor], linear: nn.Linear) -> None:
+    def __init__(self, features: FeatureFn, linear: nn.Linear) -> None:
         super().__init__()
         self.extract, self.linear = features, linear
 
@@ -42,32 +41,9 @@ class Probe(nn.Module):
         return self.linear(normalise(self.extract(x)))
 
 
-def frozen(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The model's feature function, with the model switched to eval mode (batch norm frozen too)."""
-    model.eval()
-    features: Callable[[torch.Tensor], torch.Tensor] = model.features  # type: ignore[assignment]
-    return features
-
-
 def pixels(x: torch.Tensor) -> torch.Tensor:
     """The raw-pixel 'encoder' of the baseline."""
     return x.flatten(1)
-
-
-@torch.no_grad()
-def extract(
-    features: Callable[[torch.Tensor], torch.Tensor],
-    data: TensorData,
-    batch_size: int = EVAL_BATCH,
-    on_images: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """Features (N, D) of every image in `data`, in order; `on_images(n)` hears of each batch done."""
-    out = []
-    for x, _ in data.batches(batch_size):
-        out.append(features(x).float())
-        if on_images is not None:
-            on_images(len(x))
-    return torch.cat(out)
 
 
 def per_class_subset(data: TensorData, k: int, seed: int) -> TensorData:
@@ -76,7 +52,7 @@ def per_class_subset(data: TensorData, k: int, seed: int) -> TensorData:
 
 
 def fit_probe(
-    features: Callable[[torch.Tensor], torch.Tensor],
+    features: FeatureFn,
     train: TensorData,
     epochs: int = 30,
     lr: float = 1e-2,
@@ -91,7 +67,7 @@ def fit_probe(
     goes to `on_work` as "`what`: encoding images" and "`what`: fitting the probe".
     """
     encoding = Counter(on_work, f"{what}: encoding images", len(train))
-    x = normalise(extract(features, train, on_images=encoding.add))
+    x = normalise(dataset_features(features, train, on_images=encoding.add))
     encoding.finish()
     y = train.labels
     linear = nn.Linear(x.shape[1], 10).to(x.device)
@@ -124,7 +100,7 @@ def fit_probe(
 
 
 def linear_evaluation(
-    features: Callable[[torch.Tensor], torch.Tensor],
+    features: FeatureFn,
     train: TensorData,
     test: TensorData,
     labels_per_class: int | None = None,
