@@ -26,7 +26,6 @@ from mnistcli.engine.dist import SINGLE, Dist
 from mnistcli.engine.sampling import Sampler
 
 LOG_EVERY = 10  # optimizer steps between progress reports (each report syncs the device for .item())
-PRECISIONS = ("fp32", "bf16", "fp16")  # fp16 needs CUDA (and a gradient scaler); bf16 runs wherever autocast does
 
 
 @dataclass
