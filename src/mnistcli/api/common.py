@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -14,6 +15,11 @@ from mnistcli.data import mnist
 from mnistcli.data.tensors import TensorData
 from mnistcli.engine.device import choose_device
 from mnistcli.errors import CheckpointError, ImageError
+from mnistcli.reports import Failure
+
+T = TypeVar("T")
+R = TypeVar("R")
+Loaded = list[tuple[str, np.ndarray | ImageError]]  # user images in input order: each its array, or why not
 
 
 def a_model(family: str) -> str:
@@ -52,8 +58,31 @@ def load_checkpoint(
     return run, store.load(run, dev), dev
 
 
-def read_images(paths: Sequence[str]) -> tuple[list[tuple[str, np.ndarray | ImageError]], np.ndarray]:
+def read_images(paths: Sequence[str]) -> tuple[Loaded, np.ndarray]:
     """Load user images; returns (path, array or error) in input order, and the readable ones stacked."""
     loaded = list(image_io.load_images(paths))
     arrays = [item for _, item in loaded if not isinstance(item, ImageError)]
     return loaded, (np.stack(arrays) if arrays else np.zeros((0, 28, 28), dtype=np.float32))
+
+
+def unreadable(loaded: Sequence[tuple[str, object]]) -> list[Failure]:
+    """A `Failure` for each item that is an `ImageError`, in order."""
+    return [Failure(path, str(item)) for path, item in loaded if isinstance(item, ImageError)]
+
+
+def in_input_order(
+    items: Sequence[tuple[str, T | ImageError]], answer: Callable[[list[str], list[T]], Sequence[R]]
+) -> list[R | Failure]:
+    """`answer(paths, items)` of the readable items (called once, and only if there is one), one result each,
+    put back in input order with a `Failure` in place of each unreadable one."""
+    readable = [(path, item) for path, item in items if not isinstance(item, ImageError)]
+    answers = answer([p for p, _ in readable], [i for _, i in readable]) if readable else []
+    if len(answers) != len(readable):
+        raise ValueError(f"{len(answers)} answers for {len(readable)} images")
+    rest = iter(answers)
+    return [Failure(path, str(item)) if isinstance(item, ImageError) else next(rest) for path, item in items]
+
+
+def answer_images(loaded: Loaded, answer: Callable[[list[str], np.ndarray], Sequence[R]]) -> list[R | Failure]:
+    """`in_input_order` for user images: `answer` gets the readable images stacked, float (N, 28, 28), N >= 1."""
+    return in_input_order(loaded, lambda paths, arrays: answer(paths, np.stack(arrays)))

@@ -1,6 +1,7 @@
 """Commands on the user's own images: `predict`, `embed` and `oneshot`.
 
-Unreadable images become `Failure`s and the rest still go through; results keep input order.
+`predict` asks the checkpoint's family (families/: its `predict`) for the answers. Unreadable
+images become `Failure`s and the rest still go through; results keep input order.
 """
 
 from __future__ import annotations
@@ -16,30 +17,23 @@ import torch
 from PIL import Image
 
 from mnistcli import store
-from mnistcli.api.common import a_model, load_checkpoint, read_images
+from mnistcli.api.common import a_model, answer_images, load_checkpoint, read_images, unreadable
 from mnistcli.atomic import atomic_write, atomic_write_bytes
 from mnistcli.data.images import image_files
 from mnistcli.errors import ImageError, UsageError
-from mnistcli.families.adder import predict_adder
+from mnistcli.families import families_where, family_names, get_family
+from mnistcli.families.base import Family, PredictOptions
 from mnistcli.protocols import fewshot
-from mnistcli.protocols.inference import image_features, predict_proba
-from mnistcli.reports import (
-    EmbedReport,
-    Failure,
-    Match,
-    OneShotReport,
-    Prediction,
-    PredictReport,
-    SumPrediction,
-)
+from mnistcli.protocols.inference import image_features
+from mnistcli.reports import EmbedReport, Failure, Match, OneShotReport, PredictReport
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
+FLAGS = {"add": "--add"}  # PredictOptions' fields as the command line spells them
 
 
-def check_add(add: int | None) -> None:
-    """Raise `UsageError` unless `add` is None or a number 0-9."""
-    if add is not None and not 0 <= add <= 9:
-        raise UsageError(f"--add {add}: the number to add must be 0-9")
+def check_add(add: int | None) -> PredictOptions:
+    """`mnist predict`'s options; raises `UsageError` unless `add` is None or a number 0-9."""
+    return PredictOptions(add=add)
 
 
 def predict(
@@ -52,39 +46,45 @@ def predict(
     """Classify each image (an adder: its digit, and its sum with `add`); unreadable images become `Failure`s.
 
     `show_input`: a folder to write, for each readable image, the 28x28 picture the model saw
-    (see `write_inputs`); the report's `shown` lists them.
+    (see `write_inputs`); the report's `shown` lists them. Raises `UsageError` for options the
+    checkpoint's family does not take or lacks, `CheckpointError` for one whose family does not predict.
     """
     if not paths:
         raise UsageError(NO_IMAGES)
-    check_add(add)
+    options = check_add(add)
     if show_input is not None:
         check_show_input(show_input, paths)
-    if add is None:
-        families, suggest = {"classify", "adder"} if ref else {"classify"}, "cnn"
-    else:
-        families, suggest = {"adder"}, "adder"
-    if add is not None and ref is not None:
-        named = store.resolve(ref)
-        if named.family != "adder":
-            raise UsageError(f"--add is for adder checkpoints; {named.name!r} is {a_model(named.family)}")
-    run, model, _ = load_checkpoint(ref, families, device, suggest=suggest)
-    if run.family == "adder" and add is None:
-        raise UsageError(f"{run.name} is an adder: give the number to add with --add N (0-9)")
-    loaded, stacked = read_images(paths)
+    run, model, family = _predictor(ref, options, device)
+    loaded, _ = read_images(paths)
     shown = [str(p) for p in write_inputs(loaded, make_folder(show_input, "--show-input"))] if show_input else []
-    if add is not None:
-        return PredictReport(run, _sums(model, loaded, stacked, add, run.temperature, run.sum_temperature), shown)
-    rows = iter(predict_proba(model, stacked, run.temperature) if len(stacked) else [])
-    results: list[Prediction | SumPrediction | Failure] = []
-    for path, item in loaded:
-        if isinstance(item, ImageError):
-            results.append(Failure(path, str(item)))
-        else:
-            row = next(rows)
-            results.append(
-                Prediction(path, int(row.argmax()), round(float(row.max()), 6), [round(float(v), 6) for v in row])
-            )
+    results = answer_images(loaded, lambda ok, images: family.predict(run, model, ok, images, options))
     return PredictReport(run, results, shown)
+
+
+def _predictor(ref: str | None, options: PredictOptions, device: str) -> tuple[store.Run, torch.nn.Module, Family]:
+    """The checkpoint that answers `mnist predict` with `options`, its model and its family.
+
+    A named checkpoint may be of any family that predicts and takes the options given; with none
+    named, the latest run of the families whose predictor needs exactly these options (classify;
+    with --add, adder). Raises `UsageError` or `CheckpointError` naming what does not fit.
+    """
+    given = options.given()
+    if ref is not None and given:
+        named = store.resolve(ref)
+        refused = sorted(given - get_family(named.family).predict_options)
+        if refused:
+            option = refused[0]
+            takers = " or ".join(sorted(families_where(lambda f: option in f.predict_options)))
+            raise UsageError(f"{FLAGS[option]} is for {takers} checkpoints; {named.name!r} is {a_model(named.family)}")
+    if ref is not None:
+        families = families_where(lambda f: f.predicts and given <= f.predict_options)
+    else:
+        families = families_where(lambda f: f.predicts and f.predict_options == given)
+    suggest = next(get_family(n).suggested_model for n in family_names() if n in families)
+    run, model, _ = load_checkpoint(ref, families, device, suggest=suggest)
+    family = get_family(run.family)
+    family.check_predict(run.name, options)
+    return run, model, family.from_checkpoint(run.info.config)
 
 
 def check_show_input(folder: str, paths: Sequence[str]) -> None:
@@ -142,41 +142,6 @@ def write_inputs(loaded: Sequence[tuple[str, np.ndarray | ImageError]], folder: 
     return written
 
 
-def _sums(
-    model: torch.nn.Module,
-    loaded: list[tuple[str, np.ndarray | ImageError]],
-    stacked: np.ndarray,
-    add: int,
-    temperature: float,
-    sum_temperature: float,
-) -> list[Prediction | SumPrediction | Failure]:
-    digit_p, sum_p = (
-        predict_adder(model, stacked, add, temperature, sum_temperature)
-        if len(stacked)
-        else (np.zeros((0, 10)), np.zeros((0, 19)))
-    )
-    rows = iter(zip(digit_p, sum_p, strict=True))
-    results: list[Prediction | SumPrediction | Failure] = []
-    for path, item in loaded:
-        if isinstance(item, ImageError):
-            results.append(Failure(path, str(item)))
-            continue
-        d, s = next(rows)
-        results.append(
-            SumPrediction(
-                path,
-                add,
-                int(d.argmax()),
-                round(float(d.max()), 6),
-                int(s.argmax()),
-                round(float(s.max()), 6),
-                [round(float(v), 6) for v in d],
-                [round(float(v), 6) for v in s],
-            )
-        )
-    return results
-
-
 def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> EmbedReport:
     """Feature vectors of each readable image, in input order; unreadable ones become failures."""
     if not paths:
@@ -185,9 +150,8 @@ def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") ->
     loaded, stacked = read_images(paths)
     dim = int(getattr(model, "feature_dim", 0))
     vectors = image_features(model, stacked) if len(stacked) else np.zeros((0, dim), dtype=np.float32)
-    ok_paths = [p for p, item in loaded if not isinstance(item, ImageError)]
-    failures = [Failure(p, str(item)) for p, item in loaded if isinstance(item, ImageError)]
-    return EmbedReport(run, ok_paths, vectors, failures)
+    embedded = [p for p, item in loaded if not isinstance(item, ImageError)]
+    return EmbedReport(run, embedded, vectors, unreadable(loaded))
 
 
 def save_embeddings(report: EmbedReport, output: str | Path, fmt: str | None = None) -> Path:
@@ -237,7 +201,7 @@ def read_support(support_dir: str | Path) -> tuple[dict[str, np.ndarray], list[F
         except OSError as e:
             raise UsageError(f"{class_dir}: cannot read class folder {class_dir.name!r} ({e.strerror})") from None
         loaded, stacked = read_images(files)
-        skipped += [Failure(p, str(item)) for p, item in loaded if isinstance(item, ImageError)]
+        skipped += unreadable(loaded)
         if not len(stacked):
             raise UsageError(
                 f"{class_dir}: class {class_dir.name!r} has no readable image"
@@ -267,25 +231,26 @@ def oneshot(
     protos = fewshot.prototypes(sup, torch.arange(len(labels)).repeat_interleave(torch.tensor(counts)), len(labels))
     calibrated = run.info.oneshot_scale is not None
     scale = run.info.oneshot_scale or fewshot.DEFAULT_SCALE
-    loaded, stacked = read_images(paths)
-    results: list[Match | Failure] = []
-    if len(stacked):
-        d2 = fewshot.distances(torch.from_numpy(image_features(model, stacked)), protos)
+    loaded, _ = read_images(paths)
+
+    def nearest(ok: list[str], images: np.ndarray) -> list[Match]:
+        d2 = fewshot.distances(torch.from_numpy(image_features(model, images)), protos)
         conf = fewshot.confidences(d2, scale)
-        rows = iter(zip(d2.tolist(), conf.tolist(), strict=True))
-    for path, item in loaded:
-        if isinstance(item, ImageError):
-            results.append(Failure(path, str(item)))
-            continue
-        dist, probs = next(rows)
-        best = int(np.argmin(dist))
-        results.append(
-            Match(
-                path,
-                labels[best],
-                float(np.sqrt(dist[best])),
-                float(probs[best]),
-                {c: round(float(np.sqrt(d)), 6) for c, d in zip(labels, dist, strict=True)},
-            )
-        )
+        return [
+            _match(path, labels, dist, probs) for path, dist, probs in zip(ok, d2.tolist(), conf.tolist(), strict=True)
+        ]
+
+    results = answer_images(loaded, nearest)
     return OneShotReport(run, dict(zip(labels, counts, strict=True)), scale, calibrated, results, skipped)
+
+
+def _match(path: str, labels: list[str], squared: list[float], confidences: list[float]) -> Match:
+    """The answer for one query: its nearest prototype, from its squared distances to each class's."""
+    best = int(np.argmin(squared))
+    return Match(
+        path,
+        labels[best],
+        float(np.sqrt(squared[best])),
+        float(confidences[best]),
+        {c: round(float(np.sqrt(d)), 6) for c, d in zip(labels, squared, strict=True)},
+    )

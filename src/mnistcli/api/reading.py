@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mnistcli import store
-from mnistcli.api.common import load_checkpoint
+from mnistcli.api.common import in_input_order, load_checkpoint
 from mnistcli.data.images import BLANK, extract_ink, fit_digit, open_gray
 from mnistcli.data.segment import segment
 from mnistcli.errors import ImageError, UsageError
@@ -23,6 +23,7 @@ from mnistcli.reports import Failure
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
 CHUNK = 256  # images segmented before one classification pass: bounds memory on big folders
+Box = tuple[int, int, int, int]  # x, y, width, height in the image's pixels
 
 
 @dataclass
@@ -31,7 +32,7 @@ class ReadDigit:
 
     digit: int
     confidence: float
-    box: tuple[int, int, int, int]  # x, y, width, height in the image's pixels
+    box: Box
 
 
 @dataclass
@@ -61,7 +62,7 @@ class ReadReport:
         return [r for r in self.results if isinstance(r, Failure)]
 
 
-def digit_crops(path: str) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+def digit_crops(path: str) -> tuple[list[Box], np.ndarray]:
     """An image file -> (digit boxes left to right, their 28x28 MNIST-style arrays (n, 28, 28)).
 
     Raises `ImageError` naming the file if it cannot be read or holds no digit.
@@ -93,26 +94,19 @@ def read(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> 
 
 def _read_chunk(model: torch.nn.Module, paths: Sequence[str], temperature: float) -> list[Reading | Failure]:
     """Segment and read `paths`, classifying all their digits in one pass (calibrated by `temperature`)."""
-    found: list[tuple[str, list[tuple[int, int, int, int]] | ImageError]] = []
-    arrays: list[np.ndarray] = []
+    found: list[tuple[str, tuple[list[Box], np.ndarray] | ImageError]] = []
     for path in paths:
         try:
-            boxes, fitted = digit_crops(path)
+            found.append((path, digit_crops(path)))
         except ImageError as e:
             found.append((path, e))
-            continue
-        found.append((path, boxes))
-        arrays.append(fitted)
-    probs = predict_proba(model, np.concatenate(arrays), temperature) if arrays else np.zeros((0, 10), dtype=np.float32)
-    rows = iter(probs)
-    results: list[Reading | Failure] = []
-    for path, item in found:
-        if isinstance(item, ImageError):
-            results.append(Failure(path, str(item)))
-            continue
-        digits = []
-        for box in item:
-            p = next(rows)
-            digits.append(ReadDigit(int(p.argmax()), float(p.max()), box))
-        results.append(Reading(path, digits))
-    return results
+
+    def read_all(readable: list[str], crops: list[tuple[list[Box], np.ndarray]]) -> list[Reading]:
+        probs = predict_proba(model, np.concatenate([arrays for _, arrays in crops]), temperature)
+        each = np.split(probs, np.cumsum([len(boxes) for boxes, _ in crops])[:-1])  # one block of rows per image
+        return [
+            Reading(path, [ReadDigit(int(p.argmax()), float(p.max()), box) for box, p in zip(boxes, rows, strict=True)])
+            for path, (boxes, _), rows in zip(readable, crops, each, strict=True)
+        ]
+
+    return in_input_order(found, read_all)

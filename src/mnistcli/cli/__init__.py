@@ -1,6 +1,6 @@
 """The `mnist` command line: options -> one api call -> render. Nothing else.
 
-Commands live by family (train.py; serve.py: eval, predict, embed, oneshot; read.py; catalog.py: models,
+Commands live by family (train.py; eval.py; predict.py: predict, embed, oneshot; read.py; catalog.py: models,
 checkpoints; settings.py); common.py holds the apps, the error boundary and shared options. Importing this
 package registers every command; none of it imports torch until a command runs.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 # isort: off
-from mnistcli.cli import train, serve, read, plot, catalog, settings  # noqa: F401  (registers the commands, in --help's order)
+from mnistcli.cli import train, eval, predict, read, plot, catalog, settings  # noqa: F401  (registers the commands, in --help's order)
 
 # isort: on
 from mnistcli.cli.common import app

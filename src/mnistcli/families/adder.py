@@ -8,6 +8,7 @@ checkpoint with one seed (training's own test, calibration, `mnist eval`) sees t
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,19 @@ from mnistcli.data.tensors import TensorData, to_float
 from mnistcli.engine.loop import Step
 from mnistcli.errors import UsageError
 from mnistcli.families import register_family
-from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult, trained_digits
+from mnistcli.families.base import (
+    Data,
+    EvalData,
+    EvalOptions,
+    Family,
+    PredictOptions,
+    TestResult,
+    rounded,
+    trained_digits,
+)
 from mnistcli.protocols import calibration
 from mnistcli.protocols.inference import EVAL_BATCH, eval_mode, map_batches
-from mnistcli.reports import AdderReport
+from mnistcli.reports import AdderReport, SumPrediction
 from mnistcli.work import WorkFn, phase
 
 
@@ -54,6 +64,9 @@ class AdderFamily(Family):
     test_label = "test sum accuracy"
     eval_options = frozenset({"seed"})
     offers_fewshot = False
+    predicts = True
+    predict_options = frozenset({"add"})
+    suggested_model = "adder"
     numbers: torch.Tensor | None = None
 
     def begin_epoch(self, generator: torch.Generator) -> None:
@@ -136,6 +149,31 @@ class AdderFamily(Family):
         entry = calibration.head_entry(result.digit_logits, digits)
         entry["sum"] = calibration.head_entry(result.sum_logits, digits + held_out_numbers(len(held), self.config.seed))
         return entry
+
+    @classmethod
+    def check_predict(cls, run_name: str, options: PredictOptions) -> None:
+        if options.add is None:
+            raise UsageError(f"{run_name} is an adder: give the number to add with --add N (0-9)")
+
+    def predict(
+        self, run: Any, model: nn.Module, paths: Sequence[str], images: np.ndarray, options: PredictOptions
+    ) -> list[SumPrediction]:
+        """The digit and the sum with `options.add`, each head calibrated by its own temperature."""
+        assert options.add is not None  # check_predict
+        digit_p, sum_p = predict_adder(model, images, options.add, run.temperature, run.sum_temperature)
+        return [
+            SumPrediction(
+                path,
+                options.add,
+                int(d.argmax()),
+                round(float(d.max()), 6),
+                int(s.argmax()),
+                round(float(s.max()), 6),
+                rounded(d),
+                rounded(s),
+            )
+            for path, d, s in zip(paths, digit_p, sum_p, strict=True)
+        ]
 
 
 @dataclass

@@ -3,8 +3,8 @@
 A family (classify, contrastive, triplet, adder, ...) says how it batches (from the sampler's
 indices), its step (a loss and named metric totals), its own hyper-parameters (a small `Params`
 dataclass), its test protocol (used by `mnist train` and by `mnist eval`, so the two agree by
-construction), whether its outputs are calibrated probabilities, and the words the renderer uses
-for its numbers. `families/__init__.py` registers each under its name; a model registers with
+construction), whether its outputs are calibrated probabilities, the words the renderer uses
+for its numbers, and, for the families `mnist predict` answers with, its predictor. `families/__init__.py` registers each under its name; a model registers with
 `family=NAME` (registry.py).
 
 Adding a family: a file here with a `Family` subclass decorated `@register_family`, its model
@@ -13,10 +13,11 @@ file in models/, and the import in `families/__init__.py`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -24,6 +25,7 @@ from mnistcli.config import TrainConfig, field_names
 from mnistcli.data.tensors import TensorData, to_float
 from mnistcli.engine.loop import Step
 from mnistcli.engine.sampling import Sampler, Shuffled
+from mnistcli.errors import UsageError
 from mnistcli.work import WorkFn
 
 
@@ -66,6 +68,26 @@ class EvalOptions:
     seed: int | None = None  # what the protocol draws (probe labels; an adder's numbers); None: its default
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """`mnist predict`'s options that some families' predictors need (`Family.predict_options` names which)."""
+
+    add: int | None = None  # adder: the number 0-9 added to each digit
+
+    def __post_init__(self) -> None:
+        if self.add is not None and not 0 <= self.add <= 9:
+            raise UsageError(f"--add {self.add}: the number to add must be 0-9")
+
+    def given(self) -> frozenset[str]:
+        """The names of the options set (not None)."""
+        return frozenset(f.name for f in fields(self) if getattr(self, f.name) is not None)
+
+
+def rounded(probabilities: np.ndarray) -> list[float]:
+    """Probabilities as a prediction carries them: floats rounded to 6 places."""
+    return [round(float(p), 6) for p in probabilities]
+
+
 def trained_digits(test: TensorData, classes: tuple[int, ...]) -> TensorData:
     """The test images of `classes` (all of them for all ten digits): what a run trained on `--classes` is judged on."""
     return test.select(classes, None, torch.Generator()) if len(classes) < 10 else test
@@ -89,6 +111,9 @@ class Family:
     fewshot_by_default: ClassVar[bool] = False  # `mnist eval` runs the few-shot protocol (api/evaluation.py)
     offers_fewshot: ClassVar[bool] = True  # `mnist eval --fewshot` may measure its features
     learns_labels: ClassVar[bool] = True  # trains with the labels of its digits (not self-supervised)
+    predicts: ClassVar[bool] = False  # `mnist predict` answers with its `predict`
+    predict_options: ClassVar[frozenset[str]] = frozenset()  # the PredictOptions fields its `predict` needs
+    suggested_model: ClassVar[str] = ""  # what to `mnist train` when a command needs a run of this family
 
     def __init__(self, params: Any, config: TrainConfig, generator: torch.Generator | None = None) -> None:
         self.params, self.config = params, config
@@ -152,6 +177,19 @@ class Family:
     ) -> Any:  # pragma: no cover
         """`mnist eval` of the checkpoint `run` by this family's protocol: a report (mnistcli/reports.py) whose
         headline is the number `test` gave when the run was trained."""
+        raise NotImplementedError
+
+    # -- predicting (the families with `predicts`) -----------------------------------------------
+
+    @classmethod
+    def check_predict(cls, run_name: str, options: PredictOptions) -> None:
+        """Raise `UsageError` if `options` lack what this family's `predict` needs (run `run_name` is to answer)."""
+
+    def predict(
+        self, run: Any, model: nn.Module, paths: Sequence[str], images: np.ndarray, options: PredictOptions
+    ) -> list[Any]:  # pragma: no cover
+        """`mnist predict`'s answer for each of the float images (N, 28, 28) in [0, 1], N >= 1, read from `paths`:
+        a result of mnistcli/reports.py each, in order, with the checkpoint `run`'s calibration applied."""
         raise NotImplementedError
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch.nn.functional as F
 from torch import nn
 
@@ -14,10 +16,19 @@ from mnistcli.data.tensors import TensorData
 from mnistcli.engine.loop import Step
 from mnistcli.errors import UsageError
 from mnistcli.families import register_family
-from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult, trained_digits
+from mnistcli.families.base import (
+    Data,
+    EvalData,
+    EvalOptions,
+    Family,
+    PredictOptions,
+    TestResult,
+    rounded,
+    trained_digits,
+)
 from mnistcli.protocols import calibration
-from mnistcli.protocols.inference import evaluate_classifier
-from mnistcli.reports import EvalReport
+from mnistcli.protocols.inference import evaluate_classifier, predict_proba
+from mnistcli.reports import EvalReport, Prediction
 from mnistcli.work import WorkFn, phase
 
 
@@ -39,6 +50,8 @@ class ClassifyFamily(Family):
     name = "classify"
     Params = ClassifyParams
     calibrated = True
+    predicts = True
+    suggested_model = "cnn"
     validate_is_test = True  # its validation measure on the test images is its test measure
 
     def step(self, model: nn.Module, batch: Any) -> Step:
@@ -92,3 +105,12 @@ class ClassifyFamily(Family):
         logits = evaluate_classifier(model, held).logits
         assert logits is not None
         return calibration.head_entry(logits, held.labels.cpu())
+
+    def predict(
+        self, run: Any, model: nn.Module, paths: Sequence[str], images: np.ndarray, options: PredictOptions
+    ) -> list[Prediction]:
+        """The digit, its probability and every digit's: softmax(logits / the checkpoint's temperature)."""
+        return [
+            Prediction(path, int(p.argmax()), round(float(p.max()), 6), rounded(p))
+            for path, p in zip(paths, predict_proba(model, images, run.temperature), strict=True)
+        ]

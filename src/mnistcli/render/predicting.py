@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from rich.markup import escape
@@ -18,26 +20,30 @@ def answered_by(run: Any) -> dict[str, str]:
     return {"checkpoint": run.name, "model": run.model}
 
 
+def payload(result: Any, run: Any, rename: Mapping[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    """One result as a JSON line's object: its fields in order (`rename`d in place), `extra` values replacing
+    or following them, then what answered (`answered_by`)."""
+    fields = {(rename or {}).get(k, k): v for k, v in asdict(result).items()}
+    return {**fields, **extra, **answered_by(run)}
+
+
+def answers(results: list[Any]) -> list[Any]:
+    """Say each `Failure` among `results` on stderr, in order; return the rest (the answers)."""
+    for item in results:
+        if hasattr(item, "error"):
+            error(item.error)
+    return [r for r in results if not hasattr(r, "error")]
+
+
 def predictions(report: Any, as_json: bool) -> None:
     """Predictions on stdout (JSON lines, a table on a terminal, else TSV); failures on stderr."""
-    for item in report.results:
-        if not hasattr(item, "digit"):
-            error(item.error)
-    ok = [r for r in report.results if hasattr(r, "digit")]
+    ok = answers(report.results)
     if ok and hasattr(ok[0], "sum"):
         _sums(report, ok, as_json)
         return
     if as_json:
         for r in ok:
-            json_line(
-                {
-                    "path": r.path,
-                    "digit": r.digit,
-                    "confidence": r.confidence,
-                    "probabilities": r.probabilities,
-                    **answered_by(report.run),
-                }
-            )
+            json_line(payload(r, report.run))
     elif not is_terminal():
         for r in ok:
             sys.stdout.write(f"{r.path}\t{r.digit}\t{r.confidence:.4f}\n")
@@ -85,19 +91,7 @@ def _sums(report: Any, ok: list[Any], as_json: bool) -> None:
     """An adder's answers: JSON lines, TSV when piped, else a table."""
     if as_json:
         for r in ok:
-            json_line(
-                {
-                    "path": r.path,
-                    "add": r.added,
-                    "digit": r.digit,
-                    "digit_confidence": r.digit_confidence,
-                    "sum": r.sum,
-                    "sum_confidence": r.sum_confidence,
-                    "digit_probabilities": r.digit_probabilities,
-                    "sum_probabilities": r.sum_probabilities,
-                    **answered_by(report.run),
-                }
-            )
+            json_line(payload(r, report.run, rename={"added": "add"}))
     elif not is_terminal():
         for r in ok:
             sys.stdout.write(f"{r.path}\t{r.digit}\t{r.digit_confidence:.4f}\t{r.sum}\t{r.sum_confidence:.4f}\n")
@@ -154,22 +148,17 @@ def oneshot_results(report: Any, as_json: bool) -> None:
     """One-shot answers on stdout (JSON lines, a table on a terminal, else TSV); failures on stderr."""
     for f in report.skipped:
         note(f"skipped a support image: {f.error}")
-    for item in report.results:
-        if not hasattr(item, "label"):
-            error(item.error)
-    ok = [r for r in report.results if hasattr(r, "label")]
+    ok = answers(report.results)
     if as_json:
         for r in ok:
             json_line(
-                {
-                    "path": r.path,
-                    "label": r.label,
-                    "distance": round(r.distance, 6),
-                    "confidence": round(r.confidence, 6),
-                    "distances": r.distances,
-                    "calibrated": report.calibrated,
-                    **answered_by(report.run),
-                }
+                payload(
+                    r,
+                    report.run,
+                    distance=round(r.distance, 6),
+                    confidence=round(r.confidence, 6),
+                    calibrated=report.calibrated,
+                )
             )
     elif not is_terminal():
         for r in ok:

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import error, is_terminal, json_line, out, pct
+from mnistcli.render.console import is_terminal, json_line, out, pct
+from mnistcli.render.predicting import answered_by, answers
 
 
 def readings(report: Any, as_json: bool) -> None:
     """Numbers on stdout (JSON lines, a table on a terminal, else TSV: path, text, least confidence); failures on stderr."""
-    for item in report.results:
-        if not hasattr(item, "digits"):
-            error(item.error)
-    ok = [r for r in report.results if hasattr(r, "digits")]
+    ok = answers(report.results)
     if as_json:
         for r in ok:
             json_line(
@@ -25,11 +24,8 @@ def readings(report: Any, as_json: bool) -> None:
                     "path": r.path,
                     "text": r.text,
                     "confidence": round(r.confidence, 6),
-                    "digits": [
-                        {"digit": d.digit, "confidence": round(d.confidence, 6), "box": list(d.box)} for d in r.digits
-                    ],
-                    "checkpoint": report.run.name,
-                    "model": report.run.model,
+                    "digits": [{**asdict(d), "confidence": round(d.confidence, 6)} for d in r.digits],
+                    **answered_by(report.run),
                 }
             )
     elif not is_terminal():
