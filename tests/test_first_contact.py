@@ -45,7 +45,7 @@ def test_models_name_shows_its_arguments_and_recipe(runner: CliRunner) -> None:
     assert info["args"] == {"width": 12, "hidden": 128}
     assert info["recipe"]["epochs"] == 1 and info["config"]["epochs"] == 1
     assert info["config"]["check_every"] == 0.125 and info["config"]["momentum"] == 0.9  # recipe over defaults
-    assert "margin" not in info["config"]  # a metric model's option, not a classifier's
+    assert "margin" not in info["config"]  # a triplet model's option, not a classifier's
     table = runner.invoke(app, ["models", "mlp-deep"])
     assert table.exit_code == 0 and "dropout" in table.stdout and "0.2" in table.stdout and "--epochs" in table.stdout
     listed = {r["name"]: r for r in lines(runner.invoke(app, ["models", "--json"]).stdout)}

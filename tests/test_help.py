@@ -46,7 +46,7 @@ def test_help_reads_well_at_80_columns(runner: CliRunner, monkeypatch: pytest.Mo
 def test_train_help_is_grouped_into_panels(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "80")
     text = runner.invoke(app, ["train", "--help"]).output
-    for panel in ("Optimisation", "Data", "Stopping early", "Metric and contrastive models", "The run"):
+    for panel in ("Optimisation", "Data", "Stopping early", "Triplet and contrastive models", "The run"):
         assert f"─ {panel} ─" in text
     assert "Usage: mnist train [OPTIONS] [MODEL]" in text
     # The model's own check interval, read from the registry, not a fixed number.

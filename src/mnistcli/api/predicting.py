@@ -218,12 +218,12 @@ def oneshot(
 
     Works with any checkpoint that has features; by default the latest `siamese` run. Confidences
     are a softmax of -scale x squared distance, with the scale the checkpoint calibrated in
-    training (metric models) or `fewshot.DEFAULT_SCALE`.
+    training (triplet models) or `fewshot.DEFAULT_SCALE`.
     """
     if not paths:
         raise UsageError(NO_IMAGES)
     support, skipped = read_support(support_dir)
-    # Any embedding checkpoint when named; by default only a metric run (one made for this).
+    # Any embedding checkpoint when named; by default only a triplet run (one made for this).
     run, model, _ = load_checkpoint(ref, None if ref else {"triplet"}, device, suggest="siamese")
     labels = list(support)
     counts = [len(support[c]) for c in labels]

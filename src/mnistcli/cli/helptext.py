@@ -30,7 +30,7 @@ OPTIMISATION, DATA, STOPPING, FAMILY, RUN = (
     "Optimisation",
     "Data",
     "Stopping early",
-    "Metric and contrastive models",
+    "Triplet and contrastive models",
     "The run",
 )
 

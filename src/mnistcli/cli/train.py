@@ -51,7 +51,7 @@ def train(
     batch_size: Annotated[
         Optional[int],
         typer.Option(
-            help="Images per step (metric models: labelled images per class-balanced batch).",
+            help="Images per step (triplet models: labelled images per class-balanced batch).",
             show_default=RECIPE,
             rich_help_panel=OPTIMISATION,
         ),
@@ -189,7 +189,7 @@ def train(
     ssl_weight: Annotated[
         Optional[float],
         typer.Option(
-            help="Metric models: weight of self-supervision (NT-Xent) on unlabelled training images; 0 turns it off.",
+            help="Triplet models: weight of self-supervision (NT-Xent) on unlabelled training images; 0 turns it off.",
             show_default=RECIPE,
             rich_help_panel=FAMILY,
         ),
