@@ -223,8 +223,10 @@ def oneshot(
     if not paths:
         raise UsageError(NO_IMAGES)
     support, skipped = read_support(support_dir)
-    # Any embedding checkpoint when named; by default only a triplet run (one made for this).
-    run, model, _ = load_checkpoint(ref, None if ref else {"triplet"}, device, suggest="siamese")
+    # Any embedding checkpoint when named; by default only a run of a family made for this (few-shot by default).
+    made_for_it = families_where(lambda f: f.fewshot_by_default)
+    suggest = next(get_family(n).suggested_model for n in family_names() if n in made_for_it)
+    run, model, _ = load_checkpoint(ref, None if ref else made_for_it, device, suggest=suggest)
     labels = list(support)
     counts = [len(support[c]) for c in labels]
     sup = torch.from_numpy(image_features(model, np.concatenate([support[c] for c in labels])))

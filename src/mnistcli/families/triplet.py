@@ -112,6 +112,7 @@ class TripletFamily(Family):
     val_label = "accuracy (nearest class mean)"
     test_label = "10-way 1-shot (test episodes)"
     fewshot_by_default = True
+    suggested_model = "siamese"
     unlabelled: TensorData | None = None
 
     @classmethod
