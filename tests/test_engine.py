@@ -24,17 +24,24 @@ def _data(n: int = 200) -> TensorData:
 
 
 def test_accumulating_two_half_batches_is_one_whole_batch() -> None:
+    from mnistcli.engine.callbacks import Report
+
     data = _data()
-    weights = []
+    weights, curves = [], []
     for batch, accumulate in ((50, 1), (25, 2)):
         torch.manual_seed(0)
         model = create_model("linear")
         options = {"epochs": 2, "batch_size": batch, "accumulate": accumulate, "optimizer": "sgd", "lr": 0.1}
-        _, position = train_in_memory(model, "linear", data, options)
+        reports: list = []
+        _, position = train_in_memory(model, "linear", data, options, callbacks=[Report(reports.append)])
         assert position.step == 2 * 200 // 50  # optimizer steps, not batches
         weights.append(model.state_dict())
+        curves.append([(r.step, r.loss, r.recent_loss, r.accuracy) for r in reports])
     for key in weights[0]:
         torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-5, atol=1e-6)
+    assert [c[0] for c in curves[0]] == [c[0] for c in curves[1]]  # reported at the same optimizer steps
+    for whole, halves in zip(curves[0], curves[1], strict=True):  # with the same running numbers
+        torch.testing.assert_close(torch.tensor(whole[1:]), torch.tensor(halves[1:]), rtol=1e-4, atol=1e-5)
 
 
 def test_bf16_autocast_trains() -> None:

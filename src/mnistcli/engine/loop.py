@@ -195,7 +195,8 @@ class Loop:
         model.train()
         zero = torch.zeros((), device=self.device)
         loss_sum, sums, seen = zero.clone(), {"accuracy": zero.clone()}, 0
-        window_sum, window_steps, lr = zero.clone(), 0, float(self.optimizer.param_groups[0]["lr"])
+        # the learning curve: the mean batch loss since the previous report
+        window_sum, window_batches, lr = zero.clone(), 0, float(self.optimizer.param_groups[0]["lr"])
         for steps, batch in self._batches():
             with self._autocast():
                 out = self.trainee.step(model, batch)
@@ -203,6 +204,7 @@ class Loop:
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             loss_sum += out.loss.detach().float() * out.size
             window_sum += out.loss.detach().float()
+            window_batches += 1
             for k, v in out.sums.items():
                 sums[k] = sums.get(k, zero) + v.detach()
             seen += out.size
@@ -211,7 +213,6 @@ class Loop:
             lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used, before the schedule moves on
             self._update()
             pos.step += 1
-            window_steps += 1
             if self.callbacks and (pos.step % LOG_EVERY == 0 or pos.step % self.steps_per_epoch == 0):
                 seen_ = max(seen, 1)
                 self.metrics = {k: float(v) / seen_ for k, v in sums.items()}
@@ -223,13 +224,13 @@ class Loop:
                     float(loss_sum) / seen_,
                     float(sums["accuracy"]) / seen_,
                     lr,
-                    float(window_sum) / window_steps,
+                    float(window_sum) / window_batches,
                     self.elapsed(),
                 )
                 for cb in self.callbacks:
                     cb.on_report(self, report)
                 window_sum.zero_()
-                window_steps = 0
+                window_batches = 0
             for cb in self.callbacks:
                 cb.on_step_end(self)
             if self.stop:
