@@ -34,8 +34,14 @@ def commands(data: str, image: str) -> dict[str, list[str]]:
         "`mnist eval -c cnn-pretrained`": [*mnist, "eval", "-c", "cnn-pretrained", "--data-dir", data],
         "`mnist train linear --epochs 1`": [*mnist, "train", "linear", "--epochs", "1", "--data-dir", data],
         "`mnist train cnn-fast --target-accuracy 0.99`": [
-            *mnist, "train", "cnn-fast", "--target-accuracy", "0.99", "--data-dir", data,
-        ],  # fmt: skip
+            *mnist,
+            "train",
+            "cnn-fast",
+            "--target-accuracy",
+            "0.99",
+            "--data-dir",
+            data,
+        ],
     }
 
 

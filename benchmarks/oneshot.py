@@ -43,7 +43,8 @@ def calibration(refs: list[str], test: TensorData) -> None:
         run = store.resolve(ref)
         model = store.load(run).eval()
         emb = features(model.features, test)  # type: ignore[arg-type]
-        scale = float(run.meta.get("oneshot", {}).get("scale", fewshot.DEFAULT_SCALE))
+        stored = run.info.oneshot_scale is not None
+        scale = run.info.oneshot_scale or fewshot.DEFAULT_SCALE
         for classes in (list(range(10)), list(range(3, 10))):
             d, truth, _ = fewshot.episode_distances(
                 emb, test.labels, classes, len(classes), 1, fewshot.EPISODES, fewshot.QUERIES
@@ -53,7 +54,6 @@ def calibration(refs: list[str], test: TensorData) -> None:
             def mean_confidence(s: float, d: torch.Tensor = d) -> float:
                 return float(fewshot.confidences(d, s).amax(dim=2).mean())
 
-            stored = "oneshot" in run.meta
             print(
                 f"| {run.name} | {len(classes)}-way 1-shot | {100 * accuracy:.2f}% | {scale:.1f}"
                 f"{'' if stored else ' (default)'} | {100 * mean_confidence(scale):.2f}% | {fewshot.DEFAULT_SCALE:g} "
