@@ -102,3 +102,17 @@ def test_the_loop_averages_metrics_it_does_not_know() -> None:
     position = loop.run()
     assert position.step == 2  # 9 items in batches of 4: the last, single item joins the one before
     assert seen == [0.5] and loop.metrics == {"accuracy": 0.5, "odd": 4 / 9}  # 1, 3, 5, 7 of 0..8 are odd
+
+
+def test_a_short_last_group_of_accumulated_batches_is_averaged_over_its_own_batches() -> None:
+    """300 images in batches of 100 accumulated by 4: one step over three batches is their mean, as one batch of 300."""
+    data = _data(300)
+    weights = []
+    for batch, accumulate in ((300, 1), (100, 4)):
+        torch.manual_seed(0)
+        model = create_model("linear")
+        options = {"epochs": 1, "batch_size": batch, "accumulate": accumulate, "optimizer": "sgd", "lr": 0.5}
+        train_in_memory(model, "linear", data, options)
+        weights.append(model.state_dict())
+    for key in weights[0]:
+        torch.testing.assert_close(weights[0][key], weights[1][key], rtol=1e-5, atol=1e-6)

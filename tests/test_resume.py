@@ -109,3 +109,52 @@ def test_every_family_is_resumed_above() -> None:
     from mnistcli.registry import get_entry
 
     assert {get_entry(model).family for model in RUNS} == set(family_names())
+
+
+def _stop_at(epoch: int):  # type: ignore[no-untyped-def]
+    def stop(info: object) -> None:
+        if info.epoch == epoch:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    return stop
+
+
+def test_ctrl_c_in_the_first_epoch_after_a_resume_keeps_the_run(synthetic_env: Path) -> None:
+    """From the review: this deleted the whole folder, snapshot included."""
+    with pytest.raises(Interrupted):
+        api.train("linear", {"epochs": 4, "batch_size": 50}, name="cut", on_epoch=_stop_at(2))
+    with pytest.raises(Interrupted, match="1 of 4 epochs done"):
+        api.resume("cut", on_step=_stop_at(2))  # Ctrl-C during epoch 2, before its snapshot
+    assert (store.run_folder("cut") / snapshot.SNAPSHOT).is_file()
+    api.resume("cut")
+    assert len(store.resolve("cut").info.history) == 4
+
+
+@pytest.mark.parametrize("where", ["mnistcli.families.classify.ClassifyFamily.test", "mnistcli.store.save"])
+def test_ctrl_c_after_the_last_epoch_says_how_to_resume(
+    where: str, runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the final test or while saving: the last snapshot is still there, and the message says so."""
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(where, stop)
+        stopped = runner.invoke(app, ["train", "linear", "--epochs", "2", "--name", "late"])
+    assert stopped.exit_code == 130 and "2 of 2 epochs done and saved: resume with" in stopped.stderr
+    resumed = runner.invoke(app, ["train", "--resume", "late", "--json"])
+    assert resumed.exit_code == 0 and len(json.loads(resumed.stdout)["history"]) == 2
+
+
+def test_resume_takes_run_names_and_folders_not_model_names(runner: CliRunner, synthetic_env: Path) -> None:
+    with pytest.raises(Interrupted):
+        api.train("linear", {"epochs": 2, "batch_size": 50}, name="cut", on_epoch=_stop_at(1))
+    model = runner.invoke(app, ["train", "--resume", "cnn"])
+    assert model.exit_code == 1 and "no run named 'cnn' to resume" in model.stderr
+    folder = store.run_folder("cut")
+    (folder / "log.jsonl").unlink()  # a stopped run whose log is gone is still listed, and still resumes
+    assert "cut" in api.interrupted_runs()
+    by_file = runner.invoke(app, ["train", "--resume", str(folder / snapshot.SNAPSHOT)])
+    assert by_file.exit_code == 0, by_file.output
+    assert "resumed after epoch 0" in by_file.stderr.replace("\n", " ")

@@ -47,6 +47,7 @@ class TrainReport:
     train_label: str = "accuracy"  # what the family's running training accuracy is
     val_label: str = "accuracy"  # what its validation accuracy is
     test_label: str = "test accuracy"  # what its headline test number is
+    resumed_from: int | None = None  # `mnist train --resume`: the epoch the run went on from (`seconds` counts all)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from mnistcli import store
 from mnistcli.api.common import a_model, data_folder, load_checkpoint, load_tensors
 from mnistcli.data import mnist
 from mnistcli.errors import CheckpointError, DataError, UsageError
+from mnistcli.families import families_where
 from mnistcli.families.base import trained_digits
 from mnistcli.protocols.inference import evaluate_classifier
 from mnistcli.render import plots
@@ -88,15 +89,16 @@ def plot(
         name = f"{drawable[0].name}-curves.png" if len(drawable) == 1 else "curves.png"
         report.files.append(("learning curves", str(plots.learning_curves(drawable, out / name))))
     test = None
+    classifiers = families_where(lambda f: f.classifies)  # whose logits make a confusion matrix
     for folder, label in zip(folders, labels, strict=True):
         if not (folder / store.META).exists():
             report.notes.append(f"{label}: no checkpoint (an interrupted run), so no confusion matrix")
             continue
         family = store.read_checkpoint(folder).model.family
-        if family != "classify":
+        if family not in classifiers:
             report.notes.append(f"{label}: {a_model(family)}; the confusion matrix and mistakes are for classifiers")
             continue
-        run, model, dev = load_checkpoint(str(folder), {"classify"}, device)
+        run, model, dev = load_checkpoint(str(folder), classifiers, device)
         if test is None:
             test = load_tensors("test", data_folder(data_dir, on_download, ("test",)), dev)
         data = trained_digits(test, run.info.data.classes)

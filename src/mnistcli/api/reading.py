@@ -18,6 +18,7 @@ from mnistcli.api.common import in_input_order, load_checkpoint
 from mnistcli.data.images import BLANK, extract_ink, fit_digit, open_gray
 from mnistcli.data.segment import segment
 from mnistcli.errors import ImageError, UsageError
+from mnistcli.families import families_where, family_names, get_family
 from mnistcli.protocols.inference import predict_proba
 from mnistcli.reports import Failure
 
@@ -85,7 +86,9 @@ def read(paths: Sequence[str], ref: str | None = None, device: str = "auto") -> 
     """
     if not paths:
         raise UsageError(NO_IMAGES)
-    run, model, _ = load_checkpoint(ref, {"classify"}, device, suggest="cnn")
+    classifiers = families_where(lambda f: f.classifies)
+    suggest = next(get_family(n).suggested_model for n in family_names() if n in classifiers)
+    run, model, _ = load_checkpoint(ref, classifiers, device, suggest=suggest)
     report = ReadReport(run)
     for start in range(0, len(paths), CHUNK):
         report.results += _read_chunk(model, paths[start : start + CHUNK], run.temperature)

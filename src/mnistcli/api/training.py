@@ -34,7 +34,7 @@ from mnistcli.engine import optim
 from mnistcli.engine import tensorboard as tb_events
 from mnistcli.engine.device import choose_device, seed_everything
 from mnistcli.engine.loop import EpochInfo, Loop, Position, StepInfo
-from mnistcli.errors import CheckpointError, Interrupted, UsageError
+from mnistcli.errors import Interrupted, UsageError
 from mnistcli.families import Data, Family, TestResult, get_family
 from mnistcli.models.base import MEAN, STD
 from mnistcli.registry import create_model, get_entry
@@ -127,9 +127,7 @@ def resume(
     had uninterrupted. `device` overrides the one it was started on. Raises `CheckpointError` if the run is
     complete or has no snapshot."""
     t0 = time.perf_counter()
-    folder = store.run_folder(ref)
-    if (folder / store.META).exists():
-        raise CheckpointError(f"run {folder.name!r} is complete: there is nothing to resume")
+    folder = store.stopped_run(ref)
     state, run = snapshot.read(folder)
     entry = get_entry(run["model"])
     family = get_family(entry.family)
@@ -196,7 +194,8 @@ def _run(
             else None
         )
 
-        saved = [-1]  # the epoch of the last snapshot written
+        # The epoch of the last snapshot written (a resumed run starts from one).
+        saved = [int(state["position"]["epoch"]) if state is not None else -1]
 
         def save_snapshot(loop: Loop) -> None:
             log.file.flush()
@@ -231,9 +230,15 @@ def _run(
             loop.load_state_dict(state)
         try:
             position = loop.run()
+            log.close()  # training is over; nothing more goes into the log
+            target = _target(config, watch, data)
+            test = _test(family, s.model, data, watch, hooks.on_work)
+            calibration = calibrating.fit(s.model, family, s.held, s.held_from)
+            checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration)
+            run = store.save(s.model, checkpoint, run_dir)
         except KeyboardInterrupt:
             log.close()
-            if saved[0] < 0:
+            if saved[0] < 0:  # no snapshot yet: nothing to resume, so nothing is kept
                 shutil.rmtree(run_dir, ignore_errors=True)
                 raise Interrupted("interrupted before training started") from None
             raise Interrupted(
@@ -241,16 +246,10 @@ def _run(
                 f"resume with `mnist train --resume {run_dir.name}`"
             ) from None
         except BaseException:
-            if state is None and not log.file.tell():  # failed before logging anything: leave no folder behind
+            if state is None and saved[0] <= 0 and not log.file.tell():  # failed before logging anything
                 log.close()
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        log.close()  # training is over; nothing more goes into the log
-        target = _target(config, watch, data)
-        test = _test(family, s.model, data, watch, hooks.on_work)
-        calibration = calibrating.fit(s.model, family, s.held, s.held_from)
-        checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration)
-        run = store.save(s.model, checkpoint, run_dir)
         snapshot.remove(run_dir)
         steps_logged = read_log(run_dir / LOG)[0]
         if board is not None:
@@ -278,6 +277,7 @@ def _run(
             train_label=family.train_label,
             val_label=family.val_label,
             test_label=family.test_label,
+            resumed_from=int(state["position"]["epoch"]) if state is not None else None,
         )
 
 

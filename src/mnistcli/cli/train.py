@@ -244,7 +244,7 @@ def train(
         Optional[str],
         typer.Option(
             metavar="RUN",
-            help="Continue a stopped run from its last completed epoch (only --device may be given with it).",
+            help="Continue a stopped run from its last completed epoch (only --device and --json may be given with it).",
             autocompletion=complete.run_names,
             rich_help_panel=RUN,
         ),

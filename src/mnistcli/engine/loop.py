@@ -168,12 +168,14 @@ class Loop:
         if self.schedule is not None:
             self.schedule.step()
 
-    def _batches(self) -> Iterator[tuple[bool, Any]]:
-        """(whether an optimizer step follows, batch) for one epoch."""
+    def _batches(self) -> Iterator[tuple[bool, int, Any]]:
+        """(whether an optimizer step follows, batches in this step's group, batch) for one epoch. The last group
+        of an epoch may hold fewer than `accumulate` batches."""
         self.trainee.begin_epoch(self.generators["run"])
-        n = len(self.sampler)
+        n, k = len(self.sampler), self.accumulate
         for i, index in enumerate(self.sampler.epoch(self.generators["run"])):
-            yield (i + 1) % self.accumulate == 0 or i + 1 == n, self.trainee.batch(self.dist.shard(index))
+            group = min(k, n - i // k * k)
+            yield (i + 1) % k == 0 or i + 1 == n, group, self.trainee.batch(self.dist.shard(index))
 
     def run(self) -> Position:
         """Train from `position` to the last epoch (or until a callback stops it); returns the position."""
@@ -197,10 +199,10 @@ class Loop:
         loss_sum, sums, seen = zero.clone(), {"accuracy": zero.clone()}, 0
         # the learning curve: the mean batch loss since the previous report
         window_sum, window_batches, lr = zero.clone(), 0, float(self.optimizer.param_groups[0]["lr"])
-        for steps, batch in self._batches():
+        for steps, group, batch in self._batches():
             with self._autocast():
                 out = self.trainee.step(model, batch)
-            loss = out.loss / self.accumulate if self.accumulate > 1 else out.loss
+            loss = out.loss / group if group > 1 else out.loss  # the step follows the mean over its group
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             loss_sum += out.loss.detach().float() * out.size
             window_sum += out.loss.detach().float()

@@ -1,6 +1,6 @@
 """Model families, registered by name: `get_family("classify")` is the bundle `mnist train` and `mnist eval` use.
 
-Runs saved before the triplet family had its name call it "metric"; `get_family` still takes it.
+Runs saved before the triplet family had its name called it "metric"; store/checkpoint.py reads them so.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from mnistcli.errors import ModelError
 from mnistcli.families.base import Data, EvalData, EvalOptions, Family, NoParams, TestResult
 
 _FAMILIES: dict[str, type[Family]] = {}
-ALIASES = {"metric": "triplet"}  # older checkpoints' names
 
 
 def register_family(cls: type[Family]) -> type[Family]:
@@ -24,8 +23,7 @@ def register_family(cls: type[Family]) -> type[Family]:
 
 
 def get_family(name: str) -> type[Family]:
-    """The family registered as `name` (or an older name of it). Raises `ModelError` if there is none."""
-    name = ALIASES.get(name, name)
+    """The family registered as `name`. Raises `ModelError` if there is none."""
     if name not in _FAMILIES:
         close = difflib.get_close_matches(name, _FAMILIES, n=2)
         hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(_FAMILIES)}"

@@ -104,6 +104,10 @@ class Family:
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     calibrated: ClassVar[bool] = False  # outputs class probabilities, fitted with a temperature (see api/calibrating)
+    classifies: ClassVar[bool] = False  # model(images) gives the ten digits' logits (confusion matrix, `mnist read`)
+    validate_is_test: ClassVar[bool] = (
+        False  # `validate` on the test images is `test` (a target check can stand for it)
+    )
     train_label: ClassVar[str] = "accuracy"  # what the running training "accuracy" is, for the summary
     val_label: ClassVar[str] = "accuracy"  # what validation accuracy is
     test_label: ClassVar[str] = "test accuracy"  # the headline of the training summary

@@ -52,7 +52,8 @@ class ClassifyFamily(Family):
     calibrated = True
     predicts = True
     suggested_model = "cnn"
-    validate_is_test = True  # its validation measure on the test images is its test measure
+    classifies = True
+    validate_is_test = True
 
     def step(self, model: nn.Module, batch: Any) -> Step:
         """Mean cross-entropy and the count of correct argmax predictions (after a random affine, if augmenting)."""

@@ -39,7 +39,14 @@ def train_summary(report: Any) -> None:
         table.add_row(f"final val {val_kind}", pct(last["val_accuracy"]))
     if report.calibration is not None:
         table.add_row("calibration", calibration_summary(report.calibration))
-    table.add_row("time", f"{report.seconds:.1f} s training, {report.total_seconds:.1f} s in all, on {report.device}")
+    if report.resumed_from is None:
+        time = f"{report.seconds:.1f} s training, {report.total_seconds:.1f} s in all, on {report.device}"
+    else:
+        time = (
+            f"{report.seconds:.1f} s training in all; resumed after epoch {report.resumed_from}, "
+            f"{report.total_seconds:.1f} s this time, on {report.device}"
+        )
+    table.add_row("time", time)
     # Paths go below the table, one per line, never cut or folded: the terminal wraps them, a copy stays whole.
     files = [("checkpoint", str(report.run.path))]
     if report.log_path:

@@ -23,6 +23,7 @@ from mnistcli.store.runs import (
     resolve,
     run_folder,
     save,
+    stopped_run,
     unique_name,
 )
 
@@ -47,5 +48,6 @@ __all__ = [
     "resolve",
     "run_folder",
     "save",
+    "stopped_run",
     "unique_name",
 ]

@@ -125,13 +125,27 @@ def list_runs(root: Path | None = None, include_bundled: bool = False) -> list[R
 
 
 def interrupted_runs(root: Path | None = None) -> list[Path]:
-    """Run folders that have a training log but no checkpoint (training stopped before saving)."""
+    """Run folders that have a training log or a resume snapshot but no checkpoint (training stopped before saving)."""
     root = root or paths.runs_dir()
     if not root.is_dir():
         return []
     return sorted(
-        f for f in root.iterdir() if not f.name.startswith(".") and (f / LOG).exists() and not (f / META).exists()
+        f
+        for f in root.iterdir()
+        if not f.name.startswith(".") and ((f / LOG).exists() or (f / SNAPSHOT).exists()) and not (f / META).exists()
     )
+
+
+def stopped_run(ref: str, root: Path | None = None) -> Path:
+    """The folder of the stopped run `ref` (a run name, its folder, or a file in it) that `mnist train --resume`
+    continues. Raises `CheckpointError` if it is complete, or not a run folder at all."""
+    candidate = _folder_of(ref)
+    folder = candidate if candidate.is_dir() else (root or paths.runs_dir()) / ref
+    if not candidate.is_dir() and not (NAME_RE.fullmatch(ref) and folder.is_dir()):
+        raise CheckpointError(f"no run named {ref!r} to resume (a run name from `mnist checkpoints`, or its folder)")
+    if (folder / META).exists():
+        raise CheckpointError(f"run {folder.name!r} is complete: there is nothing to resume")
+    return folder
 
 
 def broken_runs(root: Path | None = None) -> list[tuple[Path, str]]:
@@ -160,7 +174,7 @@ def bundled_runs() -> list[Run]:
 def _folder_of(ref: str) -> Path:
     """`ref` as a path, a run's file (weights, meta or log) standing for its folder."""
     candidate = Path(ref).expanduser()
-    return candidate.parent if candidate.is_file() and candidate.name in (WEIGHTS, META, LOG) else candidate
+    return candidate.parent if candidate.is_file() and candidate.name in (WEIGHTS, META, LOG, SNAPSHOT) else candidate
 
 
 def resolve(
