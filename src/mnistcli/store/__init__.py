@@ -4,6 +4,7 @@
 """
 
 from mnistcli.store.checkpoint import FORMAT, Checkpoint
+from mnistcli.store.resolve import resolve, run_folder, stopped_run
 from mnistcli.store.runs import (
     BUNDLED_ROOT,
     META,
@@ -20,10 +21,7 @@ from mnistcli.store.runs import (
     read_checkpoint,
     read_meta,
     remove,
-    resolve,
-    run_folder,
     save,
-    stopped_run,
     unique_name,
 )
 
