@@ -26,6 +26,8 @@ from mnistcli.data.tensors import TensorData, to_float
 from mnistcli.engine.loop import Step
 from mnistcli.engine.sampling import Sampler, Shuffled
 from mnistcli.errors import UsageError
+from mnistcli.protocols.inference import ClassifierEval
+from mnistcli.reports import EvalReport
 from mnistcli.work import WorkFn
 
 
@@ -86,6 +88,21 @@ class PredictOptions:
 def rounded(probabilities: np.ndarray) -> list[float]:
     """Probabilities as a prediction carries them: floats rounded to 6 places."""
     return [round(float(p), 6) for p in probabilities]
+
+
+def classifier_report(run: Any, result: ClassifierEval, seconds: float, device: str, **fields: Any) -> EvalReport:
+    """`mnist eval`'s report of a classifier's measurement on the test images (its own head, or a linear probe)."""
+    return EvalReport(
+        run,
+        result.accuracy,
+        result.loss,
+        result.per_class(),
+        result.confusion.tolist(),
+        result.total,
+        seconds,
+        device,
+        **fields,
+    )
 
 
 def trained_digits(test: TensorData, classes: tuple[int, ...]) -> TensorData:

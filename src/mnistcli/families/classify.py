@@ -23,6 +23,7 @@ from mnistcli.families.base import (
     Family,
     PredictOptions,
     TestResult,
+    classifier_report,
     rounded,
     trained_digits,
 )
@@ -87,13 +88,9 @@ class ClassifyFamily(Family):
             result = evaluate_classifier(model, subset)
         assert result.logits is not None
         errors = calibration.errors(result.logits, subset.labels.cpu(), run.temperature)
-        return EvalReport(
+        return classifier_report(
             run,
-            result.accuracy,
-            result.loss,
-            result.per_class(),
-            result.confusion.tolist(),
-            result.total,
+            result,
             time.perf_counter() - t0,
             data.device,
             classes=list(classes) if len(subset) < len(test) else None,

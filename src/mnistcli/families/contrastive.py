@@ -22,7 +22,7 @@ from mnistcli.data.tensors import TensorData
 from mnistcli.engine.loop import Step
 from mnistcli.errors import UsageError
 from mnistcli.families import register_family
-from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult
+from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult, classifier_report
 from mnistcli.protocols.inference import eval_mode
 from mnistcli.protocols.linear_probe import frozen, linear_evaluation, pixels
 from mnistcli.reports import EvalReport
@@ -118,13 +118,9 @@ class ContrastiveFamily(Family):
         t0 = time.perf_counter()
         result = linear_evaluation(frozen(model), train, test, k, seed, on_work)
         base = linear_evaluation(pixels, train, test, k, seed, on_work, "raw-pixel baseline")
-        return EvalReport(
+        return classifier_report(
             run,
-            result.accuracy,
-            result.loss,
-            result.per_class(),
-            result.confusion.tolist(),
-            result.total,
+            result,
             time.perf_counter() - t0,
             data.device,
             protocol="linear",
