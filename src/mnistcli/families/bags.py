@@ -1,0 +1,125 @@
+"""The bags family: multiple-instance learning on bags of digits (a bag is positive if it holds the target digit).
+
+Work in progress for issue 14 (branch `mil`): training and the test AUC on 1,000 test bags work;
+`mnist eval`'s report, `--encoder`, `--runs` and `mnist predict --bag` are still to come.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnistcli.data.bags import make_bags, pad
+from mnistcli.data.tensors import TensorData
+from mnistcli.engine.loop import Step
+from mnistcli.engine.sampling import Sampler, Shuffled
+from mnistcli.errors import UsageError
+from mnistcli.families import register_family
+from mnistcli.families.base import Data, Family, TestResult
+from mnistcli.protocols.inference import eval_mode
+from mnistcli.protocols.ranking import roc_auc
+from mnistcli.work import WorkFn, phase
+
+TEST_BAGS = 1000  # the benchmark's test set
+VAL_SEED = 1  # held-out bags for validation are drawn with this seed
+
+
+@dataclass
+class BagsParams:
+    target: int = 9  # a bag is positive if it holds this digit
+    bags: int = 100  # training bags (alternately positive and negative)
+    bag_size: float = 10.0  # mean bag size
+    bag_std: float = 2.0  # standard deviation of the bag size (every bag holds at least 2 images)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.target <= 9:
+            raise UsageError("--target must be a digit 0-9")
+        if self.bags < 2:
+            raise UsageError("--bags must be at least 2 (one positive, one negative)")
+        if self.bag_size < 2 or self.bag_std < 0:
+            raise UsageError("--bag-size must be at least 2 and --bag-std at least 0")
+
+
+@register_family
+class BagsFamily(Family):
+    """Binary cross-entropy on each bag's logit; accuracy = bags on the right side of 0."""
+
+    name = "bags"
+    Params = BagsParams
+    train_label = val_label = "bag accuracy"
+    test_label = "test bag AUC"
+    bags: list[torch.Tensor]
+    labels: torch.Tensor | None = None
+
+    def bag_set(
+        self, data: TensorData, count: int, generator: torch.Generator
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        p = self.params
+        return make_bags(data.labels, count, p.target, p.bag_size, p.bag_std, generator)
+
+    def prepare(self, data: Data) -> None:
+        super().prepare(data)
+        self.bags, self.labels = self.bag_set(data.train, self.params.bags, self.generator)
+
+    def sampler(self, batch_size: int) -> Sampler:
+        assert self.train is not None
+        return Shuffled(len(self.bags), batch_size)
+
+    def batch(self, index: Any) -> Any:
+        assert self.train is not None and self.labels is not None
+        chosen = [self.bags[int(i)] for i in index]
+        x, mask = pad(self.train.images, chosen)
+        return x, mask, self.labels[index.cpu()].to(x.device)
+
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        x, mask, y = batch
+        logits, _ = model(x, mask)
+        loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        return Step(loss, {"accuracy": ((logits > 0).long() == y).sum()}, len(y))
+
+    @torch.inference_mode()
+    def scores(
+        self, model: nn.Module, images: torch.Tensor, bags: list[torch.Tensor], batch: int = 64
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(bag logits, each bag's instance weights) of `model`, in eval mode."""
+        logits, weights = [], []
+        with eval_mode(model):
+            for start in range(0, len(bags), batch):
+                chunk = bags[start : start + batch]
+                x, mask = pad(images, chunk)
+                out, w = model(x, mask)
+                logits.append(out.float().cpu())
+                weights += [w[i, : len(b)].float().cpu().numpy() for i, b in enumerate(chunk)]
+        return torch.cat(logits).numpy(), weights
+
+    def validate(self, model: nn.Module, data: TensorData) -> dict[str, float]:
+        """Bag accuracy, loss and AUC on bags drawn from `data` with a fixed seed."""
+        count = min(TEST_BAGS, max(2, len(data) // round(self.params.bag_size)))
+        bags, labels = self.bag_set(data, count, torch.Generator().manual_seed(VAL_SEED))
+        logits, _ = self.scores(model, data.images, bags)
+        y = labels.numpy()
+        loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), labels.float()))
+        return {"loss": loss, "accuracy": float(((logits > 0) == y).mean()), "auc": roc_auc(logits, y) or 0.0}
+
+    def test(self, model: nn.Module, data: Data, on_work: WorkFn | None = None) -> TestResult:
+        """ROC AUC of the bag scores on 1,000 test bags drawn from the test images with the run's seed; bag accuracy;
+        and how often the highest-weighted instance of a positive bag is a target digit."""
+        test = data.full_test
+        bags, labels = self.bag_set(test, TEST_BAGS, torch.Generator().manual_seed(self.config.seed))
+        with phase(on_work, "testing on 1,000 bags"):
+            logits, weights = self.scores(model, test.images, bags)
+        y = labels.numpy()
+        digits = test.labels.cpu()
+        top_hits = [
+            int(digits[bag[int(np.argmax(w))]] == self.params.target)
+            for bag, w, positive in zip(bags, weights, y, strict=True)
+            if positive
+        ]
+        loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), labels.float()))
+        extra = {"bag_accuracy": float(((logits > 0) == y).mean()), "attention_hit": float(np.mean(top_hits))}
+        return TestResult(roc_auc(logits, y) or 0.0, loss, "bag AUC", extra)

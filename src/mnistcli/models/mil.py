@@ -1,0 +1,90 @@
+"""`mil`, `mil-gated`, `mil-max`: attention-based multiple-instance learning on bags of digits (Ilse et al., 2018).
+
+A bag is a set of images with one label. Each image goes through the instance network (conv 20
+and 50 filters of 5x5 with max-pooling, fc 500, as in the paper); the bag's representation is a
+weighted mean of its instances' features, the weights a softmax over the bag of a small
+attention network's scores (500 -> 128 tanh -> 1; the gated version multiplies the tanh by a
+sigmoid gate). `mil-max` is the instance-level baseline: each instance scores itself and the
+bag takes the maximum. Padding instances (mask False) get no weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mnistcli.models.base import prepare
+from mnistcli.registry import register_model
+
+RECIPE = {"epochs": 20, "batch_size": 8, "optimizer": "adam", "lr": 5e-4, "weight_decay": 1e-4}
+
+
+def instance_net() -> nn.Sequential:
+    """28x28 -> conv 20 -> 24 -> pool 12 -> conv 50 -> 8 -> pool 4 -> 800 -> 500."""
+    return nn.Sequential(
+        nn.Conv2d(1, 20, 5),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(800, 500),
+        nn.ReLU(inplace=True),
+    )
+
+
+class AttentionMIL(nn.Module):
+    """Bags (B, L, 1, 28, 28) with a mask (B, L) -> (bag logits (B,), instance weights (B, L))."""
+
+    def __init__(self, pooling: str = "attention", hidden: int = 128) -> None:
+        super().__init__()
+        if pooling not in ("attention", "gated", "max"):
+            raise ValueError(f"pooling must be attention, gated or max, not {pooling!r}")
+        self.pooling = pooling
+        self.body = instance_net()
+        self.feature_dim = 500
+        self.score = nn.Sequential(nn.Linear(500, hidden), nn.Tanh())
+        self.gate = nn.Sequential(nn.Linear(500, hidden), nn.Sigmoid()) if pooling == "gated" else None
+        self.weight = nn.Linear(hidden, 1)
+        self.head = nn.Linear(500, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Instance features (N, 500) of images (N, 1, 28, 28) in [0, 1]."""
+        return self.body(prepare(x, False))
+
+    def forward(self, bags: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n = mask.shape
+        h = self.features(bags.flatten(0, 1)).view(b, n, -1)
+        if self.pooling == "max":
+            scores = self.head(h).squeeze(-1).masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=1)  # what each instance contributes to the decision, for display
+            return scores.amax(dim=1), weights
+        a = self.score(h)
+        if self.gate is not None:
+            a = a * self.gate(h)
+        weights = torch.softmax(self.weight(a).squeeze(-1).masked_fill(~mask, float("-inf")), dim=1)
+        bag = (weights.unsqueeze(-1) * h).sum(dim=1)
+        return self.head(bag).squeeze(-1), weights
+
+
+@register_model(
+    "mil", family="bags", description="attention MIL (Ilse et al. 2018): conv 20-50, fc 500, attention 128", **RECIPE
+)
+def mil(hidden: int = 128) -> AttentionMIL:
+    return AttentionMIL("attention", hidden)
+
+
+@register_model("mil-gated", family="bags", description="gated attention MIL: attention with a sigmoid gate", **RECIPE)
+def mil_gated(hidden: int = 128) -> AttentionMIL:
+    return AttentionMIL("gated", hidden)
+
+
+@register_model(
+    "mil-max",
+    family="bags",
+    description="instance-level MIL baseline: each digit scores itself, the bag takes the max",
+    **RECIPE,
+)
+def mil_max() -> AttentionMIL:
+    return AttentionMIL("max")
