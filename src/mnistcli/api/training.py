@@ -25,7 +25,7 @@ import torch
 
 from mnistcli import __version__, store
 from mnistcli.api import calibrating
-from mnistcli.api.common import data_folder, load_tensors, params_count
+from mnistcli.api.common import data_folder, load_checkpoint, load_tensors, params_count
 from mnistcli.config import TrainConfig, split
 from mnistcli.data import mnist
 from mnistcli.data.tensors import TensorData
@@ -111,8 +111,26 @@ def train(
     if name is not None:
         store.check_new_name(name)  # before training, not after it
     hooks = Hooks(on_step, on_epoch, on_download, on_work)
-    setup = _setup(model_name, model_args or {}, config, params, data_dir, hooks)
+    model_args, encoder = _encoder(family, params, model_args or {})
+    setup = _setup(model_name, model_args, config, params, data_dir, hooks, encoder)
     return _run(setup, store.begin(model_name, name), tensorboard, hooks, t0)
+
+
+def _encoder(family: type[Family], params: Any, model_args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """(the model's arguments, the self-supervised model to start from) for `--encoder RUN`, else (args, None).
+
+    The instance network takes the encoder run's architecture (`family.encoder_args`); the run's
+    name is recorded as resolved. Resuming never reloads it: the snapshot holds the weights."""
+    ref = getattr(params, "encoder", None)
+    if not ref or family.encoder_family is None:
+        return model_args, None
+    run, encoder, _ = load_checkpoint(ref, {family.encoder_family}, "cpu", suggest=family.encoder_family)
+    wanted = family.encoder_args(run.info.model.args)
+    clash = sorted(k for k in wanted if k in model_args and model_args[k] != wanted[k])
+    if clash:
+        raise UsageError(f"--arg {', '.join(clash)}: set by --encoder {run.name} (its architecture), not to be changed")
+    params.encoder = run.name
+    return {**model_args, **wanted}, encoder
 
 
 def resume(
@@ -144,7 +162,13 @@ def resume(
 
 
 def _setup(
-    model_name: str, model_args: dict[str, Any], config: TrainConfig, params: Any, data_dir: str | None, hooks: Hooks
+    model_name: str,
+    model_args: dict[str, Any],
+    config: TrainConfig,
+    params: Any,
+    data_dir: str | None,
+    hooks: Hooks,
+    encoder: torch.nn.Module | None = None,
 ) -> Setup:
     """Seed, build the model and the family, load and split the data: in this order, every time."""
     device = choose_device(config.device)
@@ -153,6 +177,8 @@ def _setup(
     generator = seed_everything(config.seed)
     model = create_model(model_name, **model_args).to(device)  # bad --arg values fail before any data work
     family_type = get_family(get_entry(model_name).family)
+    if encoder is not None:
+        family_type.adopt_encoder(model, encoder)
     family_type.check(params, config)
     family = family_type(params, config, generator)
     folder = data_folder(data_dir, hooks.on_download)

@@ -194,6 +194,45 @@ def train(
             rich_help_panel=FAMILY,
         ),
     ] = None,
+    bags: Annotated[
+        Optional[int],
+        typer.Option(
+            help="MIL: training bags (alternately positive and negative).", show_default="100", rich_help_panel=FAMILY
+        ),
+    ] = None,
+    target: Annotated[
+        Optional[int],
+        typer.Option(help="MIL: a bag is positive if it holds this digit.", show_default="9", rich_help_panel=FAMILY),
+    ] = None,
+    bag_size: Annotated[
+        Optional[float],
+        typer.Option(help="MIL: mean number of images in a bag.", show_default="10", rich_help_panel=FAMILY),
+    ] = None,
+    bag_std: Annotated[
+        Optional[float],
+        typer.Option(
+            help="MIL: standard deviation of the bag size (at least 2 images).",
+            show_default="2",
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
+    remix: Annotated[
+        Optional[int],
+        typer.Option(
+            help="MIL: new bags per training bag each epoch, mixed from the training bags' own images by bag label.",
+            show_default=RECIPE,
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
+    encoder: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="RUN",
+            help="MIL: start the instance network from this simclr run's encoder.",
+            autocompletion=complete.run_names,
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
     arg: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -288,6 +327,12 @@ def train(
         margin=margin,
         mining=mining.value if mining else None,
         ssl_weight=ssl_weight,
+        bags=bags,
+        target=target,
+        bag_size=bag_size,
+        bag_std=bag_std,
+        remix=remix,
+        encoder=encoder,
         augment=augment,
         robust_augment=True if robust_augment else None,  # None: the recipe's
         val_split=val_split,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistcli.data.augment import random_affine
 from mnistcli.data.bags import make_bags, pad
 from mnistcli.data.tensors import TensorData
 from mnistcli.engine.loop import Step
@@ -35,6 +36,8 @@ class BagsParams:
     bags: int = 100  # training bags (alternately positive and negative)
     bag_size: float = 10.0  # mean bag size
     bag_std: float = 2.0  # standard deviation of the bag size (every bag holds at least 2 images)
+    remix: int = 0  # new bags per training bag each epoch, mixed from the training bags' images by bag label
+    encoder: str | None = None  # a simclr run whose encoder the instance network starts from
 
     def __post_init__(self) -> None:
         if not 0 <= self.target <= 9:
@@ -43,6 +46,10 @@ class BagsParams:
             raise UsageError("--bags must be at least 2 (one positive, one negative)")
         if self.bag_size < 2 or self.bag_std < 0:
             raise UsageError("--bag-size must be at least 2 and --bag-std at least 0")
+        if self.bag_size > 1000 or self.bag_std > 1000:
+            raise UsageError("--bag-size and --bag-std must be at most 1000")
+        if not 0 <= self.remix <= 100:
+            raise UsageError("--remix must be 0-100")
 
 
 @register_family
@@ -55,6 +62,21 @@ class BagsFamily(Family):
     test_label = "test bag AUC"
     bags: list[torch.Tensor]
     labels: torch.Tensor | None = None
+    negatives: torch.Tensor
+    epoch_bags: list[torch.Tensor]
+    epoch_labels: torch.Tensor
+
+    encoder_family = "contrastive"
+
+    @classmethod
+    def encoder_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """SimCLR's encoder as the instance network (models/mil.py: instance="simclr")."""
+        return {"instance": "simclr", "width": int(args.get("width", 16))}
+
+    @classmethod
+    def adopt_encoder(cls, model: nn.Module, encoder: nn.Module) -> None:
+        body, source = model.get_submodule("body"), encoder.get_submodule("encoder")
+        body.load_state_dict(source.state_dict())
 
     def bag_set(
         self, data: TensorData, count: int, generator: torch.Generator
@@ -65,19 +87,50 @@ class BagsFamily(Family):
     def prepare(self, data: Data) -> None:
         super().prepare(data)
         self.bags, self.labels = self.bag_set(data.train, self.params.bags, self.generator)
+        # Every image of a negative bag is known not to be a target: remixed bags draw from these.
+        self.negatives = torch.cat([b for b, y in zip(self.bags, self.labels.tolist(), strict=True) if not y])
+        self.epoch_bags, self.epoch_labels = self.bags, self.labels
 
     def sampler(self, batch_size: int) -> Sampler:
         assert self.train is not None
-        return Shuffled(len(self.bags), batch_size)
+        return Shuffled(len(self.bags) * (1 + self.params.remix), batch_size)
+
+    def begin_epoch(self, generator: torch.Generator) -> None:
+        """With --remix K: K new bags per training bag, drawn afresh each epoch from the training bags alone.
+
+        A new negative bag is a draw of the negative bags' images (all of them non-targets); a new
+        positive bag is a positive training bag with some of those images added (still positive).
+        Sizes follow the same distribution. Only bag labels are used, as MIL demands."""
+        if not self.params.remix:
+            return
+        assert self.labels is not None
+        p, extra, labels = self.params, [], []
+        sizes = (
+            (torch.randn(len(self.bags) * p.remix, generator=generator) * p.bag_std + p.bag_size).round().clamp(min=2)
+        )
+        for i, size in enumerate(sizes.long().tolist()):
+            bag, positive = self.bags[i % len(self.bags)], int(self.labels[i % len(self.bags)])
+            add = max(size - len(bag), 0) + 1 if positive else size
+            fill = self.negatives[torch.randint(len(self.negatives), (add,), generator=generator)]
+            if positive:
+                fill = torch.cat([bag, fill])[torch.randperm(len(bag) + add, generator=generator)]
+            extra.append(fill)
+            labels.append(positive)
+        self.epoch_bags = self.bags + extra
+        self.epoch_labels = torch.cat([self.labels, torch.tensor(labels)])
 
     def batch(self, index: Any) -> Any:
-        assert self.train is not None and self.labels is not None
-        chosen = [self.bags[int(i)] for i in index]
+        assert self.train is not None
+        chosen = [self.epoch_bags[int(i)] for i in index]
         x, mask = pad(self.train.images, chosen)
-        return x, mask, self.labels[index.cpu()].to(x.device)
+        return x, mask, self.epoch_labels[index.cpu()].to(x.device)
 
     def step(self, model: nn.Module, batch: Any) -> Step:
+        """Binary cross-entropy of each bag's logit (after a random affine of every image, with --augment)."""
         x, mask, y = batch
+        if self.config.augment:
+            x = x.clone()
+            x[mask] = random_affine(x[mask], self.generator)
         logits, _ = model(x, mask)
         loss = F.binary_cross_entropy_with_logits(logits, y.float())
         return Step(loss, {"accuracy": ((logits > 0).long() == y).sum()}, len(y))

@@ -135,6 +135,7 @@ class Family:
     predicts: ClassVar[bool] = False  # `mnist predict` answers with its `predict`
     predict_options: ClassVar[frozenset[str]] = frozenset()  # the PredictOptions fields its `predict` needs
     suggested_model: ClassVar[str] = ""  # what to `mnist train` when a command needs a run of this family
+    encoder_family: ClassVar[str | None] = None  # the family of the runs `--encoder RUN` starts it from
 
     def __init__(self, params: Any, config: TrainConfig, generator: torch.Generator | None = None) -> None:
         self.params, self.config = params, config
@@ -152,6 +153,16 @@ class Family:
     @classmethod
     def check(cls, params: Any, config: TrainConfig) -> None:
         """Raise `UsageError` for option combinations this family cannot honour (before any data work)."""
+
+    @classmethod
+    def encoder_args(cls, args: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - families with encoders
+        """The model arguments that give it the architecture of an `encoder_family` model built with `args`."""
+        raise NotImplementedError
+
+    @classmethod
+    def adopt_encoder(cls, model: nn.Module, encoder: nn.Module) -> None:  # pragma: no cover
+        """Copy the weights of `encoder` (an `encoder_family` model) into `model`'s matching part."""
+        raise NotImplementedError
 
     # -- training ---------------------------------------------------------------------------------
 

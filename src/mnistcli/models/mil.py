@@ -5,7 +5,13 @@ and 50 filters of 5x5 with max-pooling, fc 500, as in the paper); the bag's repr
 weighted mean of its instances' features, the weights a softmax over the bag of a small
 attention network's scores (500 -> 128 tanh -> 1; the gated version multiplies the tanh by a
 sigmoid gate). `mil-max` is the instance-level baseline: each instance scores itself and the
-bag takes the maximum. Padding instances (mask False) get no weight.
+bag takes the maximum. Padding instances (mask False) get no weight and never go through the
+network.
+
+`instance="simclr"` swaps the instance network for SimCLR's encoder (`cnn_body`, 36 x width
+features), so `mnist train mil --encoder RUN` can start from a self-supervised run's weights;
+with `frozen=True` that encoder keeps its weights and batch-norm statistics and only the
+attention and the head learn.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch
 from torch import nn
 
 from mnistcli.models.base import prepare
+from mnistcli.models.cnn import cnn_body
 from mnistcli.registry import register_model
 
 RECIPE = {"epochs": 20, "batch_size": 8, "optimizer": "adam", "lr": 5e-4, "weight_decay": 1e-4}
@@ -37,25 +44,50 @@ def instance_net() -> nn.Sequential:
 class AttentionMIL(nn.Module):
     """Bags (B, L, 1, 28, 28) with a mask (B, L) -> (bag logits (B,), instance weights (B, L))."""
 
-    def __init__(self, pooling: str = "attention", hidden: int = 128) -> None:
+    def __init__(
+        self,
+        pooling: str = "attention",
+        hidden: int = 128,
+        instance: str = "lenet",
+        width: int = 16,
+        frozen: bool = False,
+    ) -> None:
         super().__init__()
         if pooling not in ("attention", "gated", "max"):
             raise ValueError(f"pooling must be attention, gated or max, not {pooling!r}")
-        self.pooling = pooling
-        self.body = instance_net()
-        self.feature_dim = 500
-        self.score = nn.Sequential(nn.Linear(500, hidden), nn.Tanh())
-        self.gate = nn.Sequential(nn.Linear(500, hidden), nn.Sigmoid()) if pooling == "gated" else None
+        if instance not in ("lenet", "simclr"):
+            raise ValueError(f"instance must be lenet or simclr, not {instance!r}")
+        if hidden < 1 or width < 1:
+            raise ValueError("hidden and width must be at least 1")
+        self.pooling, self.frozen = pooling, frozen
+        self.channels_last = instance == "simclr"
+        if instance == "simclr":
+            body = cnn_body(width)
+            self.body: nn.Module = body.to(memory_format=torch.channels_last)
+            self.feature_dim = body.out_features
+        else:
+            self.body, self.feature_dim = instance_net(), 500
+        if frozen:
+            self.body.requires_grad_(False)
+        d = self.feature_dim
+        self.score = nn.Sequential(nn.Linear(d, hidden), nn.Tanh())
+        self.gate = nn.Sequential(nn.Linear(d, hidden), nn.Sigmoid()) if pooling == "gated" else None
         self.weight = nn.Linear(hidden, 1)
-        self.head = nn.Linear(500, 1)
+        self.head = nn.Linear(d, 1)
+
+    def train(self, mode: bool = True) -> AttentionMIL:
+        super().train(mode)
+        if self.frozen:
+            self.body.eval()  # a frozen encoder keeps its batch-norm statistics
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Instance features (N, 500) of images (N, 1, 28, 28) in [0, 1]."""
-        return self.body(prepare(x, False))
+        """Instance features (N, feature_dim) of images (N, 1, 28, 28) in [0, 1]."""
+        return self.body(prepare(x, self.channels_last))
 
     def forward(self, bags: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, n = mask.shape
-        h = self.features(bags.flatten(0, 1)).view(b, n, -1)
+        h = bags.new_zeros(*mask.shape, self.feature_dim)
+        h[mask] = self.features(bags[mask]).to(h.dtype)  # padding never goes through the network
         if self.pooling == "max":
             scores = self.head(h).squeeze(-1).masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores, dim=1)  # what each instance contributes to the decision, for display
@@ -71,13 +103,13 @@ class AttentionMIL(nn.Module):
 @register_model(
     "mil", family="bags", description="attention MIL (Ilse et al. 2018): conv 20-50, fc 500, attention 128", **RECIPE
 )
-def mil(hidden: int = 128) -> AttentionMIL:
-    return AttentionMIL("attention", hidden)
+def mil(hidden: int = 128, instance: str = "lenet", width: int = 16, frozen: bool = False) -> AttentionMIL:
+    return AttentionMIL("attention", hidden, instance, width, frozen)
 
 
 @register_model("mil-gated", family="bags", description="gated attention MIL: attention with a sigmoid gate", **RECIPE)
-def mil_gated(hidden: int = 128) -> AttentionMIL:
-    return AttentionMIL("gated", hidden)
+def mil_gated(hidden: int = 128, instance: str = "lenet", width: int = 16, frozen: bool = False) -> AttentionMIL:
+    return AttentionMIL("gated", hidden, instance, width, frozen)
 
 
 @register_model(
@@ -86,5 +118,5 @@ def mil_gated(hidden: int = 128) -> AttentionMIL:
     description="instance-level MIL baseline: each digit scores itself, the bag takes the max",
     **RECIPE,
 )
-def mil_max() -> AttentionMIL:
-    return AttentionMIL("max")
+def mil_max(instance: str = "lenet", width: int = 16, frozen: bool = False) -> AttentionMIL:
+    return AttentionMIL("max", 128, instance, width, frozen)
