@@ -47,7 +47,17 @@ class TrainReport:
     train_label: str = "accuracy"  # what the family's running training accuracy is
     val_label: str = "accuracy"  # what its validation accuracy is
     test_label: str = "test accuracy"  # what its headline test number is
+    test_unit: str = "%"  # "%": the headline is a share, shown as a percentage; "": a ratio (an AUC), shown as is
     resumed_from: int | None = None  # `mnist train --resume`: the epoch the run went on from (`seconds` counts all)
+
+
+@dataclass
+class RepeatReport:
+    """`mnist train --runs N`: the runs, and the mean and standard deviation of each test number they share."""
+
+    reports: list[TrainReport]
+    mean: dict[str, float]  # "test" (the headline) and the family's further test numbers
+    std: dict[str, float]  # sample standard deviation (n - 1); 0 for a single run
 
 
 @dataclass
@@ -134,6 +144,25 @@ class AdderReport:
     ece_uncalibrated: float | None = None
     digit_ece: float | None = None
     digit_ece_uncalibrated: float | None = None
+
+
+@dataclass
+class BagsReport:
+    """`mnist eval` of a multiple-instance model on test bags drawn from the test images (the MNIST-bags protocol)."""
+
+    run: store.Run
+    auc: float  # ROC AUC of the bag scores: the benchmark's number
+    bag_accuracy: float  # bags on the right side of probability 0.5
+    loss: float  # mean binary cross-entropy of the bags
+    attention_hit: float  # share of positive bags whose highest-weighted image is a target digit
+    attention_auc: float | None  # ROC AUC of the attention weights for "is a target", over positive bags' images
+    bags: int  # test bags (half positive)
+    target: int  # the digit that makes a bag positive
+    mean_size: float  # images per bag, on average
+    seed: int  # drew the test bags
+    seconds: float
+    device: str
+    protocol: str = "bags"
 
 
 @dataclass

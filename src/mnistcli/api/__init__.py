@@ -18,9 +18,11 @@ from mnistcli.api.evaluation import evaluate
 from mnistcli.api.plotting import PlotReport, plot, plot_predictions
 from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
+from mnistcli.api.repeating import repeat_names, repeat_seeds, summarize
 from mnistcli.api.training import resume, train
 from mnistcli.reports import (
     AdderReport,
+    BagsReport,
     EmbedReport,
     EvalReport,
     Failure,
@@ -31,12 +33,14 @@ from mnistcli.reports import (
     OneShotReport,
     Prediction,
     PredictReport,
+    RepeatReport,
     SumPrediction,
     TrainReport,
 )
 
 __all__ = [
     "AdderReport",
+    "BagsReport",
     "EmbedReport",
     "EvalReport",
     "Failure",
@@ -51,6 +55,7 @@ __all__ = [
     "ReadDigit",
     "ReadReport",
     "Reading",
+    "RepeatReport",
     "SumPrediction",
     "TrainReport",
     "broken_runs",
@@ -66,8 +71,11 @@ __all__ = [
     "predict",
     "read",
     "remove_checkpoint",
+    "repeat_names",
+    "repeat_seeds",
     "resumable",
     "resume",
     "save_embeddings",
+    "summarize",
     "train",
 ]

@@ -303,6 +303,7 @@ def _run(
             train_label=family.train_label,
             val_label=family.val_label,
             test_label=family.test_label,
+            test_unit=family.test_unit,
             resumed_from=int(state["position"]["epoch"]) if state is not None else None,
         )
 

@@ -51,8 +51,8 @@ def eval_(
     seed: Annotated[
         Optional[int],
         typer.Option(
-            help="Draws the few-shot episodes, the --labels-per-class images, or the number paired with each test"
-            " image for an adder.",
+            help="Draws the few-shot episodes, the --labels-per-class images, the number paired with each test"
+            " image for an adder, or a MIL model's test bags.",
             show_default="0; an adder's training seed",
             parser=helptext.seed,
         ),
@@ -69,6 +69,7 @@ def eval_(
     Self-supervised models (simclr): linear evaluation.
     Embedding models (siamese): N-way K-shot episodes, beside raw pixels.
     Adders: digit and sum accuracy, the sum by number added and by true sum.
+    Multiple-instance models (mil): bag AUC on 1,000 test bags, and where attention points.
     """
     with render.starting():
         from mnistcli import api
@@ -89,7 +90,9 @@ def eval_(
             on_download=on_download,
             on_work=on_work,
         )
-    if isinstance(report, api.AdderReport):
+    if isinstance(report, api.BagsReport):
+        render.bags_json(report) if json_out else render.bags_report(report)
+    elif isinstance(report, api.AdderReport):
         render.adder_json(report) if json_out else render.adder_report(report)
     elif isinstance(report, api.FewShotReport):
         render.fewshot_json(report) if json_out else render.fewshot_report(report)

@@ -288,6 +288,15 @@ def train(
             rich_help_panel=RUN,
         ),
     ] = None,
+    runs: Annotated[
+        int,
+        typer.Option(
+            help="Train this many runs, with seeds SEED, SEED+1, ... (named NAME-1, ...), and report mean and std.",
+            min=1,
+            max=100,
+            rich_help_panel=RUN,
+        ),
+    ] = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a model on MNIST and save it as a checkpoint.
@@ -347,20 +356,30 @@ def train(
         accumulate=accumulate,
         precision=precision.value if precision else None,
     )
-    with progress.download_progress() as on_download, progress.TrainProgress() as bar:
-        report = api.train(
-            model,
-            options,
-            parse_model_args(arg),
-            name=name,
-            data_dir=data_dir,
-            on_step=bar.step,
-            on_epoch=bar.epoch,
-            on_download=on_download,
-            tensorboard=tensorboard,
-            on_work=bar.work,
-        )
-    render.train_summary(report)
-    if json_out:
-        render.train_json(report)
+    names, seeds = api.repeat_names(name, runs), api.repeat_seeds(seed, runs)
+    reports = []
+    for i, (run_name, run_seed) in enumerate(zip(names, seeds, strict=True)):
+        if runs > 1:
+            render.note(f"run {i + 1} of {runs} (seed {run_seed})")
+        with progress.download_progress() as on_download, progress.TrainProgress() as bar:
+            report = api.train(
+                model,
+                {**options, "seed": run_seed},
+                parse_model_args(arg),
+                name=run_name,
+                data_dir=data_dir,
+                on_step=bar.step,
+                on_epoch=bar.epoch,
+                on_download=on_download,
+                tensorboard=tensorboard,
+                on_work=bar.work,
+            )
+        render.train_summary(report)
+        reports.append(report)
+    if runs == 1:
+        if json_out:
+            render.train_json(reports[0])
+    else:
+        summary = api.summarize(reports)
+        render.repeat_json(summary) if json_out else render.repeat_summary(summary)
     remember_data_dir(data_dir)

@@ -1,11 +1,13 @@
 """The bags family: multiple-instance learning on bags of digits (a bag is positive if it holds the target digit).
 
-Work in progress for issue 14 (branch `mil`): training and the test AUC on 1,000 test bags work;
-`mnist eval`'s report, `--encoder`, `--runs` and `mnist predict --bag` are still to come.
+The MNIST-bags benchmark (Ilse et al., 2018; data/bags.py): training bags drawn from the training
+images, 1,000 test bags from the test images, both balanced and seeded. The headline is the ROC
+AUC of the bag scores; beside it, bag accuracy and how well attention finds the target digit.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +23,26 @@ from mnistcli.engine.loop import Step
 from mnistcli.engine.sampling import Sampler, Shuffled
 from mnistcli.errors import UsageError
 from mnistcli.families import register_family
-from mnistcli.families.base import Data, Family, TestResult
+from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult
 from mnistcli.protocols.inference import eval_mode
 from mnistcli.protocols.ranking import roc_auc
+from mnistcli.reports import BagsReport
 from mnistcli.work import WorkFn, phase
 
 TEST_BAGS = 1000  # the benchmark's test set
 VAL_SEED = 1  # held-out bags for validation are drawn with this seed
+
+
+@dataclass
+class BagScores:
+    """What `BagsFamily.measure` finds on the test bags."""
+
+    auc: float
+    bag_accuracy: float
+    loss: float
+    attention_hit: float
+    attention_auc: float | None
+    mean_size: float
 
 
 @dataclass
@@ -60,6 +75,9 @@ class BagsFamily(Family):
     Params = BagsParams
     train_label = val_label = "bag accuracy"
     test_label = "test bag AUC"
+    test_unit = ""  # the headline is an AUC, not a percentage
+    eval_options = frozenset({"seed"})
+    suggested_model = "mil"
     bags: list[torch.Tensor]
     labels: torch.Tensor | None = None
     negatives: torch.Tensor
@@ -159,20 +177,57 @@ class BagsFamily(Family):
         loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), labels.float()))
         return {"loss": loss, "accuracy": float(((logits > 0) == y).mean()), "auc": roc_auc(logits, y) or 0.0}
 
-    def test(self, model: nn.Module, data: Data, on_work: WorkFn | None = None) -> TestResult:
-        """ROC AUC of the bag scores on 1,000 test bags drawn from the test images with the run's seed; bag accuracy;
-        and how often the highest-weighted instance of a positive bag is a target digit."""
-        test = data.full_test
-        bags, labels = self.bag_set(test, TEST_BAGS, torch.Generator().manual_seed(self.config.seed))
-        with phase(on_work, "testing on 1,000 bags"):
+    def measure(self, model: nn.Module, test: TensorData, seed: int, on_work: WorkFn | None = None) -> BagScores:
+        """The benchmark on `test`: 1,000 bags drawn from its images with `seed`, scored by `model`."""
+        bags, labels = self.bag_set(test, TEST_BAGS, torch.Generator().manual_seed(seed))
+        with phase(on_work, f"testing on {TEST_BAGS:,} bags"):
             logits, weights = self.scores(model, test.images, bags)
         y = labels.numpy()
-        digits = test.labels.cpu()
-        top_hits = [
-            int(digits[bag[int(np.argmax(w))]] == self.params.target)
-            for bag, w, positive in zip(bags, weights, y, strict=True)
-            if positive
-        ]
+        digits = test.labels.cpu().numpy()
+        hits, instance_weights, instance_targets = [], [], []
+        for bag, w, positive in zip(bags, weights, y, strict=True):
+            if positive:
+                is_target = digits[bag.numpy()] == self.params.target
+                hits.append(bool(is_target[int(np.argmax(w))]))
+                instance_weights.append(w)
+                instance_targets.append(is_target)
         loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), labels.float()))
-        extra = {"bag_accuracy": float(((logits > 0) == y).mean()), "attention_hit": float(np.mean(top_hits))}
-        return TestResult(roc_auc(logits, y) or 0.0, loss, "bag AUC", extra)
+        return BagScores(
+            auc=roc_auc(logits, y) or 0.0,
+            bag_accuracy=float(((logits > 0) == y).mean()),
+            loss=loss,
+            attention_hit=float(np.mean(hits)),
+            attention_auc=roc_auc(np.concatenate(instance_weights), np.concatenate(instance_targets)),
+            mean_size=float(np.mean([len(b) for b in bags])),
+        )
+
+    def test(self, model: nn.Module, data: Data, on_work: WorkFn | None = None) -> TestResult:
+        """ROC AUC of the bag scores on 1,000 test bags drawn from the test images with the run's seed, bag accuracy,
+        and how well attention finds the target (`measure`)."""
+        m = self.measure(model, data.full_test, self.config.seed, on_work)
+        extra = {"bag_accuracy": m.bag_accuracy, "attention_hit": m.attention_hit}
+        if m.attention_auc is not None:
+            extra["attention_auc"] = m.attention_auc
+        return TestResult(m.auc, m.loss, "bag AUC", extra)
+
+    def evaluate(
+        self, run: Any, model: nn.Module, data: EvalData, options: EvalOptions, on_work: WorkFn | None = None
+    ) -> BagsReport:
+        """The test of training again (bags drawn with the training seed, unless `options.seed`)."""
+        seed = run.info.seed if options.seed is None else options.seed
+        t0 = time.perf_counter()
+        m = self.measure(model, data.test(), seed, on_work)
+        return BagsReport(
+            run,
+            m.auc,
+            m.bag_accuracy,
+            m.loss,
+            m.attention_hit,
+            m.attention_auc,
+            TEST_BAGS,
+            self.params.target,
+            m.mean_size,
+            seed,
+            time.perf_counter() - t0,
+            data.device,
+        )

@@ -128,6 +128,7 @@ class Family:
     train_label: ClassVar[str] = "accuracy"  # what the running training "accuracy" is, for the summary
     val_label: ClassVar[str] = "accuracy"  # what validation accuracy is
     test_label: ClassVar[str] = "test accuracy"  # the headline of the training summary
+    test_unit: ClassVar[str] = "%"  # how the headline reads: "%" (a share) or "" (a ratio such as an AUC)
     eval_options: ClassVar[frozenset[str]] = frozenset()  # which of EvalOptions' fields its `evaluate` takes
     fewshot_by_default: ClassVar[bool] = False  # `mnist eval` runs the few-shot protocol (api/evaluation.py)
     offers_fewshot: ClassVar[bool] = True  # `mnist eval --fewshot` may measure its features

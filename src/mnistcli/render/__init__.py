@@ -9,6 +9,8 @@ from mnistcli.render.console import error, json_line, note, starting
 from mnistcli.render.evaluation import (
     adder_json,
     adder_report,
+    bags_json,
+    bags_report,
     confusion_table,
     eval_json,
     eval_report,
@@ -18,11 +20,13 @@ from mnistcli.render.evaluation import (
 from mnistcli.render.predicting import embeddings, oneshot_results, predictions, shown_inputs
 from mnistcli.render.reading import readings
 from mnistcli.render.settings import settings_view
-from mnistcli.render.train import train_json, train_summary
+from mnistcli.render.train import repeat_json, repeat_summary, train_json, train_summary
 
 __all__ = [
     "adder_json",
     "adder_report",
+    "bags_json",
+    "bags_report",
     "checkpoints_table",
     "confusion_table",
     "embeddings",
@@ -39,6 +43,8 @@ __all__ = [
     "plot_report",
     "predictions",
     "readings",
+    "repeat_json",
+    "repeat_summary",
     "settings_view",
     "shown_inputs",
     "starting",

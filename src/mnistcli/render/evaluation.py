@@ -230,3 +230,39 @@ def adder_report(report: Any) -> None:
         for row in rows:
             table.add_row(str(row[key]), f"{row['correct']:,}", f"{row['total']:,}", pct(row["accuracy"]))
         out.print(table)
+
+
+def bags_json(report: Any) -> None:
+    json_line(
+        {
+            "checkpoint": report.run.name,
+            "model": report.run.model,
+            "protocol": report.protocol,
+            "auc": report.auc,
+            "bag_accuracy": report.bag_accuracy,
+            "loss": report.loss,
+            "attention_hit": report.attention_hit,
+            "attention_auc": report.attention_auc,
+            "bags": report.bags,
+            "target": report.target,
+            "mean_bag_size": round(report.mean_size, 3),
+            "seed": report.seed,
+            "seconds": round(report.seconds, 4),
+        }
+    )
+
+
+def bags_report(report: Any) -> None:
+    run = report.run
+    out.print(f"[bold]{escape(run.name)}[/] ({run.model})")
+    out.print(
+        f"bag AUC [bold green]{report.auc:.4f}[/], bag accuracy [bold green]{pct(report.bag_accuracy)}[/], "
+        f"loss {report.loss:.4f}; {report.bags:,} test bags (half positive: holding a {report.target}), "
+        f"{report.mean_size:.1f} images each on average, drawn from seed {report.seed}  "
+        f"[dim]{report.seconds:.2f} s on {report.device}[/]"
+    )
+    instance = f", instance AUC of the weights {report.attention_auc:.4f}" if report.attention_auc is not None else ""
+    out.print(
+        f"attention: the highest-weighted image is a {report.target} in "
+        f"[bold]{pct(report.attention_hit)}[/] of positive bags{instance}"
+    )

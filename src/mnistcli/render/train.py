@@ -12,6 +12,11 @@ from rich.text import Text
 from mnistcli.render.console import BLOCKS, err, json_line, pct
 
 
+def measure(value: float, unit: str) -> str:
+    """A test number as a percentage ("%") or, for a ratio such as an AUC (""), with four decimals."""
+    return pct(value) if unit == "%" else f"{value:.4f}"
+
+
 def train_summary(report: Any) -> None:
     if not report.history:
         return
@@ -21,9 +26,10 @@ def train_summary(report: Any) -> None:
     table.add_column()
     headline = report.test_label
     loss = f"  (loss {report.test_loss:.4f})" if report.test_loss is not None else ""
-    table.add_row(headline, f"[bold green]{pct(report.test_accuracy)}[/]{loss}")
+    table.add_row(headline, f"[bold green]{measure(report.test_accuracy, report.test_unit)}[/]{loss}")
     for key, value in report.test_extra.items():  # further test numbers of the family (adder: digit_accuracy)
-        table.add_row(f"test {key.replace('_', ' ')}", f"[bold green]{pct(value)}[/]")
+        unit = "" if key.endswith("auc") else "%"
+        table.add_row(f"test {key.replace('_', ' ').replace('auc', 'AUC')}", f"[bold green]{measure(value, unit)}[/]")
     table.add_row("epochs", f"{len(report.history)}" + ("  (stopped early)" if report.stopped_early else ""))
     if report.target:
         t = report.target
@@ -125,5 +131,43 @@ def train_json(report: Any) -> None:
             "log": report.log_path,
             "tensorboard": report.tensorboard_path,
             "calibration": report.calibration,
+        }
+    )
+
+
+def repeat_summary(summary: Any) -> None:
+    """The runs side by side, then the mean and standard deviation of each test number."""
+    first = summary.reports[0]
+    keys = list(summary.mean)
+    units = {k: first.test_unit if k == "test" else ("" if k.endswith("auc") else "%") for k in keys}
+    labels = {k: first.test_label if k == "test" else f"test {k.replace('_', ' ').replace('auc', 'AUC')}" for k in keys}
+    table = Table(title=f"{len(summary.reports)} runs of {first.run.model}", title_justify="left")
+    table.add_column("run", overflow="fold")
+    table.add_column("seed", justify="right")
+    for k in keys:
+        table.add_column(labels[k], justify="right")
+    for r in summary.reports:
+        values = {"test": r.test_accuracy, **r.test_extra}
+        table.add_row(r.run.name, str(r.options.get("seed", "")), *(measure(values[k], units[k]) for k in keys))
+    table.add_section()
+    table.add_row(
+        "[bold]mean ± std[/]",
+        "",
+        *(f"[bold green]{measure(summary.mean[k], units[k])}[/] ± {measure(summary.std[k], units[k])}" for k in keys),
+    )
+    err.print(table)
+
+
+def repeat_json(summary: Any) -> None:
+    first = summary.reports[0]
+    json_line(
+        {
+            "model": first.run.model,
+            "runs": [r.run.name for r in summary.reports],
+            "seeds": [r.options.get("seed") for r in summary.reports],
+            "test_measure": first.test_measure,
+            "mean": summary.mean,
+            "std": summary.std,
+            "each": [{"run": r.run.name, "test_accuracy": r.test_accuracy, **r.test_extra} for r in summary.reports],
         }
     )
