@@ -25,6 +25,7 @@ RUNS = {
     "adder": ["--arg", "width=4", "--augment"],
     "simclr": ["--arg", "width=4", "--batch-size", "32"],
     "siamese": ["--arg", "width=4", "--arg", "dim=16", "--batch-size", "30", "--ssl-weight", "0.5"],
+    "mil": ["--bags", "12", "--batch-size", "2", "--augment", "--remix", "1"],
 }
 
 

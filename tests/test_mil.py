@@ -1,0 +1,151 @@
+"""Multiple-instance learning: the MNIST-bags protocol, the attention model, the family, and the commands."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnistcli.cli import app
+from mnistcli.data.bags import make_bags, pad
+from mnistcli.models.mil import AttentionMIL
+from mnistcli.protocols.ranking import roc_auc
+
+
+def test_bags_alternate_and_only_positive_bags_hold_the_target() -> None:
+    labels = torch.arange(200) % 10
+    bags, y = make_bags(labels, 40, 9, 10.0, 2.0, torch.Generator().manual_seed(0))
+    assert y.tolist() == [1, 0] * 20
+    for bag, positive in zip(bags, y.tolist(), strict=True):
+        assert len(bag) >= 2
+        assert bool((labels[bag] == 9).any()) == bool(positive)
+    again, _ = make_bags(labels, 40, 9, 10.0, 2.0, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(bags, again, strict=True))
+    other, _ = make_bags(labels, 40, 9, 10.0, 2.0, torch.Generator().manual_seed(1))
+    assert not all(len(a) == len(b) and torch.equal(a, b) for a, b in zip(bags, other, strict=True))
+
+
+def test_bag_sizes_follow_the_distribution_asked_for() -> None:
+    labels = torch.arange(1000) % 10
+    bags, _ = make_bags(labels, 2000, 3, 10.0, 2.0, torch.Generator().manual_seed(0))
+    sizes = np.array([len(b) for b in bags])
+    assert abs(sizes.mean() - 10) < 0.2 and abs(sizes.std() - 2) < 0.2 and sizes.min() >= 2
+
+
+@pytest.mark.parametrize("pooling", ["attention", "gated", "max"])
+def test_padding_changes_nothing_and_attention_is_a_distribution_over_the_bag(pooling: str) -> None:
+    torch.manual_seed(0)
+    model = AttentionMIL(pooling).eval()
+    images = torch.randint(0, 256, (30, 28, 28), dtype=torch.uint8)
+    short, long = torch.arange(3), torch.arange(3, 15)
+    x, mask = pad(images, [short, long])
+    assert x.shape == (2, 12, 1, 28, 28) and mask.sum(1).tolist() == [3, 12]
+    with torch.no_grad():
+        logits, weights = model(x, mask)
+        alone, alone_weights = model(*pad(images, [short]))
+        shuffled, _ = model(*pad(images, [short[torch.tensor([2, 0, 1])]]))
+    assert torch.allclose(logits[0], alone[0], atol=1e-5)  # the padding of the short bag is ignored
+    assert torch.allclose(weights[0, :3], alone_weights[0], atol=1e-6)
+    assert torch.allclose(shuffled, alone, atol=1e-5)  # a bag is a set: order does not matter
+    assert torch.all(weights[0, 3:] == 0) and torch.allclose(weights.sum(1), torch.ones(2))
+
+
+def test_roc_auc_is_the_share_of_correctly_ordered_pairs() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 60).astype(float)  # many ties
+    labels = rng.integers(0, 2, 60)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairs = [(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)]
+    assert roc_auc(scores, labels) == pytest.approx(np.mean(pairs))
+    assert roc_auc(np.array([0.1, 0.9]), np.array([0, 1])) == 1.0
+    assert roc_auc(np.array([0.1, 0.9]), np.array([1, 1])) is None
+
+
+def _train(runner: CliRunner, *args: str) -> dict:
+    result = runner.invoke(app, ["train", "mil", "--bags", "16", "--epochs", "1", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_train_and_eval_a_mil_model_give_the_same_test_numbers(runner: CliRunner, synthetic_env: Path) -> None:
+    report = _train(runner, "--name", "bags", "--remix", "1", "--augment")
+    assert report["test_measure"] == "bag AUC" and 0 <= report["test_accuracy"] <= 1
+    assert report["config"]["bags"] == 16 and report["config"]["target"] == 9
+    evaluated = runner.invoke(app, ["eval", "bags", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    got = json.loads(evaluated.stdout)
+    assert got["protocol"] == "bags" and got["bags"] == 1000 and got["seed"] == 0
+    assert got["auc"] == pytest.approx(report["test_accuracy"])
+    assert got["attention_hit"] == pytest.approx(report["attention_hit"])
+    assert got["bag_accuracy"] == pytest.approx(report["bag_accuracy"])
+    other = json.loads(runner.invoke(app, ["eval", "bags", "--json", "--seed", "5"]).stdout)
+    assert other["seed"] == 5 and other["auc"] != got["auc"]
+    shown = runner.invoke(app, ["eval", "bags"])
+    assert "bag AUC" in shown.output and "attention" in shown.output
+
+
+def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(
+    runner: CliRunner, synthetic_env: Path
+) -> None:
+    result = runner.invoke(
+        app, ["train", "mil", "--bags", "8", "--epochs", "1", "--runs", "3", "--name", "r", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["runs"] == ["r-1", "r-2", "r-3"] and summary["seeds"] == [0, 1, 2]
+    aucs = [each["test_accuracy"] for each in summary["each"]]
+    assert summary["mean"]["test"] == pytest.approx(np.mean(aucs))
+    assert summary["std"]["test"] == pytest.approx(np.std(aucs, ddof=1))
+    again = runner.invoke(app, ["train", "mil", "--bags", "8", "--epochs", "1", "--runs", "3", "--name", "r"])
+    assert again.exit_code == 1 and "'r-1' already exists" in again.output  # refused before any training
+    table = runner.invoke(app, ["train", "mil", "--bags", "8", "--epochs", "1", "--runs", "2", "--seed", "4"])
+    assert table.exit_code == 0 and "mean ± std" in table.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["mil", "--bags", "1"], "--bags must be at least 2"),
+        (["mil", "--target", "10"], "--target must be a digit"),
+        (["mil", "--bag-size", "1"], "--bag-size must be at least 2"),
+        (["mil", "--remix", "-1"], "--remix must be 0-100"),
+        (["cnn", "--bags", "10"], "--bags does not apply to a classify model"),
+        (["mil", "--label-smoothing", "0.1"], "--label-smoothing does not apply to a bags model"),
+        (["mil", "--runs", "0"], "--runs"),
+    ],
+)
+def test_bad_mil_options_are_refused_before_training(
+    runner: CliRunner, synthetic_env: Path, args: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["train", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_encoder_starts_the_instance_network_from_a_simclr_run(runner: CliRunner, synthetic_env: Path) -> None:
+    simclr = runner.invoke(
+        app, ["train", "simclr", "--arg", "width=4", "--epochs", "1", "--batch-size", "64", "--name", "ssl"]
+    )
+    assert simclr.exit_code == 0, simclr.output
+    report = _train(runner, "--encoder", "ssl", "--name", "from-ssl", "--lr", "1e-9")
+    assert report["config"]["encoder"] == "ssl"
+    from mnistcli import store
+
+    run = store.resolve("from-ssl")
+    assert run.info.model.args == {"instance": "simclr", "width": 4}
+    mil, ssl = store.load(run, torch.device("cpu")), store.load(store.resolve("ssl"), torch.device("cpu"))
+    mine, theirs = dict(mil.body.named_parameters()), dict(ssl.encoder.named_parameters())
+    assert mine.keys() == theirs.keys()
+    for name, weight in mine.items():  # an lr of 1e-9: the weights are still the encoder's
+        assert torch.allclose(weight, theirs[name], atol=1e-5), name
+    wrong = runner.invoke(app, ["train", "mil", "--encoder", "from-ssl", "--epochs", "1"])
+    assert wrong.exit_code != 0 and "needs contrastive" in wrong.output
+    clash = runner.invoke(app, ["train", "mil", "--encoder", "ssl", "--arg", "width=8", "--epochs", "1"])
+    assert clash.exit_code == 2 and "set by --encoder ssl" in clash.output
+    refused = runner.invoke(app, ["train", "cnn", "--encoder", "ssl"])
+    assert refused.exit_code == 2 and "--encoder does not apply" in refused.output
