@@ -25,9 +25,9 @@ class Sampler(Protocol):
 
 def batch_starts(n: int, batch_size: int, drop_single: bool) -> list[int]:
     """Start indices of batches over `n` items; with `drop_single`, a last batch of one item joins the one before
-    (batch norm cannot normalise a single sample)."""
+    (batch norm cannot normalise a single sample; with batches of one, as MIL trains, every batch stays one)."""
     starts = list(range(0, n, batch_size))
-    if drop_single and len(starts) > 1 and n - starts[-1] == 1:
+    if drop_single and batch_size > 1 and len(starts) > 1 and n - starts[-1] == 1:
         starts.pop()
     return starts
 

@@ -23,7 +23,20 @@ from mnistcli.models.base import prepare
 from mnistcli.models.cnn import cnn_body
 from mnistcli.registry import register_model
 
-RECIPE = {"epochs": 20, "batch_size": 8, "optimizer": "adam", "lr": 5e-4, "weight_decay": 1e-4}
+# One bag per step as in the paper (padded batches of 8 learned far slower per epoch: see docs/models.md),
+# Adam 5e-4 with weight decay 1e-4 as published, plus what was measured to help on validation bags drawn
+# from held-out training images: a random affine of every image, one remixed bag per training bag each
+# epoch, and a cosine schedule. 30 epochs suit 50 training bags; fewer do for more bags.
+RECIPE = {
+    "epochs": 30,
+    "batch_size": 1,
+    "optimizer": "adam",
+    "lr": 5e-4,
+    "weight_decay": 1e-4,
+    "scheduler": "cosine",
+    "augment": True,
+    "remix": 1,
+}
 
 
 def instance_net() -> nn.Sequential:
