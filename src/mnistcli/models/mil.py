@@ -83,9 +83,10 @@ class AttentionMIL(nn.Module):
         if frozen:
             self.body.requires_grad_(False)
         d = self.feature_dim
-        self.score = nn.Sequential(nn.Linear(d, hidden), nn.Tanh())
+        attends = pooling != "max"
+        self.score = nn.Sequential(nn.Linear(d, hidden), nn.Tanh()) if attends else None
         self.gate = nn.Sequential(nn.Linear(d, hidden), nn.Sigmoid()) if pooling == "gated" else None
-        self.weight = nn.Linear(hidden, 1)
+        self.weight = nn.Linear(hidden, 1) if attends else None
         self.head = nn.Linear(d, 1)
 
     def train(self, mode: bool = True) -> AttentionMIL:
@@ -105,6 +106,7 @@ class AttentionMIL(nn.Module):
             scores = self.head(h).squeeze(-1).masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores, dim=1)  # what each instance contributes to the decision, for display
             return scores.amax(dim=1), weights
+        assert self.score is not None and self.weight is not None
         a = self.score(h)
         if self.gate is not None:
             a = a * self.gate(h)
