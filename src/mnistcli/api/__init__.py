@@ -15,12 +15,13 @@ from mnistcli.api.catalog import (
     resumable,
 )
 from mnistcli.api.evaluation import evaluate
-from mnistcli.api.plotting import PlotReport, plot, plot_predictions
+from mnistcli.api.plotting import PlotReport, plot, plot_bags, plot_predictions
 from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
 from mnistcli.api.training import resume, train
 from mnistcli.reports import (
     AdderReport,
+    BagPrediction,
     EmbedReport,
     EvalReport,
     Failure,
@@ -37,6 +38,7 @@ from mnistcli.reports import (
 
 __all__ = [
     "AdderReport",
+    "BagPrediction",
     "EmbedReport",
     "EvalReport",
     "Failure",
@@ -62,6 +64,7 @@ __all__ = [
     "models",
     "oneshot",
     "plot",
+    "plot_bags",
     "plot_predictions",
     "predict",
     "read",
