@@ -41,7 +41,12 @@ def pictures(tmp_path: Path) -> dict[str, Path]:
     for i in range(4):
         save_png(images[4 + i], b2 / f"{i}.png")
     (b2 / "notes.txt").write_text("not a digit")
-    return {"b1": b1, "b2": b2, "x": save_png(images[8], tmp_path / "x.png"), "y": save_png(images[0], tmp_path / "y.png")}
+    return {
+        "b1": b1,
+        "b2": b2,
+        "x": save_png(images[8], tmp_path / "x.png"),
+        "y": save_png(images[0], tmp_path / "y.png"),
+    }
 
 
 def lines(output: str) -> list[dict]:

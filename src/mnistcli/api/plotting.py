@@ -159,8 +159,13 @@ def plot_bags(bags: Sequence[Any], output: str | Path) -> tuple[str, int, int]:
     for bag in bags[:BAG_ROWS]:
         keep = sorted(sorted(range(len(bag.paths)), key=lambda i: -bag.attention[i])[:BAG_COLUMNS])
         label = bag.bag if bag.bag is not None else "loose files"
-        verdict = f"{'positive' if bag.positive else 'negative'} (holds {'a' if bag.positive else 'no'} {bag.target})"
-        title = f"{label}: {100 * bag.probability:.1f}% {verdict}"
+        chance = f"{100 * bag.probability:.1f}%"
+        verdict = (
+            f"positive, holds a {bag.target} (probability {chance})"
+            if bag.positive
+            else f"negative, holds no {bag.target} (probability of a {bag.target}: {chance})"
+        )
+        title = f"{label}: {verdict}"
         if len(keep) < len(bag.paths):
             title += f"; the {len(keep)} of {len(bag.paths)} images with the most attention"
         images = [load_image(bag.paths[i]) for i in keep]

@@ -39,7 +39,8 @@ def predict(
         bool,
         typer.Option(
             "--bag",
-            help="Multiple-instance (bags) checkpoints: each folder is one bag, the loose files another; print each"
+            help="Multiple-instance (bags) checkpoints: each folder is one bag (its images, sorted by name), the loose"
+            " files another; print each"
             " bag's probability of holding the target digit and each image's attention (default checkpoint: your"
             " latest bags run).",
         ),
