@@ -39,10 +39,9 @@ def predict(
         bool,
         typer.Option(
             "--bag",
-            help="Multiple-instance (bags) checkpoints: each folder is one bag (its images, sorted by name), the loose"
-            " files another; print each"
-            " bag's probability of holding the target digit and each image's attention (default checkpoint: your"
-            " latest bags run).",
+            help="Multiple-instance (bags) checkpoints: each folder is one bag (its images, sorted by name), the"
+            " loose files another; print each bag's probability of holding the target digit and each image's"
+            " attention (default checkpoint: your latest bags run).",
         ),
     ] = False,
     device: DeviceOpt = Device.auto,
