@@ -188,6 +188,25 @@ class SumPrediction:
 
 
 @dataclass
+class BagPrediction:
+    """A multiple-instance model's answer for one bag of images: is the target digit among them, and which image
+    the model looked at."""
+
+    bag: str | None  # the folder, or None for loose image files given together
+    paths: list[str]  # its images, in the order read (a folder's: sorted by name)
+    probability: float  # that the bag holds the target digit: sigmoid of the bag logit
+    positive: bool  # probability >= 0.5 (the bag logit >= 0)
+    target: int  # the digit a positive bag holds (the checkpoint's --target)
+    attention: list[float]  # each image's weight in the bag's decision, in `paths` order; they sum to 1
+    ignored: list[str] = field(default_factory=list)  # files in the folder that are not images (never read)
+
+    @property
+    def top(self) -> int:
+        """The index (into `paths`) of the image with the most attention."""
+        return max(range(len(self.attention)), key=self.attention.__getitem__)
+
+
+@dataclass
 class Failure:
     path: str
     error: str
@@ -196,7 +215,7 @@ class Failure:
 @dataclass
 class PredictReport:
     run: store.Run
-    results: list[Prediction | SumPrediction | Failure] = field(default_factory=list)
+    results: list[Prediction | SumPrediction | BagPrediction | Failure] = field(default_factory=list)
     shown: list[str] = field(default_factory=list)  # --show-input: the 28x28 pictures written, in input order
 
     @property

@@ -15,13 +15,14 @@ from mnistcli.api.catalog import (
     resumable,
 )
 from mnistcli.api.evaluation import evaluate
-from mnistcli.api.plotting import PlotReport, plot, plot_predictions
+from mnistcli.api.plotting import PlotReport, plot, plot_bags, plot_predictions
 from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
 from mnistcli.api.repeating import repeat_names, repeat_seeds, summarize
 from mnistcli.api.training import resume, train
 from mnistcli.reports import (
     AdderReport,
+    BagPrediction,
     BagsReport,
     EmbedReport,
     EvalReport,
@@ -40,6 +41,7 @@ from mnistcli.reports import (
 
 __all__ = [
     "AdderReport",
+    "BagPrediction",
     "BagsReport",
     "EmbedReport",
     "EvalReport",
@@ -67,6 +69,7 @@ __all__ = [
     "models",
     "oneshot",
     "plot",
+    "plot_bags",
     "plot_predictions",
     "predict",
     "read",

@@ -145,3 +145,31 @@ def plot_predictions(report: Any, output: str | Path) -> tuple[str, int, int]:
         [load_image(r.path) for r in rows], [r.probabilities for r in rows], [Path(r.path).name for r in rows], output
     )
     return str(path), len(rows), len(predicted)
+
+
+BAG_ROWS, BAG_COLUMNS = 12, 16  # bags, and images of each, drawn by `mnist predict --bag --plot`
+
+
+def plot_bags(bags: Sequence[Any], output: str | Path) -> tuple[str, int, int]:
+    """Draw each bag (the first BAG_ROWS; BAG_COLUMNS images of each, those with the most attention kept) as a row
+    of the pictures the model saw, each with its attention weight. Returns (path, bags drawn, bags predicted)."""
+    from mnistcli.data.images import load_image
+
+    rows: list[plots.BagRow] = []
+    for bag in bags[:BAG_ROWS]:
+        keep = sorted(sorted(range(len(bag.paths)), key=lambda i: -bag.attention[i])[:BAG_COLUMNS])
+        label = bag.bag if bag.bag is not None else "loose files"
+        chance = f"{100 * bag.probability:.1f}%"
+        verdict = (
+            f"positive, holds a {bag.target} (probability {chance})"
+            if bag.positive
+            else f"negative, holds no {bag.target} (probability of a {bag.target}: {chance})"
+        )
+        title = f"{label}: {verdict}"
+        if len(keep) < len(bag.paths):
+            title += f"; the {len(keep)} of {len(bag.paths)} images with the most attention"
+        images = [load_image(bag.paths[i]) for i in keep]
+        rows.append(plots.BagRow(title, images, [bag.attention[i] for i in keep], keep.index(bag.top)))
+    if not rows:
+        raise UsageError("--plot: no bag was predicted, nothing to draw")
+    return str(plots.bag_attention(rows, output)), len(rows), len(bags)

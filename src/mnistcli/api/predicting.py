@@ -1,7 +1,8 @@
 """Commands on the user's own images: `predict`, `embed` and `oneshot`.
 
 `predict` asks the checkpoint's family (families/: its `predict`) for the answers. Unreadable
-images become `Failure`s and the rest still go through; results keep input order.
+images become `Failure`s and the rest still go through; results keep input order. A bags (multiple-instance)
+checkpoint answers bags of images instead: api/bags.py groups the paths.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import torch
 from PIL import Image
 
 from mnistcli import store
+from mnistcli.api.bags import predict_bags
 from mnistcli.api.common import a_model, answer_images, load_checkpoint, read_images, unreadable
 from mnistcli.atomic import atomic_write, atomic_write_bytes
-from mnistcli.data.images import image_files
+from mnistcli.data.images import collect_paths, image_files
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.families import families_where, family_names, get_family
 from mnistcli.families.base import Family, PredictOptions
@@ -28,12 +30,13 @@ from mnistcli.protocols.inference import image_features
 from mnistcli.reports import EmbedReport, Failure, Match, OneShotReport, PredictReport
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
-FLAGS = {"add": "--add"}  # PredictOptions' fields as the command line spells them
+NO_SHOW_BAGS = "--show-input is for predictions of single images; it does not apply to bags (--bag)"
+FLAGS = {"add": "--add", "bag": "--bag"}  # PredictOptions' fields as the command line spells them
 
 
-def check_add(add: int | None) -> PredictOptions:
-    """`mnist predict`'s options; raises `UsageError` unless `add` is None or a number 0-9."""
-    return PredictOptions(add=add)
+def check_add(add: int | None, bag: bool = False) -> PredictOptions:
+    """`mnist predict`'s options; raises `UsageError` unless `add` is None or a number 0-9, or for --add with --bag."""
+    return PredictOptions(add=add, bag=bag or None)
 
 
 def predict(
@@ -42,8 +45,13 @@ def predict(
     device: str = "auto",
     add: int | None = None,
     show_input: str | None = None,
+    bag: bool = False,
 ) -> PredictReport:
     """Classify each image (an adder: its digit, and its sum with `add`); unreadable images become `Failure`s.
+
+    `paths`: image files and folders (their images, recursively). With `bag`, or whenever the checkpoint is
+    a bags (multiple-instance) model, each folder is one bag and the loose files another, and the results
+    are `BagPrediction`s (api/bags.py); `bag` alone picks your latest bags run when `ref` is None.
 
     `show_input`: a folder to write, for each readable image, the 28x28 picture the model saw
     (see `write_inputs`); the report's `shown` lists them. Raises `UsageError` for options the
@@ -51,10 +59,17 @@ def predict(
     """
     if not paths:
         raise UsageError(NO_IMAGES)
-    options = check_add(add)
+    options = check_add(add, bag)
     if show_input is not None:
-        check_show_input(show_input, paths)
+        if bag:
+            raise UsageError(NO_SHOW_BAGS)
+        check_show_input(show_input, collect_paths(paths))
     run, model, family = _predictor(ref, options, device)
+    if "bag" in family.predict_options:  # a bags checkpoint answers bags, with --bag or without
+        if show_input is not None:
+            raise UsageError(NO_SHOW_BAGS)
+        return PredictReport(run, list(predict_bags(paths, run, model, family)))
+    paths = collect_paths(paths)
     loaded, _ = read_images(paths)
     shown = [str(p) for p in write_inputs(loaded, make_folder(show_input, "--show-input"))] if show_input else []
     results = answer_images(loaded, lambda ok, images: family.predict(run, model, ok, images, options))

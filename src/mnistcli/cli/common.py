@@ -137,6 +137,18 @@ def image_paths(items: list[str]) -> list[str]:
     return collect_paths(items, stdin=sys.stdin)
 
 
+def input_items(items: list[str]) -> list[str]:
+    """Command-line image arguments with each `-` replaced by the paths on stdin (one per line); folders stay
+    folders (`mnist predict` expands them, or, for bags, makes each one a bag)."""
+    out: list[str] = []
+    for item in items:
+        if item == "-":
+            out.extend(s for s in (line.strip() for line in sys.stdin) if s and s != "-")
+        else:
+            out.append(item)
+    return out
+
+
 def parse_ints(text: str, option: str, example: str = "1,5") -> tuple[int, ...]:
     """'1,5' -> (1, 5); a clear usage error naming `option` otherwise."""
     try:

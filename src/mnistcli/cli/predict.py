@@ -18,6 +18,7 @@ from mnistcli.cli.common import (
     app,
     guarded,
     image_paths,
+    input_items,
 )
 from mnistcli.errors import UsageError
 
@@ -34,11 +35,23 @@ def predict(
             metavar="N",
         ),
     ] = None,
+    bag: Annotated[
+        bool,
+        typer.Option(
+            "--bag",
+            help="Multiple-instance (bags) checkpoints: each folder is one bag (its images, sorted by name), the"
+            " loose files another; print each bag's probability of holding the target digit and each image's"
+            " attention (default checkpoint: your latest bags run).",
+        ),
+    ] = False,
     device: DeviceOpt = Device.auto,
     plot: Annotated[
         Optional[str],
         typer.Option(
-            "--plot", help="Also draw each image beside its probability bars (first 12) into this PNG.", metavar="PNG"
+            "--plot",
+            help="Also draw each image beside its probability bars (first 12) into this PNG; with --bag, each"
+            " bag's images in a row with their attention.",
+            metavar="PNG",
         ),
     ] = None,
     show_input: Annotated[
@@ -51,13 +64,16 @@ def predict(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum)."""
+    """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum).
+
+    With --bag (multiple-instance checkpoints): is the target digit in each bag of images, and which image shows it.
+    """
     with render.starting():
         from mnistcli import api
     from mnistcli.api.predicting import check_add
 
-    check_add(add)  # before stdin is read
-    paths = image_paths(images)
+    check_add(add, bag)  # before stdin is read
+    paths = input_items(images)
     if not paths and "-" in images:
         return  # `find ... | mnist predict -` that found nothing: nothing to do
     if plot is not None:
@@ -66,11 +82,16 @@ def predict(
         from mnistcli.render import plots
 
         plots.check_writable(plot)
-    report = api.predict(paths, checkpoint, device=device.value, add=add, show_input=show_input)
+    report = api.predict(paths, checkpoint, device=device.value, add=add, show_input=show_input, bag=bag)
     render.predictions(report, json_out)
     if show_input is not None:
         render.shown_inputs(report.shown, show_input)
-    if plot is not None and len(report.results) > len(report.failures):
+    bags = [r for r in report.results if isinstance(r, api.BagPrediction)]
+    if plot is not None and bags:
+        written, drawn, total = api.plot_bags(bags, plot)
+        which = f"{drawn} bag{'s' if drawn > 1 else ''}" if drawn == total else f"the first {drawn} of {total} bags"
+        render.note(f"wrote {which} with attention weights to {written}")
+    elif plot is not None and len(report.results) > len(report.failures):
         written, drawn, total = api.plot_predictions(report, plot)
         which = f"{drawn} image{'s' if drawn > 1 else ''}" if drawn == total else f"the first {drawn} of {total} images"
         render.note(f"wrote {which} with probability bars to {written}")

@@ -8,6 +8,7 @@ AUC of the bag scores; beside it, bag accuracy and how well attention finds the 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +24,10 @@ from mnistcli.engine.loop import Step
 from mnistcli.engine.sampling import Sampler, Shuffled
 from mnistcli.errors import UsageError
 from mnistcli.families import register_family
-from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult
-from mnistcli.protocols.inference import eval_mode
+from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult, rounded
+from mnistcli.protocols.inference import eval_mode, model_device
 from mnistcli.protocols.ranking import roc_auc
-from mnistcli.reports import BagsReport
+from mnistcli.reports import BagPrediction, BagsReport
 from mnistcli.work import WorkFn, phase
 
 TEST_BAGS = 1000  # the benchmark's test set
@@ -85,6 +86,9 @@ class BagsFamily(Family):
     epoch_labels: torch.Tensor
 
     encoder_family = "contrastive"
+    predicts = True  # `mnist predict --bag`: a bag of images at a time (`predict_bag`)
+    predict_options = frozenset({"bag"})
+    suggested_model = "mil"
 
     @classmethod
     def encoder_args(cls, args: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +99,24 @@ class BagsFamily(Family):
     def adopt_encoder(cls, model: nn.Module, encoder: nn.Module) -> None:
         body, source = model.get_submodule("body"), encoder.get_submodule("encoder")
         body.load_state_dict(source.state_dict())
+
+    @torch.inference_mode()
+    def predict_bag(
+        self, run: Any, model: nn.Module, bag: str | None, paths: Sequence[str], images: np.ndarray
+    ) -> BagPrediction:
+        """The probability that the bag holds the target digit (sigmoid of its logit) and each image's attention."""
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[None, :, None].to(model_device(model))
+        with eval_mode(model):
+            logit, weights = model(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        probability = float(torch.sigmoid(logit.float())[0])
+        return BagPrediction(
+            bag,
+            list(paths),
+            round(probability, 6),
+            bool(logit[0] >= 0),
+            self.params.target,
+            rounded(weights[0].float().cpu().numpy()),
+        )
 
     def bag_set(
         self, data: TensorData, count: int, generator: torch.Generator

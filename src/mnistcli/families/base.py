@@ -75,10 +75,13 @@ class PredictOptions:
     """`mnist predict`'s options that some families' predictors need (`Family.predict_options` names which)."""
 
     add: int | None = None  # adder: the number 0-9 added to each digit
+    bag: bool | None = None  # multiple-instance (bags): True to predict bags of images (None: not asked for)
 
     def __post_init__(self) -> None:
         if self.add is not None and not 0 <= self.add <= 9:
             raise UsageError(f"--add {self.add}: the number to add must be 0-9")
+        if self.add is not None and self.bag:
+            raise UsageError("--add is for adder checkpoints and --bag for bags checkpoints; give one of them")
 
     def given(self) -> frozenset[str]:
         """The names of the options set (not None)."""
@@ -223,6 +226,13 @@ class Family:
     ) -> list[Any]:  # pragma: no cover
         """`mnist predict`'s answer for each of the float images (N, 28, 28) in [0, 1], N >= 1, read from `paths`:
         a result of mnistcli/reports.py each, in order, with the checkpoint `run`'s calibration applied."""
+        raise NotImplementedError
+
+    def predict_bag(
+        self, run: Any, model: nn.Module, bag: str | None, paths: Sequence[str], images: np.ndarray
+    ) -> Any:  # pragma: no cover - the families whose `predict_options` hold "bag"
+        """`mnist predict --bag`'s answer for one bag: the float images (N, 28, 28) in [0, 1], N >= 1, read from
+        `paths` (the folder `bag`, or loose files when None) -> one `BagPrediction` (mnistcli/reports.py)."""
         raise NotImplementedError
 
 

@@ -292,3 +292,40 @@ def prediction_bars(
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+@dataclass
+class BagRow:
+    """One bag of `mnist predict --bag --plot`: its title, its images (28, 28) in [0, 1] and their attention."""
+
+    title: str
+    images: list[np.ndarray]
+    attention: list[float]
+    top: int  # the index of the image with the most attention (framed)
+
+
+def bag_attention(bags: list[BagRow], path: str | Path) -> Path:
+    """Each bag as a row of its images, each captioned with its attention weight and faded by how little it got;
+    the image with the most attention framed in red."""
+    plt = _pyplot()
+    columns = max(len(b.images) for b in bags)
+    fig = plt.figure(figsize=(max(5.0, 0.95 * columns), 1.45 * len(bags)), dpi=110, layout="constrained")
+    for sub, bag in zip(np.atleast_1d(fig.subfigures(len(bags), 1)), bags, strict=True):
+        sub.suptitle(bag.title, x=0.01, ha="left", fontsize=9)
+        peak = max(bag.attention) or 1.0
+        for k, ax in enumerate(np.atleast_1d(sub.subplots(1, columns))):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k >= len(bag.images):
+                ax.axis("off")
+                continue
+            top = k == bag.top
+            ax.imshow(bag.images[k], cmap="gray", vmin=0, vmax=1, alpha=0.3 + 0.7 * bag.attention[k] / peak)
+            colour = PALETTE[3] if top else "#9aa5b1"
+            for spine in ax.spines.values():
+                spine.set_color(colour)
+                spine.set_linewidth(2.5 if top else 0.6)
+            ax.set_xlabel(f"{bag.attention[k]:.2f}", fontsize=8, color=colour, fontweight="bold" if top else "normal")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

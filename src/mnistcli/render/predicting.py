@@ -6,6 +6,7 @@ import csv
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -40,6 +41,9 @@ def predictions(report: Any, as_json: bool) -> None:
     ok = answers(report.results)
     if ok and hasattr(ok[0], "sum"):
         _sums(report, ok, as_json)
+        return
+    if ok and hasattr(ok[0], "attention"):
+        _bags(report, ok, as_json)
         return
     if as_json:
         for r in ok:
@@ -111,6 +115,49 @@ def _sums(report: Any, ok: list[Any], as_json: bool) -> None:
                 pct(r.sum_confidence),
             )
         out.print(table)
+
+
+def _bags(report: Any, ok: list[Any], as_json: bool) -> None:
+    """Multiple-instance answers: a JSON line per bag, TSV rows (bag, probability, image, attention) when piped,
+    else a heading and a table of attention per bag. Files a folder held that are not images: a note each bag."""
+    for r in ok:
+        if r.ignored:
+            shown = ", ".join(Path(p).name for p in r.ignored[:3]) + (", ..." if len(r.ignored) > 3 else "")
+            what = "files that are not images" if len(r.ignored) > 1 else "file that is not an image"
+            note(f"{r.bag}: left out {len(r.ignored)} {what} ({shown})")
+    if as_json:
+        for r in ok:
+            json_line(payload(r, report.run))
+    elif not is_terminal():
+        for r in ok:
+            for path, weight in zip(r.paths, r.attention, strict=True):
+                sys.stdout.write(f"{'-' if r.bag is None else r.bag}\t{r.probability:.4f}\t{path}\t{weight:.4f}\n")
+    else:
+        for r in ok:
+            _bag_table(r, report.run.name)
+
+
+def _bag_table(r: Any, run_name: str) -> None:
+    """One bag on a terminal: its verdict and probability, then each image with its attention (the top one starred)."""
+    name = escape(r.bag) if r.bag is not None else f"{len(r.paths)} loose file{'s' if len(r.paths) > 1 else ''}"
+    if r.positive:
+        verdict = f"[bold green]positive[/], holds a {r.target} (probability {pct(r.probability)})"
+    else:
+        verdict = f"[bold]negative[/], holds no {r.target} (probability of a {r.target}: {pct(r.probability)})"
+    out.print(f"[bold]{name}[/]: {verdict}  [dim]{escape(run_name)}[/]")
+    table = Table(show_header=True, title_justify="left")
+    table.add_column("image", no_wrap=True)
+    table.add_column("attention", justify="right")
+    table.add_column("", no_wrap=True)
+    for k, (path, weight) in enumerate(zip(r.paths, r.attention, strict=True)):
+        top = k == r.top
+        shown = Path(path).name if r.bag is not None else path
+        table.add_row(
+            Text(shown + ("  ★" if top else ""), style="bold" if top else ""),
+            Text(f"{weight:.3f}", style="bold" if top else ""),
+            Text(bar(weight, 20), style="bold green" if top and r.positive else "cyan"),
+        )
+    out.print(table)
 
 
 def embeddings(report: Any, as_json: bool, written: str | None) -> None:
