@@ -40,9 +40,14 @@ def test_recipes_are_valid_configs_of_registered_families() -> None:
 
 
 def outputs(name: str, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's output on `x` (an adder also takes a number per image; its two outputs side by side)."""
-    if registry.get_entry(name).family == "adder":
+    """The model's output on `x` (an adder also takes a number per image; its two outputs side by side; a MIL model
+    takes each image as a bag of one: its bag logit and attention weight side by side)."""
+    family = registry.get_entry(name).family
+    if family == "adder":
         return torch.cat(model(x, torch.arange(len(x)) % 10), dim=1)
+    if family == "bags":
+        logits, weights = model(x.unsqueeze(1), torch.ones(len(x), 1, dtype=torch.bool))
+        return torch.stack([logits, weights[:, 0]], dim=1)
     return model(x)
 
 
