@@ -224,6 +224,14 @@ def train(
             rich_help_panel=FAMILY,
         ),
     ] = None,
+    instance_loss: Annotated[
+        Optional[float],
+        typer.Option(
+            help="MIL: weight of a loss on each bag's highest-scoring image alone (0: off).",
+            show_default=RECIPE,
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
     encoder: Annotated[
         Optional[str],
         typer.Option(
@@ -342,6 +350,7 @@ def train(
         bag_std=bag_std,
         remix=remix,
         encoder=encoder,
+        instance_loss=instance_loss,
         augment=augment,
         robust_augment=True if robust_augment else None,  # None: the recipe's
         val_split=val_split,

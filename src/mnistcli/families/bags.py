@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -54,6 +54,7 @@ class BagsParams:
     bag_std: float = 2.0  # standard deviation of the bag size (every bag holds at least 2 images)
     remix: int = 0  # new bags per training bag each epoch, mixed from the training bags' images by bag label
     encoder: str | None = None  # a simclr run whose encoder the instance network starts from
+    instance_loss: float = 0.0  # weight of a second loss on each bag's highest-scoring image (max pooling)
 
     def __post_init__(self) -> None:
         if not 0 <= self.target <= 9:
@@ -66,6 +67,8 @@ class BagsParams:
             raise UsageError("--bag-size and --bag-std must be at most 1000")
         if not 0 <= self.remix <= 100:
             raise UsageError("--remix must be 0-100")
+        if not 0 <= self.instance_loss <= 100:
+            raise UsageError("--instance-loss must be 0-100")
 
 
 @register_family
@@ -166,13 +169,19 @@ class BagsFamily(Family):
         return x, mask, self.epoch_labels[index.cpu()].to(x.device)
 
     def step(self, model: nn.Module, batch: Any) -> Step:
-        """Binary cross-entropy of each bag's logit (after a random affine of every image, with --augment)."""
+        """Binary cross-entropy of each bag's logit (after a random affine of every image, with --augment), plus
+        `instance_loss` times that of its highest-scoring image's own logit."""
         x, mask, y = batch
         if self.config.augment:
             x = x.clone()
             x[mask] = random_affine(x[mask], self.generator)
-        logits, _ = model(x, mask)
+        logits, _, instance = cast(Any, model).pool(x, mask)  # models/mil.py: AttentionMIL.pool
         loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        if self.params.instance_loss:
+            # The bag's best image alone must tell the bag's label: a positive bag's top-scoring image
+            # is pushed up and every image of a negative bag down (as max-pooling MIL does).
+            top = instance.amax(dim=1)
+            loss = loss + self.params.instance_loss * F.binary_cross_entropy_with_logits(top, y.float())
         return Step(loss, {"accuracy": ((logits > 0).long() == y).sum()}, len(y))
 
     @torch.inference_mode()

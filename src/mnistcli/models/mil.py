@@ -9,9 +9,11 @@ bag takes the maximum. Padding instances (mask False) get no weight and never go
 network.
 
 `instance="simclr"` swaps the instance network for SimCLR's encoder (`cnn_body`, 36 x width
-features), so `mnist train mil --encoder RUN` can start from a self-supervised run's weights;
-with `frozen=True` that encoder keeps its weights and batch-norm statistics and only the
-attention and the head learn.
+features), so `mnist train mil --encoder RUN` can start from a self-supervised run's weights. Its
+batch-norm statistics stay those of the encoder (estimated on 60,000 images; a bag of ten is too
+small a batch to estimate them: fine-tuning that updated them did clearly worse on validation
+bags, docs/models.md). With `frozen=True` its
+weights stay too, and only the attention and the head learn.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class AttentionMIL(nn.Module):
         if hidden < 1 or width < 1:
             raise ValueError("hidden and width must be at least 1")
         self.pooling, self.frozen = pooling, frozen
+        self.fixed_statistics = frozen or instance == "simclr"  # see the module docstring
         self.channels_last = instance == "simclr"
         if instance == "simclr":
             body = cnn_body(width)
@@ -91,8 +94,8 @@ class AttentionMIL(nn.Module):
 
     def train(self, mode: bool = True) -> AttentionMIL:
         super().train(mode)
-        if self.frozen:
-            self.body.eval()  # a frozen encoder keeps its batch-norm statistics
+        if self.fixed_statistics:
+            self.body.eval()  # batch norm normalises with its running statistics and leaves them be
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,19 +103,28 @@ class AttentionMIL(nn.Module):
         return self.body(prepare(x, self.channels_last))
 
     def forward(self, bags: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bag logits (B,), instance weights (B, L): zero for padding, summing to one over each bag)."""
+        logits, weights, _ = self.pool(bags, mask)
+        return logits, weights
+
+    def pool(self, bags: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(bag logits, instance weights, instance logits (B, L); -inf for padding).
+
+        The head is linear, so an attention bag's logit is the weighted mean of its instances' logits
+        (the head applied to each image's features); a max bag's is their maximum."""
         h = bags.new_zeros(*mask.shape, self.feature_dim)
         h[mask] = self.features(bags[mask]).to(h.dtype)  # padding never goes through the network
+        instance = self.head(h).squeeze(-1).masked_fill(~mask, float("-inf"))
         if self.pooling == "max":
-            scores = self.head(h).squeeze(-1).masked_fill(~mask, float("-inf"))
-            weights = torch.softmax(scores, dim=1)  # what each instance contributes to the decision, for display
-            return scores.amax(dim=1), weights
+            weights = torch.softmax(instance, dim=1)  # what each instance contributes to the decision, for display
+            return instance.amax(dim=1), weights, instance
         assert self.score is not None and self.weight is not None
         a = self.score(h)
         if self.gate is not None:
             a = a * self.gate(h)
         weights = torch.softmax(self.weight(a).squeeze(-1).masked_fill(~mask, float("-inf")), dim=1)
         bag = (weights.unsqueeze(-1) * h).sum(dim=1)
-        return self.head(bag).squeeze(-1), weights
+        return self.head(bag).squeeze(-1), weights, instance
 
 
 @register_model(
