@@ -28,8 +28,8 @@ from mnistcli.registry import register_model
 # One bag per step as in the paper (padded batches of 8 learned far slower per epoch: see docs/models.md),
 # Adam 5e-4 with weight decay 1e-4 as published, plus what was measured to help on validation bags drawn
 # from held-out training images: a random affine of every image, one remixed bag per training bag each
-# epoch, a cosine schedule and the loss on each bag's top image. 30 epochs suit 50 training bags; fewer
-# do for more bags.
+# epoch, and a cosine schedule. 30 epochs suit 50 training bags; fewer do for more bags. (`--instance-loss`
+# did not help there: mean validation AUC over 4 seeds 0.820 with weight 1, 0.882 without.)
 RECIPE = {
     "epochs": 30,
     "batch_size": 1,
@@ -39,7 +39,6 @@ RECIPE = {
     "scheduler": "cosine",
     "augment": True,
     "remix": 1,
-    "instance_loss": 1.0,
 }
 
 
