@@ -1,0 +1,136 @@
+"""How the MIL recipe was chosen: validation AUC on bags drawn from held-out training images, never the test set.
+
+    python benchmarks/mil_recipe.py --bags 50 --epochs 30 --aug 1 --remix 1 --cosine --seed 0
+    python benchmarks/mil_recipe.py --bags 50 --epochs 30 --aug 1 --remix 1 --cosine --encoder RUN_FOLDER
+
+Training bags come from training images 0-49,999; 500 validation bags (seed 1) from images
+50,000-59,999. Prints one JSON line: the options and the validation AUC at five points of the run
+(and, with --test, the test AUC on 1,000 test bags, for a record only). `--encoder` takes a
+simclr run folder (or a stopped one: its resume snapshot). This is the development loop, kept so
+the figures in docs/models.md can be re-measured; `mnist train mil` is the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mnistcli.data.augment import random_affine
+from mnistcli.data.bags import make_bags, pad
+from mnistcli.data.mnist import load_split
+from mnistcli.models.mil import AttentionMIL
+from mnistcli.protocols.ranking import roc_auc
+
+
+def encoder_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The `encoder.*` weights of a simclr run folder (its model, or its resume snapshot if it is unfinished)."""
+    from safetensors.torch import load_file
+
+    from mnistcli.store import snapshot
+
+    if (folder / "model.safetensors").exists():
+        state = load_file(str(folder / "model.safetensors"))
+    else:
+        state = snapshot.read(folder)[0]["model"]
+    return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="../shared/data/mnist")
+    p.add_argument("--bags", type=int, default=100)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--wd", type=float, default=1e-4)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--aug", type=float, default=0.0, help="augmentation strength (1: the recipe's random affine)")
+    p.add_argument("--remix", type=int, default=0)
+    p.add_argument("--cosine", action="store_true")
+    p.add_argument("--pool", default="attention")
+    p.add_argument("--maxloss", type=float, default=0.0, help="weight of the loss on each bag's top image")
+    p.add_argument("--encoder", type=Path)
+    p.add_argument("--frozen", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    folder = Path(a.data_dir)
+    train, test = load_split("train", folder), load_split("test", folder)
+    images, labels = torch.from_numpy(train.images.copy()), torch.from_numpy(train.labels.copy()).long()
+    g = torch.Generator().manual_seed(a.seed)
+    torch.manual_seed(a.seed)
+    pool, held = torch.arange(50000), torch.arange(50000, 60000)
+    bags, y = make_bags(labels[pool], a.bags, 9, 10.0, 2.0, g)
+    bags = [pool[b] for b in bags]
+    val_bags, val_y = make_bags(labels[held], 500, 9, 10.0, 2.0, torch.Generator().manual_seed(1))
+    val_bags = [held[b] for b in val_bags]
+    if a.encoder:
+        model = AttentionMIL(a.pool, instance="simclr", frozen=a.frozen)
+        model.body.load_state_dict(encoder_weights(a.encoder))
+    else:
+        model = AttentionMIL(a.pool)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=a.wd)
+    negatives = torch.cat([b for b, label in zip(bags, y.tolist(), strict=True) if label == 0])
+
+    def auc(imgs: torch.Tensor, bag_list: list[torch.Tensor], bag_labels: torch.Tensor) -> float:
+        model.eval()
+        with torch.inference_mode():
+            out = [model(*pad(imgs, bag_list[s : s + 64]))[0] for s in range(0, len(bag_list), 64)]
+        model.train()
+        return round(roc_auc(torch.cat(out).numpy(), bag_labels.numpy()) or 0.0, 4)
+
+    t0, history, sched = time.time(), [], None
+    for epoch in range(a.epochs):
+        order = torch.randperm(len(bags), generator=g)
+        epoch_bags, epoch_y = [bags[i] for i in order], y[order]
+        extra, extra_y = [], []
+        for _ in range(a.remix):  # the family's remix (families/bags.py), drawn the same way
+            for i in range(len(bags)):
+                n = max(2, round(float(torch.randn(1, generator=g)) * 2 + 10))
+                if y[i] == 0:
+                    extra.append(negatives[torch.randint(len(negatives), (n,), generator=g)])
+                else:
+                    add = negatives[torch.randint(len(negatives), (max(0, n - len(bags[i])) + 1,), generator=g)]
+                    both = torch.cat([bags[i], add])
+                    extra.append(both[torch.randperm(len(both), generator=g)])
+                extra_y.append(int(y[i]))
+        if extra:
+            epoch_bags, epoch_y = epoch_bags + extra, torch.cat([epoch_y, torch.tensor(extra_y)])
+            o = torch.randperm(len(epoch_bags), generator=g)
+            epoch_bags, epoch_y = [epoch_bags[i] for i in o], epoch_y[o]
+        if a.cosine and sched is None:
+            steps = a.epochs * -(-len(epoch_bags) // a.batch)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        for s in range(0, len(epoch_bags), a.batch):
+            x, m = pad(images, epoch_bags[s : s + a.batch])
+            target = epoch_y[s : s + a.batch].float()
+            if a.aug:
+                x = x.clone()
+                x[m] = random_affine(x[m], g, degrees=10 * a.aug, scale=0.1 * a.aug, shift=2 * a.aug)
+            logit, _, instance = model.pool(x, m)
+            loss = F.binary_cross_entropy_with_logits(logit, target)
+            if a.maxloss:
+                loss = loss + a.maxloss * F.binary_cross_entropy_with_logits(instance.amax(1), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+        if (epoch + 1) % max(1, a.epochs // 5) == 0 or epoch == a.epochs - 1:
+            history.append((epoch + 1, auc(images, val_bags, val_y)))
+    result = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}, "val_auc": history}
+    result["seconds"] = round(time.time() - t0, 1)
+    if a.test:
+        test_labels = torch.from_numpy(test.labels.copy()).long()
+        test_bags, test_y = make_bags(test_labels, 1000, 9, 10.0, 2.0, torch.Generator().manual_seed(a.seed))
+        result["test_auc"] = auc(torch.from_numpy(test.images.copy()), test_bags, test_y)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
