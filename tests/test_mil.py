@@ -87,6 +87,10 @@ def test_train_and_eval_a_mil_model_give_the_same_test_numbers(runner: CliRunner
     assert other["seed"] == 5 and other["auc"] != got["auc"]
     shown = runner.invoke(app, ["eval", "bags"])
     assert "bag AUC" in shown.output and "attention" in shown.output
+    listed = runner.invoke(app, ["checkpoints"])
+    assert f"AUC {report['test_accuracy']:.4f}" in listed.output  # a ratio, not a percentage
+    listed_json = [json.loads(line) for line in runner.invoke(app, ["checkpoints", "--json"]).stdout.splitlines()]
+    assert any(r["name"] == "bags" and r["test_measure"] == "bag AUC" for r in listed_json)
 
 
 def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(

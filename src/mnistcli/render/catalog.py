@@ -62,6 +62,14 @@ def model_card(m: Any, as_json: bool) -> None:
     out.print(recipe)
 
 
+def test_number(run: Any) -> str:
+    """A run's headline test number: a percentage, or for a ratio such as a MIL model's bag AUC, 'AUC 0.9712'."""
+    measure = run.info.results.test_measure
+    if run.test_accuracy is not None and measure.endswith("AUC"):
+        return f"AUC {run.test_accuracy:.4f}"
+    return pct(run.test_accuracy)
+
+
 def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
     if as_json:
         for r in runs:
@@ -71,6 +79,7 @@ def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
                     "model": r.model,
                     "family": r.family,
                     "test_accuracy": r.test_accuracy,
+                    "test_measure": r.info.results.test_measure,
                     "created": r.created,
                     "size_bytes": r.size_bytes,
                     "path": str(r.path),
@@ -88,7 +97,7 @@ def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
         table.add_column("name", no_wrap="fold" not in dropped, overflow="fold")
         columns = {
             "model": lambda r: r.model,
-            "accuracy": lambda r: pct(r.test_accuracy),
+            "accuracy": test_number,
             "created": lambda r: r.created.replace("T", " ")[:16],
             "size": lambda r: f"{r.size_bytes / 1024:,.0f} KiB",
         }
