@@ -64,6 +64,18 @@ def test_roc_auc_is_the_share_of_correctly_ordered_pairs() -> None:
     assert roc_auc(scores, labels) == pytest.approx(np.mean(pairs))
     assert roc_auc(np.array([0.1, 0.9]), np.array([0, 1])) == 1.0
     assert roc_auc(np.array([0.1, 0.9]), np.array([1, 1])) is None
+    assert roc_auc(np.array([np.nan, 1.0, 2.0, np.nan]), np.array([1, 0, 1, 0])) is None  # a diverged model
+
+
+def test_bags_cannot_be_drawn_without_targets_or_without_others() -> None:
+    from mnistcli.errors import DataError
+
+    for labels, message in (
+        (torch.zeros(20, dtype=torch.long), "no image of digit 9"),
+        (torch.full((20,), 9), "only images of digit 9"),
+    ):
+        with pytest.raises(DataError, match=message):
+            make_bags(labels, 4, 9, 10.0, 2.0, torch.Generator())
 
 
 def _train(runner: CliRunner, *args: str) -> dict:
@@ -121,6 +133,10 @@ def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(
         (["cnn", "--bags", "10"], "--bags does not apply to a classify model"),
         (["mil", "--label-smoothing", "0.1"], "--label-smoothing does not apply to a bags model"),
         (["mil", "--runs", "0"], "--runs"),
+        (["mil", "--classes", "0,1"], "--classes does not apply to a bags model"),
+        (["mil", "--target-accuracy", "0.9"], "--target-accuracy does not apply to a bags model"),
+        (["mil", "--bag-size", "101"], "--bag-size must be at most 100"),
+        (["mil", "--encoder", "nothing-here"], "--encoder nothing-here:"),
     ],
 )
 def test_bad_mil_options_are_refused_before_training(
@@ -148,7 +164,7 @@ def test_encoder_starts_the_instance_network_from_a_simclr_run(runner: CliRunner
     for name, weight in mine.items():  # an lr of 1e-9: the weights are still the encoder's
         assert torch.allclose(weight, theirs[name], atol=1e-5), name
     wrong = runner.invoke(app, ["train", "mil", "--encoder", "from-ssl", "--epochs", "1"])
-    assert wrong.exit_code != 0 and "needs contrastive" in wrong.output
+    assert wrong.exit_code == 2 and "--encoder from-ssl:" in wrong.output and "needs contrastive" in wrong.output
     clash = runner.invoke(app, ["train", "mil", "--encoder", "ssl", "--arg", "width=8", "--epochs", "1"])
     assert clash.exit_code == 2 and "set by --encoder ssl" in clash.output
     refused = runner.invoke(app, ["train", "cnn", "--encoder", "ssl"])

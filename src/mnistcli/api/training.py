@@ -34,7 +34,7 @@ from mnistcli.engine import optim
 from mnistcli.engine import tensorboard as tb_events
 from mnistcli.engine.device import choose_device, seed_everything
 from mnistcli.engine.loop import EpochInfo, Loop, Position, StepInfo
-from mnistcli.errors import Interrupted, UsageError
+from mnistcli.errors import CheckpointError, Interrupted, UsageError
 from mnistcli.families import Data, Family, TestResult, get_family
 from mnistcli.models.base import MEAN, STD
 from mnistcli.registry import create_model, get_entry
@@ -124,7 +124,10 @@ def _encoder(family: type[Family], params: Any, model_args: dict[str, Any]) -> t
     ref = getattr(params, "encoder", None)
     if not ref or family.encoder_family is None:
         return model_args, None
-    run, encoder, _ = load_checkpoint(ref, {family.encoder_family}, "cpu", suggest=family.encoder_family)
+    try:
+        run, encoder, _ = load_checkpoint(ref, {family.encoder_family}, "cpu", suggest="simclr")
+    except CheckpointError as e:
+        raise UsageError(f"--encoder {ref}: {e}") from None
     wanted = family.encoder_args(run.info.model.args)
     clash = sorted(k for k in wanted if k in model_args and model_args[k] != wanted[k])
     if clash:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from mnistcli.errors import DataError
+
 
 def make_bags(
     labels: torch.Tensor, count: int, target: int, mean: float, std: float, generator: torch.Generator
@@ -20,7 +22,8 @@ def make_bags(
     is_target = labels == target
     targets, others = torch.nonzero(is_target).flatten(), torch.nonzero(~is_target).flatten()
     if not len(targets) or not len(others):
-        raise ValueError(f"bags need images of digit {target} and of other digits")
+        which = f"no image of digit {target}" if not len(targets) else f"only images of digit {target}"
+        raise DataError(f"cannot draw bags: {which} (a positive bag holds a {target}, a negative bag none)")
     sizes = (torch.randn(count, generator=generator) * std + mean).round().clamp(min=2).long().tolist()
     bags, bag_labels = [], []
     for i, size in enumerate(sizes):

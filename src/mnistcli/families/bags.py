@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistcli.config import TrainConfig
 from mnistcli.data.augment import random_affine
 from mnistcli.data.bags import make_bags, pad
 from mnistcli.data.tensors import TensorData
@@ -32,6 +33,12 @@ from mnistcli.work import WorkFn, phase
 
 TEST_BAGS = 1000  # the benchmark's test set
 VAL_SEED = 1  # held-out bags for validation are drawn with this seed
+
+
+def auc_or_nan(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The ROC AUC, NaN where it is undefined (one class only, or scores that are not finite)."""
+    auc = roc_auc(scores, labels)
+    return float("nan") if auc is None else auc
 
 
 @dataclass
@@ -63,8 +70,8 @@ class BagsParams:
             raise UsageError("--bags must be at least 2 (one positive, one negative)")
         if self.bag_size < 2 or self.bag_std < 0:
             raise UsageError("--bag-size must be at least 2 and --bag-std at least 0")
-        if self.bag_size > 1000 or self.bag_std > 1000:
-            raise UsageError("--bag-size and --bag-std must be at most 1000")
+        if self.bag_size > 100 or self.bag_std > 50:
+            raise UsageError("--bag-size must be at most 100 and --bag-std at most 50")
         if not 0 <= self.remix <= 100:
             raise UsageError("--remix must be 0-100")
         if not 0 <= self.instance_loss <= 100:
@@ -89,9 +96,18 @@ class BagsFamily(Family):
     epoch_labels: torch.Tensor
 
     encoder_family = "contrastive"
+
+    @classmethod
+    def check(cls, params: Any, config: TrainConfig) -> None:
+        """Bags are defined by the target digit over all ten (so no --classes); their measure is an AUC, which
+        --target-accuracy (a bag accuracy at a threshold) would not watch."""
+        if config.classes is not None:
+            raise UsageError("--classes does not apply to a bags model: bags hold every digit (--target sets the 9)")
+        if config.target_accuracy is not None:
+            raise UsageError("--target-accuracy does not apply to a bags model (its measure is the bag AUC)")
+
     predicts = True  # `mnist predict --bag`: a bag of images at a time (`predict_bag`)
     predict_options = frozenset({"bag"})
-    suggested_model = "mil"
 
     @classmethod
     def encoder_args(cls, args: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +222,7 @@ class BagsFamily(Family):
         logits, _ = self.scores(model, data.images, bags)
         y = labels.numpy()
         loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), labels.float()))
-        return {"loss": loss, "accuracy": float(((logits > 0) == y).mean()), "auc": roc_auc(logits, y) or 0.0}
+        return {"loss": loss, "accuracy": float(((logits > 0) == y).mean()), "auc": auc_or_nan(logits, y)}
 
     def measure(self, model: nn.Module, test: TensorData, seed: int, on_work: WorkFn | None = None) -> BagScores:
         """The benchmark on `test`: 1,000 bags drawn from its images with `seed`, scored by `model`."""
@@ -220,11 +236,11 @@ class BagsFamily(Family):
             if positive:
                 is_target = digits[bag.numpy()] == self.params.target
                 hits.append(bool(is_target[int(np.argmax(w))]))
-                instance_weights.append(w)
+                instance_weights.append(w * len(w))  # relative to uniform, so bags of any size compare
                 instance_targets.append(is_target)
         loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), labels.float()))
         return BagScores(
-            auc=roc_auc(logits, y) or 0.0,
+            auc=auc_or_nan(logits, y),
             bag_accuracy=float(((logits > 0) == y).mean()),
             loss=loss,
             attention_hit=float(np.mean(hits)),

@@ -6,8 +6,11 @@ import numpy as np
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """The probability that a random positive scores above a random negative (ties count half); None without both."""
+    """The probability that a random positive scores above a random negative (ties count half); None without both
+    classes, or with a score that is not finite (a diverged model has no ranking)."""
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    if not np.isfinite(scores).all():
+        return None
     positives, negatives = int(labels.sum()), int((~labels).sum())
     if not positives or not negatives:
         return None
