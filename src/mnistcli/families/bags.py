@@ -161,7 +161,7 @@ class BagsFamily(Family):
         positive bag is a positive training bag with at least one of those images added (still
         positive), up to a size drawn like the others; so new positive bags hold about one image more
         than new negative ones (11.9 against 10.9 on average), a difference attention pooling, a
-        weighted mean, cannot count. Only bag labels are used, as MIL demands."""
+        weighted mean, does not see directly. Only bag labels are used, as MIL demands."""
         if not self.params.remix:
             return
         assert self.labels is not None
