@@ -299,9 +299,7 @@ def train(
     runs: Annotated[
         int,
         typer.Option(
-            help="Train this many runs, with seeds SEED, SEED+1, ... (named NAME-1, ...), and report mean and std.",
-            min=1,
-            max=100,
+            help="Train this many runs (1-100), with seeds SEED, SEED+1, ... (named NAME-1, ...); report mean and std.",
             rich_help_panel=RUN,
         ),
     ] = 1,
