@@ -169,3 +169,14 @@ def test_encoder_starts_the_instance_network_from_a_simclr_run(runner: CliRunner
     assert clash.exit_code == 2 and "set by --encoder ssl" in clash.output
     refused = runner.invoke(app, ["train", "cnn", "--encoder", "ssl"])
     assert refused.exit_code == 2 and "--encoder does not apply" in refused.output
+
+
+def test_runs_summary_shows_a_diverged_runs_undefined_auc_instead_of_failing() -> None:
+    from types import SimpleNamespace
+
+    from mnistcli.api.repeating import summarize
+
+    runs = [SimpleNamespace(test_accuracy=a, test_extra={"attention_hit": h}) for a, h in ((0.9, 0.5), (np.nan, 0.7))]
+    summary = summarize(runs)  # type: ignore[arg-type]
+    assert np.isnan(summary.mean["test"]) and np.isnan(summary.std["test"])
+    assert summary.mean["attention_hit"] == pytest.approx(0.6)

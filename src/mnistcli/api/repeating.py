@@ -7,9 +7,9 @@ the name `NAME-i` (or the usual default name); each is an ordinary checkpoint.
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Sequence
+
+import numpy as np
 
 from mnistcli import store
 from mnistcli.errors import UsageError
@@ -24,10 +24,10 @@ def repeat_names(name: str | None, runs: int) -> list[str | None]:
         raise UsageError(f"--runs must be 1-{MAX_RUNS}")
     if name is None:
         return [None] * runs
-    names = [f"{name}-{i}" for i in range(1, runs + 1)] if runs > 1 else [name]
+    names: list[str | None] = [f"{name}-{i}" for i in range(1, runs + 1)] if runs > 1 else [name]
     for each in names:
-        store.check_new_name(each)
-    return list(names)
+        store.check_new_name(str(each))
+    return names
 
 
 def repeat_seeds(seed: int, runs: int) -> list[int]:
@@ -38,10 +38,11 @@ def repeat_seeds(seed: int, runs: int) -> list[int]:
 
 
 def summarize(reports: Sequence[TrainReport]) -> RepeatReport:
-    """Mean and sample standard deviation (0 for one run) of every test number the runs share."""
+    """Mean and sample standard deviation (0 for one run) of every test number the runs share (NaN where a run's is:
+    a diverged run's undefined AUC shows, it does not end the report)."""
     numbers = [{"test": r.test_accuracy, **r.test_extra} for r in reports]
     keys = [k for k in numbers[0] if all(k in n and n[k] is not None for n in numbers)]
-    mean = {k: statistics.fmean(n[k] for n in numbers) for k in keys}
-    std = {k: statistics.stdev(n[k] for n in numbers) if len(numbers) > 1 else 0.0 for k in keys}
-    assert all(math.isfinite(v) for v in mean.values())
+    values = {k: np.array([n[k] for n in numbers], dtype=np.float64) for k in keys}
+    mean = {k: float(v.mean()) for k, v in values.items()}
+    std = {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()}
     return RepeatReport(list(reports), mean, std)
