@@ -35,10 +35,16 @@ TEST_BAGS = 1000  # the benchmark's test set
 VAL_SEED = 1  # held-out bags for validation are drawn with this seed
 
 
-def auc_or_nan(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The ROC AUC, NaN where it is undefined (one class only, or scores that are not finite)."""
-    auc = roc_auc(scores, labels)
-    return float("nan") if auc is None else auc
+def bag_metrics(logits: np.ndarray, labels: torch.Tensor) -> dict[str, float]:
+    """`loss` (mean binary cross-entropy), `accuracy` (bags on the right side of 0) and `auc` of bag logits; the AUC
+    is NaN where it is undefined (one class only, or scores that are not finite)."""
+    y = labels.numpy()
+    auc = roc_auc(logits, y)
+    return {
+        "loss": float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), labels.float())),
+        "accuracy": float(((logits > 0) == y).mean()),
+        "auc": float("nan") if auc is None else auc,
+    }
 
 
 @dataclass
@@ -96,6 +102,8 @@ class BagsFamily(Family):
     epoch_labels: torch.Tensor
 
     encoder_family = "contrastive"
+    predicts = True  # `mnist predict --bag`: a bag of images at a time (`predict_bag`)
+    predict_options = frozenset({"bag"})
 
     @classmethod
     def check(cls, params: Any, config: TrainConfig) -> None:
@@ -105,9 +113,6 @@ class BagsFamily(Family):
             raise UsageError("--classes does not apply to a bags model: bags hold every digit (--target sets the 9)")
         if config.target_accuracy is not None:
             raise UsageError("--target-accuracy does not apply to a bags model (its measure is the bag AUC)")
-
-    predicts = True  # `mnist predict --bag`: a bag of images at a time (`predict_bag`)
-    predict_options = frozenset({"bag"})
 
     @classmethod
     def encoder_args(cls, args: dict[str, Any]) -> dict[str, Any]:
@@ -222,9 +227,7 @@ class BagsFamily(Family):
         count = min(TEST_BAGS, max(2, len(data) // round(self.params.bag_size)))
         bags, labels = self.bag_set(data, count, torch.Generator().manual_seed(VAL_SEED))
         logits, _ = self.scores(model, data.images, bags)
-        y = labels.numpy()
-        loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), labels.float()))
-        return {"loss": loss, "accuracy": float(((logits > 0) == y).mean()), "auc": auc_or_nan(logits, y)}
+        return bag_metrics(logits, labels)
 
     def measure(self, model: nn.Module, test: TensorData, seed: int, on_work: WorkFn | None = None) -> BagScores:
         """The benchmark on `test`: 1,000 bags drawn from its images with `seed`, scored by `model`."""
@@ -240,11 +243,11 @@ class BagsFamily(Family):
                 hits.append(bool(is_target[int(np.argmax(w))]))
                 instance_weights.append(w * len(w))  # relative to uniform, so bags of any size compare
                 instance_targets.append(is_target)
-        loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits), labels.float()))
+        metrics = bag_metrics(logits, labels)
         return BagScores(
-            auc=auc_or_nan(logits, y),
-            bag_accuracy=float(((logits > 0) == y).mean()),
-            loss=loss,
+            auc=metrics["auc"],
+            bag_accuracy=metrics["accuracy"],
+            loss=metrics["loss"],
             attention_hit=float(np.mean(hits)),
             attention_auc=roc_auc(np.concatenate(instance_weights), np.concatenate(instance_targets)),
             mean_size=float(np.mean([len(b) for b in bags])),
