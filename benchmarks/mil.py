@@ -5,8 +5,8 @@
 
 Each cell is the mean and standard deviation of the test bag AUC over R runs (seeds 0..R-1), each on
 1,000 test bags drawn with its own seed: what `mnist train ... --runs R` prints. The runs go to a
-temporary MNISTCLI_HOME unless --keep. The epochs per size come from `epochs_for` (about 3,000 steps
-whatever the size); nothing here was chosen on the test bags.
+temporary MNISTCLI_HOME unless --keep. The epochs per size are the recipe's (families/bags.py:
+`epochs_for`: 15 x sqrt(50 / N), at least 5); nothing here was chosen on the test bags.
 """
 
 from __future__ import annotations
@@ -19,18 +19,15 @@ import sys
 import tempfile
 import time
 
+from mnistcli.families.bags import epochs_for
+from mnistcli.models.mil import RECIPE
+
 # Published mean AUC at 50/100/150/200 training bags (balanced MNIST-bags): Shi et al., AAAI 2020, Table 2.
 PUBLISHED = {
     "attention (Ilse et al., re-measured)": {50: 0.914, 100: 0.963, 150: 0.977, 200: 0.984},
     "gated attention (Ilse et al., re-measured)": {50: 0.908, 100: 0.959, 150: 0.973, 200: 0.979},
     "loss-based attention (Shi et al.)": {50: 0.931, 100: 0.969, 150: 0.978, 200: 0.984},
 }
-
-
-def epochs_for(bags: int) -> int:
-    """About 3,000 steps whatever the number of training bags (with the recipe's --remix 1, an epoch is 2N bags):
-    the recipe's 30 epochs at 50 bags, fewer for more bags (at least 5)."""
-    return max(5, round(1500 / bags))
 
 
 def main() -> None:
@@ -57,8 +54,6 @@ def main() -> None:
                 model,
                 "--bags",
                 str(size),
-                "--epochs",
-                str(epochs_for(size)),
             ]
             cmd += [*a.extra.split(), "--runs", str(a.runs), "--data-dir", a.data_dir, "--json"]
             t0 = time.perf_counter()
@@ -90,7 +85,7 @@ def main() -> None:
     for model, size, mean, std, _ in rows:
         published = " | ".join(f"{v[size]:.3f}" if size in v else "" for v in PUBLISHED.values())
         print(
-            f"| {model}{' ' + a.extra if a.extra else ''} | {size} | {epochs_for(size)} | {mean['test']:.4f} ± "
+            f"| {model}{' ' + a.extra if a.extra else ''} | {size} | {epochs_for(size, RECIPE['epochs'])} | {mean['test']:.4f} ± "
             f"{std['test']:.4f} | {100 * mean['attention_hit']:.1f}% ± {100 * std['attention_hit']:.1f} | {published} |"
         )
     if a.out:

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from mnistcli.cli import app
 from mnistcli.data.bags import make_bags, pad
+from mnistcli.families import bags as bags_family
+from mnistcli.families.bags import epochs_for
 from mnistcli.models.mil import AttentionMIL
 from mnistcli.protocols.ranking import roc_auc
 
@@ -103,6 +105,22 @@ def test_train_and_eval_a_mil_model_give_the_same_test_numbers(runner: CliRunner
     assert f"AUC {report['test_accuracy']:.4f}" in listed.output  # a ratio, not a percentage
     listed_json = [json.loads(line) for line in runner.invoke(app, ["checkpoints", "--json"]).stdout.splitlines()]
     assert any(r["name"] == "bags" and r["test_measure"] == "bag AUC" for r in listed_json)
+
+
+def test_the_recipes_epochs_shrink_with_more_training_bags_unless_epochs_are_given(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert [epochs_for(n, 15) for n in (2, 50, 100, 200, 500)] == [75, 15, 11, 8, 5]
+    # The rule, on a scale a test can afford: the recipe's 15 epochs as if set for 4 bags, 16 bags -> 8 epochs.
+    monkeypatch.setattr(bags_family, "RECIPE_BAGS", 4)
+    small = ["train", "mil", "--bags", "16", "--remix", "0", "--bag-size", "2", "--bag-std", "0", "--json"]
+    scaled = runner.invoke(app, small)
+    assert scaled.exit_code == 0, scaled.output
+    report = json.loads(scaled.stdout)
+    assert report["config"]["epochs"] == 8 and len(report["history"]) == 8
+    given = runner.invoke(app, [*small, "--epochs", "2"])
+    assert given.exit_code == 0, given.output
+    assert json.loads(given.stdout)["config"]["epochs"] == 2  # what the user asks for wins
 
 
 def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(

@@ -7,6 +7,7 @@ AUC of the bag scores; beside it, bag accuracy and how well attention finds the 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,14 @@ from mnistcli.work import WorkFn, phase
 
 TEST_BAGS = 1000  # the benchmark's test set
 VAL_SEED = 1  # held-out bags for validation are drawn with this seed
+RECIPE_BAGS = 50  # a bags model's recipe gives the epochs for this many training bags (`epochs_for`)
+MIN_EPOCHS = 5
+
+
+def epochs_for(bags: int, epochs: int) -> int:
+    """The recipe's `epochs` (set for 50 training bags) for `bags` training bags: `epochs` x sqrt(50 / bags), at
+    least 5, so the optimizer steps grow with the square root of the bags (15 epochs: 11 at 100 bags, 8 at 200)."""
+    return max(MIN_EPOCHS, round(epochs * math.sqrt(RECIPE_BAGS / bags)))
 
 
 def bag_metrics(logits: np.ndarray, labels: torch.Tensor) -> dict[str, float]:
@@ -113,6 +122,13 @@ class BagsFamily(Family):
             raise UsageError("--classes does not apply to a bags model: bags hold every digit (--target sets the 9)")
         if config.target_accuracy is not None:
             raise UsageError("--target-accuracy does not apply to a bags model (its measure is the bag AUC)")
+
+    @classmethod
+    def recipe_for(cls, recipe: dict[str, Any], params: Any) -> dict[str, Any]:
+        """The recipe's epochs are for 50 training bags; `epochs_for` scales them to `--bags`."""
+        if "epochs" not in recipe or params.bags == RECIPE_BAGS:
+            return recipe
+        return {**recipe, "epochs": epochs_for(params.bags, int(recipe["epochs"]))}
 
     @classmethod
     def encoder_args(cls, args: dict[str, Any]) -> dict[str, Any]:

@@ -159,6 +159,11 @@ class Family:
         """Raise `UsageError` for option combinations this family cannot honour (before any data work)."""
 
     @classmethod
+    def recipe_for(cls, recipe: dict[str, Any], params: Any) -> dict[str, Any]:
+        """The model's recipe for these family options (options given on the command line still win over it)."""
+        return recipe
+
+    @classmethod
     def encoder_args(cls, args: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - families with encoders
         """The model arguments that give it the architecture of an `encoder_family` model built with `args`."""
         raise NotImplementedError
