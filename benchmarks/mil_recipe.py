@@ -4,8 +4,9 @@
     python benchmarks/mil_recipe.py --bags 50 --epochs 15 --aug 1 --remix 3 --lr 2.5e-4 --cosine --encoder RUN_FOLDER
 
 Training bags come from training images 0-49,999; 500 validation bags (seed 1) from images
-50,000-59,999. Prints one JSON line: the options and the validation AUC at five points of the run
-(and, with --test, the test AUC on 1,000 test bags, for a record only). `--encoder` takes a
+50,000-59,999. Prints one JSON line: the options, the validation AUC at five points of the run,
+each epoch's mean training loss (and, with --test, the test AUC on 1,000 test bags, for a record
+only). `--encoder` takes a
 simclr run folder (or a stopped one: its resume snapshot). This is the development loop, kept so
 the figures in docs/models.md can be re-measured; `mnist train mil` is the product.
 """
@@ -54,6 +55,7 @@ def main() -> None:
     p.add_argument("--pool", default="attention")
     p.add_argument("--maxloss", type=float, default=0.0, help="weight of the loss on each bag's top image")
     p.add_argument("--bag-seed", type=int, help="draw the training bags with this seed (default: --seed)")
+    p.add_argument("--negloss", type=float, default=0.0, help="weight of a loss on every image of a negative bag")
     p.add_argument("--encoder", type=Path)
     p.add_argument("--frozen", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -86,7 +88,7 @@ def main() -> None:
         model.train()
         return round(roc_auc(torch.cat(out).numpy(), bag_labels.numpy()) or 0.0, 4)
 
-    t0, history, sched = time.time(), [], None
+    t0, history, sched, losses = time.time(), [], None, []
     for epoch in range(a.epochs):
         order = torch.randperm(len(bags), generator=g)
         epoch_bags, epoch_y = [bags[i] for i in order], y[order]
@@ -108,6 +110,7 @@ def main() -> None:
         if a.cosine and sched is None:
             steps = a.epochs * -(-len(epoch_bags) // a.batch)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        total = 0.0
         for s in range(0, len(epoch_bags), a.batch):
             x, m = pad(images, epoch_bags[s : s + a.batch])
             target = epoch_y[s : s + a.batch].float()
@@ -118,14 +121,25 @@ def main() -> None:
             loss = F.binary_cross_entropy_with_logits(logit, target)
             if a.maxloss:
                 loss = loss + a.maxloss * F.binary_cross_entropy_with_logits(instance.amax(1), target)
+            if a.negloss:  # every image of a negative bag is known not to be a target
+                negative = m & (target == 0)[:, None]
+                if negative.any():
+                    zeros = torch.zeros(int(negative.sum()))
+                    loss = loss + a.negloss * F.binary_cross_entropy_with_logits(instance[negative], zeros)
+            total += float(loss)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
+        losses.append(round(total / -(-len(epoch_bags) // a.batch), 3))  # the epoch's mean training loss
         if (epoch + 1) % max(1, a.epochs // 5) == 0 or epoch == a.epochs - 1:
             history.append((epoch + 1, auc(images, val_bags, val_y)))
-    result = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}, "val_auc": history}
+    result = {
+        **{k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
+        "val_auc": history,
+        "train_loss": losses,
+    }
     result["seconds"] = round(time.time() - t0, 1)
     if a.test:
         test_labels = torch.from_numpy(test.labels.copy()).long()
