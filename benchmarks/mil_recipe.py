@@ -6,9 +6,9 @@
 Training bags come from training images 0-49,999; 500 validation bags (seed 1) from images
 50,000-59,999. Prints one JSON line: the options, the validation AUC at five points of the run,
 each epoch's mean training loss (and, with --test, the test AUC on 1,000 test bags, for a record
-only). `--encoder` takes a
-simclr run folder (or a stopped one: its resume snapshot). This is the development loop, kept so
-the figures in docs/models.md can be re-measured; `mnist train mil` is the product.
+only). `--bag-seed` draws the training bags apart from the rest of the run's randomness. `--encoder`
+takes a simclr run folder (or a stopped one: its resume snapshot). This is the development loop,
+kept so the figures in docs/models.md can be re-measured; `mnist train mil` is the product.
 """
 
 from __future__ import annotations
