@@ -165,6 +165,8 @@ def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(
         (["mil", "--classes", "0,1"], "--classes does not apply to a bags model"),
         (["mil", "--target-accuracy", "0.9"], "--target-accuracy does not apply to a bags model"),
         (["mil", "--bag-size", "101"], "--bag-size must be at most 100"),
+        (["mil", "--bags", "100001"], "--bags must be at most 100,000"),
+        (["mil", "--bags", str(10**20)], "--bags must be at most 100,000"),  # not a traceback from torch
         (["mil", "--encoder", "nothing-here"], "--encoder nothing-here:"),
     ],
 )
