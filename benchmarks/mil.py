@@ -30,6 +30,16 @@ PUBLISHED = {
 }
 
 
+def epochs_run(extra: list[str], size: int) -> int:
+    """The epochs `mnist train MODEL --bags SIZE EXTRA` trains: --epochs in EXTRA, else the recipe's for SIZE bags."""
+    for i, option in enumerate(extra):
+        if option == "--epochs" and i + 1 < len(extra):
+            return int(extra[i + 1])
+        if option.startswith("--epochs="):
+            return int(option.split("=", 1)[1])
+    return epochs_for(size, int(RECIPE["epochs"]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True)
@@ -85,7 +95,7 @@ def main() -> None:
     for model, size, mean, std, _ in rows:
         published = " | ".join(f"{v[size]:.3f}" if size in v else "" for v in PUBLISHED.values())
         print(
-            f"| {model}{' ' + a.extra if a.extra else ''} | {size} | {epochs_for(size, RECIPE['epochs'])} | {mean['test']:.4f} ± "
+            f"| {model}{' ' + a.extra if a.extra else ''} | {size} | {epochs_run(a.extra.split(), size)} | {mean['test']:.4f} ± "
             f"{std['test']:.4f} | {100 * mean['attention_hit']:.1f}% ± {100 * std['attention_hit']:.1f} | {published} |"
         )
     if a.out:

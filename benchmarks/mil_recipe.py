@@ -126,7 +126,7 @@ def main() -> None:
                 if negative.any():
                     zeros = torch.zeros(int(negative.sum()))
                     loss = loss + a.negloss * F.binary_cross_entropy_with_logits(instance[negative], zeros)
-            total += float(loss)
+            total += loss.item()
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -123,6 +123,17 @@ def test_the_recipes_epochs_shrink_with_more_training_bags_unless_epochs_are_giv
     assert json.loads(given.stdout)["config"]["epochs"] == 2  # what the user asks for wins
 
 
+def test_models_mil_shows_the_epochs_mnist_train_mil_uses(runner: CliRunner) -> None:
+    card = runner.invoke(app, ["models", "mil", "--json"])
+    assert card.exit_code == 0, card.output
+    info = json.loads(card.stdout)
+    assert info["recipe"]["epochs"] == 15  # as registered: for 50 bags
+    assert info["config"]["bags"] == 100 and info["config"]["epochs"] == epochs_for(100, 15) == 11
+    table = runner.invoke(app, ["models", "mil"])
+    row = next(line for line in table.stdout.splitlines() if "--epochs" in line)
+    assert " 11 " in row and "15" in row  # the epochs it trains, and the recipe's they come from
+
+
 def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(
     runner: CliRunner, synthetic_env: Path
 ) -> None:
@@ -154,6 +165,8 @@ def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(
         (["mil", "--classes", "0,1"], "--classes does not apply to a bags model"),
         (["mil", "--target-accuracy", "0.9"], "--target-accuracy does not apply to a bags model"),
         (["mil", "--bag-size", "101"], "--bag-size must be at most 100"),
+        (["mil", "--bags", "100001"], "--bags must be at most 100,000"),
+        (["mil", "--bags", str(10**20)], "--bags must be at most 100,000"),  # not a traceback from torch
         (["mil", "--encoder", "nothing-here"], "--encoder nothing-here:"),
     ],
 )

@@ -7,7 +7,6 @@ from dataclasses import asdict
 
 from mnistcli import paths, store
 from mnistcli.api.common import params_count
-from mnistcli.config import split
 from mnistcli.families import get_family
 from mnistcli.registry import ModelEntry, create_model, get_entry, list_models, model_args
 from mnistcli.reports import ModelInfo
@@ -20,7 +19,7 @@ RUN_CHOICES = {"seed", "device", "classes", "per_class", "target_accuracy", "acc
 def _info(e: ModelEntry) -> ModelInfo:
     args = {k: "<required>" if v is inspect.Parameter.empty else v for k, v in model_args(e.name).items()}
     family = get_family(e.family)
-    config, own = split(family.Params, e.recipe, {}, family.name)
+    config, own = family.configure(e.recipe, {})  # what `mnist train NAME` uses (a bags model's epochs: --bags)
     options = {**config.to_dict(), **asdict(own)}
     shown = {k: v for k, v in options.items() if k not in RUN_CHOICES}
     return ModelInfo(e.name, e.family, e.description, params_count(create_model(e.name)), e.recipe, args, shown)

@@ -107,10 +107,7 @@ def train(
         tb_events.require()
     entry = get_entry(model_name)
     family = get_family(entry.family)
-    config, params = split(family.Params, entry.recipe, options or {}, family.name)
-    recipe = family.recipe_for(entry.recipe, params)
-    if recipe != entry.recipe:  # the recipe depends on the family's options (a bags model's epochs on --bags)
-        config, params = split(family.Params, recipe, options or {}, family.name)
+    config, params = family.configure(entry.recipe, options or {})  # a bags model's epochs depend on --bags
     if name is not None:
         store.check_new_name(name)  # before training, not after it
     hooks = Hooks(on_step, on_epoch, on_download, on_work)

@@ -197,7 +197,10 @@ def train(
     bags: Annotated[
         Optional[int],
         typer.Option(
-            help="MIL: training bags (alternately positive and negative).", show_default="100", rich_help_panel=FAMILY
+            help="MIL: training bags (alternately positive and negative). Without --epochs, the recipe's epochs"
+            " (set for 50 bags) scale with sqrt(50 / N), at least 5 (`mnist models mil`: at the default 100).",
+            show_default="100",
+            rich_help_panel=FAMILY,
         ),
     ] = None,
     target: Annotated[

@@ -36,6 +36,7 @@ TEST_BAGS = 1000  # the benchmark's test set
 VAL_SEED = 1  # held-out bags for validation are drawn with this seed
 RECIPE_BAGS = 50  # a bags model's recipe gives the epochs for this many training bags (`epochs_for`)
 MIN_EPOCHS = 5
+MAX_BAGS = 100_000  # the benchmark uses 50-500; more than this (a million images drawn) is surely a typo
 
 
 def epochs_for(bags: int, epochs: int) -> int:
@@ -83,6 +84,8 @@ class BagsParams:
             raise UsageError("--target must be a digit 0-9")
         if self.bags < 2:
             raise UsageError("--bags must be at least 2 (one positive, one negative)")
+        if self.bags > MAX_BAGS:
+            raise UsageError(f"--bags must be at most {MAX_BAGS:,}")
         if self.bag_size < 2 or self.bag_std < 0:
             raise UsageError("--bag-size must be at least 2 and --bag-std at least 0")
         if self.bag_size > 100 or self.bag_std > 50:

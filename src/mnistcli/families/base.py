@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistcli.config import TrainConfig, field_names
+from mnistcli.config import TrainConfig, field_names, split
 from mnistcli.data.tensors import TensorData, to_float
 from mnistcli.engine.loop import Step
 from mnistcli.engine.sampling import Sampler, Shuffled
@@ -162,6 +162,14 @@ class Family:
     def recipe_for(cls, recipe: dict[str, Any], params: Any) -> dict[str, Any]:
         """The model's recipe for these family options (options given on the command line still win over it)."""
         return recipe
+
+    @classmethod
+    def configure(cls, recipe: dict[str, Any], options: dict[str, Any]) -> tuple[TrainConfig, Any]:
+        """(TrainConfig, Params) of a run: defaults, the model's `recipe` as `recipe_for` adapts it to the family
+        options, then the non-None `options` (what `mnist train` uses and `mnist models NAME` shows)."""
+        config, params = split(cls.Params, recipe, options, cls.name)
+        adapted = cls.recipe_for(recipe, params)
+        return (config, params) if adapted == recipe else split(cls.Params, adapted, options, cls.name)
 
     @classmethod
     def encoder_args(cls, args: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - families with encoders
