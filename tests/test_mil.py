@@ -211,3 +211,51 @@ def test_runs_summary_shows_a_diverged_runs_undefined_auc_instead_of_failing() -
     summary = summarize(runs)  # type: ignore[arg-type]
     assert np.isnan(summary.mean["test"]) and np.isnan(summary.std["test"])
     assert summary.mean["attention_hit"] == pytest.approx(0.6)
+
+
+def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_way(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from mnistcli.render import progress
+    from mnistcli.store import runlog
+
+    monkeypatch.setattr(bags_family, "RESTART_LOSS", -1.0)  # every run counts as not taking off
+    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "3", "--seed", "3"]
+    args += ["--restarts", "2", "--augment"]
+    whole = runner.invoke(app, [*args, "--name", "whole", "--json"])
+    assert whole.exit_code == 0, whole.output
+    report = json.loads(whole.stdout)
+    # The rule looks at epoch 2 of 3: two restarts there, then the third attempt runs its three epochs.
+    assert [r["epoch"] for r in report["restarts"]] == [2, 2] and len(report["history"]) == 3
+    assert "starting over with fresh weights (restart 2)" in whole.stderr
+    folder = Path(report["path"])
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["restarts"] == report["restarts"]
+    lines = [json.loads(line) for line in (folder / runlog.LOG).read_text().splitlines()]
+    assert [line["event"] for line in lines].count("restart") == 2  # the log keeps the last attempt only
+    assert [e["epoch"] for e in runlog.read_log(folder / runlog.LOG)[1]] == [1, 2, 3]
+
+    # Ctrl-C at the end of the second attempt's epoch 2 (the 4th epoch the bar hears of), then resume.
+    real, heard = progress.TrainProgress.epoch, []
+
+    def stop_at_the_fourth(self: progress.TrainProgress, info: object) -> None:
+        real(self, info)  # type: ignore[arg-type]
+        heard.append(info)
+        if len(heard) == 4:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(progress.TrainProgress, "epoch", stop_at_the_fourth)
+        stopped = runner.invoke(app, [*args, "--name", "cut"])
+    assert stopped.exit_code == 130, stopped.output
+    resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    again = json.loads(resumed.stdout)
+    assert again["restarts"] == report["restarts"] and again["test_accuracy"] == report["test_accuracy"]
+    a, b = load_file(folder / "model.safetensors"), load_file(Path(again["path"]) / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    never = runner.invoke(app, [*args, "--restarts", "0", "--json"])  # the last --restarts counts
+    assert never.exit_code == 0 and json.loads(never.stdout)["restarts"] == []

@@ -49,6 +49,7 @@ class TrainReport:
     test_label: str = "test accuracy"  # what its headline test number is
     test_unit: str = "%"  # "%": the headline is a share, shown as a percentage; "": a ratio (an AUC), shown as is
     resumed_from: int | None = None  # `mnist train --resume`: the epoch the run went on from (`seconds` counts all)
+    restarts: list[dict[str, float]] = field(default_factory=list)  # runs that started over: epoch and training loss
 
 
 @dataclass

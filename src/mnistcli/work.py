@@ -3,7 +3,8 @@
 Core code never prints: it calls `on_work(what, done, total)`, and the CLI's progress module draws
 it on stderr. `what` names the work in a few words ("few-shot episodes"); `done` and `total` count
 it in its own units; `total` None means it is not counted (drawn as a pulsing bar). A call with
-`done == total` says the work is over. No torch here.
+`done == total` says the work is over; `notify` (total 0) passes on a line to show, with no work to
+wait for. No torch here.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def phase(on_work: WorkFn | None, what: str) -> Iterator[None]:
     finally:
         if on_work is not None:
             on_work(what, 1, 1)
+
+
+def notify(on_work: WorkFn | None, message: str) -> None:
+    """Pass on a one-line notice (something the user should know happened), shown as is."""
+    if on_work is not None:
+        on_work(message, 0, 0)
 
 
 class Counter:

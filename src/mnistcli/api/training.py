@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from mnistcli.reports import TrainReport
 from mnistcli.store import snapshot
 from mnistcli.store.checkpoint import Checkpoint, DataSpec, ModelSpec, Results
 from mnistcli.store.runlog import LOG, RunLog, read_log
-from mnistcli.work import WorkFn
+from mnistcli.work import WorkFn, notify
 
 PREPROCESSING = {
     "input": [1, 28, 28],
@@ -234,12 +235,18 @@ def _run(
             )
             saved[0] = loop.position.epoch
 
+        rule = family.restart_rule()
+        restart = cb.Restart(*rule, family.fresh_start, partial(_restarted, log, config, hooks)) if rule else None
+
         callbacks: list[cb.Callback] = [
             *([best] if data.val is not None else []),
             *([watch] if watch is not None else []),
             cb.Report(log.step, log.epoch),
             *([cb.Report(board.step, board.epoch)] if board is not None else []),
             cb.Report(hooks.on_step, hooks.on_epoch),
+            *(
+                [restart] if restart is not None else []
+            ),  # after the reports: the abandoned epoch is shown, then dropped
             cb.Snapshot(save_snapshot),
         ]
         loop = Loop(
@@ -263,7 +270,8 @@ def _run(
             target = _target(config, watch, data)
             test = _test(family, s.model, data, watch, hooks.on_work)
             calibration = calibrating.fit(s.model, family, s.held, s.held_from)
-            checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration)
+            restarts = restart.restarts if restart is not None else []
+            checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration, restarts)
             run = store.save(s.model, checkpoint, run_dir)
         except KeyboardInterrupt:
             log.close()
@@ -308,6 +316,7 @@ def _run(
             test_label=family.test_label,
             test_unit=family.test_unit,
             resumed_from=int(state["position"]["epoch"]) if state is not None else None,
+            restarts=restarts,
         )
 
 
@@ -318,6 +327,7 @@ def _checkpoint(
     target: dict[str, Any] | None,
     best_epoch: int | None,
     calibration: dict[str, Any] | None,
+    restarts: list[dict[str, float]],
 ) -> Checkpoint:
     """The description `meta.json` holds of a trained run (store/checkpoint.py)."""
     data, calibrated_on = s.data, s.held_from == "calibration" and s.held is not None
@@ -335,7 +345,11 @@ def _checkpoint(
         ),
         history=position.history,
         results=Results(test.accuracy, test.loss, test.measure, test.extra, best_epoch, position.stopped_early, target),
-        family_entries={**({"calibration": calibration} if calibration is not None else {}), **test.meta},
+        family_entries={
+            **({"calibration": calibration} if calibration is not None else {}),
+            **({"restarts": restarts} if restarts else {}),
+            **test.meta,
+        },
         preprocessing=PREPROCESSING,
         seconds=position.seconds,
         device=str(s.device),
@@ -346,6 +360,17 @@ def _checkpoint(
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
+    )
+
+
+def _restarted(log: RunLog, config: TrainConfig, hooks: Hooks, restarts: list[dict[str, float]]) -> None:
+    """A run started over (engine.callbacks.Restart): the log keeps only the new attempt; the user hears why."""
+    log.start_over(restarts)
+    last = restarts[-1]
+    notify(
+        hooks.on_work,
+        f"training loss {last['train_loss']:.3f} after {last['epoch']} of {config.epochs} epochs: not taking off; "
+        f"starting over with fresh weights (restart {len(restarts)})",
     )
 
 

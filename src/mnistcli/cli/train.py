@@ -235,6 +235,14 @@ def train(
             rich_help_panel=FAMILY,
         ),
     ] = None,
+    restarts: Annotated[
+        Optional[int],
+        typer.Option(
+            help="MIL: times a run whose training loss is still high half-way may start over with fresh weights.",
+            show_default=RECIPE,
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
     encoder: Annotated[
         Optional[str],
         typer.Option(
@@ -352,6 +360,7 @@ def train(
         remix=remix,
         encoder=encoder,
         instance_loss=instance_loss,
+        restarts=restarts,
         augment=augment,
         robust_augment=True if robust_augment else None,  # None: the recipe's
         val_split=val_split,

@@ -44,6 +44,9 @@ class BestEpoch(Callback):
         if self.patience and self.stale >= self.patience:
             loop.stop = True
 
+    def on_restart(self, loop: Loop) -> None:
+        self.best_accuracy, self.stale, self.best_epoch, self.best_state = -1.0, 0, None, None
+
     def on_fit_end(self, loop: Loop) -> None:
         if self.best_state is not None:
             loop.model.load_state_dict(self.best_state)
@@ -101,11 +104,64 @@ class TargetWatch(Callback):
             self.reached = {**metrics, "epochs": epochs, "seconds": loop.elapsed()}
             loop.stop = True
 
+    def on_restart(self, loop: Loop) -> None:
+        self.reached = None
+
     def state_dict(self) -> dict[str, Any]:
         return {"reached": self.reached}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reached = state["reached"]
+
+
+class Restart(Callback):
+    """Starts a run that has not taken off over again, at most `times` times: if the mean training loss of epoch
+    `at` is above `above`, the weights go back to those the run started from and `fresh` redraws what it redraws
+    of them (from the global random state, which snapshots keep), the optimizer and the schedule go back to their
+    start, and training begins again from epoch 1 (`Loop.start_over`). The data and its order continue from the
+    run's generator, so the new attempt also sees other batches. `restarts` keeps each restart's epoch and loss;
+    `on_restart` is given them all after each."""
+
+    key = "restart"
+
+    def __init__(
+        self,
+        at: int,
+        above: float,
+        times: int,
+        fresh: Callable[[nn.Module], None],
+        on_restart: Callable[[list[dict[str, float]]], None] | None = None,
+    ) -> None:
+        self.at, self.above, self.times, self.fresh, self.on_restart_ = at, above, times, fresh, on_restart
+        self.restarts: list[dict[str, float]] = []
+        self.initial: dict[str, Any] | None = None  # the model, optimizer and schedule as the run started
+
+    def on_fit_start(self, loop: Loop) -> None:
+        if self.initial is None:
+            self.initial = {
+                "model": {k: v.detach().clone() for k, v in loop.model.state_dict().items()},
+                "optimizer": copy.deepcopy(loop.optimizer.state_dict()),
+                "schedule": loop.schedule.state_dict() if loop.schedule is not None else None,
+            }
+
+    def on_epoch_end(self, loop: Loop, info: EpochInfo) -> None:
+        if info.epoch != self.at or not info.train_loss > self.above or len(self.restarts) >= self.times or loop.stop:
+            return
+        assert self.initial is not None
+        restart = {"epoch": info.epoch, "train_loss": info.train_loss}
+        self.restarts.append(restart)
+        loop.model.load_state_dict(self.initial["model"])
+        self.fresh(loop.model)
+        loop.start_over(self.initial["optimizer"], self.initial["schedule"])
+        if self.on_restart_ is not None:
+            self.on_restart_(self.restarts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"restarts": self.restarts, "initial": self.initial}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restarts = [dict(r) for r in state["restarts"]]
+        self.initial = state["initial"]
 
 
 class Report(Callback):

@@ -108,6 +108,9 @@ class Callback:
 
     def on_fit_end(self, loop: Loop) -> None: ...
 
+    def on_restart(self, loop: Loop) -> None:
+        """Training begins again from epoch 1 (`Loop.start_over`): forget what the abandoned attempt left."""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -249,6 +252,20 @@ class Loop:
         for cb in self.callbacks:
             cb.on_epoch_end(self, info)
         pos.stopped_early = self.stop
+
+    def start_over(self, optimizer_state: dict[str, Any], schedule_state: dict[str, Any] | None) -> None:
+        """Begin again from epoch 1 (a callback found the run not taking off; it has set the weights): the
+        optimizer and the schedule go back to `optimizer_state` and `schedule_state` (as they were at the start),
+        the position to the start; the time spent stays counted."""
+        pos = self.position
+        pos.epoch, pos.step, pos.history, pos.stopped_early = 0, 0, [], False
+        self.optimizer.load_state_dict(optimizer_state)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.schedule is not None and schedule_state is not None:
+            self.schedule.load_state_dict(schedule_state)
+        self.metrics = {}
+        for cb in self.callbacks:
+            cb.on_restart(self)
 
     # -- resuming ---------------------------------------------------------------------------------
 

@@ -203,6 +203,15 @@ class Family:
     def step(self, model: nn.Module, batch: Any) -> Step:  # pragma: no cover - every family has its own
         raise NotImplementedError
 
+    def restart_rule(self) -> tuple[int, float, int] | None:
+        """(epoch, loss, times): start the run over with fresh weights (`fresh_start`) if its mean training loss in
+        that epoch is above that loss, at most that many times (engine.callbacks.Restart); None: never."""
+        return None
+
+    def fresh_start(self, model: nn.Module) -> None:  # pragma: no cover - families with a restart rule
+        """Redraw `model`'s weights for a new attempt (they are back to where the run started)."""
+        raise NotImplementedError
+
     def generators(self) -> dict[str, torch.Generator]:
         """The family's own random generators beside the run's (saved when a run is snapshotted)."""
         return {}

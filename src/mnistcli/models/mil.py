@@ -41,6 +41,7 @@ RECIPE = {
     "scheduler": "cosine",
     "augment": True,
     "remix": 3,
+    "restarts": 2,
 }
 
 
@@ -100,6 +101,16 @@ class AttentionMIL(nn.Module):
         if self.fixed_statistics:
             self.body.eval()  # batch norm normalises with its running statistics and leaves them be
         return self
+
+    def redraw(self, body: bool = True) -> None:
+        """Draw fresh initial weights (from the global random state) for the attention and the head, and for the
+        instance network too if `body` (not when it came from an encoder)."""
+        parts = [m for m in (self.score, self.gate, self.weight, self.head) if m is not None]
+        for part in [*parts, *([self.body] if body else [])]:
+            for module in part.modules():
+                reset = getattr(module, "reset_parameters", None)  # linear, conv and batch-norm layers
+                if callable(reset):
+                    reset()
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Instance features (N, feature_dim) of images (N, 1, 28, 28) in [0, 1]."""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -71,7 +72,10 @@ class WorkProgress:
             self.started = True
 
     def work(self, what: str, done: int, total: int | None) -> None:
-        """Show, advance or end (`done == total`) the bar of `what`."""
+        """Show, advance or end (`done == total`) the bar of `what`; with `total` 0, print `what` as a line."""
+        if total == 0:
+            self.progress.console.print(f"[yellow]{escape(what)}[/yellow]")
+            return
         if total is not None and done >= total:
             if what in self.pieces:
                 self.progress.remove_task(self.pieces.pop(what))
@@ -115,7 +119,7 @@ class TrainProgress(WorkProgress):
 
     def work(self, what: str, done: int, total: int | None) -> None:
         # Once the test after training starts, the finished training bar makes way for it.
-        if self.task is not None and what != CHECKING and total != done:
+        if self.task is not None and what != CHECKING and total != done and total != 0:
             self.progress.update(self.task, visible=False)
         super().work(what, done, total)
 

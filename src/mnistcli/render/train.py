@@ -31,6 +31,9 @@ def train_summary(report: Any) -> None:
         unit = "" if key.endswith("auc") else "%"
         table.add_row(f"test {key.replace('_', ' ').replace('auc', 'AUC')}", f"[bold green]{measure(value, unit)}[/]")
     table.add_row("epochs", f"{len(report.history)}" + ("  (stopped early)" if report.stopped_early else ""))
+    if report.restarts:
+        losses = ", ".join(f"{r['train_loss']:.3f} after {r['epoch']} epochs" for r in report.restarts)
+        table.add_row("restarts", f"{len(report.restarts)}  (training loss {losses}: started over)")
     if report.target:
         t = report.target
         reached = (
@@ -125,6 +128,7 @@ def train_json(report: Any) -> None:
             "total_seconds": round(report.total_seconds, 3),
             "epochs": len(report.history),
             "stopped_early": report.stopped_early,
+            "restarts": report.restarts,
             "target": report.target,
             "config": report.options,
             "history": report.history,

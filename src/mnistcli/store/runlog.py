@@ -2,7 +2,8 @@
 
 Every progress report (every 10 optimizer steps, and at the end of each epoch) adds a `step` line
 with the mean loss of the steps since the previous one, the running epoch accuracy and the learning rate; every epoch adds an `epoch` line with
-its metrics. Lines are flushed as they are written, so an interrupted run keeps everything it
+its metrics; a run that started over (engine.callbacks.Restart) keeps only its last attempt, after one
+`restart` line per restart. Lines are flushed as they are written, so an interrupted run keeps everything it
 logged; `read_log` skips a last line cut short.
 """
 
@@ -39,6 +40,14 @@ class RunLog:
 
     def epoch(self, info: Any) -> None:
         self.write("epoch", asdict(info))
+
+    def start_over(self, restarts: list[dict[str, Any]]) -> None:
+        """Training began again from epoch 1: drop everything the abandoned attempts logged and keep one `restart`
+        line per restart so far (epoch and training loss), so the log holds the attempt that counts."""
+        self.file.flush()
+        self.file.truncate(0)  # the file is in append mode: what follows goes to the new end
+        for restart in restarts:
+            self.write("restart", restart)
 
     def close(self) -> None:
         self.file.close()
