@@ -259,3 +259,36 @@ def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_
 
     never = runner.invoke(app, [*args, "--restarts", "0", "--json"])  # the last --restarts counts
     assert never.exit_code == 0 and json.loads(never.stdout)["restarts"] == []
+
+
+def test_tensorboard_of_a_run_that_started_over_holds_only_the_attempt_that_counts(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setattr(bags_family, "RESTART_LOSS", -1.0)  # every run counts as not taking off
+    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "3", "--seed", "3"]
+    result = runner.invoke(app, [*args, "--restarts", "1", "--tensorboard", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert len(report["restarts"]) == 1
+    events = EventAccumulator(report["tensorboard"])
+    events.Reload()
+    # The abandoned attempt's epochs 1-2 came first at the same steps; a plot of both would zigzag back.
+    losses = [(e.step, e.value) for e in events.Scalars("epoch/train_loss")]
+    assert losses == [(h["epoch"], pytest.approx(h["train_loss"])) for h in report["history"]]
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+
+
+def test_the_restart_rule_looks_at_the_bag_loss_not_at_the_instance_loss_added_to_it(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bag loss above 5 would take confidently wrong bags; with --instance-loss 100 the training loss is far above.
+    monkeypatch.setattr(bags_family, "RESTART_LOSS", 5.0)
+    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "2", "--seed", "3"]
+    result = runner.invoke(app, [*args, "--restarts", "1", "--instance-loss", "100", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["history"][0]["train_loss"] > 5.0 and report["restarts"] == []

@@ -236,7 +236,9 @@ def _run(
             saved[0] = loop.position.epoch
 
         rule = family.restart_rule()
-        restart = cb.Restart(*rule, family.fresh_start, partial(_restarted, log, config, hooks)) if rule else None
+        restart = (
+            cb.Restart(*rule, family.fresh_start, partial(_restarted, log, board, config, hooks)) if rule else None
+        )
 
         callbacks: list[cb.Callback] = [
             *([best] if data.val is not None else []),
@@ -363,9 +365,18 @@ def _checkpoint(
     )
 
 
-def _restarted(log: RunLog, config: TrainConfig, hooks: Hooks, restarts: list[dict[str, float]]) -> None:
-    """A run started over (engine.callbacks.Restart): the log keeps only the new attempt; the user hears why."""
+def _restarted(
+    log: RunLog,
+    board: tb_events.TensorBoardLog | None,
+    config: TrainConfig,
+    hooks: Hooks,
+    restarts: list[dict[str, float]],
+) -> None:
+    """A run started over (engine.callbacks.Restart): the log and TensorBoard keep only the new attempt; the user
+    hears why."""
     log.start_over(restarts)
+    if board is not None:
+        board.start_over()
     last = restarts[-1]
     notify(
         hooks.on_work,

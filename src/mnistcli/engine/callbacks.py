@@ -116,11 +116,12 @@ class TargetWatch(Callback):
 
 class Restart(Callback):
     """Starts a run that has not taken off over again, at most `times` times: if the mean training loss of epoch
-    `at` is above `above`, the weights go back to those the run started from and `fresh` redraws what it redraws
-    of them (from the global random state, which snapshots keep), the optimizer and the schedule go back to their
-    start, and training begins again from epoch 1 (`Loop.start_over`). The data and its order continue from the
-    run's generator, so the new attempt also sees other batches. `restarts` keeps each restart's epoch and loss;
-    `on_restart` is given them all after each."""
+    `at` (or the epoch's mean of `measure`, if the family's step reports it) is above `above`, the weights go back
+    to those the run started from and `fresh` redraws what it redraws of them (from the global random state, which
+    snapshots keep), the optimizer and the schedule go back to their start, and training begins again from epoch 1
+    (`Loop.start_over`). The data and its order continue from the run's generator, so the new attempt also sees
+    other batches. `restarts` keeps each restart's epoch and the loss it looked at; `on_restart` is given them all
+    after each."""
 
     key = "restart"
 
@@ -129,10 +130,12 @@ class Restart(Callback):
         at: int,
         above: float,
         times: int,
+        measure: str,
         fresh: Callable[[nn.Module], None],
         on_restart: Callable[[list[dict[str, float]]], None] | None = None,
     ) -> None:
         self.at, self.above, self.times, self.fresh, self.on_restart_ = at, above, times, fresh, on_restart
+        self.measure = measure
         self.restarts: list[dict[str, float]] = []
         self.initial: dict[str, Any] | None = None  # the model, optimizer and schedule as the run started
 
@@ -145,10 +148,11 @@ class Restart(Callback):
             }
 
     def on_epoch_end(self, loop: Loop, info: EpochInfo) -> None:
-        if info.epoch != self.at or not info.train_loss > self.above or len(self.restarts) >= self.times or loop.stop:
+        loss = loop.metrics.get(self.measure, info.train_loss)
+        if info.epoch != self.at or not loss > self.above or len(self.restarts) >= self.times or loop.stop:
             return
         assert self.initial is not None
-        restart = {"epoch": info.epoch, "train_loss": info.train_loss}
+        restart = {"epoch": info.epoch, "train_loss": loss}
         self.restarts.append(restart)
         loop.model.load_state_dict(self.initial["model"])
         self.fresh(loop.model)

@@ -2,7 +2,8 @@
 
 Scalars: the training loss of every progress report, running accuracy and learning rate; per
 epoch the train and validation metrics; at the end the test result. Images: a grid of test
-digits. Written to `<run>/tensorboard/`; `tensorboard --logdir <home>/runs` compares runs.
+digits. Written to `<run>/tensorboard/`; `tensorboard --logdir <home>/runs` compares runs. A run that
+starts over (engine.callbacks.Restart) keeps only its last attempt, as its log does.
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ class TensorBoardLog:
         for key, value in test.items():
             self.writer.add_scalar(f"test/{key}", value, step)
         self.writer.add_images("test/examples", images.unsqueeze(1).float().div(255).cpu(), step)
+
+    def start_over(self) -> None:
+        """Training began again from step 1: a new event file opens with a session start at step 0, which tells
+        TensorBoard (its data server and its Python reader, live or not) to drop every event it read before, so
+        the abandoned attempt's curves do not zigzag under the new one at the same steps."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer.close()
+        self.writer = SummaryWriter(log_dir=str(self.folder), flush_secs=10, purge_step=0)
 
     def close(self) -> None:
         self.writer.close()

@@ -187,12 +187,13 @@ class BagsFamily(Family):
         assert self.train is not None
         return Shuffled(len(self.bags) * (1 + self.params.remix), batch_size)
 
-    def restart_rule(self) -> tuple[int, float, int] | None:
-        """With --restarts N: a run whose mean training loss is above `RESTART_LOSS` in the epoch just past half of
-        them (the 8th of 15) starts over, at most N times."""
+    def restart_rule(self) -> tuple[int, float, int, str] | None:
+        """With --restarts N: a run whose mean bag loss (the training loss without --instance-loss's term, which
+        `RESTART_LOSS` does not count) is above `RESTART_LOSS` in the epoch just past half of them (the 8th of 15)
+        starts over, at most N times."""
         if not self.params.restarts:
             return None
-        return max(1, (self.config.epochs + 1) // 2), RESTART_LOSS, self.params.restarts
+        return max(1, (self.config.epochs + 1) // 2), RESTART_LOSS, self.params.restarts, "bag_loss"
 
     def fresh_start(self, model: nn.Module) -> None:
         """New weights for the attention and the head, and for the instance network unless it came from --encoder."""
@@ -239,12 +240,14 @@ class BagsFamily(Family):
             x[mask] = random_affine(x[mask], self.generator)
         logits, _, instance = cast(Any, model).pool(x, mask)  # models/mil.py: AttentionMIL.pool
         loss = F.binary_cross_entropy_with_logits(logits, y.float())
+        sums = {"accuracy": ((logits > 0).long() == y).sum()}
         if self.params.instance_loss:
+            sums["bag_loss"] = loss.detach() * len(y)  # what the restart rule looks at (restart_rule)
             # The bag's best image alone must tell the bag's label: a positive bag's top-scoring image
             # is pushed up and every image of a negative bag down (as max-pooling MIL does).
             top = instance.amax(dim=1)
             loss = loss + self.params.instance_loss * F.binary_cross_entropy_with_logits(top, y.float())
-        return Step(loss, {"accuracy": ((logits > 0).long() == y).sum()}, len(y))
+        return Step(loss, sums, len(y))
 
     @torch.inference_mode()
     def scores(

@@ -203,9 +203,10 @@ class Family:
     def step(self, model: nn.Module, batch: Any) -> Step:  # pragma: no cover - every family has its own
         raise NotImplementedError
 
-    def restart_rule(self) -> tuple[int, float, int] | None:
-        """(epoch, loss, times): start the run over with fresh weights (`fresh_start`) if its mean training loss in
-        that epoch is above that loss, at most that many times (engine.callbacks.Restart); None: never."""
+    def restart_rule(self) -> tuple[int, float, int, str] | None:
+        """(epoch, loss, times, measure): start the run over with fresh weights (`fresh_start`) if its mean training
+        loss in that epoch (or the mean of `measure`, one of the step's sums, if it reports one) is above that loss,
+        at most that many times (engine.callbacks.Restart); None: never."""
         return None
 
     def fresh_start(self, model: nn.Module) -> None:  # pragma: no cover - families with a restart rule

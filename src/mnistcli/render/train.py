@@ -32,7 +32,7 @@ def train_summary(report: Any) -> None:
         table.add_row(f"test {key.replace('_', ' ').replace('auc', 'AUC')}", f"[bold green]{measure(value, unit)}[/]")
     table.add_row("epochs", f"{len(report.history)}" + ("  (stopped early)" if report.stopped_early else ""))
     if report.restarts:
-        losses = ", ".join(f"{r['train_loss']:.3f} after {r['epoch']} epochs" for r in report.restarts)
+        losses = ", ".join(f"{r['train_loss']:.3f} in epoch {r['epoch']}" for r in report.restarts)
         table.add_row("restarts", f"{len(report.restarts)}  (training loss {losses}: started over)")
     if report.target:
         t = report.target
