@@ -222,32 +222,32 @@ def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_
     from mnistcli.store import runlog
 
     monkeypatch.setattr(bags_family, "RESTART_LOSS", -1.0)  # every run counts as not taking off
-    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "3", "--seed", "3"]
+    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "5", "--seed", "3"]
     args += ["--restarts", "2", "--augment"]
     whole = runner.invoke(app, [*args, "--name", "whole", "--json"])
     assert whole.exit_code == 0, whole.output
     report = json.loads(whole.stdout)
-    # The rule looks at epoch 2 of 3: two restarts there, then the third attempt runs its three epochs.
-    assert [r["epoch"] for r in report["restarts"]] == [2, 2] and len(report["history"]) == 3
+    # The rule looks at epoch 3 of 5: two restarts there, then the third attempt runs its five epochs.
+    assert [r["epoch"] for r in report["restarts"]] == [3, 3] and len(report["history"]) == 5
     assert "starting over with fresh weights (restart 2)" in whole.stderr
     folder = Path(report["path"])
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["restarts"] == report["restarts"]
     lines = [json.loads(line) for line in (folder / runlog.LOG).read_text().splitlines()]
     assert [line["event"] for line in lines].count("restart") == 2  # the log keeps the last attempt only
-    assert [e["epoch"] for e in runlog.read_log(folder / runlog.LOG)[1]] == [1, 2, 3]
+    assert [e["epoch"] for e in runlog.read_log(folder / runlog.LOG)[1]] == [1, 2, 3, 4, 5]
 
-    # Ctrl-C at the end of the second attempt's epoch 2 (the 4th epoch the bar hears of), then resume.
+    # Ctrl-C at the end of the second attempt's epoch 2 (the 5th epoch the bar hears of), then resume.
     real, heard = progress.TrainProgress.epoch, []
 
-    def stop_at_the_fourth(self: progress.TrainProgress, info: object) -> None:
+    def stop_at_the_fifth(self: progress.TrainProgress, info: object) -> None:
         real(self, info)  # type: ignore[arg-type]
         heard.append(info)
-        if len(heard) == 4:
+        if len(heard) == 5:
             raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(progress.TrainProgress, "epoch", stop_at_the_fourth)
+        patch.setattr(progress.TrainProgress, "epoch", stop_at_the_fifth)
         stopped = runner.invoke(app, [*args, "--name", "cut"])
     assert stopped.exit_code == 130, stopped.output
     resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
@@ -259,6 +259,8 @@ def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_
 
     never = runner.invoke(app, [*args, "--restarts", "0", "--json"])  # the last --restarts counts
     assert never.exit_code == 0 and json.loads(never.stdout)["restarts"] == []
+    short = runner.invoke(app, [*args, "--epochs", "4", "--json"])  # the rule needs at least 5 epochs
+    assert short.exit_code == 0 and json.loads(short.stdout)["restarts"] == []
 
 
 def test_tensorboard_of_a_run_that_started_over_holds_only_the_attempt_that_counts(
@@ -268,14 +270,14 @@ def test_tensorboard_of_a_run_that_started_over_holds_only_the_attempt_that_coun
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.setattr(bags_family, "RESTART_LOSS", -1.0)  # every run counts as not taking off
-    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "3", "--seed", "3"]
+    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "5", "--seed", "3"]
     result = runner.invoke(app, [*args, "--restarts", "1", "--tensorboard", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert len(report["restarts"]) == 1
     events = EventAccumulator(report["tensorboard"])
     events.Reload()
-    # The abandoned attempt's epochs 1-2 came first at the same steps; a plot of both would zigzag back.
+    # The abandoned attempt's epochs 1-3 came first at the same steps; a plot of both would zigzag back.
     losses = [(e.step, e.value) for e in events.Scalars("epoch/train_loss")]
     assert losses == [(h["epoch"], pytest.approx(h["train_loss"])) for h in report["history"]]
     steps = [e.step for e in events.Scalars("train/loss")]
@@ -287,8 +289,8 @@ def test_the_restart_rule_looks_at_the_bag_loss_not_at_the_instance_loss_added_t
 ) -> None:
     # A bag loss above 5 would take confidently wrong bags; with --instance-loss 100 the training loss is far above.
     monkeypatch.setattr(bags_family, "RESTART_LOSS", 5.0)
-    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "2", "--seed", "3"]
+    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "5", "--seed", "3"]
     result = runner.invoke(app, [*args, "--restarts", "1", "--instance-loss", "100", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["history"][0]["train_loss"] > 5.0 and report["restarts"] == []
+    assert report["history"][2]["train_loss"] > 5.0 and report["restarts"] == []

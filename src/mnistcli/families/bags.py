@@ -190,8 +190,9 @@ class BagsFamily(Family):
     def restart_rule(self) -> tuple[int, float, int, str] | None:
         """With --restarts N: a run whose mean bag loss (the training loss without --instance-loss's term, which
         `RESTART_LOSS` does not count) is above `RESTART_LOSS` in the epoch just past half of them (the 8th of 15)
-        starts over, at most N times."""
-        if not self.params.restarts:
+        starts over, at most N times. Not in runs shorter than 5 epochs: the threshold was set on the 8th of 15
+        epochs, and after an epoch or two every run is still above it."""
+        if not self.params.restarts or self.config.epochs < MIN_EPOCHS:
             return None
         return max(1, (self.config.epochs + 1) // 2), RESTART_LOSS, self.params.restarts, "bag_loss"
 
