@@ -246,9 +246,8 @@ def _run(
             cb.Report(log.step, log.epoch),
             *([cb.Report(board.step, board.epoch)] if board is not None else []),
             cb.Report(hooks.on_step, hooks.on_epoch),
-            *(
-                [restart] if restart is not None else []
-            ),  # after the reports: the abandoned epoch is shown, then dropped
+            # A restart comes after the reports (the abandoned epoch is shown, then dropped), before the snapshot.
+            *([restart] if restart is not None else []),
             cb.Snapshot(save_snapshot),
         ]
         loop = Loop(

@@ -138,7 +138,7 @@ class BagsFamily(Family):
     @classmethod
     def recipe_for(cls, recipe: dict[str, Any], params: Any) -> dict[str, Any]:
         """The recipe's epochs are for 50 training bags; `epochs_for` scales them to `--bags`."""
-        if "epochs" not in recipe or params.bags == RECIPE_BAGS:
+        if "epochs" not in recipe:
             return recipe
         return {**recipe, "epochs": epochs_for(params.bags, int(recipe["epochs"]))}
 

@@ -58,8 +58,11 @@ def model_card(m: Any, as_json: bool) -> None:
     recipe.add_column("from", style="dim")
     for key, value in m.config.items():
         shown = "-" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        source = "default" if key not in m.recipe else "model"
-        if key in m.recipe and m.recipe[key] != value:  # adapted to the family's options (a bags model's epochs)
+        if key not in m.recipe:
+            source = "default"
+        elif m.recipe[key] == value:
+            source = "model"
+        else:  # adapted to the family's options (a bags model's epochs)
             source = f"model ({m.recipe[key]}, scaled)"
         recipe.add_row("--" + key.replace("_", "-"), escape(shown), escape(source))
     out.print(recipe)
