@@ -294,3 +294,20 @@ def test_the_restart_rule_looks_at_the_bag_loss_not_at_the_instance_loss_added_t
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["history"][2]["train_loss"] > 5.0 and report["restarts"] == []
+
+
+def test_runs_from_an_encoder_start_over_by_their_own_threshold(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the encoder's threshold says "not taking off": a run from an encoder restarts, one from scratch does not.
+    monkeypatch.setattr(bags_family, "RESTART_LOSS", 100.0)
+    monkeypatch.setattr(bags_family, "ENCODER_RESTART_LOSS", -1.0)
+    simclr = runner.invoke(
+        app, ["train", "simclr", "--arg", "width=4", "--epochs", "1", "--batch-size", "64", "--name", "ssl"]
+    )
+    assert simclr.exit_code == 0, simclr.output
+    args = ["--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "5", "--restarts", "1"]
+    assert [r["epoch"] for r in _train(runner, *args, "--encoder", "ssl")["restarts"]] == [3]
+    assert _train(runner, *args)["restarts"] == []
+    monkeypatch.setattr(bags_family, "ENCODER_RESTART_LOSS", 100.0)
+    assert _train(runner, *args, "--encoder", "ssl")["restarts"] == []
