@@ -223,7 +223,7 @@ def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_
 
     monkeypatch.setattr(bags_family, "RESTART_LOSS", -1.0)  # every run counts as not taking off
     args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "5", "--seed", "3"]
-    args += ["--restarts", "2", "--augment"]
+    args += ["--restarts", "2", "--augment", "--attempts", "1"]  # restarts go with one attempt
     whole = runner.invoke(app, [*args, "--name", "whole", "--json"])
     assert whole.exit_code == 0, whole.output
     report = json.loads(whole.stdout)
@@ -271,7 +271,7 @@ def test_tensorboard_of_a_run_that_started_over_holds_only_the_attempt_that_coun
 
     monkeypatch.setattr(bags_family, "RESTART_LOSS", -1.0)  # every run counts as not taking off
     args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "5", "--seed", "3"]
-    result = runner.invoke(app, [*args, "--restarts", "1", "--tensorboard", "--json"])
+    result = runner.invoke(app, [*args, "--restarts", "1", "--attempts", "1", "--tensorboard", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert len(report["restarts"]) == 1
@@ -290,7 +290,7 @@ def test_the_restart_rule_looks_at_the_bag_loss_not_at_the_instance_loss_added_t
     # A bag loss above 5 would take confidently wrong bags; with --instance-loss 100 the training loss is far above.
     monkeypatch.setattr(bags_family, "RESTART_LOSS", 5.0)
     args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "5", "--seed", "3"]
-    result = runner.invoke(app, [*args, "--restarts", "1", "--instance-loss", "100", "--json"])
+    result = runner.invoke(app, [*args, "--restarts", "1", "--attempts", "1", "--instance-loss", "100", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["history"][2]["train_loss"] > 5.0 and report["restarts"] == []
@@ -306,8 +306,102 @@ def test_runs_from_an_encoder_start_over_by_their_own_threshold(
         app, ["train", "simclr", "--arg", "width=4", "--epochs", "1", "--batch-size", "64", "--name", "ssl"]
     )
     assert simclr.exit_code == 0, simclr.output
-    args = ["--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "5", "--restarts", "1"]
+    args = ["--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "5", "--restarts", "1", "--attempts", "1"]
     assert [r["epoch"] for r in _train(runner, *args, "--encoder", "ssl")["restarts"]] == [3]
     assert _train(runner, *args)["restarts"] == []
     monkeypatch.setattr(bags_family, "ENCODER_RESTART_LOSS", 100.0)
     assert _train(runner, *args, "--encoder", "ssl")["restarts"] == []
+
+
+def test_attempts_train_the_run_several_times_and_keep_the_one_that_fits_best(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from mnistcli.render import progress
+    from mnistcli.store import runlog
+
+    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "2", "--seed", "3"]
+    whole = runner.invoke(app, [*args, "--attempts", "3", "--restarts", "2", "--name", "whole", "--json"])
+    assert whole.exit_code == 0, whole.output
+    report = json.loads(whole.stdout)
+    losses, kept = report["attempts"]["losses"], report["attempts"]["kept"]
+    assert len(losses) == 3 and kept == losses.index(min(losses)) + 1
+    assert report["restarts"] == []  # with several attempts, every attempt runs to the end
+    assert report["history"][-1]["train_loss"] == pytest.approx(losses[kept - 1]) and len(report["history"]) == 2
+    assert "attempt 2 of 3 ended at a training loss" in whole.stderr and "kept attempt" in whole.stderr
+    folder = Path(report["path"])
+    assert json.loads((folder / "meta.json").read_text())["attempts"] == report["attempts"]
+    events = [json.loads(line)["event"] for line in (folder / runlog.LOG).read_text().splitlines()]
+    assert events.count("attempt") == 2 and events[-1] == "kept" and events.count("epoch") == 6
+    assert runlog.read_log(folder / runlog.LOG)[1] == [
+        {"event": "epoch", **{k: v for k, v in e.items()}} for e in report["history"]
+    ]
+
+    # Attempts come one after another from the run's seed: trained only up to the one kept, the run ends the same.
+    upto = json.loads(runner.invoke(app, [*args, "--attempts", str(kept), "--json"]).stdout)
+    a, b = load_file(folder / "model.safetensors"), load_file(Path(upto["path"]) / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a) and upto["test_accuracy"] == report["test_accuracy"]
+
+    # Ctrl-C in the second attempt (the 3rd epoch the bar hears of), then resume: the same run, bit for bit.
+    real, heard = progress.TrainProgress.epoch, []
+
+    def stop_at_the_third(self: progress.TrainProgress, info: object) -> None:
+        real(self, info)  # type: ignore[arg-type]
+        heard.append(info)
+        if len(heard) == 3:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(progress.TrainProgress, "epoch", stop_at_the_third)
+        stopped = runner.invoke(app, [*args, "--attempts", "3", "--name", "cut"])
+    assert stopped.exit_code == 130, stopped.output
+    resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    again = json.loads(resumed.stdout)
+    assert again["attempts"] == report["attempts"] and again["test_accuracy"] == report["test_accuracy"]
+    c = load_file(Path(again["path"]) / "model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_the_recipe_trains_three_attempts_at_few_bags_and_one_above() -> None:
+    from mnistcli.families.bags import BagsFamily
+    from mnistcli.models.mil import RECIPE
+
+    def attempts(**options: int) -> int:
+        return BagsFamily.configure(RECIPE, options)[1].attempts
+
+    assert attempts(bags=50) == 3 and attempts(bags=51) == 1 and attempts() == 1  # the default is 100 bags
+    assert attempts(bags=100, attempts=2) == 2 and attempts(bags=50, attempts=1) == 1  # given, it wins
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--attempts", "0"], "--attempts must be 1-10"),
+        (["--attempts", "11"], "--attempts must be 1-10"),
+        (["--attempts", "2", "--early-stopping", "1", "--val-split", "0.2"], "--early-stopping does not go with"),
+    ],
+)
+def test_bad_attempts_are_refused_before_training(
+    runner: CliRunner, synthetic_env: Path, extra: list[str], says: str
+) -> None:
+    result = runner.invoke(app, ["train", "mil", "--bags", "4", "--epochs", "1", *extra])
+    assert result.exit_code == 2 and says in result.output
+
+
+def test_tensorboard_shows_each_attempt_as_a_run_of_its_own(runner: CliRunner, synthetic_env: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "2", "--seed", "3"]
+    result = runner.invoke(app, [*args, "--attempts", "2", "--tensorboard", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    board = Path(report["tensorboard"])
+    kept = report["attempts"]["kept"]
+    for number, folder in ((1, board), (2, board / "attempt-2")):
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        assert [e.step for e in events.Scalars("epoch/train_loss")] == [1, 2]
+        assert ("test/accuracy" in events.Tags()["scalars"]) == (number == kept)  # the test goes with the kept one

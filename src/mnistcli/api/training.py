@@ -239,6 +239,12 @@ def _run(
         restart = (
             cb.Restart(*rule, family.fresh_start, partial(_restarted, log, board, config, hooks)) if rule else None
         )
+        several = family.attempt_rule()
+        attempts = (
+            cb.BestAttempt(*several, family.fresh_start, partial(_attempted, log, board, several[0], hooks))
+            if several
+            else None
+        )
 
         callbacks: list[cb.Callback] = [
             *([best] if data.val is not None else []),
@@ -248,6 +254,7 @@ def _run(
             cb.Report(hooks.on_step, hooks.on_epoch),
             # A restart comes after the reports (the abandoned epoch is shown, then dropped), before the snapshot.
             *([restart] if restart is not None else []),
+            *([attempts] if attempts is not None else []),
             cb.Snapshot(save_snapshot),
         ]
         loop = Loop(
@@ -265,14 +272,21 @@ def _run(
         )
         if state is not None:
             loop.load_state_dict(state)
+            if board is not None and attempts is not None and attempts.current > 1:
+                board.attempt(attempts.current)  # a run resumed in its second attempt or later
         try:
             position = loop.run()
+            if attempts is not None:  # the log and TensorBoard show the attempt kept
+                log.write("kept", {"attempt": attempts.kept, "losses": attempts.finished})
+                if board is not None:
+                    board.attempt(attempts.kept or 1)
             log.close()  # training is over; nothing more goes into the log
             target = _target(config, watch, data)
             test = _test(family, s.model, data, watch, hooks.on_work)
             calibration = calibrating.fit(s.model, family, s.held, s.held_from)
             restarts = restart.restarts if restart is not None else []
-            checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration, restarts)
+            tries = {"losses": attempts.finished, "kept": attempts.kept} if attempts is not None else None
+            checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration, restarts, tries)
             run = store.save(s.model, checkpoint, run_dir)
         except KeyboardInterrupt:
             log.close()
@@ -318,6 +332,7 @@ def _run(
             test_unit=family.test_unit,
             resumed_from=int(state["position"]["epoch"]) if state is not None else None,
             restarts=restarts,
+            attempts=tries,
         )
 
 
@@ -329,6 +344,7 @@ def _checkpoint(
     best_epoch: int | None,
     calibration: dict[str, Any] | None,
     restarts: list[dict[str, float]],
+    attempts: dict[str, Any] | None,
 ) -> Checkpoint:
     """The description `meta.json` holds of a trained run (store/checkpoint.py)."""
     data, calibrated_on = s.data, s.held_from == "calibration" and s.held is not None
@@ -349,6 +365,7 @@ def _checkpoint(
         family_entries={
             **({"calibration": calibration} if calibration is not None else {}),
             **({"restarts": restarts} if restarts else {}),
+            **({"attempts": attempts} if attempts is not None else {}),
             **test.meta,
         },
         preprocessing=PREPROCESSING,
@@ -381,6 +398,22 @@ def _restarted(
         hooks.on_work,
         f"training loss {last['train_loss']:.3f} after {last['epoch']} of {config.epochs} epochs: not taking off; "
         f"starting over with fresh weights (restart {len(restarts)})",
+    )
+
+
+def _attempted(
+    log: RunLog, board: tb_events.TensorBoardLog | None, total: int, hooks: Hooks, finished: list[float]
+) -> None:
+    """An attempt ended and the next began (engine.callbacks.BestAttempt): the log marks where the new one starts and
+    TensorBoard shows it as a run of its own (store/runlog.py `read_log` gives the attempt kept); the user hears how
+    the last one ended."""
+    log.write("attempt", {"attempt": len(finished) + 1, "losses": finished})
+    if board is not None:
+        board.attempt(len(finished) + 1)
+    notify(
+        hooks.on_work,
+        f"attempt {len(finished)} of {total} ended at a training loss of {finished[-1]:.3f}; "
+        f"attempt {len(finished) + 1} starts with fresh weights (the one that fits best is kept)",
     )
 
 

@@ -238,7 +238,16 @@ def train(
     restarts: Annotated[
         Optional[int],
         typer.Option(
-            help="MIL: times a run whose training loss is still high half-way may start over with fresh weights.",
+            help="MIL: times a run whose training loss is still high half-way may start over with fresh weights "
+            "(with one attempt).",
+            show_default=RECIPE,
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
+    attempts: Annotated[
+        Optional[int],
+        typer.Option(
+            help="MIL: train this many times from fresh weights and keep the attempt that fits its bags best.",
             show_default=RECIPE,
             rich_help_panel=FAMILY,
         ),
@@ -361,6 +370,7 @@ def train(
         encoder=encoder,
         instance_loss=instance_loss,
         restarts=restarts,
+        attempts=attempts,
         augment=augment,
         robust_augment=True if robust_augment else None,  # None: the recipe's
         val_split=val_split,

@@ -114,13 +114,40 @@ class TargetWatch(Callback):
         self.reached = state["reached"]
 
 
-class Restart(Callback):
+class StartOver(Callback):
+    """What `Restart` and `BestAttempt` share: the model, optimizer and schedule as the run started, and a new attempt
+    from them: the weights go back to those the run started from and `fresh` redraws what it redraws of them (from
+    the global random state, which snapshots keep), the optimizer and the schedule go back to their start, and
+    training begins again from epoch 1 (`Loop.start_over`). The data and its order continue from the run's
+    generator, so the new attempt also sees other batches."""
+
+    def __init__(self, measure: str, fresh: Callable[[nn.Module], None]) -> None:
+        self.measure, self.fresh = measure, fresh
+        self.initial: dict[str, Any] | None = None  # the model, optimizer and schedule as the run started
+
+    def on_fit_start(self, loop: Loop) -> None:
+        if self.initial is None:
+            self.initial = {
+                "model": {k: v.detach().clone() for k, v in loop.model.state_dict().items()},
+                "optimizer": copy.deepcopy(loop.optimizer.state_dict()),
+                "schedule": loop.schedule.state_dict() if loop.schedule is not None else None,
+            }
+
+    def loss(self, loop: Loop, info: EpochInfo) -> float:
+        """The epoch's mean of `measure` if the family's step reports it, else its mean training loss."""
+        return float(loop.metrics.get(self.measure, info.train_loss))
+
+    def begin_again(self, loop: Loop) -> None:
+        assert self.initial is not None
+        loop.model.load_state_dict(self.initial["model"])
+        self.fresh(loop.model)
+        loop.start_over(self.initial["optimizer"], self.initial["schedule"])
+
+
+class Restart(StartOver):
     """Starts a run that has not taken off over again, at most `times` times: if the mean training loss of epoch
-    `at` (or the epoch's mean of `measure`, if the family's step reports it) is above `above`, the weights go back
-    to those the run started from and `fresh` redraws what it redraws of them (from the global random state, which
-    snapshots keep), the optimizer and the schedule go back to their start, and training begins again from epoch 1
-    (`Loop.start_over`). The data and its order continue from the run's generator, so the new attempt also sees
-    other batches. `restarts` keeps each restart's epoch and the loss it looked at; `on_restart` is given them all
+    `at` (or the epoch's mean of `measure`, if the family's step reports it) is above `above`, a new attempt begins
+    (`StartOver`). `restarts` keeps each restart's epoch and the loss it looked at; `on_restart` is given them all
     after each."""
 
     key = "restart"
@@ -134,29 +161,16 @@ class Restart(Callback):
         fresh: Callable[[nn.Module], None],
         on_restart: Callable[[list[dict[str, float]]], None] | None = None,
     ) -> None:
-        self.at, self.above, self.times, self.fresh, self.on_restart_ = at, above, times, fresh, on_restart
-        self.measure = measure
+        super().__init__(measure, fresh)
+        self.at, self.above, self.times, self.on_restart_ = at, above, times, on_restart
         self.restarts: list[dict[str, float]] = []
-        self.initial: dict[str, Any] | None = None  # the model, optimizer and schedule as the run started
-
-    def on_fit_start(self, loop: Loop) -> None:
-        if self.initial is None:
-            self.initial = {
-                "model": {k: v.detach().clone() for k, v in loop.model.state_dict().items()},
-                "optimizer": copy.deepcopy(loop.optimizer.state_dict()),
-                "schedule": loop.schedule.state_dict() if loop.schedule is not None else None,
-            }
 
     def on_epoch_end(self, loop: Loop, info: EpochInfo) -> None:
-        loss = loop.metrics.get(self.measure, info.train_loss)
+        loss = self.loss(loop, info)
         if info.epoch != self.at or not loss > self.above or len(self.restarts) >= self.times or loop.stop:
             return
-        assert self.initial is not None
-        restart = {"epoch": info.epoch, "train_loss": loss}
-        self.restarts.append(restart)
-        loop.model.load_state_dict(self.initial["model"])
-        self.fresh(loop.model)
-        loop.start_over(self.initial["optimizer"], self.initial["schedule"])
+        self.restarts.append({"epoch": info.epoch, "train_loss": loss})
+        self.begin_again(loop)
         if self.on_restart_ is not None:
             self.on_restart_(self.restarts)
 
@@ -166,6 +180,67 @@ class Restart(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.restarts = [dict(r) for r in state["restarts"]]
         self.initial = state["initial"]
+
+
+class BestAttempt(StartOver):
+    """Trains the run `attempts` times, each from fresh weights (`StartOver`), and keeps the attempt that fits its
+    training data best: the one whose last epoch's mean training loss (or mean of `measure`) is lowest, the first
+    on a tie. While the others train, the best finished attempt's weights and history are kept; at the end they
+    are put back if the last attempt is not better. `finished` holds each finished attempt's loss, `kept` the
+    number (from 1) of the attempt kept once training is over; `on_attempt(finished)` hears of each new attempt."""
+
+    key = "attempts"
+
+    def __init__(
+        self,
+        attempts: int,
+        measure: str,
+        fresh: Callable[[nn.Module], None],
+        on_attempt: Callable[[list[float]], None] | None = None,
+    ) -> None:
+        super().__init__(measure, fresh)
+        self.attempts, self.on_attempt = attempts, on_attempt
+        self.finished: list[float] = []
+        self.best: dict[str, Any] | None = None  # the best attempt that was followed by another: model, history
+        self.kept: int | None = None
+
+    @property
+    def current(self) -> int:
+        """The number (from 1) of the attempt training now, or the last one once all have finished."""
+        return min(len(self.finished) + 1, self.attempts)
+
+    def on_epoch_end(self, loop: Loop, info: EpochInfo) -> None:
+        if info.epoch != loop.epochs and not loop.stop:
+            return
+        self.finished.append(self.loss(loop, info))
+        if len(self.finished) >= self.attempts:
+            return
+        index = len(self.finished) - 1
+        if self.best is None or self.finished[index] < self.finished[self.best["index"]]:
+            model = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
+            self.best = {"index": index, "model": model, "history": copy.deepcopy(loop.position.history)}
+        loop.stop = False  # a callback that stopped this attempt early stops only this attempt
+        self.begin_again(loop)
+        if self.on_attempt is not None:
+            self.on_attempt(self.finished)
+
+    def on_fit_end(self, loop: Loop) -> None:
+        if not self.finished:
+            return
+        last = len(self.finished) - 1
+        if self.best is not None and self.finished[self.best["index"]] <= self.finished[last]:
+            loop.model.load_state_dict(self.best["model"])
+            loop.position.history = copy.deepcopy(self.best["history"])
+            self.kept = self.best["index"] + 1
+        else:
+            self.kept = last + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"finished": self.finished, "best": self.best, "kept": self.kept, "initial": self.initial}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.finished = [float(x) for x in state["finished"]]
+        self.best, self.kept, self.initial = state["best"], state["kept"], state["initial"]
 
 
 class Report(Callback):

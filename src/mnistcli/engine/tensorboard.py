@@ -67,5 +67,14 @@ class TensorBoardLog:
         self.writer.close()
         self.writer = SummaryWriter(log_dir=str(self.folder), flush_secs=10, purge_step=0)
 
+    def attempt(self, number: int) -> None:
+        """Write from now on as attempt `number` of a run trained several times (engine.callbacks.BestAttempt), in
+        a folder of its own (the first attempt's is the run's), so TensorBoard shows each attempt as its own run."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer.close()
+        folder = self.folder if number == 1 else self.folder / f"attempt-{number}"
+        self.writer = SummaryWriter(log_dir=str(folder), flush_secs=10)
+
     def close(self) -> None:
         self.writer.close()

@@ -209,7 +209,13 @@ class Family:
         at most that many times (engine.callbacks.Restart); None: never."""
         return None
 
-    def fresh_start(self, model: nn.Module) -> None:  # pragma: no cover - families with a restart rule
+    def attempt_rule(self) -> tuple[int, str] | None:
+        """(attempts, measure): train the run that many times, each from fresh weights (`fresh_start`), and keep the
+        attempt whose last epoch's mean training loss (or mean of `measure`, one of the step's sums, if it reports
+        one) is lowest (engine.callbacks.BestAttempt); None: once."""
+        return None
+
+    def fresh_start(self, model: nn.Module) -> None:  # pragma: no cover - families with a restart or attempt rule
         """Redraw `model`'s weights for a new attempt (they are back to where the run started)."""
         raise NotImplementedError
 

@@ -42,6 +42,7 @@ RECIPE = {
     "augment": True,
     "remix": 3,
     "restarts": 2,
+    "attempts": 3,  # at most 50 training bags: three attempts, the best kept, instead of restarts (families/bags.py)
 }
 
 

@@ -34,6 +34,10 @@ def train_summary(report: Any) -> None:
     if report.restarts:
         losses = ", ".join(f"{r['train_loss']:.3f} in epoch {r['epoch']}" for r in report.restarts)
         table.add_row("restarts", f"{len(report.restarts)}  (training loss {losses}: started over)")
+    if report.attempts:
+        kept, losses = report.attempts["kept"], report.attempts["losses"]
+        each = ", ".join(f"{loss:.3f}" for loss in losses)
+        table.add_row("attempts", f"{len(losses)}  (final training loss {each}: kept attempt {kept})")
     if report.target:
         t = report.target
         reached = (
@@ -129,6 +133,7 @@ def train_json(report: Any) -> None:
             "epochs": len(report.history),
             "stopped_early": report.stopped_early,
             "restarts": report.restarts,
+            "attempts": report.attempts,
             "target": report.target,
             "config": report.options,
             "history": report.history,

@@ -3,8 +3,10 @@
 Every progress report (every 10 optimizer steps, and at the end of each epoch) adds a `step` line
 with the mean loss of the steps since the previous one, the running epoch accuracy and the learning rate; every epoch adds an `epoch` line with
 its metrics; a run that started over (engine.callbacks.Restart) keeps only its last attempt, after one
-`restart` line per restart. Lines are flushed as they are written, so an interrupted run keeps everything it
-logged; `read_log` skips a last line cut short.
+`restart` line per restart. A run trained several times (engine.callbacks.BestAttempt) keeps every attempt, each
+after an `attempt` line but the first, and ends with a `kept` line naming the attempt kept, which is what
+`read_log` gives. Lines are flushed as they are written, so an interrupted run keeps everything it logged;
+`read_log` skips a last line cut short.
 """
 
 from __future__ import annotations
@@ -54,9 +56,10 @@ class RunLog:
 
 
 def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(step events, epoch events) of a log file. Raises `FileProblem` if it cannot be read."""
-    steps: list[dict[str, Any]] = []
-    epochs: list[dict[str, Any]] = []
+    """(step events, epoch events) of a log file: of the attempt kept, if the run was trained several times (of the
+    attempt going on, while it trains). Raises `FileProblem` if it cannot be read."""
+    attempts: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = [([], [])]
+    kept: int | None = None
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
@@ -68,8 +71,13 @@ def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             continue  # the last line of an interrupted run may be cut short
         if not isinstance(event, dict):
             continue
-        if event.get("event") == "step" and isinstance(event.get("step"), int):
+        kind, (steps, epochs) = event.get("event"), attempts[-1]
+        if kind == "step" and isinstance(event.get("step"), int):
             steps.append(event)
-        elif event.get("event") == "epoch" and isinstance(event.get("epoch"), int):
+        elif kind == "epoch" and isinstance(event.get("epoch"), int):
             epochs.append(event)
-    return steps, epochs
+        elif kind == "attempt":
+            attempts.append(([], []))
+        elif kind == "kept" and isinstance(event.get("attempt"), int):
+            kept = event["attempt"]
+    return attempts[kept - 1] if kept is not None and 1 <= kept <= len(attempts) else attempts[-1]
