@@ -50,7 +50,9 @@ class TrainReport:
     test_unit: str = "%"  # "%": the headline is a share, shown as a percentage; "": a ratio (an AUC), shown as is
     resumed_from: int | None = None  # `mnist train --resume`: the epoch the run went on from (`seconds` counts all)
     restarts: list[dict[str, float]] = field(default_factory=list)  # runs that started over: epoch and training loss
-    attempts: dict[str, Any] | None = None  # runs trained several times: `losses` (each attempt's last), `kept` (from 1)
+    attempts: dict[str, Any] | None = (
+        None  # runs trained several times: `losses` (each attempt's last), `kept` (from 1)
+    )
 
 
 @dataclass
