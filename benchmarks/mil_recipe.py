@@ -6,7 +6,8 @@
 Training bags come from training images 0-49,999; 500 validation bags (seed 1) from images
 50,000-59,999. Prints one JSON line: the options, the validation AUC at five points of the run,
 each epoch's mean training loss (and, with --test, the test AUC on 1,000 test bags, for a record
-only). `--bag-seed` draws the training bags apart from the rest of the run's randomness. `--encoder`
+only). `--bag-seed` draws the training bags apart from the rest of the run's randomness (the start
+and the order), which `benchmarks/mil_attempts.py` uses to train several starts on one draw. `--encoder`
 takes a simclr run folder (or a stopped one: its resume snapshot). This is the development loop,
 kept so the figures in docs/models.md can be re-measured; `mnist train mil` is the product.
 """
@@ -18,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +62,8 @@ def main() -> None:
     p.add_argument("--frozen", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test", action="store_true")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout on each image's features while training")
+    p.add_argument("--save-scores", type=Path, help="write the validation bags' final logits here (.npy)")
     a = p.parse_args()
     torch.set_num_threads(1)
     folder = Path(a.data_dir)
@@ -78,6 +82,14 @@ def main() -> None:
         model.body.load_state_dict(encoder_weights(a.encoder))
     else:
         model = AttentionMIL(a.pool)
+    if a.dropout:
+        features, drop = model.features, torch.nn.Dropout(a.dropout)
+
+        def dropped(x: torch.Tensor) -> torch.Tensor:
+            h = features(x)
+            return drop(h) if model.training else h
+
+        model.features = dropped  # type: ignore[method-assign]
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=a.wd)
     negatives = torch.cat([b for b, label in zip(bags, y.tolist(), strict=True) if label == 0])
 
@@ -86,6 +98,8 @@ def main() -> None:
         with torch.inference_mode():
             out = [model(*pad(imgs, bag_list[s : s + 64]))[0] for s in range(0, len(bag_list), 64)]
         model.train()
+        if a.save_scores is not None and bag_list is val_bags:
+            np.save(a.save_scores, torch.cat(out).numpy())  # the last call wins: the final epoch's
         return round(roc_auc(torch.cat(out).numpy(), bag_labels.numpy()) or 0.0, 4)
 
     t0, history, sched, losses = time.time(), [], None, []

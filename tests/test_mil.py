@@ -329,7 +329,7 @@ def test_attempts_train_the_run_several_times_and_keep_the_one_that_fits_best(
     assert len(losses) == 3 and kept == losses.index(min(losses)) + 1
     assert report["restarts"] == []  # with several attempts, every attempt runs to the end
     assert report["history"][-1]["train_loss"] == pytest.approx(losses[kept - 1]) and len(report["history"]) == 2
-    assert "attempt 2 of 3 ended at a training loss" in whole.stderr and "kept attempt" in whole.stderr
+    assert "attempt 2 of 3 ended at a bag loss" in whole.stderr and "kept attempt" in whole.stderr
     folder = Path(report["path"])
     assert json.loads((folder / "meta.json").read_text())["attempts"] == report["attempts"]
     events = [json.loads(line)["event"] for line in (folder / runlog.LOG).read_text().splitlines()]
@@ -355,7 +355,7 @@ def test_attempts_train_the_run_several_times_and_keep_the_one_that_fits_best(
     with monkeypatch.context() as patch:
         patch.setattr(progress.TrainProgress, "epoch", stop_at_the_third)
         stopped = runner.invoke(app, [*args, "--attempts", "3", "--name", "cut"])
-    assert stopped.exit_code == 130, stopped.output
+    assert stopped.exit_code == 130 and "interrupted in attempt 2 of 3 with 0 of 2 epochs" in stopped.output
     resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
     assert resumed.exit_code == 0, resumed.output
     again = json.loads(resumed.stdout)
@@ -373,6 +373,50 @@ def test_the_recipe_trains_three_attempts_at_few_bags_and_one_above() -> None:
 
     assert attempts(bags=50) == 3 and attempts(bags=51) == 1 and attempts() == 1  # the default is 100 bags
     assert attempts(bags=100, attempts=2) == 2 and attempts(bags=50, attempts=1) == 1  # given, it wins
+    assert attempts(bags=50, early_stopping=2) == 1  # early stopping judges one attempt: the recipe's give way
+
+
+def test_best_attempt_keeps_the_lowest_loss_the_first_on_a_tie_and_never_a_diverged_one() -> None:
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from mnistcli.engine.callbacks import BestAttempt
+    from mnistcli.engine.loop import EpochInfo
+
+    def kept(losses: list[float]) -> tuple[int, float]:
+        model = nn.Linear(1, 1, bias=False)
+        loop = SimpleNamespace(model=model, epochs=1, stop=False, metrics={}, position=SimpleNamespace(history=[]))
+        loop.optimizer = SimpleNamespace(state_dict=dict)
+        loop.schedule, loop.start_over = None, lambda *_: None
+        attempt = BestAttempt(len(losses), "bag_loss", lambda m: None)
+        attempt.on_fit_start(loop)  # type: ignore[arg-type]
+        for n, loss in enumerate(losses):
+            model.weight.data.fill_(n)  # each attempt's weights tell which it was
+            loop.metrics = {"bag_loss": loss}
+            loop.position.history = [{"epoch": 1, "train_loss": loss}]
+            attempt.on_epoch_end(loop, EpochInfo(1, loss, 0.0, 0.1, 0.0))  # type: ignore[arg-type]
+        attempt.on_fit_end(loop)  # type: ignore[arg-type]
+        assert attempt.kept is not None  # the kept attempt's history comes back with its weights
+        assert str(loop.position.history[0]["train_loss"]) == str(losses[attempt.kept - 1])
+        return attempt.kept, float(model.weight)
+
+    nan = float("nan")
+    assert kept([0.3, 0.2, 0.5]) == (2, 1.0) and kept([0.1, 0.5, 0.1]) == (1, 0.0) and kept([0.5, 0.3, 0.1]) == (3, 2.0)
+    assert kept([0.3, 0.2, nan])[0] == 2 and kept([nan, 0.1, 0.5])[0] == 2 and kept([nan, nan])[0] == 1
+
+
+def test_the_run_log_writes_a_nan_inside_a_list_as_null(tmp_path: Path) -> None:
+    from mnistcli.store.runlog import RunLog
+
+    log = RunLog(tmp_path / "log.jsonl")
+    log.write("kept", {"attempt": 2, "losses": [0.5, float("nan"), float("inf")]})
+    log.close()
+    assert json.loads((tmp_path / "log.jsonl").read_text()) == {
+        "event": "kept",
+        "attempt": 2,
+        "losses": [0.5, None, None],
+    }
 
 
 @pytest.mark.parametrize(

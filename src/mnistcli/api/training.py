@@ -241,7 +241,7 @@ def _run(
         )
         several = family.attempt_rule()
         attempts = (
-            cb.BestAttempt(*several, family.fresh_start, partial(_attempted, log, board, several[0], hooks))
+            cb.BestAttempt(*several, family.fresh_start, partial(_attempted, log, board, *several, hooks))
             if several
             else None
         )
@@ -293,8 +293,9 @@ def _run(
             if saved[0] < 0:  # no snapshot yet: nothing to resume, so nothing is kept
                 shutil.rmtree(run_dir, ignore_errors=True)
                 raise Interrupted("interrupted before training started") from None
+            where = f" in attempt {attempts.current} of {attempts.attempts}" if attempts is not None else ""
             raise Interrupted(
-                f"interrupted with {saved[0]} of {config.epochs} epochs done and saved: "
+                f"interrupted{where} with {saved[0]} of {config.epochs} epochs done and saved: "
                 f"resume with `mnist train --resume {run_dir.name}`"
             ) from None
         except BaseException:
@@ -402,7 +403,12 @@ def _restarted(
 
 
 def _attempted(
-    log: RunLog, board: tb_events.TensorBoardLog | None, total: int, hooks: Hooks, finished: list[float]
+    log: RunLog,
+    board: tb_events.TensorBoardLog | None,
+    total: int,
+    measure: str,
+    hooks: Hooks,
+    finished: list[float],
 ) -> None:
     """An attempt ended and the next began (engine.callbacks.BestAttempt): the log marks where the new one starts and
     TensorBoard shows it as a run of its own (store/runlog.py `read_log` gives the attempt kept); the user hears how
@@ -412,7 +418,7 @@ def _attempted(
         board.attempt(len(finished) + 1)
     notify(
         hooks.on_work,
-        f"attempt {len(finished)} of {total} ended at a training loss of {finished[-1]:.3f}; "
+        f"attempt {len(finished)} of {total} ended at a {measure.replace('_', ' ')} of {finished[-1]:.3f}; "
         f"attempt {len(finished) + 1} starts with fresh weights (the one that fits best is kept)",
     )
 

@@ -7,6 +7,7 @@ a resume in `state_dict`.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -143,6 +144,12 @@ class StartOver(Callback):
         self.fresh(loop.model)
         loop.start_over(self.initial["optimizer"], self.initial["schedule"])
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"initial": self.initial}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.initial = state["initial"]
+
 
 class Restart(StartOver):
     """Starts a run that has not taken off over again, at most `times` times: if the mean training loss of epoch
@@ -175,17 +182,17 @@ class Restart(StartOver):
             self.on_restart_(self.restarts)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"restarts": self.restarts, "initial": self.initial}
+        return {**super().state_dict(), "restarts": self.restarts}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.restarts = [dict(r) for r in state["restarts"]]
-        self.initial = state["initial"]
 
 
 class BestAttempt(StartOver):
     """Trains the run `attempts` times, each from fresh weights (`StartOver`), and keeps the attempt that fits its
     training data best: the one whose last epoch's mean training loss (or mean of `measure`) is lowest, the first
-    on a tie. While the others train, the best finished attempt's weights and history are kept; at the end they
+    on a tie; a loss that is not a number (a diverged attempt) counts as the highest. While the others train, the best finished attempt's weights and history are kept; at the end they
     are put back if the last attempt is not better. `finished` holds each finished attempt's loss, `kept` the
     number (from 1) of the attempt kept once training is over; `on_attempt(finished)` hears of each new attempt."""
 
@@ -216,7 +223,7 @@ class BestAttempt(StartOver):
         if len(self.finished) >= self.attempts:
             return
         index = len(self.finished) - 1
-        if self.best is None or self.finished[index] < self.finished[self.best["index"]]:
+        if self.best is None or _rank(self.finished[index]) < _rank(self.finished[self.best["index"]]):
             model = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
             self.best = {"index": index, "model": model, "history": copy.deepcopy(loop.position.history)}
         loop.stop = False  # a callback that stopped this attempt early stops only this attempt
@@ -228,7 +235,7 @@ class BestAttempt(StartOver):
         if not self.finished:
             return
         last = len(self.finished) - 1
-        if self.best is not None and self.finished[self.best["index"]] <= self.finished[last]:
+        if self.best is not None and _rank(self.finished[self.best["index"]]) <= _rank(self.finished[last]):
             loop.model.load_state_dict(self.best["model"])
             loop.position.history = copy.deepcopy(self.best["history"])
             self.kept = self.best["index"] + 1
@@ -236,11 +243,17 @@ class BestAttempt(StartOver):
             self.kept = last + 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"finished": self.finished, "best": self.best, "kept": self.kept, "initial": self.initial}
+        return {**super().state_dict(), "finished": self.finished, "best": self.best, "kept": self.kept}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.finished = [float(x) for x in state["finished"]]
-        self.best, self.kept, self.initial = state["best"], state["kept"], state["initial"]
+        super().load_state_dict(state)
+        self.finished = [float("nan") if x is None else float(x) for x in state["finished"]]
+        self.best, self.kept = state["best"], state["kept"]
+
+
+def _rank(loss: float) -> float:
+    """A loss to compare attempts by: NaN (a diverged attempt) ranks above every number."""
+    return loss if loss == loss else math.inf
 
 
 class Report(Callback):

@@ -3,7 +3,9 @@
 Scalars: the training loss of every progress report, running accuracy and learning rate; per
 epoch the train and validation metrics; at the end the test result. Images: a grid of test
 digits. Written to `<run>/tensorboard/`; `tensorboard --logdir <home>/runs` compares runs. A run that
-starts over (engine.callbacks.Restart) keeps only its last attempt, as its log does.
+starts over (engine.callbacks.Restart) keeps only its last attempt, as its log does; a run trained
+several times (engine.callbacks.BestAttempt) writes its second attempt and later ones into
+`tensorboard/attempt-N/`, each a run of its own, and its test result beside the attempt kept.
 """
 
 from __future__ import annotations

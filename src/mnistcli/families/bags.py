@@ -155,6 +155,14 @@ class BagsFamily(Family):
             )
 
     @classmethod
+    def configure(cls, recipe: dict[str, Any], options: dict[str, Any]) -> tuple[TrainConfig, Any]:
+        """As for every family; `--early-stopping` judges one attempt, so unless --attempts is given too it makes
+        the recipe's attempts one (and `check` refuses both)."""
+        if options.get("early_stopping") and options.get("attempts") is None and "attempts" in recipe:
+            recipe = {**recipe, "attempts": 1}
+        return super().configure(recipe, options)
+
+    @classmethod
     def recipe_for(cls, recipe: dict[str, Any], params: Any) -> dict[str, Any]:
         """The recipe's epochs are for 50 training bags; `epochs_for` scales them to `--bags`. Its `attempts` are
         for at most `FEW_BAGS` training bags; above, one attempt (which its restarts look after)."""

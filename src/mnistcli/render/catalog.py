@@ -62,8 +62,8 @@ def model_card(m: Any, as_json: bool) -> None:
             source = "default"
         elif m.recipe[key] == value:
             source = "model"
-        else:  # adapted to the family's options (a bags model's epochs)
-            source = f"model ({m.recipe[key]}, scaled)"
+        else:  # adapted to the family's options (a bags model's epochs and attempts follow --bags)
+            source = f"model ({m.recipe[key]}, for these options)"
         recipe.add_row("--" + key.replace("_", "-"), escape(shown), escape(source))
     out.print(recipe)
 

@@ -37,7 +37,7 @@ def train_summary(report: Any) -> None:
     if report.attempts:
         kept, losses = report.attempts["kept"], report.attempts["losses"]
         each = ", ".join(f"{loss:.3f}" for loss in losses)
-        table.add_row("attempts", f"{len(losses)}  (final training loss {each}: kept attempt {kept})")
+        table.add_row("attempts", f"{len(losses)}  (loss in the last epoch {each}: kept attempt {kept})")
     if report.target:
         t = report.target
         reached = (

@@ -33,9 +33,9 @@ class RunLog:
             raise FileProblem(path, f"cannot write the run log ({e.strerror})") from None
 
     def write(self, event: str, values: dict[str, Any]) -> None:
-        """One event; a NaN or infinite value (a diverged run) is written as null, so every line stays JSON."""
-        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
-        self.file.write(json.dumps({"event": event, **clean}, separators=(",", ":"), allow_nan=False) + "\n")
+        """One event; a NaN or infinite value (a diverged run), also inside a list, is written as null, so every line
+        stays JSON."""
+        self.file.write(json.dumps({"event": event, **finite(values)}, separators=(",", ":"), allow_nan=False) + "\n")
 
     def step(self, info: Any) -> None:
         self.write("step", asdict(info))
@@ -53,6 +53,17 @@ class RunLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float in it, in dicts and lists too, replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -78,6 +89,6 @@ def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             epochs.append(event)
         elif kind == "attempt":
             attempts.append(([], []))
-        elif kind == "kept" and isinstance(event.get("attempt"), int):
+        elif kind == "kept" and type(event.get("attempt")) is int:  # not a bool
             kept = event["attempt"]
     return attempts[kept - 1] if kept is not None and 1 <= kept <= len(attempts) else attempts[-1]
