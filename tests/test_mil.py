@@ -399,7 +399,7 @@ def test_best_attempt_keeps_the_lowest_loss_the_first_on_a_tie_and_never_a_diver
         attempt.on_fit_end(loop)  # type: ignore[arg-type]
         assert attempt.kept is not None  # the kept attempt's history comes back with its weights
         assert str(loop.position.history[0]["train_loss"]) == str(losses[attempt.kept - 1])
-        return attempt.kept, float(model.weight)
+        return attempt.kept, float(model.weight.detach())
 
     nan = float("nan")
     assert kept([0.3, 0.2, 0.5]) == (2, 1.0) and kept([0.1, 0.5, 0.1]) == (1, 0.0) and kept([0.5, 0.3, 0.1]) == (3, 2.0)
