@@ -229,7 +229,7 @@ def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_
     report = json.loads(whole.stdout)
     # The rule looks at epoch 3 of 5: two restarts there, then the third attempt runs its five epochs.
     assert [r["epoch"] for r in report["restarts"]] == [3, 3] and len(report["history"]) == 5
-    assert "starting over with fresh weights (restart 2)" in whole.stderr
+    assert "starting over with fresh weights (restart 2)" in whole.stderr and "bag loss" in whole.stderr
     folder = Path(report["path"])
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["restarts"] == report["restarts"]

@@ -237,7 +237,9 @@ def _run(
 
         rule = family.restart_rule()
         restart = (
-            cb.Restart(*rule, family.fresh_start, partial(_restarted, log, board, config, hooks)) if rule else None
+            cb.Restart(*rule, family.fresh_start, partial(_restarted, log, board, config, rule[3], hooks))
+            if rule
+            else None
         )
         several = family.attempt_rule()
         attempts = (
@@ -386,6 +388,7 @@ def _restarted(
     log: RunLog,
     board: tb_events.TensorBoardLog | None,
     config: TrainConfig,
+    measure: str,
     hooks: Hooks,
     restarts: list[dict[str, float]],
 ) -> None:
@@ -397,7 +400,8 @@ def _restarted(
     last = restarts[-1]
     notify(
         hooks.on_work,
-        f"training loss {last['train_loss']:.3f} after {last['epoch']} of {config.epochs} epochs: not taking off; "
+        f"{measure.replace('_', ' ')} {last['train_loss']:.3f} after {last['epoch']} of {config.epochs} epochs: "
+        "not taking off; "
         f"starting over with fresh weights (restart {len(restarts)})",
     )
 

@@ -238,7 +238,7 @@ def train(
     restarts: Annotated[
         Optional[int],
         typer.Option(
-            help="MIL: times a run whose training loss is still high half-way may start over with fresh weights "
+            help="MIL: times a run whose bag loss is still high half-way may start over with fresh weights "
             "(with one attempt).",
             show_default=RECIPE,
             rich_help_panel=FAMILY,

@@ -192,8 +192,9 @@ class Restart(StartOver):
 class BestAttempt(StartOver):
     """Trains the run `attempts` times, each from fresh weights (`StartOver`), and keeps the attempt that fits its
     training data best: the one whose last epoch's mean training loss (or mean of `measure`) is lowest, the first
-    on a tie; a loss that is not a number (a diverged attempt) counts as the highest. While the others train, the best finished attempt's weights and history are kept; at the end they
-    are put back if the last attempt is not better. `finished` holds each finished attempt's loss, `kept` the
+    on a tie; a loss that is not a number (a diverged attempt) counts as the highest. While the others train, the
+    best finished attempt's weights and history are kept; at the end they are put back if the last attempt is not
+    better. `finished` holds each finished attempt's loss, `kept` the
     number (from 1) of the attempt kept once training is over; `on_attempt(finished)` hears of each new attempt."""
 
     key = "attempts"

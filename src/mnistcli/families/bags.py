@@ -46,8 +46,8 @@ RESTART_LOSS = 0.42
 # From a self-supervised encoder (--encoder) a run that finds the 9 fits its bags far sooner: on validation bags
 # (seeds 0-13, the recipe), after 8 of 15 epochs the nine runs that ended at 0.978-0.990 AUC were at 0.015-0.136
 # and the five that ended at 0.50-0.96 at 0.227-0.444; with another start, those five bag sets gave 0.944-0.992
-# (docs/models.md). So a run from an encoder with one attempt (above FEW_BAGS bags, or --attempts 1) starts over
-# above this instead.
+# (docs/models.md). So a run from an encoder with one attempt (above FEW_BAGS bags, with --attempts 1, or with
+# --early-stopping) starts over above this instead; above 50 bags it has not been measured.
 ENCODER_RESTART_LOSS = 0.2
 # With this many training bags or fewer, the recipe trains three attempts and keeps the one that fits its bags best
 # (lowest bag loss in its last epoch) instead of restarting: at 50 bags runs differ widely with their start (0.53 to

@@ -33,7 +33,7 @@ def train_summary(report: Any) -> None:
     table.add_row("epochs", f"{len(report.history)}" + ("  (stopped early)" if report.stopped_early else ""))
     if report.restarts:
         losses = ", ".join(f"{r['train_loss']:.3f} in epoch {r['epoch']}" for r in report.restarts)
-        table.add_row("restarts", f"{len(report.restarts)}  (training loss {losses}: started over)")
+        table.add_row("restarts", f"{len(report.restarts)}  (loss {losses}: started over)")
     if report.attempts:
         kept, losses = report.attempts["kept"], report.attempts["losses"]
         each = ", ".join(f"{loss:.3f}" for loss in losses)
