@@ -129,7 +129,7 @@ class StartOver(Callback):
     def on_fit_start(self, loop: Loop) -> None:
         if self.initial is None:
             self.initial = {
-                "model": {k: v.detach().clone() for k, v in loop.model.state_dict().items()},
+                "model": _weights(loop.model),
                 "optimizer": copy.deepcopy(loop.optimizer.state_dict()),
                 "schedule": loop.schedule.state_dict() if loop.schedule is not None else None,
             }
@@ -194,8 +194,8 @@ class BestAttempt(StartOver):
     training data best: the one whose last epoch's mean training loss (or mean of `measure`) is lowest, the first
     on a tie; a loss that is not a number (a diverged attempt) counts as the highest. While the others train, the
     best finished attempt's weights and history are kept; at the end they are put back if the last attempt is not
-    better. `finished` holds each finished attempt's loss, `kept` the
-    number (from 1) of the attempt kept once training is over; `on_attempt(finished)` hears of each new attempt."""
+    better. `finished` holds each finished attempt's loss, `kept` the number (from 1) of the attempt kept once
+    training is over; `on_attempt(finished)` hears of each new attempt."""
 
     key = "attempts"
 
@@ -225,8 +225,7 @@ class BestAttempt(StartOver):
             return
         index = len(self.finished) - 1
         if self.best is None or _rank(self.finished[index]) < _rank(self.finished[self.best["index"]]):
-            model = {k: v.detach().clone() for k, v in loop.model.state_dict().items()}
-            self.best = {"index": index, "model": model, "history": copy.deepcopy(loop.position.history)}
+            self.best = {"index": index, "model": _weights(loop.model), "history": copy.deepcopy(loop.position.history)}
         loop.stop = False  # a callback that stopped this attempt early stops only this attempt
         self.begin_again(loop)
         if self.on_attempt is not None:
@@ -250,6 +249,11 @@ class BestAttempt(StartOver):
         super().load_state_dict(state)
         self.finished = [float("nan") if x is None else float(x) for x in state["finished"]]
         self.best, self.kept = state["best"], state["kept"]
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of `model`'s state that later training leaves as it is."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _rank(loss: float) -> float:
