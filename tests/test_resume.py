@@ -109,7 +109,8 @@ def test_every_family_is_resumed_above() -> None:
     from mnistcli.families import family_names
     from mnistcli.registry import get_entry
 
-    assert {get_entry(model).family for model in RUNS} == set(family_names())
+    # An ensemble resumes member by member: tests/test_ensemble.py stops one in a member and resumes it.
+    assert {get_entry(model).family for model in RUNS} | {"ensemble"} == set(family_names())
 
 
 def _stop_at(epoch: int):  # type: ignore[no-untyped-def]

@@ -77,6 +77,7 @@ class TrainConfig:
     target_accuracy: float | None = None  # stop as soon as held-out accuracy reaches this (0-1)
     check_every: float = 0.25  # with a target: check it every this fraction of an epoch
     seed: int = 0  # seeds the initialisation, the shuffling, the split and the augmentation
+    split_seed: int | None = None  # seeds which images are selected and held out instead (ensemble members share it)
     device: str = "auto"  # auto, cpu, cuda or mps
     classes: tuple[int, ...] | None = None  # train only on these digits (None: all ten)
     per_class: int | None = None  # use at most this many training images per class (None: all)
@@ -114,6 +115,8 @@ class TrainConfig:
                 raise UsageError("--classes takes digits 0-9, e.g. 0,1,2")
         if not 0 <= self.seed < 2**63:
             raise UsageError("--seed must be between 0 and 2**63 - 1")
+        if self.split_seed is not None and not 0 <= self.split_seed < 2**63:
+            raise UsageError("--split-seed must be between 0 and 2**63 - 1")
         if self.per_class is not None and self.per_class < 1:
             raise UsageError("--per-class must be at least 1")
         if self.accumulate < 1:

@@ -53,6 +53,8 @@ class TrainReport:
     attempts: dict[str, Any] | None = (
         None  # runs trained several times: `losses` (each attempt's last), `kept` (from 1)
     )
+    members: list[dict[str, Any]] | None = None  # an ensemble's members: name, model, seed, test_accuracy, seconds
+    selection: dict[str, Any] | None = None  # `--combine select`: the weights and the validation losses
 
 
 @dataclass
@@ -85,6 +87,11 @@ class EvalReport:
     temperature: float | None = None
     ece: float | None = None
     ece_uncalibrated: float | None = None
+    tta: bool = False  # measured under test-time augmentation (`--tta`)
+    # An ensemble's members, each {name, model, accuracy, loss, weight}, and the test accuracy of each way of
+    # combining them ({"used": "soft", "soft": ..., "vote": ..., "select": ...}).
+    members: list[dict[str, Any]] | None = None
+    combinations: dict[str, Any] | None = None
 
     @property
     def images_per_second(self) -> float:

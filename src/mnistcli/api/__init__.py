@@ -14,6 +14,9 @@ from mnistcli.api.catalog import (
     remove_checkpoint,
     resumable,
 )
+from mnistcli.api.ensembling import resume as resume_ensemble
+from mnistcli.api.ensembling import stopped_ensemble, trains_members
+from mnistcli.api.ensembling import train as train_ensemble
 from mnistcli.api.evaluation import evaluate
 from mnistcli.api.plotting import PlotReport, plot, plot_bags, plot_predictions
 from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
@@ -78,7 +81,11 @@ __all__ = [
     "repeat_seeds",
     "resumable",
     "resume",
+    "resume_ensemble",
     "save_embeddings",
+    "stopped_ensemble",
     "summarize",
     "train",
+    "train_ensemble",
+    "trains_members",
 ]

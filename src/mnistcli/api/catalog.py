@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import asdict
 
 from mnistcli import paths, store
@@ -45,13 +46,22 @@ def interrupted_runs() -> list[str]:
     return [f.name for f in store.interrupted_runs()]
 
 
-def resumable(name: str) -> tuple[int, int] | None:
-    """(epochs done, epochs in all) of a stopped run that `mnist train --resume` can continue, else None."""
-    found = snapshot.peek(paths.runs_dir() / name)
+def resumable(name: str) -> tuple[int, int, str] | None:
+    """(epochs done, epochs in all, "epochs") of a stopped run that `mnist train --resume` can continue, or
+    (members done, members in all, "members") of a stopped ensemble; else None."""
+    folder = paths.runs_dir() / name
+    if (folder / store.PLAN).is_file():
+        members = store.member_folders(folder)
+        try:
+            total = len(json.loads((folder / store.PLAN).read_text(encoding="utf-8"))["members"])
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            return None
+        return sum((m / store.META).is_file() for m in members), total, "members"
+    found = snapshot.peek(folder)
     if found is None:
         return None
     done = int(found.get("position", {}).get("epoch", 0))
-    return done, int(found.get("options", {}).get("epochs", 0))
+    return done, int(found.get("options", {}).get("epochs", 0)), "epochs"
 
 
 def broken_runs() -> list[tuple[str, str]]:

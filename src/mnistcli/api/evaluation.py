@@ -42,6 +42,7 @@ def evaluate(
     episodes: int | None = None,
     map_path: str | Path | None = None,
     seed: int | None = None,
+    tta: bool = False,
     on_download: mnist.ProgressFn | None = None,
     on_work: WorkFn | None = None,
 ) -> EvalReport | FewShotReport | AdderReport:
@@ -49,7 +50,8 @@ def evaluate(
 
     `labels_per_class` and `seed` go to the family's protocol where it takes them (a linear probe on
     K labels per digit; what it draws). `shots` (default 1 and 5), `episodes` (default 1,000),
-    `map_path` (a PCA map PNG) and `seed` (default 0) belong to the few-shot protocol. Options that
+    `map_path` (a PCA map PNG) and `seed` (default 0) belong to the few-shot protocol. `tta` averages a
+    classifier's logits over shifted copies of each image (protocols/inference.py `with_tta`). Options that
     do not apply to the checkpoint's protocol are refused, not ignored. Progress of the longer
     protocols goes to `on_work`.
     """
@@ -69,6 +71,11 @@ def evaluate(
         raise UsageError("--labels-per-class is for the linear evaluation of self-supervised checkpoints (e.g. simclr)")
     if seed is not None and not few and "seed" not in family.eval_options:
         raise UsageError(f"--seed does not apply to {a_checkpoint(run.family)}'s evaluation (it draws nothing)")
+    if tta and ("tta" not in family.eval_options or few):
+        raise UsageError(
+            f"--tta is for classifier checkpoints' own protocol; not {a_checkpoint(run.family)}'s"
+            + (" few-shot episodes" if few and "tta" in family.eval_options else "")
+        )
     if labels_per_class is not None and labels_per_class < 1:
         raise UsageError("--labels-per-class must be at least 1")
 
@@ -78,7 +85,7 @@ def evaluate(
     if few:
         return _fewshot(run, model, str(dev), split, shots, episodes, map_path, seed or 0, on_work)
     data = EvalData(test=lambda: split("test"), train=lambda: split("train"), device=str(dev))
-    return family.evaluate(run, model, data, EvalOptions(labels_per_class, seed), on_work)  # type: ignore[no-any-return]
+    return family.evaluate(run, model, data, EvalOptions(labels_per_class, seed, tta), on_work)  # type: ignore[no-any-return]
 
 
 def a_checkpoint(family: str) -> str:

@@ -80,13 +80,19 @@ def plot(
     folders = list(dict.fromkeys(store.run_folder(ref).resolve() for ref in refs))  # each run once
     labels = _labels(folders)
     report = PlotReport()
-    histories = [_history(f, label) for f, label in zip(folders, labels, strict=True)]
+    histories = []
+    for folder, label in zip(folders, labels, strict=True):
+        members = store.member_folders(folder)  # an ensemble's curves are its members'
+        histories += [_history(m, f"{label}/{m.name}") for m in members] or [_history(folder, label)]
     drawable = [h for h in histories if h.steps or h.epochs]
     for h in histories:
         if not (h.steps or h.epochs):
             report.notes.append(f"{h.name}: nothing logged, no learning curves")
     if drawable:
-        name = f"{drawable[0].name}-curves.png" if len(drawable) == 1 else "curves.png"
+        if len(folders) == 1:
+            name = f"{labels[0]}-curves.png"
+        else:
+            name = f"{drawable[0].name}-curves.png" if len(drawable) == 1 else "curves.png"
         report.files.append(("learning curves", str(plots.learning_curves(drawable, out / name))))
     test = None
     classifiers = families_where(lambda f: f.classifies)  # whose logits make a confusion matrix

@@ -46,6 +46,7 @@ def predict(
     add: int | None = None,
     show_input: str | None = None,
     bag: bool = False,
+    tta: bool = False,
 ) -> PredictReport:
     """Classify each image (an adder: its digit, and its sum with `add`); unreadable images become `Failure`s.
 
@@ -53,18 +54,22 @@ def predict(
     a bags (multiple-instance) model, each folder is one bag and the loose files another, and the results
     are `BagPrediction`s (api/bags.py); `bag` alone picks your latest bags run when `ref` is None.
 
+    `tta`: classifiers average their logits over the image and four copies shifted by one pixel.
+
     `show_input`: a folder to write, for each readable image, the 28x28 picture the model saw
     (see `write_inputs`); the report's `shown` lists them. Raises `UsageError` for options the
     checkpoint's family does not take or lacks, `CheckpointError` for one whose family does not predict.
     """
     if not paths:
         raise UsageError(NO_IMAGES)
-    options = check_add(add, bag)
+    options = PredictOptions(add=add, bag=bag or None, tta=tta)
     if show_input is not None:
         if bag:
             raise UsageError(NO_SHOW_BAGS)
         check_show_input(show_input, collect_paths(paths))
     run, model, family = _predictor(ref, options, device)
+    if tta and "tta" not in family.eval_options:
+        raise UsageError(f"--tta is for classifier checkpoints; {run.name!r} is {a_model(run.family)}")
     if "bag" in family.predict_options:  # a bags checkpoint answers bags, with --bag or without
         if show_input is not None:
             raise UsageError(NO_SHOW_BAGS)

@@ -95,8 +95,10 @@ def train(
     on_download: mnist.ProgressFn | None = None,
     tensorboard: bool = False,
     on_work: WorkFn | None = None,
+    root: Path | None = None,
 ) -> TrainReport:
-    """Train `model_name` with its recipe overridden by the non-None `options`; save and return the run.
+    """Train `model_name` with its recipe overridden by the non-None `options`; save and return the run
+    (in the store, or under `root`: an ensemble's members folder).
 
     The run's folder is claimed when training starts; `log.jsonl` (and with `tensorboard`, event
     files) is written into it as it goes, and a resume snapshot at the end of every epoch. Ctrl-C
@@ -109,12 +111,19 @@ def train(
     entry = get_entry(model_name)
     family = get_family(entry.family)
     config, params = family.configure(entry.recipe, options or {})  # a bags model's epochs depend on --bags
+    if family.trains_members:  # an ensemble: one run per member (api/ensembling.py)
+        from mnistcli.api import ensembling
+
+        hooks = Hooks(on_step, on_epoch, on_download, on_work)
+        return ensembling.train(
+            options or {}, model_args, name, data_dir, 1, None, lambda _: hooks, on_download, on_work, tensorboard
+        )
     if name is not None:
-        store.check_new_name(name)  # before training, not after it
+        store.check_new_name(name, root)  # before training, not after it
     hooks = Hooks(on_step, on_epoch, on_download, on_work)
     model_args, encoder = _encoder(family, params, model_args or {})
     setup = _setup(model_name, model_args, config, params, data_dir, hooks, encoder)
-    return _run(setup, store.begin(model_name, name), tensorboard, hooks, t0)
+    return _run(setup, store.begin(model_name, name, root), tensorboard, hooks, t0)
 
 
 def _encoder(family: type[Family], params: Any, model_args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -150,6 +159,11 @@ def resume(
     complete or has no snapshot."""
     t0 = time.perf_counter()
     folder = store.stopped_run(ref)
+    if (folder / store.PLAN).is_file():  # a stopped ensemble: its members go on (api/ensembling.py)
+        from mnistcli.api import ensembling
+
+        hooks = Hooks(on_step, on_epoch, on_download, on_work)
+        return ensembling.resume(folder, device, 1, lambda _: hooks, on_work)
     state, run = snapshot.read(folder)
     entry = get_entry(run["model"])
     family = get_family(entry.family)
@@ -187,16 +201,27 @@ def _setup(
     family = family_type(params, config, generator)
     folder = data_folder(data_dir, hooks.on_download)
     full_train, full_test = load_tensors("train", folder, device), load_tensors("test", folder, device)
-    train_data = full_train.select(config.classes, config.per_class, generator)
+    # Which images are selected and held out: drawn from the run's generator, or from `--split-seed`'s own
+    # (the members of an ensemble hold out the same validation images, which their combination is fitted on).
+    splitter = torch.Generator().manual_seed(config.split_seed) if config.split_seed is not None else generator
+    train_data, val_data = training_split(full_train, config, splitter)
     test_data = full_test.select(config.classes, None, generator)
-    train_data, val_data = train_data.split(config.val_split or 0.0, generator)
     # A calibrated family's temperature is fitted on held-out training images: the validation split, else its own.
-    train_data, held, held_from = calibrating.hold_out(family, train_data, val_data, generator)
+    train_data, held, held_from = calibrating.hold_out(family, train_data, val_data, splitter)
     if len(train_data) < 2:
         raise UsageError("fewer than 2 training images left after --classes/--per-class/--val-split")
     data = Data(train_data, val_data, test_data, full_train, full_test)
     family.prepare(data)
     return Setup(model_name, model_args, config, family, model, device, generator, data, held, held_from, folder)
+
+
+def training_split(
+    full_train: TensorData, config: TrainConfig, generator: torch.Generator
+) -> tuple[TensorData, TensorData | None]:
+    """(the training images a run keeps, its validation split or None): `--classes`, `--per-class` and `--val-split`
+    applied to every training image, in this order, drawing from `generator`."""
+    train = full_train.select(config.classes, config.per_class, generator)
+    return train.split(config.val_split or 0.0, generator)
 
 
 def _run(
@@ -375,13 +400,18 @@ def _checkpoint(
         seconds=position.seconds,
         device=str(s.device),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        versions={
-            "mnistcli": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        versions=versions(),
     )
+
+
+def versions() -> dict[str, str]:
+    """The versions a checkpoint records: mnistcli's, torch's, numpy's and Python's."""
+    return {
+        "mnistcli": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _restarted(

@@ -48,7 +48,7 @@ def checkpoints_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
             stopped = api.resumable(name)
             if stopped is not None:
                 render.note(
-                    f"{name}: stopped with {stopped[0]} of {stopped[1]} epochs done; resume with"
+                    f"{name}: stopped with {stopped[0]} of {stopped[1]} {stopped[2]} done; resume with"
                     f" `mnist train --resume {name}` (or `mnist checkpoints rm {name}`)"
                 )
             else:

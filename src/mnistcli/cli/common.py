@@ -161,6 +161,14 @@ def parse_classes(text: str | None) -> tuple[int, ...] | None:
     return None if text is None else parse_ints(text, "--classes", "0,1,2")
 
 
+def parse_runs(text: str) -> list[str]:
+    """'a,b,c' -> ['a', 'b', 'c'] (run references for --from). Raises `UsageError` if none is given."""
+    refs = [r.strip() for r in text.split(",") if r.strip()]
+    if not refs:
+        raise UsageError("--from takes finished runs, comma-separated, e.g. --from cnn-1,cnn-2")
+    return refs
+
+
 def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
     args: dict[str, Any] = {}
     for pair in pairs or []:

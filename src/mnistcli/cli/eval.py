@@ -61,11 +61,19 @@ def eval_(
         Optional[str],
         typer.Option("--map", help="Few-shot: write a PCA map of the test embeddings to this PNG.", metavar="PNG"),
     ] = None,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Classifiers: test-time augmentation; average the logits of each image and four copies shifted by"
+            " one pixel.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a checkpoint on the 10,000 MNIST test images.
 
-    Classifiers: accuracy, per class, confusion.
+    Classifiers: accuracy, per class, confusion. Ensembles: also every member's accuracy.
     Self-supervised models (simclr): linear evaluation.
     Embedding models (siamese): N-way K-shot episodes, beside raw pixels.
     Adders: digit and sum accuracy, the sum by number added and by true sum.
@@ -87,6 +95,7 @@ def eval_(
             episodes=episodes,
             map_path=map_path,
             seed=seed,
+            tta=tta,
             on_download=on_download,
             on_work=on_work,
         )

@@ -26,11 +26,12 @@ E = TypeVar("E", bound=Enum)
 SEED_MAX = 2**63 - 1
 
 # The panels of `mnist train --help`, in the order they are shown (Typer keeps first-seen order).
-OPTIMISATION, DATA, STOPPING, FAMILY, RUN = (
+OPTIMISATION, DATA, STOPPING, FAMILY, ENSEMBLE, RUN = (
     "Optimisation",
     "Data",
     "Stopping early",
     "Triplet and contrastive models",
+    "Ensembles",
     "The run",
 )
 

@@ -62,6 +62,14 @@ def predict(
             metavar="DIR",
         ),
     ] = None,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta",
+            help="Classifiers: test-time augmentation; average the logits of each image and four copies shifted by"
+            " one pixel (five times the work).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum).
@@ -82,7 +90,7 @@ def predict(
         from mnistcli.render import plots
 
         plots.check_writable(plot)
-    report = api.predict(paths, checkpoint, device=device.value, add=add, show_input=show_input, bag=bag)
+    report = api.predict(paths, checkpoint, device=device.value, add=add, show_input=show_input, bag=bag, tta=tta)
     render.predictions(report, json_out)
     if show_input is not None:
         render.shown_inputs(report.shown, show_input)

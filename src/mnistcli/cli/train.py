@@ -18,10 +18,12 @@ from mnistcli.cli.common import (
     guarded,
     parse_classes,
     parse_model_args,
+    parse_runs,
 )
-from mnistcli.cli.helptext import DATA, FAMILY, OPTIMISATION, RUN, STOPPING, choice, either
+from mnistcli.cli.helptext import DATA, ENSEMBLE, FAMILY, OPTIMISATION, RUN, STOPPING, choice, either
 from mnistcli.cli.settings import remember_data_dir
 from mnistcli.config import Device, Mining, Optimizer, Precision, Scheduler, TrainConfig
+from mnistcli.errors import UsageError
 from mnistcli.registry import declared_models
 from mnistcli.render import progress
 
@@ -261,6 +263,63 @@ def train(
             rich_help_panel=FAMILY,
         ),
     ] = None,
+    members: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Ensembles: members to train, with seeds SEED, SEED+1, ...",
+            show_default=RECIPE,
+            rich_help_panel=ENSEMBLE,
+        ),
+    ] = None,
+    arch: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="MODEL,...",
+            help="Ensembles: the members' models, given to them in turn (e.g. cnn,lenet); each trains by its own"
+            " recipe, with the options given here.",
+            show_default=RECIPE,
+            autocompletion=complete.model_names,
+            rich_help_panel=ENSEMBLE,
+        ),
+    ] = None,
+    combine: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="HOW",
+            help="Ensembles: soft (mean probability), vote (majority) or select (weights chosen on the validation"
+            " split to minimise its loss).",
+            show_default=RECIPE,
+            rich_help_panel=ENSEMBLE,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            help="Ensembles: members trained at once, each in a process of its own with its share of the CPU"
+            " threads (also with --resume).",
+            rich_help_panel=ENSEMBLE,
+        ),
+    ] = 1,
+    from_runs: Annotated[
+        Optional[str],
+        typer.Option(
+            "--from",
+            metavar="RUN,...",
+            help="Ensembles: make one from these finished classifier runs instead of training members.",
+            autocompletion=complete.run_names,
+            rich_help_panel=ENSEMBLE,
+        ),
+    ] = None,
+    split_seed: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Seeds which images --val-split (and calibration) hold out, instead of --seed: runs with the same"
+            " one hold out the same images (ensemble members do).",
+            show_default="SEED",
+            parser=helptext.seed,
+            rich_help_panel=DATA,
+        ),
+    ] = None,
     arg: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -330,10 +389,31 @@ def train(
     An option whose default reads (recipe) takes the model's own value; `mnist models --json` lists them.
     """
     if resume is not None:
-        check_alone(ctx, "resume", allowed={"device", "json_out"})
+        check_alone(ctx, "resume", allowed={"device", "json_out", "jobs"})
     with render.starting():
         from mnistcli import api
 
+    ensemble = resume is None and api.trains_members(model)
+    if not ensemble and resume is None:
+        for flag, value in (("--jobs", jobs != 1), ("--from", from_runs is not None)):
+            if value:
+                raise UsageError(f"{flag} is for ensembles (`mnist train ensemble`)")
+    stopped = api.stopped_ensemble(resume) if resume is not None else None
+    if stopped is not None:
+        with progress.EnsembleProgress() as view:
+            report = api.resume_ensemble(
+                stopped,
+                device=device.value if given(ctx, "device") else None,
+                jobs=jobs,
+                on_member=view.member,
+                on_work=view.work,
+            )
+        render.ensemble_summary(report)
+        if json_out:
+            render.train_json(report)
+        return
+    if resume is not None and jobs != 1:
+        raise UsageError("--jobs is for ensembles; the run to resume is not one")
     if resume is not None:
         with progress.download_progress() as on_download, progress.TrainProgress() as bar:
             report = api.resume(
@@ -384,12 +464,33 @@ def train(
         per_class=per_class,
         accumulate=accumulate,
         precision=precision.value if precision else None,
+        split_seed=split_seed,
+        members=members,
+        arch=arch,
+        combine=combine,
     )
     names, seeds = api.repeat_names(name, runs), api.repeat_seeds(seed, runs)
     reports = []
     for i, (run_name, run_seed) in enumerate(zip(names, seeds, strict=True)):
         if runs > 1:
             render.note(f"run {i + 1} of {runs} (seed {run_seed})")
+        if ensemble:
+            with progress.download_progress() as on_download, progress.EnsembleProgress() as view:
+                report = api.train_ensemble(
+                    {**options, "seed": run_seed},
+                    parse_model_args(arg),
+                    name=run_name,
+                    data_dir=data_dir,
+                    jobs=jobs,
+                    sources=parse_runs(from_runs) if from_runs is not None else None,
+                    on_member=view.member,
+                    on_download=on_download,
+                    on_work=view.work,
+                    tensorboard=tensorboard,
+                )
+            render.ensemble_summary(report)
+            reports.append(report)
+            continue
         with progress.download_progress() as on_download, progress.TrainProgress() as bar:
             report = api.train(
                 model,

@@ -42,7 +42,7 @@ def families_where(test: Callable[[type[Family]], bool]) -> set[str]:
 
 
 # isort: off
-from mnistcli.families import classify, contrastive, triplet, adder, bags  # noqa: E402, F401  (registers them)
+from mnistcli.families import classify, contrastive, triplet, adder, bags, ensemble  # noqa: E402, F401  (registers them)
 # isort: on
 
 __all__ = [

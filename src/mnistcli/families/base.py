@@ -68,6 +68,7 @@ class EvalOptions:
 
     labels_per_class: int | None = None  # self-supervised: the probe trains on K labels per digit
     seed: int | None = None  # what the protocol draws (probe labels; an adder's numbers); None: its default
+    tta: bool = False  # classifiers: test-time augmentation (protocols/inference.py `with_tta`)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class PredictOptions:
 
     add: int | None = None  # adder: the number 0-9 added to each digit
     bag: bool | None = None  # multiple-instance (bags): True to predict bags of images (None: not asked for)
+    tta: bool = False  # classifiers: test-time augmentation (not a choice of family: `given` leaves it out)
 
     def __post_init__(self) -> None:
         if self.add is not None and not 0 <= self.add <= 9:
@@ -85,7 +87,7 @@ class PredictOptions:
 
     def given(self) -> frozenset[str]:
         """The names of the options set (not None)."""
-        return frozenset(f.name for f in fields(self) if getattr(self, f.name) is not None)
+        return frozenset(f.name for f in fields(self) if f.name != "tta" and getattr(self, f.name) is not None)
 
 
 def rounded(probabilities: np.ndarray) -> list[float]:
@@ -140,6 +142,7 @@ class Family:
     predict_options: ClassVar[frozenset[str]] = frozenset()  # the PredictOptions fields its `predict` needs
     suggested_model: ClassVar[str] = ""  # what to `mnist train` when a command needs a run of this family
     encoder_family: ClassVar[str | None] = None  # the family of the runs `--encoder RUN` starts it from
+    trains_members: ClassVar[bool] = False  # trained as several runs, not one loop (ensembles: api/ensembling.py)
 
     def __init__(self, params: Any, config: TrainConfig, generator: torch.Generator | None = None) -> None:
         self.params, self.config = params, config

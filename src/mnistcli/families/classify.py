@@ -28,7 +28,7 @@ from mnistcli.families.base import (
     trained_digits,
 )
 from mnistcli.protocols import calibration
-from mnistcli.protocols.inference import evaluate_classifier, predict_proba
+from mnistcli.protocols.inference import evaluate_classifier, predict_proba, with_tta
 from mnistcli.reports import EvalReport, Prediction
 from mnistcli.work import WorkFn, phase
 
@@ -55,6 +55,7 @@ class ClassifyFamily(Family):
     suggested_model = "cnn"
     classifies = True
     validate_is_test = True
+    eval_options = frozenset({"tta"})
 
     def step(self, model: nn.Module, batch: Any) -> Step:
         """Mean cross-entropy and the count of correct argmax predictions (after a random affine, if augmenting)."""
@@ -85,7 +86,7 @@ class ClassifyFamily(Family):
         subset = trained_digits(test, classes)
         t0 = time.perf_counter()
         with phase(on_work, "testing"):
-            result = evaluate_classifier(model, subset)
+            result = evaluate_classifier(with_tta(model, options.tta), subset)
         assert result.logits is not None
         errors = calibration.errors(result.logits, subset.labels.cpu(), run.temperature)
         return classifier_report(
@@ -97,6 +98,7 @@ class ClassifyFamily(Family):
             temperature=run.temperature,
             ece=errors["ece"],
             ece_uncalibrated=errors["ece_uncalibrated"],
+            tta=options.tta,
         )
 
     def calibrate(self, model: nn.Module, held: TensorData) -> dict[str, Any]:
@@ -107,8 +109,9 @@ class ClassifyFamily(Family):
     def predict(
         self, run: Any, model: nn.Module, paths: Sequence[str], images: np.ndarray, options: PredictOptions
     ) -> list[Prediction]:
-        """The digit, its probability and every digit's: softmax(logits / the checkpoint's temperature)."""
+        """The digit, its probability and every digit's: softmax(logits / the checkpoint's temperature), the logits
+        averaged over shifted copies with `options.tta`."""
         return [
             Prediction(path, int(p.argmax()), round(float(p.max()), 6), rounded(p))
-            for path, p in zip(paths, predict_proba(model, images, run.temperature), strict=True)
+            for path, p in zip(paths, predict_proba(with_tta(model, options.tta), images, run.temperature), strict=True)
         ]

@@ -4,5 +4,5 @@ The import order is the order `mnist models` lists them: simplest first.
 """
 
 # isort: off
-from mnistcli.models import linear, mlp, lenet, cnn, simclr, siamese, adder, mil  # noqa: F401
+from mnistcli.models import linear, mlp, lenet, cnn, simclr, siamese, adder, mil, ensemble  # noqa: F401
 # isort: on

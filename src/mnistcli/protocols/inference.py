@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistcli.data.tensors import TensorData
+from mnistcli.models.ensemble import Ensemble
 
 EVAL_BATCH = 1000  # images per forward pass when not training (memory, not accuracy, bound)
 
@@ -84,6 +85,46 @@ def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EV
         total=total,
         logits=all_logits.cpu().numpy(),
     )
+
+
+# Test-time augmentation (`--tta`): the image and four copies shifted by one pixel, their logits averaged.
+SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # (down, right) in pixels
+
+
+def shifted(x: torch.Tensor, down: int, right: int) -> torch.Tensor:
+    """Images (N, C, H, W) moved by whole pixels, the edge that comes in blank (0) and the one going out dropped."""
+    if down == 0 and right == 0:
+        return x
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (max(right, 0), max(-right, 0), max(down, 0), max(-down, 0)))
+    top, left = max(-down, 0), max(-right, 0)
+    return padded[..., top : top + h, left : left + w]
+
+
+class ShiftAveraged(nn.Module):
+    """A classifier under test-time augmentation: the mean of its logits over `SHIFTS` (five forward passes).
+
+    Averaging logits (not probabilities) keeps the checkpoint's temperature meaningful: it still
+    divides logits. `features` are the model's own, unshifted."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.feature_dim = int(getattr(model, "feature_dim", 0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.model(shifted(x, dy, dx)).float() for dy, dx in SHIFTS]).mean(0)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.features(x)  # type: ignore[operator, no-any-return]
+
+
+def with_tta(model: nn.Module, tta: bool) -> nn.Module:
+    """`model`, or `model` under test-time augmentation when `tta`: `ShiftAveraged`, or for an ensemble each of its
+    members so (their calibrated probabilities then vote, as without it)."""
+    if not tta:
+        return model
+    return model.map_members(ShiftAveraged) if isinstance(model, Ensemble) else ShiftAveraged(model)
 
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # images (N, 1, 28, 28) in [0, 1] -> features (N, D)

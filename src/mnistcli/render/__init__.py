@@ -20,7 +20,7 @@ from mnistcli.render.evaluation import (
 from mnistcli.render.predicting import embeddings, oneshot_results, predictions, shown_inputs
 from mnistcli.render.reading import readings
 from mnistcli.render.settings import settings_view
-from mnistcli.render.train import repeat_json, repeat_summary, train_json, train_summary
+from mnistcli.render.train import ensemble_summary, repeat_json, repeat_summary, train_json, train_summary
 
 __all__ = [
     "adder_json",
@@ -30,6 +30,7 @@ __all__ = [
     "checkpoints_table",
     "confusion_table",
     "embeddings",
+    "ensemble_summary",
     "error",
     "eval_json",
     "eval_report",

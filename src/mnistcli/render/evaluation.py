@@ -30,6 +30,8 @@ def eval_json(report: Any) -> None:
             "temperature": report.temperature,
             "ece": report.ece,
             "ece_uncalibrated": report.ece_uncalibrated,
+            "tta": report.tta,
+            **({"members": report.members, "combinations": report.combinations} if report.members is not None else {}),
         }
     )
 
@@ -64,8 +66,14 @@ def eval_report(report: Any) -> None:
         )
         if report.classes:
             out.print(f"on the test images of digits {','.join(map(str, report.classes))}, the ones it was trained on")
+        if report.tta:
+            out.print(
+                "with test-time augmentation: the logits of the image and four copies shifted by one pixel, averaged"
+            )
         if report.ece is not None:
             out.print(calibration_line(report.temperature, report.ece, report.ece_uncalibrated))
+    if report.members is not None:
+        out.print(members_table(report.members, report.combinations or {}))
     per_class = Table(title="per class", title_justify="left")
     for col in ("digit", "correct", "total", "accuracy"):
         per_class.add_column(col, justify="right")
@@ -78,6 +86,35 @@ def eval_report(report: Any) -> None:
         )
     out.print(per_class)
     out.print(confusion_table(report.confusion))
+
+
+def members_table(members: list[dict[str, Any]], combinations: dict[str, Any]) -> Table:
+    """An ensemble's members beside each other, then each way of combining them (the one it uses marked)."""
+    table = Table(title="members and combinations (test accuracy)", title_justify="left")
+    for col, justify in (
+        ("", "left"),
+        ("model", "left"),
+        ("accuracy", "right"),
+        ("loss", "right"),
+        ("weight", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for m in members:
+        weight = f"{m['weight']:.3g}" if m.get("weight") is not None else ""
+        table.add_row(escape(m["name"]), m["model"], pct(m["accuracy"]), f"{m['loss']:.4f}", weight)
+    table.add_section()
+    words = {"soft": "soft vote (mean probability)", "vote": "majority vote", "select": "soft vote, selected weights"}
+    for way, label in words.items():
+        if way in combinations:
+            used = way == combinations.get("used")
+            table.add_row(
+                f"[bold]{label}[/]" if used else label,
+                "used" if used else "",
+                f"[bold green]{pct(combinations[way])}[/]" if used else pct(combinations[way]),
+                "",
+                "",
+            )
+    return table
 
 
 def confusion_table(confusion: list[list[int]]) -> Table:

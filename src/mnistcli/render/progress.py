@@ -124,6 +124,51 @@ class TrainProgress(WorkProgress):
         super().work(what, done, total)
 
 
+class EnsembleProgress(WorkProgress):
+    """An ensemble's members training, one after another or several at once (`--jobs`): a bar per member while it
+    trains, its epochs as lines named by the member, and the combination's work after them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bars: dict[str, Any] = {}
+
+    def member(self, name: str) -> MemberView:
+        """The callbacks (`on_step`, `on_epoch`, `on_work`) that show member `name`."""
+        return MemberView(self, name)
+
+
+class MemberView:
+    """One member's part of an `EnsembleProgress`."""
+
+    def __init__(self, view: EnsembleProgress, name: str) -> None:
+        self.view, self.name = view, name
+
+    def on_step(self, info: Any) -> None:
+        view = self.view
+        view.start()
+        stats = f"loss {info.loss:.4f}  acc {info.accuracy:.2%}"
+        what = f"{self.name} epoch {info.epoch}/{info.epochs}"
+        count = f"{info.step}/{info.total_steps}"
+        if self.name not in view.bars:
+            view.bars[self.name] = view.progress.add_task(what, total=info.total_steps, count=count, stats=stats)
+        view.progress.update(view.bars[self.name], description=what, completed=info.step, count=count, stats=stats)
+
+    def on_epoch(self, info: Any) -> None:
+        val = f"  val acc {pct(info.val_accuracy)}" if info.val_accuracy is not None else ""
+        self.view.progress.console.print(
+            f"[bold]{escape(self.name)}[/] epoch {info.epoch:>3}  loss {info.train_loss:.4f}"
+            f"  acc {pct(info.train_accuracy)}{val}  [dim]{info.seconds:.1f} s[/dim]"
+        )
+
+    def on_work(self, what: str, done: int, total: int | None) -> None:
+        if total == 0:  # a notice, such as the member's result
+            self.view.progress.console.print(f"[bold]{escape(self.name)}[/] {escape(what)}")
+            return
+        if self.name in self.view.bars and total != done and what != CHECKING:
+            self.view.progress.update(self.view.bars.pop(self.name), visible=False)  # its training is over
+        self.view.work(f"{self.name} {what}", done, total)
+
+
 @contextmanager
 def work_progress() -> Iterator[Any]:
     """Yields a `work(what, done, total)` callback drawing bars on stderr (see mnistcli.work)."""

@@ -82,6 +82,46 @@ def train_summary(report: Any) -> None:
         err.print(Text.assemble((f"{label:<11}", "bold"), path), soft_wrap=True)
 
 
+def ensemble_summary(report: Any) -> None:
+    """An ensemble's members and the ensemble: each member's test accuracy, then the ensemble's."""
+    table = Table(title=f"{len(report.members)} members", title_justify="left")
+    for col, justify in (
+        ("member", "left"),
+        ("model", "left"),
+        ("seed", "right"),
+        ("test accuracy", "right"),
+        ("training", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for m in report.members:
+        seconds = f"{m['seconds']:.1f} s" if m.get("seconds") is not None else "-"
+        table.add_row(m["name"], m["model"], str(m["seed"]), pct(m["test_accuracy"]), seconds)
+    best = max((m["test_accuracy"] for m in report.members if m["test_accuracy"] is not None), default=None)
+    err.print(table)
+    summary = Table(show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column()
+    gain = f"  (best member {pct(best)})" if best is not None else ""
+    summary.add_row("test accuracy", f"[bold green]{pct(report.test_accuracy)}[/]  (loss {report.test_loss:.4f}){gain}")
+    combine = report.options.get("combine", "soft")
+    if report.selection:
+        weights = ", ".join(f"{w:.3g}" for w in report.selection["weights"])
+        combine += (
+            f": weights {weights}, validation loss {report.selection['val_loss']:.4f}"
+            f" ({report.selection['val_loss_equal_weights']:.4f} with equal weights)"
+        )
+    summary.add_row("combined by", combine)
+    if report.calibration is not None:
+        summary.add_row("calibration", calibration_summary(report.calibration))
+    summary.add_row(
+        "time",
+        f"{report.seconds:.1f} s training (the members' sum), {report.total_seconds:.1f} s in all, on {report.device}",
+    )
+    err.print(Text.assemble("trained ensemble -> ", (report.run.name, "bold")), soft_wrap=True)
+    err.print(summary)
+    err.print(Text.assemble(("checkpoint ", "bold"), str(report.run.path)), soft_wrap=True)
+
+
 def calibration_summary(calibration: dict[str, Any]) -> str:
     """'temperature 0.620, fitted on 3,000 held-out training images (ECE 4.10% -> 0.30%)', or why T = 1."""
     if calibration.get("fitted_on") is None or "note" in calibration:
@@ -140,6 +180,8 @@ def train_json(report: Any) -> None:
             "log": report.log_path,
             "tensorboard": report.tensorboard_path,
             "calibration": report.calibration,
+            **({"members": report.members} if report.members is not None else {}),
+            **({"selection": report.selection} if report.selection is not None else {}),
         }
     )
 

@@ -20,7 +20,8 @@ from mnistcli.errors import CheckpointError
 FORMAT = "mnistcli-checkpoint/2"
 READABLE = ("mnistcli-checkpoint/1", FORMAT)
 OLD_FAMILIES = {"metric": "triplet"}  # format 1's names
-FAMILY_KEYS = ("calibration", "oneshot")  # top-level entries a family adds (calibrated families; triplet)
+# Top-level entries a family adds: calibrated families; triplet; an ensemble's members and its chosen weights.
+FAMILY_KEYS = ("calibration", "oneshot", "members", "selection")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ class Checkpoint:
         family = OLD_FAMILIES.get(family, family) if isinstance(family, str) else "classify"
         entries = {k: meta[k] for k in FAMILY_KEYS if meta.get(k) is not None}
         _check_calibration(entries.get("calibration"), where)
+        members = entries.get("members")
+        if members is not None and not (isinstance(members, list) and all(isinstance(m, dict) for m in members)):
+            raise CheckpointError(f"{where}: 'members' must be a list of objects")
         metrics = _object(meta.get("metrics"))
         known = {"test_accuracy", "test_loss", "test_measure", "best_epoch", "stopped_early", "target"}
         data = _object(meta.get("data"))

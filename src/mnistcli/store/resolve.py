@@ -14,14 +14,29 @@ from mnistcli import paths
 from mnistcli.errors import CheckpointError
 from mnistcli.registry import list_models
 from mnistcli.store.runlog import LOG
-from mnistcli.store.runs import META, NAME_RE, WEIGHTS, Run, broken_runs, bundled_runs, list_runs, open_run
+from mnistcli.store.runs import (
+    META,
+    NAME_RE,
+    PLAN,
+    WEIGHTS,
+    Run,
+    broken_runs,
+    bundled_runs,
+    list_runs,
+    open_run,
+    resumable,
+)
 from mnistcli.store.snapshot import SNAPSHOT
 
 
 def _folder_of(ref: str) -> Path:
     """`ref` as a path, a run's file (weights, meta or log) standing for its folder."""
     candidate = Path(ref).expanduser()
-    return candidate.parent if candidate.is_file() and candidate.name in (WEIGHTS, META, LOG, SNAPSHOT) else candidate
+    return (
+        candidate.parent
+        if candidate.is_file() and candidate.name in (WEIGHTS, META, LOG, SNAPSHOT, PLAN)
+        else candidate
+    )
 
 
 def resolve(
@@ -53,11 +68,7 @@ def resolve(
             user = [r for r in by_model if not r.bundled]
             return (user or by_model)[-1]
         if named:
-            how = (
-                f"resume it with `mnist train --resume {ref}`"
-                if (folder / SNAPSHOT).exists()
-                else "its log: `mnist plot"
-            )
+            how = f"resume it with `mnist train --resume {ref}`" if resumable(folder) else "its log: `mnist plot"
             raise CheckpointError(
                 f"run {ref!r} has no checkpoint: it was interrupted before saving ("
                 + (how if how.startswith("resume") else f"{how} {ref}`")

@@ -39,6 +39,9 @@ from mnistcli.store.runlog import LOG
 from mnistcli.store.snapshot import SNAPSHOT
 
 WEIGHTS, META = "model.safetensors", "meta.json"
+# An ensemble's folder also holds its members' run folders under `members/`, and, until it is saved,
+# `plan.json`: what it was started with (api/ensembling.py), which `mnist train --resume` goes on from.
+MEMBERS, PLAN = "members", "plan.json"
 BUNDLED_ROOT = Path(__file__).parent.parent / "pretrained"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # always used with fullmatch
 
@@ -132,7 +135,9 @@ def interrupted_runs(root: Path | None = None) -> list[Path]:
     return sorted(
         f
         for f in root.iterdir()
-        if not f.name.startswith(".") and ((f / LOG).exists() or (f / SNAPSHOT).exists()) and not (f / META).exists()
+        if not f.name.startswith(".")
+        and any((f / x).exists() for x in (LOG, SNAPSHOT, PLAN))
+        and not (f / META).exists()
     )
 
 
@@ -150,6 +155,17 @@ def broken_runs(root: Path | None = None) -> list[tuple[Path, str]]:
         except CheckpointError as e:
             broken.append((folder, str(e)))
     return broken
+
+
+def resumable(folder: Path) -> bool:
+    """Whether `folder` holds a stopped run `mnist train --resume` can go on with (a snapshot, or an ensemble's plan)."""
+    return (folder / SNAPSHOT).exists() or (folder / PLAN).exists()
+
+
+def member_folders(folder: Path) -> list[Path]:
+    """The run folders of an ensemble's members, in order (none for any other run)."""
+    members = folder / MEMBERS
+    return sorted(f for f in members.iterdir() if f.is_dir() and not f.name.startswith(".")) if members.is_dir() else []
 
 
 def bundled_runs() -> list[Run]:
@@ -202,7 +218,7 @@ def check_new_name(name: str, root: Path | None = None) -> None:
         )
     if (root / name).exists():
         if not (root / name / META).exists():
-            resume = f"resume it with `mnist train --resume {name}` or " if (root / name / SNAPSHOT).exists() else ""
+            resume = f"resume it with `mnist train --resume {name}` or " if resumable(root / name) else ""
             raise CheckpointError(
                 f"a run named {name!r} was interrupted before saving; {resume}remove it with `mnist checkpoints rm {name}`"
             )

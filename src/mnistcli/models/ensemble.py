@@ -1,0 +1,124 @@
+"""`ensemble`: several trained classifiers answering as one.
+
+An ensemble holds its members (each built through the registry from its own name and arguments)
+and how they vote. Its output is the log of the combined probabilities, so everything that reads a
+classifier's logits (cross-entropy, softmax, argmax, temperature scaling) reads it unchanged:
+softmax(log p) = p. Each member's probabilities are first calibrated by its own temperature.
+
+- `soft` (the default): the weighted mean of the members' probabilities. Equal weights, or the
+  weights `mnist train ensemble --combine select` chose on validation images (protocols/combining.py).
+- `vote`: majority voting. A digit's probability is its share of the votes, ties broken by the mean
+  probability: p = (votes + mean probability) / (members + 1), whose argmax is the majority digit.
+
+`features` are the members' features side by side (concatenated, not averaged: members of
+different architectures have features of different sizes and meanings).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistcli.registry import create_model, get_entry, register_model
+
+COMBINE = ("soft", "vote")
+MAX_MEMBERS = 100
+
+
+class Ensemble(nn.Module):
+    """Members (classifiers giving ten logits) and their combination; forward gives log-probabilities."""
+
+    weights: torch.Tensor
+    temperatures: torch.Tensor
+
+    def __init__(self, members: list[nn.Module], combine: str, weights: list[float], temperatures: list[float]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.combine = combine
+        # Buffers, not parameters: chosen after training, saved with the weights, never trained.
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
+        self.register_buffer("temperatures", torch.tensor(temperatures, dtype=torch.float32))
+        self.feature_dim = sum(int(getattr(m, "feature_dim", 0)) for m in members)
+
+    def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's calibrated probabilities, (members, N, 10); a member of weight 0 is not run (zeros)."""
+        out = []
+        for member, weight, t in zip(self.members, self.weights, self.temperatures, strict=True):
+            if self.combine == "soft" and float(weight) == 0.0:
+                out.append(torch.zeros(len(x), 10, device=x.device))
+                continue
+            out.append(torch.softmax(member(x).float() / t, dim=1))
+        return torch.stack(out)
+
+    def combined(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Log of the combined probabilities (N, 10) of member probabilities (members, N, 10)."""
+        return combine_probabilities(probabilities, self.combine, self.weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (N, 10): logits whose softmax is the combined answer."""
+        return self.combined(self.member_probabilities(x))
+
+    def map_members(self, wrap: Any) -> Ensemble:
+        """The same ensemble with each member replaced by `wrap(member)` (test-time augmentation wraps them)."""
+        mapped = Ensemble(
+            [wrap(m) for m in self.members], self.combine, [1.0] * len(self.members), [1.0] * len(self.members)
+        )
+        mapped.weights, mapped.temperatures = self.weights, self.temperatures
+        return mapped
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's features, concatenated: (N, sum of the members' feature sizes)."""
+        return torch.cat([m.features(x) for m in self.members], dim=1)  # type: ignore[operator]
+
+
+def combine_probabilities(probabilities: torch.Tensor, combine: str, weights: torch.Tensor) -> torch.Tensor:
+    """Log of the combined probabilities (N, 10) of member probabilities (members, N, 10) (see the module docstring)."""
+    w = weights.to(probabilities).reshape(-1, 1, 1)
+    if combine == "soft":
+        mean = (probabilities * w).sum(0) / w.sum()
+        return mean.clamp_min(1e-12).log()
+    votes = nn.functional.one_hot(probabilities.argmax(dim=2), probabilities.shape[2]).sum(0).to(probabilities)
+    shares = (votes + probabilities.mean(0)) / (len(probabilities) + 1)
+    return shares.clamp_min(1e-12).log()
+
+
+@register_model(
+    "ensemble",
+    family="ensemble",
+    description="several classifiers (5 cnn by default) trained with different seeds, voting as one",
+    members=5,
+    arch="cnn",
+    combine="soft",
+    val_split=0.05,
+)
+def ensemble(
+    members: list[dict[str, Any]] | None = None,
+    combine: str = "soft",
+    weights: list[float] | None = None,
+    temperatures: list[float] | None = None,
+) -> Ensemble:
+    """`members`: [{"name": registered classifier, "args": {...}}, ...] (built without arguments, as the tests build
+    every model: two `cnn`; `mnist train ensemble` trains five by default); `weights` of the soft
+    vote (default equal) and each member's `temperatures` (default 1) are what training chose and fitted."""
+    specs = members if members is not None else [{"name": "cnn", "args": {}}] * 2
+    if not 1 <= len(specs) <= MAX_MEMBERS:
+        raise ValueError(f"an ensemble has 1-{MAX_MEMBERS} members")
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {', '.join(COMBINE)}")
+    built = []
+    for spec in specs:
+        name, args = spec.get("name") if isinstance(spec, dict) else None, spec.get("args") or {}
+        if not isinstance(name, str) or not isinstance(args, dict):
+            raise ValueError("each member is {'name': MODEL, 'args': {...}}")
+        if get_entry(name).family != "classify":
+            raise ValueError(f"member {name!r} is not a classifier")
+        built.append(create_model(name, **args))
+    weights = [1.0] * len(built) if weights is None else [float(w) for w in weights]
+    temperatures = [1.0] * len(built) if temperatures is None else [float(t) for t in temperatures]
+    if len(weights) != len(built) or len(temperatures) != len(built):
+        raise ValueError("one weight and one temperature per member")
+    if any(not w >= 0 for w in weights) or not sum(weights) > 0 or any(not t > 0 for t in temperatures):
+        raise ValueError("weights must be >= 0 (not all 0) and temperatures > 0")
+    return Ensemble(built, combine, weights, temperatures)

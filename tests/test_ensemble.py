@@ -1,0 +1,328 @@
+"""Ensembles: members trained as runs of their own, combined into one checkpoint that serves like any other;
+and test-time augmentation for every classifier."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from mnistcli import store
+from mnistcli.cli import app
+from mnistcli.models.ensemble import combine_probabilities, ensemble
+from mnistcli.protocols.combining import select_weights
+from mnistcli.protocols.inference import SHIFTS, ShiftAveraged, shifted
+from mnistcli.render import progress
+from tests.helpers import make_digits, save_png
+
+SMALL = ["--arg", "width=4", "--epochs", "2", "--batch-size", "50", "--val-split", "0.2"]
+
+
+def _ok(runner: CliRunner, args: list[str]) -> dict:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout) if "--json" in args else {}
+
+
+def _refused(runner: CliRunner, args: list[str], *words: str, code: int = 2) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def _images(folder: Path, n: int = 4) -> Path:
+    folder.mkdir()
+    images, labels = make_digits(n, seed=3)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        save_png(image, folder / f"{i}-{label}.png")
+    return folder
+
+
+# -- the model ------------------------------------------------------------------------------------------------
+
+
+def test_majority_vote_takes_the_most_votes_and_breaks_ties_by_the_mean_probability() -> None:
+    p = torch.tensor(
+        [
+            [[0.6, 0.4, 0.0], [0.1, 0.5, 0.4]],
+            [[0.55, 0.45, 0.0], [0.0, 0.45, 0.55]],
+            [[0.1, 0.9, 0.0], [0.3, 0.0, 0.7]],
+        ]
+    )
+    votes = combine_probabilities(p, "vote", torch.ones(3)).exp()
+    assert votes[0].argmax() == 0  # two votes for 0 beat one surer vote for 1
+    assert votes[1].argmax() == 2  # votes 0: 0, 1: 1, 2: 2
+    assert torch.allclose(votes.sum(1), torch.ones(2))
+    tie = torch.tensor([[[0.6, 0.4]], [[0.3, 0.7]]])  # one vote each: the higher mean probability wins
+    assert combine_probabilities(tie, "vote", torch.ones(2)).argmax(1).item() == 1
+    soft = combine_probabilities(p, "soft", torch.tensor([1.0, 0.0, 1.0])).exp()
+    assert torch.allclose(soft, (p[0] + p[2]) / 2)
+
+
+def test_the_ensemble_answers_with_its_members_calibrated_mean() -> None:
+    torch.manual_seed(0)
+    model = ensemble([{"name": "mlp", "args": {"hidden": 8}}, {"name": "linear"}], temperatures=[0.5, 2.0]).eval()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        expected = (torch.softmax(model.members[0](x) / 0.5, 1) + torch.softmax(model.members[1](x) / 2.0, 1)) / 2
+        assert torch.allclose(model(x).exp(), expected, atol=1e-6)
+        features = model.features(x)
+    assert features.shape == (5, model.feature_dim) and model.feature_dim == 8 + 784  # concatenated
+    with pytest.raises(ValueError, match="not a classifier"):
+        ensemble([{"name": "simclr"}])
+
+
+def test_selection_gives_weight_to_the_member_that_lowers_the_validation_loss() -> None:
+    labels = torch.arange(40) % 10
+    right = F.one_hot(labels, 10).float() * 0.9 + 0.01
+    wrong = F.one_hot((labels + 1) % 10, 10).float() * 0.9 + 0.01
+    weights = select_weights(torch.stack([wrong, right, wrong]), labels)
+    assert weights == [0.0, 1.0, 0.0]
+    assert abs(sum(select_weights(torch.stack([right, right * 0.5 + 0.05]), labels)) - 1) < 1e-5
+
+
+def test_shifts_move_whole_pixels_and_blank_the_edge() -> None:
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    down = shifted(x, 1, 0)
+    assert torch.equal(down[0, 0, 0], torch.zeros(4)) and torch.equal(down[0, 0, 1:], x[0, 0, :3])
+    left = shifted(x, 0, -1)
+    assert torch.equal(left[0, 0, :, -1], torch.zeros(4)) and torch.equal(left[0, 0, :, :3], x[0, 0, :, 1:])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    with torch.no_grad():
+        mean = torch.stack([model(shifted(x, dy, dx)) for dy, dx in SHIFTS]).mean(0)
+        assert torch.allclose(ShiftAveraged(model)(x), mean)
+
+
+# -- the command ----------------------------------------------------------------------------------------------
+
+
+def test_an_ensemble_trains_its_members_and_serves_as_one_checkpoint(
+    runner: CliRunner, synthetic_env: Path, tmp_path: Path
+) -> None:
+    report = _ok(runner, ["train", "ensemble", "--members", "2", *SMALL, "--name", "ens", "--json"])
+    assert [m["name"] for m in report["members"]] == ["01-cnn", "02-cnn"]
+    assert [m["seed"] for m in report["members"]] == [0, 1]
+    folder = Path(report["path"])
+    assert (folder / "members" / "01-cnn" / "meta.json").is_file() and (
+        folder / "members" / "02-cnn" / "log.jsonl"
+    ).is_file()
+    assert not (folder / "plan.json").exists()
+    listed = runner.invoke(app, ["checkpoints"])
+    assert "ens" in listed.stdout and "01-cnn" not in listed.stdout  # members live inside it, not in the list
+
+    evaluated = _ok(runner, ["eval", "ens", "--json"])
+    assert evaluated["accuracy"] == report["test_accuracy"]
+    assert [m["name"] for m in evaluated["members"]] == ["01-cnn", "02-cnn"]
+    assert [m["accuracy"] for m in evaluated["members"]] == [m["test_accuracy"] for m in report["members"]]
+    assert evaluated["combinations"]["used"] == "soft" and evaluated["combinations"]["soft"] == evaluated["accuracy"]
+    member = _ok(runner, ["eval", str(folder / "members" / "02-cnn"), "--json"])  # a member is a run of its own
+    assert member["accuracy"] == evaluated["members"][1]["accuracy"]
+
+    images = _images(tmp_path / "digits")
+    predicted = [
+        json.loads(line)
+        for line in runner.invoke(app, ["predict", str(images), "-c", "ens", "--json"]).stdout.splitlines()
+    ]
+    assert len(predicted) == 4 and all(abs(sum(p["probabilities"]) - 1) < 1e-4 for p in predicted)
+    embedded = runner.invoke(app, ["embed", str(images), "-c", "ens", "--json"])
+    assert embedded.exit_code == 0
+    assert len(json.loads(embedded.stdout.splitlines()[0])["embedding"]) == 2 * 36 * 4  # two members' features
+    plotted = runner.invoke(app, ["plot", "ens", "-o", str(tmp_path / "plots")])
+    assert plotted.exit_code == 0, plotted.output
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {
+        "ens-curves.png",
+        "ens-confusion.png",
+        "ens-mistakes.png",
+    }
+
+
+def test_a_majority_vote_is_the_members_majority(runner: CliRunner, synthetic_env: Path) -> None:
+    _ok(
+        runner,
+        ["train", "ensemble", "--members", "3", "--arch", "mlp,linear", *SMALL[2:], "--combine", "vote", "--name", "v"],
+    )
+    run = store.resolve("v")
+    model = store.load(run)
+    assert run.info.model.args["combine"] == "vote" and [m["name"] for m in run.info.model.args["members"]] == [
+        "mlp",
+        "linear",
+        "mlp",
+    ]
+    x = torch.rand(50, 1, 28, 28)
+    with torch.no_grad():
+        answers = torch.stack([m(x).argmax(1) for m in model.members])
+        combined = model(x).argmax(1)
+    for i in range(len(x)):
+        counts = torch.bincount(answers[:, i], minlength=10)
+        if counts.max() >= 2:  # a clear majority (with three members, else every member disagrees)
+            assert combined[i] == counts.argmax()
+
+
+def test_selected_weights_are_fitted_on_the_members_shared_validation_images(
+    runner: CliRunner, synthetic_env: Path
+) -> None:
+    report = _ok(
+        runner, ["train", "ensemble", "--members", "3", *SMALL, "--combine", "select", "--name", "s", "--json"]
+    )
+    selection = report["selection"]
+    assert abs(sum(selection["weights"]) - 1) < 1e-5 and selection["images"] == 60  # 20% of 300
+    assert selection["val_loss"] <= selection["val_loss_equal_weights"] + 1e-9
+    configs = [store.read_checkpoint(Path(report["path"]) / "members" / m["name"]).config for m in report["members"]]
+    assert {c["split_seed"] for c in configs} == {0} and [c["seed"] for c in configs] == [0, 1, 2]
+    evaluated = _ok(runner, ["eval", "s", "--json"])
+    assert [m["weight"] for m in evaluated["members"]] == pytest.approx(selection["weights"], abs=1e-5)
+
+
+def test_from_builds_an_ensemble_of_finished_runs(runner: CliRunner, synthetic_env: Path) -> None:
+    for seed in ("1", "2"):
+        _ok(runner, ["train", "cnn", *SMALL, "--seed", seed, "--split-seed", "9", "--name", f"c{seed}"])
+    report = _ok(runner, ["train", "ensemble", "--from", "c1,c2", "--combine", "select", "--name", "both", "--json"])
+    assert [m["name"] for m in report["members"]] == ["01-c1", "02-c2"]
+    assert report["calibration"]["fitted_on"] == "validation"
+    _ok(runner, ["train", "linear", "--epochs", "1", "--name", "other"])  # holds out other images
+    _refused(runner, ["train", "ensemble", "--from", "c1,other", "--combine", "select"], "same --val-split", code=2)
+    soft = _ok(runner, ["train", "ensemble", "--from", "c1,other", "--name", "mixed", "--json"])
+    assert soft["calibration"]["temperature"] == 1.0 and "different" in soft["calibration"]["note"]
+    _refused(runner, ["train", "ensemble", "--from", "c1,c1"], "twice")
+    _refused(runner, ["train", "ensemble", "--from", "c1,nothing-here"], "nothing-here", code=1)
+    _refused(runner, ["train", "ensemble", "--from", "c1,c2", "--epochs", "3"], "--epochs", "--from")
+
+
+def test_bad_ensemble_options_are_refused_before_training(runner: CliRunner, synthetic_env: Path) -> None:
+    _refused(runner, ["train", "ensemble", "--members", "0"], "--members")
+    _refused(runner, ["train", "ensemble", "--arch", "simclr"], "simclr", "classifier")
+    _refused(runner, ["train", "ensemble", "--arch", "cnnn"], "cnnn", code=2)
+    _refused(runner, ["train", "ensemble", "--combine", "average"], "--combine")
+    _refused(runner, ["train", "ensemble", "--arch", "cnn,mlp", "--arg", "width=4"], "width", code=2)
+    _refused(runner, ["train", "cnn", "--jobs", "2"], "--jobs", "ensembles")
+    _refused(runner, ["train", "cnn", "--from", "a,b"], "--from", "ensembles")
+    _refused(runner, ["train", "ensemble", "--jobs", "0"], "--jobs")
+    runs = Path(os.environ["MNISTCLI_HOME"]) / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # nothing was claimed
+
+
+def _stop_in_member(monkeypatch: pytest.MonkeyPatch, member: str, epoch: int) -> None:
+    real = progress.MemberView.on_epoch
+
+    def epoch_then_stop(self: progress.MemberView, info: object) -> None:
+        real(self, info)
+        if self.name == member and info.epoch == epoch:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress.MemberView, "on_epoch", epoch_then_stop)
+
+
+def test_an_interrupted_ensemble_keeps_its_finished_members_and_resumes_the_rest(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["train", "ensemble", "--members", "3", *SMALL, "--epochs", "3"]
+    whole = _ok(runner, [*args, "--name", "whole", "--json"])
+    with monkeypatch.context() as patch:
+        _stop_in_member(patch, "02-cnn", 2)
+        stopped = runner.invoke(app, [*args, "--name", "cut"])
+    assert stopped.exit_code == 130, stopped.output
+    assert "1 of 3 members done" in stopped.stderr and "mnist train --resume cut" in stopped.stderr
+    listed = runner.invoke(app, ["checkpoints"])
+    assert "cut: stopped with 1 of 3 members done" in listed.stderr
+    first = store.run_folder("cut") / "members" / "01-cnn" / "model.safetensors"
+    before = first.stat().st_mtime_ns
+    resumed = _ok(runner, ["train", "--resume", "cut", "--json"])
+    assert first.stat().st_mtime_ns == before  # the finished member was not trained again
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    a, b = load_file(Path(whole["path"]) / "model.safetensors"), load_file(Path(resumed["path"]) / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # as if never stopped
+
+
+def test_ctrl_c_before_any_member_saved_anything_leaves_nothing(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def stop(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the first member loads its data
+
+    monkeypatch.setattr("mnistcli.api.training._setup", stop)
+    stopped = runner.invoke(app, ["train", "ensemble", "--members", "2", *SMALL, "--name", "gone"])
+    assert stopped.exit_code == 130 and "before training started" in stopped.stderr
+    assert not (Path(os.environ["MNISTCLI_HOME"]) / "runs" / "gone").exists()
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_members_train_in_parallel_processes_and_ctrl_c_stops_them_all(
+    synthetic_env: Path, tmp_path: Path, stop: bool
+) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    epochs = "300" if stop else "2"
+    command = [
+        sys.executable,
+        "-m",
+        "mnistcli",
+        "train",
+        "ensemble",
+        "--members",
+        "3",
+        *SMALL[:2],
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "50",
+        "--jobs",
+        "2",
+        "--name",
+        "par",
+        "--json",
+    ]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    folder = Path(os.environ["MNISTCLI_HOME"]) / "runs" / "par" / "members"
+    if stop:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(folder.glob("*/resume.safetensors"))) < 2:
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    if not stop:
+        assert process.returncode == 0, err
+        report = json.loads(out)
+        assert [m["name"] for m in report["members"]] == ["01-cnn", "02-cnn", "03-cnn"]
+        return
+    assert process.returncode == 130, err
+    assert "mnist train --resume par" in err and "Traceback" not in err
+    assert sorted(p.parent.name for p in folder.glob("*/resume.safetensors")) == ["01-cnn", "02-cnn"]
+    assert not (folder / "03-cnn").exists()  # never started: Ctrl-C stops the ensemble, not just one member
+
+
+# -- test-time augmentation -----------------------------------------------------------------------------------
+
+
+def test_tta_averages_shifted_views_in_eval_and_predict(runner: CliRunner, synthetic_env: Path, tmp_path: Path) -> None:
+    _ok(runner, ["train", "cnn", *SMALL, "--name", "c"])
+    plain, tta = _ok(runner, ["eval", "c", "--json"]), _ok(runner, ["eval", "c", "--tta", "--json"])
+    assert plain["tta"] is False and tta["tta"] is True and tta["total"] == plain["total"]
+    run = store.resolve("c")
+    model = store.load(run)
+    images = _images(tmp_path / "digits")
+    out = runner.invoke(app, ["predict", str(images), "-c", "c", "--tta", "--json"])
+    assert out.exit_code == 0, out.output
+    answers = [json.loads(line) for line in out.stdout.splitlines()]
+    from mnistcli.data.images import load_image
+
+    x = torch.from_numpy(np.stack([load_image(a["path"]) for a in answers])).unsqueeze(1)
+    with torch.no_grad():
+        expected = torch.softmax(ShiftAveraged(model)(x) / run.temperature, 1)
+    assert np.allclose([a["probabilities"] for a in answers], expected.numpy(), atol=2e-6)
+    _ok(runner, ["train", "simclr", "--arg", "width=4", "--epochs", "1", "--batch-size", "64", "--name", "ssl"])
+    _refused(runner, ["eval", "ssl", "--tta"], "--tta")
+    _refused(runner, ["predict", str(images), "-c", "ssl", "--tta"], "ssl", code=1)
