@@ -35,7 +35,7 @@ COMBINATIONS = ("soft", "vote", "select")
 class EnsembleParams(ClassifyParams):
     """The ensemble's own options; those of ClassifyParams (label smoothing, calibration) go to every member."""
 
-    members: int = 5  # members to train (their seeds: --seed, --seed + 1, ...)
+    members: int = 10  # members to train (their seeds: --seed, --seed + 1, ...)
     arch: str = "cnn"  # registered classifiers, comma-separated, given to the members in turn
     combine: str = "soft"  # soft (mean probability), vote (majority), select (weights chosen on validation images)
 

@@ -87,8 +87,8 @@ def combine_probabilities(probabilities: torch.Tensor, combine: str, weights: to
 @register_model(
     "ensemble",
     family="ensemble",
-    description="several classifiers (5 cnn by default) trained with different seeds, voting as one",
-    members=5,
+    description="several classifiers (10 cnn by default) trained with different seeds, voting as one",
+    members=10,
     arch="cnn",
     combine="soft",
     val_split=0.05,
@@ -100,7 +100,7 @@ def ensemble(
     temperatures: list[float] | None = None,
 ) -> Ensemble:
     """`members`: [{"name": registered classifier, "args": {...}}, ...] (built without arguments, as the tests build
-    every model: two `cnn`; `mnist train ensemble` trains five by default); `weights` of the soft
+    every model: two `cnn`; `mnist train ensemble` trains ten by default); `weights` of the soft
     vote (default equal) and each member's `temperatures` (default 1) are what training chose and fitted."""
     specs = members if members is not None else [{"name": "cnn", "args": {}}] * 2
     if not 1 <= len(specs) <= MAX_MEMBERS:
