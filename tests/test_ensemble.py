@@ -113,22 +113,22 @@ def test_an_ensemble_trains_its_members_and_serves_as_one_checkpoint(
     runner: CliRunner, synthetic_env: Path, tmp_path: Path
 ) -> None:
     report = _ok(runner, ["train", "ensemble", "--members", "2", *SMALL, "--name", "ens", "--json"])
-    assert [m["name"] for m in report["members"]] == ["01-cnn", "02-cnn"]
+    assert [m["name"] for m in report["members"]] == ["01-cnn-wide", "02-cnn-wide"]
     assert [m["seed"] for m in report["members"]] == [0, 1]
     folder = Path(report["path"])
-    assert (folder / "members" / "01-cnn" / "meta.json").is_file() and (
-        folder / "members" / "02-cnn" / "log.jsonl"
+    assert (folder / "members" / "01-cnn-wide" / "meta.json").is_file() and (
+        folder / "members" / "02-cnn-wide" / "log.jsonl"
     ).is_file()
     assert not (folder / "plan.json").exists()
     listed = runner.invoke(app, ["checkpoints"])
-    assert "ens" in listed.stdout and "01-cnn" not in listed.stdout  # members live inside it, not in the list
+    assert "ens" in listed.stdout and "01-cnn-wide" not in listed.stdout  # members live inside it, not in the list
 
     evaluated = _ok(runner, ["eval", "ens", "--json"])
     assert evaluated["accuracy"] == report["test_accuracy"]
-    assert [m["name"] for m in evaluated["members"]] == ["01-cnn", "02-cnn"]
+    assert [m["name"] for m in evaluated["members"]] == ["01-cnn-wide", "02-cnn-wide"]
     assert [m["accuracy"] for m in evaluated["members"]] == [m["test_accuracy"] for m in report["members"]]
     assert evaluated["combinations"]["used"] == "soft" and evaluated["combinations"]["soft"] == evaluated["accuracy"]
-    member = _ok(runner, ["eval", str(folder / "members" / "02-cnn"), "--json"])  # a member is a run of its own
+    member = _ok(runner, ["eval", str(folder / "members" / "02-cnn-wide"), "--json"])  # a member is a run of its own
     assert member["accuracy"] == evaluated["members"][1]["accuracy"]
 
     images = _images(tmp_path / "digits")
@@ -194,8 +194,15 @@ def test_from_builds_an_ensemble_of_finished_runs(runner: CliRunner, synthetic_e
     assert report["calibration"]["fitted_on"] == "validation"
     _ok(runner, ["train", "linear", "--epochs", "1", "--name", "other"])  # holds out other images
     _refused(runner, ["train", "ensemble", "--from", "c1,other", "--combine", "select"], "same --val-split", code=2)
+    _ok(runner, ["train", "cnn", *SMALL, "--classes", "0,1,2", "--name", "c012"])
+    _refused(runner, ["train", "ensemble", "--from", "c1,c012"], "different digits")
+    _refused(runner, ["train", "ensemble", "--from", "c1,c2", "--jobs", "2"], "--jobs", "--from")
+    assert sorted(p.name for p in (Path(os.environ["MNISTCLI_HOME"]) / "runs").iterdir()) == sorted(
+        ["c1", "c2", "both", "other", "c012"]
+    )  # nothing refused left a folder behind
     soft = _ok(runner, ["train", "ensemble", "--from", "c1,other", "--name", "mixed", "--json"])
     assert soft["calibration"]["temperature"] == 1.0 and "different" in soft["calibration"]["note"]
+    assert soft["config"]["from"] and soft["config"]["arch"] == "cnn,linear" and soft["config"]["members"] == 2
     _refused(runner, ["train", "ensemble", "--from", "c1,c1"], "twice")
     _refused(runner, ["train", "ensemble", "--from", "c1,nothing-here"], "nothing-here", code=1)
     _refused(runner, ["train", "ensemble", "--from", "c1,c2", "--epochs", "3"], "--epochs", "--from")
@@ -231,13 +238,13 @@ def test_an_interrupted_ensemble_keeps_its_finished_members_and_resumes_the_rest
     args = ["train", "ensemble", "--members", "3", *SMALL, "--epochs", "3"]
     whole = _ok(runner, [*args, "--name", "whole", "--json"])
     with monkeypatch.context() as patch:
-        _stop_in_member(patch, "02-cnn", 2)
+        _stop_in_member(patch, "02-cnn-wide", 2)
         stopped = runner.invoke(app, [*args, "--name", "cut"])
     assert stopped.exit_code == 130, stopped.output
     assert "1 of 3 members done" in stopped.stderr and "mnist train --resume cut" in stopped.stderr
     listed = runner.invoke(app, ["checkpoints"])
     assert "cut: stopped with 1 of 3 members done" in listed.stderr
-    first = store.run_folder("cut") / "members" / "01-cnn" / "model.safetensors"
+    first = store.run_folder("cut") / "members" / "01-cnn-wide" / "model.safetensors"
     before = first.stat().st_mtime_ns
     resumed = _ok(runner, ["train", "--resume", "cut", "--json"])
     assert first.stat().st_mtime_ns == before  # the finished member was not trained again
@@ -296,12 +303,12 @@ def test_members_train_in_parallel_processes_and_ctrl_c_stops_them_all(
     if not stop:
         assert process.returncode == 0, err
         report = json.loads(out)
-        assert [m["name"] for m in report["members"]] == ["01-cnn", "02-cnn", "03-cnn"]
+        assert [m["name"] for m in report["members"]] == ["01-cnn-wide", "02-cnn-wide", "03-cnn-wide"]
         return
     assert process.returncode == 130, err
     assert "mnist train --resume par" in err and "Traceback" not in err
-    assert sorted(p.parent.name for p in folder.glob("*/resume.safetensors")) == ["01-cnn", "02-cnn"]
-    assert not (folder / "03-cnn").exists()  # never started: Ctrl-C stops the ensemble, not just one member
+    assert sorted(p.parent.name for p in folder.glob("*/resume.safetensors")) == ["01-cnn-wide", "02-cnn-wide"]
+    assert not (folder / "03-cnn-wide").exists()  # never started: Ctrl-C stops the ensemble, not just one member
 
 
 # -- test-time augmentation -----------------------------------------------------------------------------------
@@ -326,3 +333,101 @@ def test_tta_averages_shifted_views_in_eval_and_predict(runner: CliRunner, synth
     _ok(runner, ["train", "simclr", "--arg", "width=4", "--epochs", "1", "--batch-size", "64", "--name", "ssl"])
     _refused(runner, ["eval", "ssl", "--tta"], "--tta")
     _refused(runner, ["predict", str(images), "-c", "ssl", "--tta"], "ssl", code=1)
+
+
+def test_select_without_held_out_images_is_refused_before_anything_is_written(
+    runner: CliRunner, synthetic_env: Path
+) -> None:
+    _refused(
+        runner,
+        ["train", "ensemble", "--members", "2", *SMALL[:4], "--val-split", "0", "--combine", "select"],
+        "--val-split above 0",
+    )
+    runs = Path(os.environ["MNISTCLI_HOME"]) / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_a_small_validation_split_fits_no_temperature_and_repeats_take_fresh_seeds(
+    runner: CliRunner, synthetic_env: Path
+) -> None:
+    small = [*SMALL[:6], "--val-split", "0.1"]  # 30 held-out images: too few to fit a temperature on
+    report = _ok(runner, ["train", "ensemble", "--members", "2", *small, "--name", "r", "--runs", "2", "--json"])
+    assert report["each"][0]["run"] == "r-1"
+    seeds = [
+        [m["seed"] for m in store.read_checkpoint(store.run_folder(f"r-{i}")).family_entries["members"]] for i in (1, 2)
+    ]
+    assert seeds == [[0, 1], [2, 3]]  # no member trained twice
+    calibration = store.read_checkpoint(store.run_folder("r-1")).calibration
+    assert calibration is not None and calibration["temperature"] == 1.0 and "fewer than 50" in calibration["note"]
+
+
+def test_tampered_ensembles_are_refused_in_one_line(runner: CliRunner, synthetic_env: Path, tmp_path: Path) -> None:
+    _ok(runner, ["train", "ensemble", "--members", "2", *SMALL, "--name", "t"])
+    meta_path = store.run_folder("t") / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for change, words in [
+        (lambda m: m["model"]["args"].update(weights=[-1.0, 2.0]), "weights"),
+        (lambda m: m["model"]["args"].update(temperatures=[0.0, 1.0]), "temperatures"),
+        (lambda m: m["model"]["args"].update(weights=[1.0]), "one weight"),
+        (lambda m: m.update(members=[{"name": 5}, {"name": None}]), "members"),
+    ]:
+        tampered = json.loads(json.dumps(meta))
+        change(tampered)
+        meta_path.write_text(json.dumps(tampered))
+        _refused(runner, ["eval", "t"], words, code=1)
+    meta_path.write_text(json.dumps(meta))
+    _ok(runner, ["eval", "t"])
+
+    with pytest.MonkeyPatch.context() as patch:
+        _stop_in_member(patch, "02-cnn-wide", 1)
+        assert runner.invoke(app, ["train", "ensemble", "--members", "2", *SMALL, "--name", "p"]).exit_code == 130
+    plan_path = store.run_folder("p") / "plan.json"
+    plan = json.loads(plan_path.read_text())
+    for change in (
+        lambda p: p.pop("member_options"),
+        lambda p: p["members"][0].update(seed="x"),
+        lambda p: p["members"][1].update(model="siamese"),
+        lambda p: p.update(members=[]),
+    ):
+        tampered = json.loads(json.dumps(plan))
+        change(tampered)
+        plan_path.write_text(json.dumps(tampered))
+        _refused(runner, ["train", "--resume", "p"], "plan.json", code=1)
+    plan_path.write_text(json.dumps(plan))
+    _refused(runner, ["train", "--resume", "p", "--jobs", "0"], "--jobs")
+    _refused(runner, ["train", "--resume", "t", "--jobs", "2"], "complete", code=1)
+    _ok(runner, ["train", "--resume", "p"])
+
+
+def test_a_worker_killed_outright_fails_the_ensemble_and_starts_no_more(synthetic_env: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "mnistcli",
+        "train",
+        "ensemble",
+        "--members",
+        "4",
+        *SMALL[:2],
+        "--epochs",
+        "300",
+        "--batch-size",
+        "50",
+        "--jobs",
+        "2",
+        "--name",
+        "k",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    folder = Path(os.environ["MNISTCLI_HOME"]) / "runs" / "k" / "members"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(folder.glob("*/resume.safetensors"))) < 2:
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True, text=True)
+    os.kill(int(workers.stdout.split()[0]), signal.SIGKILL)
+    _, err = process.communicate(timeout=120)  # no hang: the other worker stops, the pending ones never start
+    assert process.returncode == 1, err
+    assert "ended without a result" in err and "mnist train --resume k" in err and "Traceback" not in err
+    assert not (folder / "03-cnn-wide").exists() and not (folder / "04-cnn-wide").exists()

@@ -14,8 +14,8 @@ from mnistcli.api.catalog import (
     remove_checkpoint,
     resumable,
 )
+from mnistcli.api.ensembling import members_of, stopped_ensemble, trains_members
 from mnistcli.api.ensembling import resume as resume_ensemble
-from mnistcli.api.ensembling import stopped_ensemble, trains_members
 from mnistcli.api.ensembling import train as train_ensemble
 from mnistcli.api.evaluation import evaluate
 from mnistcli.api.plotting import PlotReport, plot, plot_bags, plot_predictions
@@ -68,6 +68,7 @@ __all__ = [
     "embed",
     "evaluate",
     "interrupted_runs",
+    "members_of",
     "model",
     "models",
     "oneshot",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import asdict
 
 from mnistcli import paths, store
 from mnistcli.api.common import params_count
+from mnistcli.api.ensembling import read_plan
+from mnistcli.errors import CheckpointError
 from mnistcli.families import get_family
 from mnistcli.registry import ModelEntry, create_model, get_entry, list_models, model_args
 from mnistcli.reports import ModelInfo
@@ -23,6 +24,8 @@ def _info(e: ModelEntry) -> ModelInfo:
     config, own = family.configure(e.recipe, {})  # what `mnist train NAME` uses (a bags model's epochs: --bags)
     options = {**config.to_dict(), **asdict(own)}
     shown = {k: v for k, v in options.items() if k not in RUN_CHOICES}
+    if family.trains_members:  # an ensemble: its own options; training options and --arg go to every member
+        args, shown = {}, dict(e.recipe)
     return ModelInfo(e.name, e.family, e.description, params_count(create_model(e.name)), e.recipe, args, shown)
 
 
@@ -51,12 +54,12 @@ def resumable(name: str) -> tuple[int, int, str] | None:
     (members done, members in all, "members") of a stopped ensemble; else None."""
     folder = paths.runs_dir() / name
     if (folder / store.PLAN).is_file():
-        members = store.member_folders(folder)
         try:
-            total = len(json.loads((folder / store.PLAN).read_text(encoding="utf-8"))["members"])
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            plan = read_plan(folder)
+        except CheckpointError:
             return None
-        return sum((m / store.META).is_file() for m in members), total, "members"
+        done = sum((folder / store.MEMBERS / m["name"] / store.META).is_file() for m in plan["members"])
+        return done, len(plan["members"]), "members"
     found = snapshot.peek(folder)
     if found is None:
         return None

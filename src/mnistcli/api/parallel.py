@@ -11,10 +11,13 @@ raises `Interrupted`; when one task fails, the others are stopped the same way.
 
 from __future__ import annotations
 
+import _thread
 import multiprocessing
 import os
 import queue
 import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ from mnistcli.work import WorkFn
 
 POLL_SECONDS = 0.2  # how often the parent looks for workers that died without a word
 STOP_WAIT_SECONDS = 120  # how long stopped workers get to save their snapshots before they are killed
+ASK_AGAIN_SECONDS = 2.0  # how often stopped workers that have not ended are asked again
 
 
 @dataclass
@@ -73,7 +77,7 @@ def run_tasks(tasks: list[Task], jobs: int, relay: Callable[[str], Relay]) -> Ou
     context = multiprocessing.get_context("spawn")
     events: Any = context.Queue()
     pending, running = deque(tasks), dict[str, Any]()
-    outcome, stopping, threads = Outcome(), False, threads_per_job(jobs)
+    outcome, stopping = Outcome(), False
     # Under `nohup` or in a background job SIGINT is ignored here: then the workers ignore it too.
     interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
     gpus, started = torch.cuda.device_count() if torch.cuda.is_available() else 0, 0
@@ -81,16 +85,21 @@ def run_tasks(tasks: list[Task], jobs: int, relay: Callable[[str], Relay]) -> Ou
         while pending or running:
             while pending and len(running) < jobs and not stopping:
                 task = pending.popleft()
-                args = (task, threads, events, interruptible, _gpu(started, gpus))
+                # The threads shared out among the workers that will run beside each other (fewer at the end).
+                threads = threads_per_job(min(jobs, len(running) + 1 + len(pending)))
+                process = context.Process(
+                    target=_work,
+                    args=(task, threads, events, interruptible, _gpu(started, gpus)),
+                    name=f"mnist {task.name}",
+                )
+                _start(process)
                 started += 1
-                process = context.Process(target=_work, args=args, name=f"mnist {task.name}")
-                process.start()
                 running[task.name] = process
-            ended = _next_event(events, running, relay, outcome)
-            if ended is not None:
-                running.pop(ended).join()
+            for name in _next_events(events, running, relay, outcome):
+                running.pop(name).join()
             if (outcome.errors or outcome.interrupted) and not stopping:
                 stopping = True  # a failure, or a worker stopped on its own (a signal to it alone): stop them all
+                pending.clear()
                 _stop(running)
     except KeyboardInterrupt:
         _stop(running)
@@ -99,22 +108,52 @@ def run_tasks(tasks: list[Task], jobs: int, relay: Callable[[str], Relay]) -> Ou
     return outcome
 
 
-def _next_event(events: Any, running: dict[str, Any], relay: Callable[[str], Relay], outcome: Outcome) -> str | None:
-    """Handle the next message from a worker (or a worker's silent death); returns the name of a task that ended."""
+def _start(process: Any) -> None:
+    """Start a worker with SIGINT ignored, which it inherits until `_work` sets its own handler: a Ctrl-C while it is
+    still starting (importing torch) then prints no traceback; `_wait` asks it again once it can listen."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        name, kind, payload = events.get(timeout=POLL_SECONDS)
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _next_events(events: Any, running: dict[str, Any], relay: Callable[[str], Relay], outcome: Outcome) -> list[str]:
+    """Handle the next message from a worker, if one comes soon, and notice workers that died without a word;
+    returns the names of the tasks that ended."""
+    ended = []
+    try:
+        name = _handle(events.get(timeout=POLL_SECONDS), relay, outcome)
+        if name is not None:
+            ended.append(name)
     except queue.Empty:
-        for name, process in running.items():
-            if process.exitcode is not None and name not in outcome.results and name not in outcome.errors:
-                # Its last message may still be in the pipe: look once more before calling it dead.
-                try:
-                    late = events.get(timeout=1.0)
-                except queue.Empty:
-                    outcome.errors[name] = f"its worker process ended without a result (exit code {process.exitcode})"
-                    return name
-                return _handle(late, relay, outcome)
-        return None
-    return _handle((name, kind, payload), relay, outcome)
+        pass
+    for name, process in running.items():
+        if name in ended or process.exitcode is None or _over(name, outcome):
+            continue
+        ended += _drain(events, relay, outcome)  # its last message may still be in the pipe
+        if not _over(name, outcome):
+            outcome.errors[name] = f"its worker process ended without a result (exit code {process.exitcode})"
+            ended.append(name)
+    return list(dict.fromkeys(ended))
+
+
+def _over(name: str, outcome: Outcome) -> bool:
+    return name in outcome.results or name in outcome.errors or name in outcome.interrupted
+
+
+def _drain(events: Any, relay: Callable[[str], Relay], outcome: Outcome) -> list[str]:
+    """Handle every message still in the queue (waiting up to a second for the first); returns the tasks ended."""
+    ended: list[str] = []
+    timeout = 1.0
+    while True:
+        try:
+            name = _handle(events.get(timeout=timeout), relay, outcome)
+        except queue.Empty:
+            return ended
+        timeout = 0.05
+        if name is not None:
+            ended.append(name)
 
 
 def _handle(event: tuple[str, str, Any], relay: Callable[[str], Relay], outcome: Outcome) -> str | None:
@@ -149,17 +188,19 @@ def _stop(running: dict[str, Any]) -> None:
 
 
 def _wait(events: Any, running: dict[str, Any], relay: Callable[[str], Relay], outcome: Outcome) -> None:
-    """Let stopped workers finish saving (their last messages handled), killing any still there after a while."""
-    import time
-
+    """Let stopped workers finish saving (their last messages handled), asking again every few seconds (one still
+    starting could not listen yet), and kill any still there after a while."""
     deadline = time.monotonic() + STOP_WAIT_SECONDS
+    asked = time.monotonic()
     while running and time.monotonic() < deadline:
         try:
-            ended = _next_event(events, running, relay, outcome)
+            for name in _next_events(events, running, relay, outcome):
+                running.pop(name).join()
         except KeyboardInterrupt:
             continue  # a second Ctrl-C while the workers save: they are already stopping
-        if ended is not None:
-            running.pop(ended).join()
+        if time.monotonic() - asked > ASK_AGAIN_SECONDS:
+            _stop(running)  # a worker acts on the first SIGINT it can hear and ignores the rest
+            asked = time.monotonic()
     for process in running.values():
         process.kill()
         process.join()
@@ -176,10 +217,8 @@ def _work(task: Task, threads: int, events: Any, interruptible: bool, gpu: int |
     if gpu is not None:  # before CUDA starts in this process: `cuda` then means this GPU (of those visible to us)
         visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         os.environ["CUDA_VISIBLE_DEVICES"] = visible[gpu] if gpu < len(visible) else str(gpu)
-    if interruptible:
-        _first_interrupt_only()
-    else:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _first_interrupt_only(signal.SIGINT if interruptible else None)
+    _watch_parent()
     torch.set_num_threads(threads)
 
     def send(kind: str, payload: Any) -> None:
@@ -204,8 +243,23 @@ def _work(task: Task, threads: int, events: Any, interruptible: bool, gpu: int |
     events.join_thread()  # every message is in the pipe before the process ends
 
 
-def _first_interrupt_only() -> None:
-    """Ctrl-C reaches a worker from the terminal and again from the parent (`_stop`): act on the first one only."""
+def _watch_parent() -> None:
+    """Stop this worker as Ctrl-C would (it saves its snapshot) if the parent dies (killed, SIGTERM): a worker never
+    trains on alone."""
+    parent = multiprocessing.parent_process()
+
+    def watch() -> None:
+        while parent is not None and parent.is_alive():
+            time.sleep(1.0)
+        _thread.interrupt_main(signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="watch parent").start()
+
+
+def _first_interrupt_only(interrupt: int | None) -> None:
+    """A worker stops as Ctrl-C stops a run (KeyboardInterrupt: it saves its snapshot) on the first SIGTERM (sent by
+    `_watch_parent`, or by anyone) or, when `interrupt` is SIGINT, the first Ctrl-C, which reaches it from the
+    terminal and again from the parent (`_stop`); it ignores the rest while it saves."""
     seen = [False]
 
     def handler(signum: int, frame: Any) -> None:
@@ -213,4 +267,5 @@ def _first_interrupt_only() -> None:
             seen[0] = True
             raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler if interrupt is not None else signal.SIG_IGN)

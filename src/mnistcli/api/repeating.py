@@ -30,11 +30,11 @@ def repeat_names(name: str | None, runs: int) -> list[str | None]:
     return names
 
 
-def repeat_seeds(seed: int, runs: int) -> list[int]:
-    """Seeds `seed`, `seed + 1`, ... for `runs` runs."""
-    if seed + runs - 1 >= 2**63:
+def repeat_seeds(seed: int, runs: int, stride: int = 1) -> list[int]:
+    """Seeds `seed`, `seed + stride`, ... for `runs` runs (an ensemble's stride is its members: each takes that many)."""
+    if seed + stride * runs - 1 >= 2**63:
         raise UsageError("--seed + --runs must stay below 2**63")
-    return [seed + i for i in range(runs)]
+    return [seed + stride * i for i in range(runs)]
 
 
 def summarize(reports: Sequence[TrainReport]) -> RepeatReport:

@@ -413,7 +413,7 @@ def train(
             render.train_json(report)
         return
     if resume is not None and jobs != 1:
-        raise UsageError("--jobs is for ensembles; the run to resume is not one")
+        raise UsageError(f"--jobs is for ensembles; {resume!r} is not a stopped ensemble")
     if resume is not None:
         with progress.download_progress() as on_download, progress.TrainProgress() as bar:
             report = api.resume(
@@ -469,7 +469,9 @@ def train(
         arch=arch,
         combine=combine,
     )
-    names, seeds = api.repeat_names(name, runs), api.repeat_seeds(seed, runs)
+    # Repeated ensembles take the next seeds after each other's members: no member is trained twice.
+    stride = api.members_of(options) if ensemble else 1
+    names, seeds = api.repeat_names(name, runs), api.repeat_seeds(seed, runs, stride)
     reports = []
     for i, (run_name, run_seed) in enumerate(zip(names, seeds, strict=True)):
         if runs > 1:

@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnistcli.data.tensors import TensorData
 from mnistcli.errors import UsageError
 from mnistcli.families import register_family
 from mnistcli.families.base import EvalData, EvalOptions, classifier_report, trained_digits
 from mnistcli.families.classify import ClassifyFamily, ClassifyParams
 from mnistcli.models.ensemble import MAX_MEMBERS, Ensemble, combine_probabilities
 from mnistcli.protocols import calibration
-from mnistcli.protocols.inference import EVAL_BATCH, ClassifierEval, map_batches, with_tta
+from mnistcli.protocols.inference import EVAL_BATCH, map_batches, score_logits, with_tta
 from mnistcli.registry import get_entry
 from mnistcli.reports import EvalReport
 from mnistcli.work import WorkFn, phase
@@ -36,7 +37,7 @@ class EnsembleParams(ClassifyParams):
     """The ensemble's own options; those of ClassifyParams (label smoothing, calibration) go to every member."""
 
     members: int = 10  # members to train (their seeds: --seed, --seed + 1, ...)
-    arch: str = "cnn"  # registered classifiers, comma-separated, given to the members in turn
+    arch: str = "cnn-wide"  # registered classifiers, comma-separated, given to the members in turn
     combine: str = "soft"  # soft (mean probability), vote (majority), select (weights chosen on validation images)
 
     def __post_init__(self) -> None:
@@ -76,38 +77,33 @@ class EnsembleFamily(ClassifyFamily):
         classes = run.info.data.classes
         subset = trained_digits(test, classes)
         t0 = time.perf_counter()
-        images = subset.images.float().div(255.0).cpu().numpy()
         viewed = with_tta(model, options.tta)
         assert isinstance(viewed, Ensemble)
-        labels = subset.labels.cpu()
-        logits = []
         with phase(on_work, "testing the members"):
-            for member in viewed.members:
-                logits.append(torch.from_numpy(map_batches(member, member, images, EVAL_BATCH)))
-        probabilities = torch.stack(
-            [torch.softmax(z / t, dim=1) for z, t in zip(logits, model.temperatures.cpu(), strict=True)]
-        )
-        combined = model.combined(probabilities)
-        result = _classifier_eval(combined, labels)
+            logits = member_logits(viewed, subset)
+        labels = subset.labels.cpu()
+        probabilities = model.calibrated(logits)
+        result = score_logits(model.combined(probabilities), labels)
         seconds = time.perf_counter() - t0
         entries = run.info.family_entries.get("members") or []
-        weights = model.weights.cpu()
+        weights = torch.tensor(model.weights)
         members = [
             {
-                "name": entries[i].get("name", f"member {i + 1}") if i < len(entries) else f"member {i + 1}",
+                "name": str(entries[i].get("name")) if len(entries) == len(model.members) else f"member {i + 1}",
                 "model": spec.get("name"),
-                "accuracy": _accuracy(z, labels),
-                "loss": float(F.cross_entropy(z, labels)),
+                "accuracy": _accuracy(logits[:, i], labels),
+                "loss": float(F.cross_entropy(logits[:, i], labels)),
                 "weight": round(float(weights[i] / weights.sum()), 6) if model.combine == "soft" else None,
             }
-            for i, (z, spec) in enumerate(zip(logits, run.info.model.args.get("members") or [], strict=True))
+            for i, spec in enumerate(run.info.model.args.get("members") or [])
         ]
-        equal = torch.ones(len(logits))
+        equal = torch.ones(len(model.members))
         ways = {
             "soft": _accuracy(combine_probabilities(probabilities, "soft", equal), labels),
             "vote": _accuracy(combine_probabilities(probabilities, "vote", equal), labels),
         }
-        if model.combine == "soft" and not torch.equal(weights / weights.sum(), equal / len(equal)):
+        used = "select" if run.info.config.get("combine") == "select" else model.combine
+        if used == "select":
             ways["select"] = _accuracy(combine_probabilities(probabilities, "soft", weights), labels)
         errors = calibration.errors(result.logits, labels, run.temperature)  # type: ignore[arg-type]
         return classifier_report(
@@ -121,31 +117,15 @@ class EnsembleFamily(ClassifyFamily):
             ece_uncalibrated=errors["ece_uncalibrated"],
             tta=options.tta,
             members=members,
-            combinations={"used": _used(model, weights), **ways},
+            combinations={"used": used, **ways},
         )
 
 
-def _used(model: Ensemble, weights: torch.Tensor) -> str:
-    """How this ensemble combines: soft, vote, or select (a soft vote with chosen, unequal weights)."""
-    if model.combine == "vote":
-        return "vote"
-    return "soft" if bool((weights == weights[0]).all()) else "select"
+def member_logits(model: Ensemble, data: TensorData) -> torch.Tensor:
+    """Every member's logits on `data`, (N, members, 10) on the CPU, in eval mode and batches."""
+    images = data.images.float().div(255.0).cpu().numpy()
+    return torch.from_numpy(map_batches(model, model.member_logits, images, EVAL_BATCH))
 
 
 def _accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return int((scores.argmax(dim=1) == labels).sum()) / len(labels) if len(labels) else 0.0
-
-
-def _classifier_eval(log_probabilities: torch.Tensor, labels: torch.Tensor) -> ClassifierEval:
-    """What `evaluate_classifier` gives, from the ensemble's log-probabilities on the labelled images."""
-    predictions = log_probabilities.argmax(dim=1)
-    confusion = torch.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10).numpy()
-    total = len(labels)
-    return ClassifierEval(
-        accuracy=int(confusion.trace()) / total if total else 0.0,
-        loss=float(F.nll_loss(log_probabilities, labels)) if total else 0.0,
-        confusion=confusion,
-        predictions=predictions.numpy(),
-        total=total,
-        logits=log_probabilities.numpy(),
-    )

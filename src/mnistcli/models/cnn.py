@@ -80,6 +80,20 @@ def cnn(width: int = 16) -> Classifier:
 
 
 @register_model(
+    "cnn-wide",
+    family="classify",
+    description="cnn at width 24 (24-48-96), 12 epochs: the default ensemble's member",
+    **{**RECIPE, "epochs": 12},
+)
+def cnn_wide(width: int = 24) -> Classifier:
+    """`cnn` half as wide again, trained twice as long. On validation images held out of the training set (55,000
+    trained on, 5,000 held out), `cnn` (6 epochs) members averaged 99.44% and three of them voting 99.52%; these
+    averaged 99.59% and three of them voting 99.64%, for about 2.2 x 2 the time of a `cnn`."""
+    body = cnn_body(width)
+    return Classifier(body, feature_dim=body.out_features, channels_last=True)
+
+
+@register_model(
     "cnn-fast",
     family="classify",
     description="tuned for time to 99%: stride-2 stem, 12-24-48, fc 128; one epoch of AdamW",

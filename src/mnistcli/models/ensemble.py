@@ -16,6 +16,7 @@ different architectures have features of different sizes and meanings).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -25,48 +26,44 @@ from mnistcli.registry import create_model, get_entry, register_model
 
 COMBINE = ("soft", "vote")
 MAX_MEMBERS = 100
+DEFAULT_MEMBERS = 10  # the recipe's `members` below says the same
 
 
 class Ensemble(nn.Module):
-    """Members (classifiers giving ten logits) and their combination; forward gives log-probabilities."""
+    """Members (classifiers giving ten logits) and their combination; forward gives log-probabilities.
 
-    weights: torch.Tensor
-    temperatures: torch.Tensor
+    The weights and temperatures are plain numbers from the checkpoint's description (meta.json's
+    model args, checked when it is built), not tensors in the weights file: there is one copy of
+    each, and a weights file cannot change them."""
 
     def __init__(self, members: list[nn.Module], combine: str, weights: list[float], temperatures: list[float]) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.combine = combine
-        # Buffers, not parameters: chosen after training, saved with the weights, never trained.
-        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
-        self.register_buffer("temperatures", torch.tensor(temperatures, dtype=torch.float32))
+        self.weights = list(weights)
+        self.temperatures = list(temperatures)
         self.feature_dim = sum(int(getattr(m, "feature_dim", 0)) for m in members)
 
-    def member_probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's calibrated probabilities, (members, N, 10); a member of weight 0 is not run (zeros)."""
-        out = []
-        for member, weight, t in zip(self.members, self.weights, self.temperatures, strict=True):
-            if self.combine == "soft" and float(weight) == 0.0:
-                out.append(torch.zeros(len(x), 10, device=x.device))
-                continue
-            out.append(torch.softmax(member(x).float() / t, dim=1))
-        return torch.stack(out)
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Every member's logits, (N, members, 10)."""
+        return torch.stack([member(x).float() for member in self.members], dim=1)
+
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """The members' probabilities (members, N, 10) from their logits (N, members, 10): softmax(logits / T)."""
+        t = torch.tensor(self.temperatures, device=logits.device).reshape(1, -1, 1)
+        return torch.softmax(logits / t, dim=2).transpose(0, 1)
 
     def combined(self, probabilities: torch.Tensor) -> torch.Tensor:
         """Log of the combined probabilities (N, 10) of member probabilities (members, N, 10)."""
-        return combine_probabilities(probabilities, self.combine, self.weights)
+        return combine_probabilities(probabilities, self.combine, torch.tensor(self.weights))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities (N, 10): logits whose softmax is the combined answer."""
-        return self.combined(self.member_probabilities(x))
+        return self.combined(self.calibrated(self.member_logits(x)))
 
     def map_members(self, wrap: Any) -> Ensemble:
         """The same ensemble with each member replaced by `wrap(member)` (test-time augmentation wraps them)."""
-        mapped = Ensemble(
-            [wrap(m) for m in self.members], self.combine, [1.0] * len(self.members), [1.0] * len(self.members)
-        )
-        mapped.weights, mapped.temperatures = self.weights, self.temperatures
-        return mapped
+        return Ensemble([wrap(m) for m in self.members], self.combine, self.weights, self.temperatures)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's features, concatenated: (N, sum of the members' feature sizes)."""
@@ -87,9 +84,10 @@ def combine_probabilities(probabilities: torch.Tensor, combine: str, weights: to
 @register_model(
     "ensemble",
     family="ensemble",
-    description="several classifiers (10 cnn by default) trained with different seeds, voting as one",
+    description="several classifiers (10 cnn-wide by default) trained with different seeds, voting as one;"
+    " training options and --arg go to every member",
     members=10,
-    arch="cnn",
+    arch="cnn-wide",
     combine="soft",
     val_split=0.05,
 )
@@ -99,10 +97,10 @@ def ensemble(
     weights: list[float] | None = None,
     temperatures: list[float] | None = None,
 ) -> Ensemble:
-    """`members`: [{"name": registered classifier, "args": {...}}, ...] (built without arguments, as the tests build
-    every model: two `cnn`; `mnist train ensemble` trains ten by default); `weights` of the soft
+    """`members`: [{"name": registered classifier, "args": {...}}, ...] (without it, as `mnist train ensemble` trains
+    by default: ten `cnn-wide`); `weights` of the soft
     vote (default equal) and each member's `temperatures` (default 1) are what training chose and fitted."""
-    specs = members if members is not None else [{"name": "cnn", "args": {}}] * 2
+    specs = members if members is not None else [{"name": "cnn-wide", "args": {}}] * DEFAULT_MEMBERS
     if not 1 <= len(specs) <= MAX_MEMBERS:
         raise ValueError(f"an ensemble has 1-{MAX_MEMBERS} members")
     if combine not in COMBINE:
@@ -119,6 +117,7 @@ def ensemble(
     temperatures = [1.0] * len(built) if temperatures is None else [float(t) for t in temperatures]
     if len(weights) != len(built) or len(temperatures) != len(built):
         raise ValueError("one weight and one temperature per member")
-    if any(not w >= 0 for w in weights) or not sum(weights) > 0 or any(not t > 0 for t in temperatures):
-        raise ValueError("weights must be >= 0 (not all 0) and temperatures > 0")
+    finite = all(math.isfinite(v) for v in (*weights, *temperatures))
+    if not finite or any(w < 0 for w in weights) or not sum(weights) > 0 or any(t <= 0 for t in temperatures):
+        raise ValueError("weights must be finite and >= 0, not all 0, and temperatures finite and > 0")
     return Ensemble(built, combine, weights, temperatures)

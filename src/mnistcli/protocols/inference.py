@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mnistcli.data.tensors import TensorData
-from mnistcli.models.ensemble import Ensemble
 
 EVAL_BATCH = 1000  # images per forward pass when not training (memory, not accuracy, bound)
 
@@ -71,19 +70,28 @@ def evaluate_classifier(model: nn.Module, data: TensorData, batch_size: int = EV
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             outputs.append(logits.float())
     all_logits = torch.cat(outputs) if outputs else torch.zeros(0, 10, device=data.labels.device)
-    predictions = all_logits.argmax(dim=1)
+    return score_logits(all_logits, data.labels, float(loss_sum))
+
+
+def score_logits(logits: torch.Tensor, labels: torch.Tensor, loss_sum: float | None = None) -> ClassifierEval:
+    """Accuracy, loss, confusion matrix and predictions of logits (N, 10) for `labels` (N,) (`loss_sum`: the summed
+    cross-entropy when the caller has it, else it is computed here)."""
+    labels = labels.to(logits.device)
+    if loss_sum is None:
+        loss_sum = float(F.cross_entropy(logits.float(), labels, reduction="sum")) if len(labels) else 0.0
+    predictions = logits.argmax(dim=1)
     n_classes = 10
-    confusion = torch.bincount(data.labels * n_classes + predictions, minlength=n_classes * n_classes)
+    confusion = torch.bincount(labels * n_classes + predictions, minlength=n_classes * n_classes)
     confusion_np = confusion.reshape(n_classes, n_classes).cpu().numpy()
-    total = len(data)
+    total = len(labels)
     correct = int(np.trace(confusion_np))
     return ClassifierEval(
         accuracy=correct / total if total else 0.0,
-        loss=float(loss_sum) / total if total else 0.0,
+        loss=loss_sum / total if total else 0.0,
         confusion=confusion_np,
         predictions=predictions.cpu().numpy(),
         total=total,
-        logits=all_logits.cpu().numpy(),
+        logits=logits.float().cpu().numpy(),
     )
 
 
@@ -124,7 +132,8 @@ def with_tta(model: nn.Module, tta: bool) -> nn.Module:
     members so (their calibrated probabilities then vote, as without it)."""
     if not tta:
         return model
-    return model.map_members(ShiftAveraged) if isinstance(model, Ensemble) else ShiftAveraged(model)
+    map_members = getattr(model, "map_members", None)  # an ensemble (models/ensemble.py)
+    return map_members(ShiftAveraged) if callable(map_members) else ShiftAveraged(model)  # type: ignore[no-any-return]
 
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # images (N, 1, 28, 28) in [0, 1] -> features (N, D)

@@ -140,8 +140,10 @@ class Checkpoint:
         entries = {k: meta[k] for k in FAMILY_KEYS if meta.get(k) is not None}
         _check_calibration(entries.get("calibration"), where)
         members = entries.get("members")
-        if members is not None and not (isinstance(members, list) and all(isinstance(m, dict) for m in members)):
-            raise CheckpointError(f"{where}: 'members' must be a list of objects")
+        if members is not None and not (
+            isinstance(members, list) and all(isinstance(m, dict) and isinstance(m.get("name"), str) for m in members)
+        ):
+            raise CheckpointError(f"{where}: 'members' must be a list of objects, each with a name (text)")
         metrics = _object(meta.get("metrics"))
         known = {"test_accuracy", "test_loss", "test_measure", "best_epoch", "stopped_early", "target"}
         data = _object(meta.get("data"))
