@@ -22,8 +22,24 @@ import time
 
 
 def run(jobs: int, a: argparse.Namespace, env: dict[str, str], name: str) -> tuple[float, float]:
-    cmd = [sys.executable, "-m", "mnistcli", "train", "ensemble", "--members", str(a.members), "--epochs",
-           str(a.epochs), "--jobs", str(jobs), "--data-dir", a.data_dir, "--name", name, "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mnistcli",
+        "train",
+        "ensemble",
+        "--members",
+        str(a.members),
+        "--epochs",
+        str(a.epochs),
+        "--jobs",
+        str(jobs),
+        "--data-dir",
+        a.data_dir,
+        "--name",
+        name,
+        "--json",
+    ]
     t0 = time.perf_counter()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
@@ -48,13 +64,19 @@ def main() -> None:
             seconds, acc = run(jobs, a, env, f"jobs{jobs}-{r}")
             times[jobs].append(seconds)
             accuracy[jobs].add(acc)
-            print(f"repeat {r + 1}, --jobs {jobs}: {seconds:.1f} s, ensemble test accuracy {100 * acc:.2f}%", flush=True)
+            print(
+                f"repeat {r + 1}, --jobs {jobs}: {seconds:.1f} s, ensemble test accuracy {100 * acc:.2f}%", flush=True
+            )
     one, many = statistics.median(times[1]), statistics.median(times[a.jobs])
-    print(f"\n| how | median whole process | test accuracy |\n| --- | ---: | ---: |")
-    print(f"| `--jobs 1` ({a.members} members one after another, all threads) | {one:.1f} s | "
-          f"{', '.join(f'{100 * x:.2f}%' for x in sorted(accuracy[1]))} |")
-    print(f"| `--jobs {a.jobs}` (threads shared out) | {many:.1f} s | "
-          f"{', '.join(f'{100 * x:.2f}%' for x in sorted(accuracy[a.jobs]))} |")
+    print("\n| how | median whole process | test accuracy |\n| --- | ---: | ---: |")
+    print(
+        f"| `--jobs 1` ({a.members} members one after another, all threads) | {one:.1f} s | "
+        f"{', '.join(f'{100 * x:.2f}%' for x in sorted(accuracy[1]))} |"
+    )
+    print(
+        f"| `--jobs {a.jobs}` (threads shared out) | {many:.1f} s | "
+        f"{', '.join(f'{100 * x:.2f}%' for x in sorted(accuracy[a.jobs]))} |"
+    )
     print(f"\n--jobs {a.jobs} takes {many / one:.2f}x the time of --jobs 1 (median of {a.repeats})")
 
 

@@ -395,7 +395,7 @@ def test_tampered_ensembles_are_refused_in_one_line(runner: CliRunner, synthetic
         _refused(runner, ["train", "--resume", "p"], "plan.json", code=1)
     plan_path.write_text(json.dumps(plan))
     _refused(runner, ["train", "--resume", "p", "--jobs", "0"], "--jobs")
-    _refused(runner, ["train", "--resume", "t", "--jobs", "2"], "complete", code=1)
+    _refused(runner, ["train", "--resume", "t", "--jobs", "2"], "not a stopped ensemble")
     _ok(runner, ["train", "--resume", "p"])
 
 

@@ -139,7 +139,7 @@ def declared_models() -> dict[str, dict[str, Any]]:
             tree = ast.parse((folder / f"{module}.py").read_text(encoding="utf-8"))
             for node in tree.body:
                 if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
-                    value = _literal(node.value)
+                    value = _dict(node.value, dicts)
                     dicts.update({t.id: value for t in node.targets if isinstance(t, ast.Name) and value is not None})
                 for call in getattr(node, "decorator_list", []):
                     name = _registration(call)
@@ -156,6 +156,22 @@ def _literal(node: ast.expr) -> Any:
         return ast.literal_eval(node)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
+
+
+def _dict(node: ast.Dict, dicts: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The value of a literal dict, `{**NAME, "key": value}` spreads of dicts seen earlier included; else None."""
+    value: dict[str, Any] = {}
+    for key, item in zip(node.keys, node.values, strict=True):
+        if key is None:  # **NAME
+            if not isinstance(item, ast.Name) or item.id not in dicts:
+                return None
+            value.update(dicts[item.id])
+            continue
+        k, v = _literal(key), _literal(item)
+        if not isinstance(k, str) or (v is None and not (isinstance(item, ast.Constant) and item.value is None)):
+            return None
+        value[k] = v
+    return value
 
 
 def _registration(call: ast.expr) -> str | None:

@@ -67,6 +67,9 @@ RECIPE = {
 }
 
 
+WIDE_RECIPE = {**RECIPE, "epochs": 12}  # `cnn-wide`: twice as long
+
+
 @register_model(
     "cnn",
     family="classify",
@@ -83,7 +86,7 @@ def cnn(width: int = 16) -> Classifier:
     "cnn-wide",
     family="classify",
     description="cnn at width 24 (24-48-96), 12 epochs: the default ensemble's member",
-    **{**RECIPE, "epochs": 12},
+    **WIDE_RECIPE,
 )
 def cnn_wide(width: int = 24) -> Classifier:
     """`cnn` half as wide again, trained twice as long. On validation images held out of the training set (55,000
