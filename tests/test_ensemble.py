@@ -370,13 +370,20 @@ def test_tampered_ensembles_are_refused_in_one_line(runner: CliRunner, synthetic
         (lambda m: m["model"]["args"].update(temperatures=[0.0, 1.0]), "temperatures"),
         (lambda m: m["model"]["args"].update(weights=[1.0]), "one weight"),
         (lambda m: m.update(members=[{"name": 5}, {"name": None}]), "members"),
+        (lambda m: m["model"]["args"].update(temperatures=[1e-320, 1.0]), "temperatures"),
+        (lambda m: m["model"]["args"].update(weights=[True, False]), "weights"),
     ]:
         tampered = json.loads(json.dumps(meta))
         change(tampered)
         meta_path.write_text(json.dumps(tampered))
         _refused(runner, ["eval", "t"], words, code=1)
     meta_path.write_text(json.dumps(meta))
-    _ok(runner, ["eval", "t"])
+    honest = _ok(runner, ["eval", "t", "--json"])
+    huge = json.loads(json.dumps(meta))
+    huge["model"]["args"]["weights"] = [1e308, 1e308]  # equal weights, however large: the same ensemble
+    meta_path.write_text(json.dumps(huge))
+    assert _ok(runner, ["eval", "t", "--json"])["loss"] == pytest.approx(honest["loss"], rel=1e-5)
+    meta_path.write_text(json.dumps(meta))
 
     with pytest.MonkeyPatch.context() as patch:
         _stop_in_member(patch, "02-cnn-wide", 1)
@@ -388,6 +395,8 @@ def test_tampered_ensembles_are_refused_in_one_line(runner: CliRunner, synthetic
         lambda p: p["members"][0].update(seed="x"),
         lambda p: p["members"][1].update(model="siamese"),
         lambda p: p.update(members=[]),
+        lambda p: p["member_options"].update(epochs="x"),
+        lambda p: p["options"].update(members="x"),
     ):
         tampered = json.loads(json.dumps(plan))
         change(tampered)

@@ -71,7 +71,9 @@ def train(
         store.check_new_name(name)
     given = {k: v for k, v in options.items() if v is not None}
     if sources is not None:
-        members, options_of = _sources(sources, given, model_args, jobs, tensorboard, params)
+        members, options_of, trained_on = _sources(sources, given, model_args, jobs, tensorboard, params)
+        if data_dir is None and trained_on is not None:
+            data_dir = trained_on  # their held-out images are rebuilt from the images they were trained on
         member_options: dict[str, Any] = {}
         own = {
             **{k: options_of[k] for k in (*SHARED, "seed") if k in options_of},
@@ -180,6 +182,15 @@ def read_plan(folder: Path) -> dict[str, Any]:
             raise CheckpointError(f"{where}: member {member['name']} is {a_model(family)}, not a classifier")
     if not plan["members"] or len({m["name"] for m in plan["members"]}) < len(plan["members"]):
         raise CheckpointError(f"{where}: its members must be one or more, each named once")
+    try:  # the options as training will read them: wrong values fail here, not after the members trained
+        for model in dict.fromkeys(m["model"] for m in plan["members"]):
+            entry = get_entry(model)
+            get_family(entry.family).configure(entry.recipe, plan["member_options"])
+        own = plan["options"]
+        EnsembleParams(**{k: v for k, v in own.items() if k in field_names(EnsembleParams)})
+        TrainConfig(**{k: v for k, v in own.items() if k in field_names(TrainConfig)})
+    except (MnistError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: {e}") from None
     return plan  # type: ignore[no-any-return]
 
 
@@ -187,7 +198,7 @@ def _planned(params: EnsembleParams, config: TrainConfig) -> list[dict[str, Any]
     """The members to train: `--arch` names in turn, seeds `--seed`, `--seed + 1`, ..."""
     names = params.architectures()
     if config.seed + params.members - 1 >= 2**63:
-        raise UsageError("--seed + --members must stay below 2**63")
+        raise UsageError("--seed + --members (x --runs) must stay below 2**63")
     width = max(2, len(str(params.members)))
     return [
         {"name": f"{i + 1:0{width}d}-{names[i % len(names)]}", "model": names[i % len(names)], "seed": config.seed + i}
@@ -213,9 +224,10 @@ def _sources(
     jobs: int,
     tensorboard: bool,
     params: EnsembleParams,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The finished classifier runs `--from` names, as members to copy in, and the options they share (what they
-    held out). Raises `UsageError` for what cannot be done with them, before anything is written."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
+    """The finished classifier runs `--from` names, as members to copy in, the options they share (what they held
+    out), and the MNIST folder they were all trained on (if one, and it is there). Raises `UsageError` for what
+    cannot be done with them, before anything is written."""
     ignored = sorted(k for k in given if k not in ("seed", "device", "combine", "calibrate"))
     if ignored or model_args or jobs != 1 or tensorboard:
         flags = [*("--" + k.replace("_", "-") for k in ignored), *(["--arg"] if model_args else [])]
@@ -247,7 +259,9 @@ def _sources(
         for i, r in enumerate(runs)
     ]
     shared = {k: configs[0].get(k) for k in SHARED} if voting.shared_split(configs) else {}
-    return members, shared
+    folders = {r.info.data.folder for r in runs}
+    folder = next(iter(folders)) if len(folders) == 1 else None
+    return members, shared, folder if folder is not None and Path(folder).is_dir() else None
 
 
 def _complete(

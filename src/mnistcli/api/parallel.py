@@ -77,7 +77,7 @@ def run_tasks(tasks: list[Task], jobs: int, relay: Callable[[str], Relay]) -> Ou
     context = multiprocessing.get_context("spawn")
     events: Any = context.Queue()
     pending, running = deque(tasks), dict[str, Any]()
-    outcome, stopping = Outcome(), False
+    outcome, stopping, asked = Outcome(), False, 0.0
     # Under `nohup` or in a background job SIGINT is ignored here: then the workers ignore it too.
     interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
     gpus, started = torch.cuda.device_count() if torch.cuda.is_available() else 0, 0
@@ -101,6 +101,10 @@ def run_tasks(tasks: list[Task], jobs: int, relay: Callable[[str], Relay]) -> Ou
                 stopping = True  # a failure, or a worker stopped on its own (a signal to it alone): stop them all
                 pending.clear()
                 _stop(running)
+                asked = time.monotonic()
+            elif stopping and time.monotonic() - asked > ASK_AGAIN_SECONDS:
+                _stop(running)  # a worker acts on the first request it can hear and ignores the rest
+                asked = time.monotonic()
     except KeyboardInterrupt:
         _stop(running)
         _wait(events, running, relay, outcome)
@@ -178,11 +182,12 @@ def _handle(event: tuple[str, str, Any], relay: Callable[[str], Relay], outcome:
 
 
 def _stop(running: dict[str, Any]) -> None:
-    """Ask every running worker to stop as Ctrl-C does (each saves its snapshot)."""
+    """Ask every running worker to stop as Ctrl-C stops a run (each saves its snapshot): SIGTERM, which a worker
+    always handles (SIGINT it may ignore, under nohup); one still starting up ends at once, having nothing to save."""
     for process in running.values():
         if process.pid is not None and process.exitcode is None:
             try:
-                os.kill(process.pid, signal.SIGINT)
+                os.kill(process.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
 
@@ -217,14 +222,14 @@ def _work(task: Task, threads: int, events: Any, interruptible: bool, gpu: int |
     if gpu is not None:  # before CUDA starts in this process: `cuda` then means this GPU (of those visible to us)
         visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         os.environ["CUDA_VISIBLE_DEVICES"] = visible[gpu] if gpu < len(visible) else str(gpu)
-    _first_interrupt_only(signal.SIGINT if interruptible else None)
-    _watch_parent()
-    torch.set_num_threads(threads)
 
     def send(kind: str, payload: Any) -> None:
         events.put((task.name, kind, payload))
 
-    try:
+    try:  # from the first moment a signal can interrupt it, a worker says how it ended
+        _first_interrupt_only(signal.SIGINT if interruptible else None)
+        _watch_parent()
+        torch.set_num_threads(threads)
         result = task.run(
             *task.args,
             on_step=lambda info: send("step", info),

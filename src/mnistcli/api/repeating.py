@@ -33,7 +33,7 @@ def repeat_names(name: str | None, runs: int) -> list[str | None]:
 def repeat_seeds(seed: int, runs: int, stride: int = 1) -> list[int]:
     """Seeds `seed`, `seed + stride`, ... for `runs` runs (an ensemble's stride is its members: each takes that many)."""
     if seed + stride * runs - 1 >= 2**63:
-        raise UsageError("--seed + --runs must stay below 2**63")
+        raise UsageError("--seed + --runs (x --members, for ensembles) must stay below 2**63")
     return [seed + stride * i for i in range(runs)]
 
 

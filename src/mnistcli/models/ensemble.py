@@ -27,6 +27,7 @@ from mnistcli.registry import create_model, get_entry, register_model
 COMBINE = ("soft", "vote")
 MAX_MEMBERS = 100
 DEFAULT_MEMBERS = 10  # the recipe's `members` below says the same
+TEMPERATURES = (1e-3, 1e3)  # a member's temperature; calibration fits 0.1-10 or so
 
 
 class Ensemble(nn.Module):
@@ -68,6 +69,15 @@ class Ensemble(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's features, concatenated: (N, sum of the members' feature sizes)."""
         return torch.cat([m.features(x) for m in self.members], dim=1)  # type: ignore[operator]
+
+
+def _numbers(values: Any, what: str) -> list[float]:
+    """`values` as finite floats (not booleans). Raises ValueError naming `what`."""
+    if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise ValueError(f"{what} must be a list of numbers")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{what} must be finite")
+    return [float(v) for v in values]
 
 
 def combine_probabilities(probabilities: torch.Tensor, combine: str, weights: torch.Tensor) -> torch.Tensor:
@@ -113,11 +123,15 @@ def ensemble(
         if get_entry(name).family != "classify":
             raise ValueError(f"member {name!r} is not a classifier")
         built.append(create_model(name, **args))
-    weights = [1.0] * len(built) if weights is None else [float(w) for w in weights]
-    temperatures = [1.0] * len(built) if temperatures is None else [float(t) for t in temperatures]
+    weights = [1.0] * len(built) if weights is None else _numbers(weights, "weights")
+    temperatures = [1.0] * len(built) if temperatures is None else _numbers(temperatures, "temperatures")
     if len(weights) != len(built) or len(temperatures) != len(built):
         raise ValueError("one weight and one temperature per member")
-    finite = all(math.isfinite(v) for v in (*weights, *temperatures))
-    if not finite or any(w < 0 for w in weights) or not sum(weights) > 0 or any(t <= 0 for t in temperatures):
-        raise ValueError("weights must be finite and >= 0, not all 0, and temperatures finite and > 0")
+    if any(w < 0 for w in weights) or not sum(weights) > 0:
+        raise ValueError("weights must be >= 0, not all 0")
+    if any(not TEMPERATURES[0] <= t <= TEMPERATURES[1] for t in temperatures):
+        raise ValueError(f"temperatures must be {TEMPERATURES[0]:g}-{TEMPERATURES[1]:g}")
+    top = max(weights)
+    total = math.fsum(w / top for w in weights)
+    weights = [w / top / total for w in weights]  # they sum to 1: no overflow however large they were written
     return Ensemble(built, combine, weights, temperatures)
