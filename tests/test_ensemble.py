@@ -265,39 +265,29 @@ def test_ctrl_c_before_any_member_saved_anything_leaves_nothing(
     assert not (Path(os.environ["MNISTCLI_HOME"]) / "runs" / "gone").exists()
 
 
-@pytest.mark.parametrize("stop", [False, True])
-def test_members_train_in_parallel_processes_and_ctrl_c_stops_them_all(
-    synthetic_env: Path, tmp_path: Path, stop: bool
-) -> None:
+def _in_parallel(name: str, members: int, epochs: int) -> tuple[subprocess.Popen[str], Path]:
+    """`mnist train ensemble --jobs 2` in a process group of its own (so Ctrl-C can reach it), and its members folder."""
+    command = [sys.executable, "-m", "mnistcli", "train", "ensemble", "--members", str(members), *SMALL[:2]]
+    command += ["--epochs", str(epochs), "--batch-size", "50", "--jobs", "2", "--name", name, "--json"]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    epochs = "300" if stop else "2"
-    command = [
-        sys.executable,
-        "-m",
-        "mnistcli",
-        "train",
-        "ensemble",
-        "--members",
-        "3",
-        *SMALL[:2],
-        "--epochs",
-        epochs,
-        "--batch-size",
-        "50",
-        "--jobs",
-        "2",
-        "--name",
-        "par",
-        "--json",
-    ]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
-    folder = Path(os.environ["MNISTCLI_HOME"]) / "runs" / "par" / "members"
+    return process, Path(os.environ["MNISTCLI_HOME"]) / "runs" / name / "members"
+
+
+def _wait_for_snapshots(folder: Path, count: int) -> None:
+    """Until `count` members have written their first snapshot (both workers are training), at most a minute."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(folder.glob("*/resume.safetensors"))) < count:
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_members_train_in_parallel_processes_and_ctrl_c_stops_them_all(synthetic_env: Path, stop: bool) -> None:
+    process, folder = _in_parallel("par", 3, 300 if stop else 2)
     if stop:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(list(folder.glob("*/resume.safetensors"))) < 2:
-            time.sleep(0.2)
+        _wait_for_snapshots(folder, 2)
         os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=120)
     if not stop:
@@ -409,31 +399,8 @@ def test_tampered_ensembles_are_refused_in_one_line(runner: CliRunner, synthetic
 
 
 def test_a_worker_killed_outright_fails_the_ensemble_and_starts_no_more(synthetic_env: Path) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "mnistcli",
-        "train",
-        "ensemble",
-        "--members",
-        "4",
-        *SMALL[:2],
-        "--epochs",
-        "300",
-        "--batch-size",
-        "50",
-        "--jobs",
-        "2",
-        "--name",
-        "k",
-    ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    folder = Path(os.environ["MNISTCLI_HOME"]) / "runs" / "k" / "members"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(folder.glob("*/resume.safetensors"))) < 2:
-        time.sleep(0.2)
+    process, folder = _in_parallel("k", 4, 300)
+    _wait_for_snapshots(folder, 2)
     workers = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True, text=True)
     os.kill(int(workers.stdout.split()[0]), signal.SIGKILL)
     _, err = process.communicate(timeout=120)  # no hang: the other worker stops, the pending ones never start
