@@ -188,12 +188,15 @@ def test_encoder_starts_the_instance_network_from_a_simclr_run(runner: CliRunner
     from mnistcli import store
 
     run = store.resolve("from-ssl")
-    assert run.info.model.args == {"instance": "simclr", "width": 4}
+    # At 16 bags the recipe trains three attempts from the encoder and keeps them all (--keep mean).
+    assert run.info.model.args == {"instance": "simclr", "width": 4, "committee": 3}
     mil, ssl = store.load(run, torch.device("cpu")), store.load(store.resolve("ssl"), torch.device("cpu"))
-    mine, theirs = dict(mil.body.named_parameters()), dict(ssl.encoder.named_parameters())
-    assert mine.keys() == theirs.keys()
-    for name, weight in mine.items():  # an lr of 1e-9: the weights are still the encoder's
-        assert torch.allclose(weight, theirs[name], atol=1e-5), name
+    theirs = dict(ssl.encoder.named_parameters())
+    for member in mil.members:
+        mine = dict(member.body.named_parameters())
+        assert mine.keys() == theirs.keys()
+        for name, weight in mine.items():  # an lr of 1e-9: the weights are still the encoder's
+            assert torch.allclose(weight, theirs[name], atol=1e-5), name
     wrong = runner.invoke(app, ["train", "mil", "--encoder", "from-ssl", "--epochs", "1"])
     assert wrong.exit_code == 2 and "--encoder from-ssl:" in wrong.output and "needs contrastive" in wrong.output
     clash = runner.invoke(app, ["train", "mil", "--encoder", "ssl", "--arg", "width=8", "--epochs", "1"])
@@ -449,3 +452,148 @@ def test_tensorboard_shows_each_attempt_as_a_run_of_its_own(runner: CliRunner, s
         events.Reload()
         assert [e.step for e in events.Scalars("epoch/train_loss")] == [1, 2]
         assert ("test/accuracy" in events.Tags()["scalars"]) == (number == kept)  # the test goes with the kept one
+
+
+def test_the_recipe_pretrains_self_supervised_at_few_bags_from_scratch_only() -> None:
+    from mnistcli.families.bags import PRETRAIN_EPOCHS, BagsFamily
+    from mnistcli.models.mil import RECIPE
+
+    def pretrain(**options: object) -> int:
+        return BagsFamily.configure(RECIPE, options)[1].pretrain_epochs
+
+    assert pretrain(bags=50) == PRETRAIN_EPOCHS == 30 and pretrain(bags=51) == 0 and pretrain() == 0
+    assert pretrain(bags=50, encoder="ssl") == 0  # an encoder was pretrained on every training image already
+    assert pretrain(bags=50, pretrain_epochs=0) == 0 and pretrain(bags=200, pretrain_epochs=5) == 5  # given, it wins
+
+    def keep(**options: object) -> str:
+        return BagsFamily.configure(RECIPE, options)[1].keep
+
+    assert keep(bags=50) == "best" and keep(bags=50, encoder="ssl") == "mean"  # from an encoder, all attempts averaged
+    assert keep(bags=50, encoder="ssl", keep="best") == "best"
+
+
+def test_pretraining_learns_from_the_training_bags_own_images_and_nothing_else(synthetic_dir: Path) -> None:
+    """Images outside the training bags (and every label) can be anything: the pretrained weights are the same."""
+    from mnistcli.api.common import load_tensors
+    from mnistcli.config import TrainConfig
+    from mnistcli.data.tensors import TensorData
+    from mnistcli.families.base import Data
+    from mnistcli.families.bags import BagsFamily, BagsParams
+
+    train = load_tensors("train", synthetic_dir, torch.device("cpu"))
+
+    def pretrained(images: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict, torch.Tensor]:
+        data = TensorData(images, train.labels)
+        family = BagsFamily(BagsParams(bags=6, bag_size=4, pretrain_epochs=2), TrainConfig(seed=1))
+        family.prepare(Data(data, None, data, data, data))
+        torch.manual_seed(0)
+        model = AttentionMIL()
+        summary = family.pretrain(model)
+        assert summary is not None
+        return {k: v.clone() for k, v in model.body.state_dict().items()}, summary, torch.cat(family.bags)
+
+    weights, summary, used = pretrained(train.images)
+    assert summary["epochs"] == 2 and summary["images"] == len(torch.unique(used)) and summary["loss"] > 0
+    others = torch.ones(len(train.images), dtype=torch.bool)
+    others[used] = False
+    noise = train.images.clone()
+    noise[others] = torch.randint(0, 256, (int(others.sum()), 28, 28), dtype=torch.uint8)
+    again, _, _ = pretrained(noise)
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+    torch.manual_seed(0)
+    assert any(not torch.equal(weights[k], v) for k, v in AttentionMIL().body.state_dict().items())  # it learnt
+
+
+def test_a_run_logs_its_pretraining_and_ctrl_c_during_it_keeps_nothing(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnistcli.families import contrastive
+    from mnistcli.store import runlog
+
+    args = ["train", "mil", "--bags", "6", "--bag-size", "4", "--epochs", "1", "--attempts", "1"]
+    report = json.loads(runner.invoke(app, [*args, "--pretrain-epochs", "2", "--json"]).stdout)
+    assert report["config"]["pretrain_epochs"] == 2
+    lines = [json.loads(line) for line in (Path(report["path"]) / runlog.LOG).read_text().splitlines()]
+    assert lines[0]["event"] == "pretrain" and lines[0]["epochs"] == 2 and lines[0]["images"] > 0
+    plain = json.loads(runner.invoke(app, [*args, "--pretrain-epochs", "0", "--json"]).stdout)
+    assert all(json.loads(line)["event"] != "pretrain" for line in (Path(plain["path"]) / runlog.LOG).open())
+
+    def interrupted(*_: object, **__: object) -> list[float]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(contrastive, "pretrain", interrupted)
+    stopped = runner.invoke(app, [*args, "--pretrain-epochs", "2", "--name", "cut"])
+    assert stopped.exit_code == 130 and "interrupted before training started" in stopped.output
+    assert runner.invoke(app, ["checkpoints", "--json"]).stdout.count('"cut"') == 0
+    refused = runner.invoke(app, [*args, "--pretrain-epochs", "-1"])
+    assert refused.exit_code == 2 and "--pretrain-epochs must be 0-1000" in refused.output
+
+
+def test_keep_mean_answers_with_every_attempt_averaged_and_resumes_bit_for_bit(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    from mnistcli import store
+    from mnistcli.models.mil import MILCommittee
+    from mnistcli.render import progress
+    from mnistcli.store import runlog
+    from tests.helpers import make_digits, save_png
+
+    args = ["train", "mil", "--bags", "6", "--bag-size", "4", "--epochs", "2", "--attempts", "2", "--keep", "mean"]
+    args += ["--pretrain-epochs", "1", "--remix", "0"]
+    whole = runner.invoke(app, [*args, "--name", "whole", "--json"])
+    assert whole.exit_code == 0, whole.output
+    report = json.loads(whole.stdout)
+    assert report["attempts"]["combined"] == "mean" and len(report["attempts"]["losses"]) == 2
+    assert "all are kept, their answers averaged" in whole.stderr and "all kept, their answers averaged" in whole.stderr
+    run = store.resolve("whole")
+    assert run.info.model.args["committee"] == 2
+    committee = store.load(run, torch.device("cpu")).eval()
+    assert isinstance(committee, MILCommittee) and len(committee.members) == 2
+
+    # Its answer is the mean of its members': the bag probability and each image's weight.
+    x = torch.rand(2, 5, 1, 28, 28)
+    mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    with torch.no_grad():
+        logits, weights = committee(x, mask)
+        each = [m(x, mask) for m in committee.members]
+    mean = torch.stack([torch.sigmoid(e[0]) for e in each]).mean(0)
+    assert torch.allclose(torch.sigmoid(logits), mean, atol=1e-6)
+    assert torch.allclose(weights, (each[0][1] + each[1][1]) / 2) and torch.all(weights[1, 3:] == 0)
+
+    # The committee is measured, predicted and embedded like any bags checkpoint.
+    evaluated = json.loads(runner.invoke(app, ["eval", "whole", "--json"]).stdout)
+    assert evaluated["auc"] == pytest.approx(report["test_accuracy"])
+    images, _ = make_digits(3, seed=1)
+    paths = [str(save_png(images[i], tmp_path / f"{i}.png")) for i in range(3)]
+    predicted = runner.invoke(app, ["predict", "--bag", *paths, "-c", "whole", "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    assert len(json.loads(predicted.stdout)["attention"]) == 3
+    embedded = runner.invoke(app, ["embed", paths[0], "-c", "whole", "--json"])
+    assert len(json.loads(embedded.stdout)["embedding"]) == 1000  # both members' 500 features
+    events = [json.loads(line) for line in (Path(report["path"]) / runlog.LOG).read_text().splitlines()]
+    assert events[-1]["event"] == "kept" and events[-1]["all"] is True
+
+    # Ctrl-C in the second attempt, then resume: the same committee, bit for bit.
+    real, heard = progress.TrainProgress.epoch, []
+
+    def stop_at_the_third(self: progress.TrainProgress, info: object) -> None:
+        real(self, info)  # type: ignore[arg-type]
+        heard.append(info)
+        if len(heard) == 3:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(progress.TrainProgress, "epoch", stop_at_the_third)
+        stopped = runner.invoke(app, [*args, "--name", "cut"])
+    assert stopped.exit_code == 130 and "interrupted in attempt 2 of 2" in stopped.output
+    resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    a, b = load_file(Path(report["path"]) / "model.safetensors"), load_file(store.resolve("cut").path / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    refused = runner.invoke(app, ["train", "mil", "--bags", "6", "--arg", "committee=2"])
+    assert refused.exit_code == 2 and "--arg committee" in refused.output
+    bad = runner.invoke(app, [*args, "--keep", "median"])
+    assert bad.exit_code == 2 and "--keep must be best or mean" in bad.output

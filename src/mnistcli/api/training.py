@@ -15,7 +15,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -198,6 +198,7 @@ def _setup(
     if encoder is not None:
         family_type.adopt_encoder(model, encoder)
     family_type.check(params, config)
+    family_type.check_args(model_args)
     family = family_type(params, config, generator)
     folder = data_folder(data_dir, hooks.on_download)
     full_train, full_test = load_tensors("train", folder, device), load_tensors("test", folder, device)
@@ -266,9 +267,11 @@ def _run(
             if rule
             else None
         )
-        several = family.attempt_rule()
+        several, keep_all = family.attempt_rule(), family.keeps_every_attempt()
         attempts = (
-            cb.BestAttempt(*several, family.fresh_start, partial(_attempted, log, board, *several, hooks))
+            cb.BestAttempt(
+                *several, family.fresh_start, partial(_attempted, log, board, *several, keep_all, hooks), keep_all
+            )
             if several
             else None
         )
@@ -302,17 +305,28 @@ def _run(
             if board is not None and attempts is not None and attempts.current > 1:
                 board.attempt(attempts.current)  # a run resumed in its second attempt or later
         try:
+            if state is None:
+                pretrained = family.pretrain(s.model, hooks.on_work)
+                if pretrained is not None:
+                    log.write("pretrain", pretrained)
             position = loop.run()
-            if attempts is not None:  # the log and TensorBoard show the attempt kept
-                log.write("kept", {"attempt": attempts.kept, "losses": attempts.finished})
+            if attempts is not None:  # the log and TensorBoard show the attempt kept (with --keep mean: its curve)
+                log.write("kept", {"attempt": attempts.kept, "losses": attempts.finished, "all": keep_all})
                 if board is not None:
                     board.attempt(attempts.kept or 1)
+            if attempts is not None and keep_all:  # every attempt, averaged: the model measured and saved
+                model, args = family.combine_attempts(s.model_name, s.model_args, attempts.every)
+                s = replace(s, model=model.to(s.device), model_args=args)
             log.close()  # training is over; nothing more goes into the log
             target = _target(config, watch, data)
             test = _test(family, s.model, data, watch, hooks.on_work)
             calibration = calibrating.fit(s.model, family, s.held, s.held_from)
             restarts = restart.restarts if restart is not None else []
-            tries = {"losses": attempts.finished, "kept": attempts.kept} if attempts is not None else None
+            tries = (
+                {"losses": attempts.finished, "kept": attempts.kept, **({"combined": "mean"} if keep_all else {})}
+                if attempts is not None
+                else None
+            )
             checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration, restarts, tries)
             run = store.save(s.model, checkpoint, run_dir)
         except KeyboardInterrupt:
@@ -441,6 +455,7 @@ def _attempted(
     board: tb_events.TensorBoardLog | None,
     total: int,
     measure: str,
+    keep_all: bool,
     hooks: Hooks,
     finished: list[float],
 ) -> None:
@@ -453,7 +468,8 @@ def _attempted(
     notify(
         hooks.on_work,
         f"attempt {len(finished)} of {total} ended at a {measure.replace('_', ' ')} of {finished[-1]:.3f}; "
-        f"attempt {len(finished) + 1} starts with fresh weights (the one that fits best is kept)",
+        f"attempt {len(finished) + 1} starts with fresh weights "
+        + ("(all are kept, their answers averaged)" if keep_all else "(the one that fits best is kept)"),
     )
 
 

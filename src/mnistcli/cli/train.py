@@ -254,6 +254,25 @@ def train(
             rich_help_panel=FAMILY,
         ),
     ] = None,
+    keep: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="best|mean",
+            help="MIL: with several --attempts, keep the one that fits its bags best, or all of them with their "
+            "answers averaged.",
+            show_default=RECIPE,
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
+    pretrain_epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            help="MIL: epochs of self-supervised (SimCLR) training on the training bags' own images before MIL "
+            "training; no label is read (0: none).",
+            show_default=RECIPE,
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
     encoder: Annotated[
         Optional[str],
         typer.Option(
@@ -451,6 +470,8 @@ def train(
         instance_loss=instance_loss,
         restarts=restarts,
         attempts=attempts,
+        pretrain_epochs=pretrain_epochs,
+        keep=keep,
         augment=augment,
         robust_augment=True if robust_augment else None,  # None: the recipe's
         val_split=val_split,

@@ -195,7 +195,8 @@ class BestAttempt(StartOver):
     on a tie; a loss that is not a number (a diverged attempt) counts as the highest. While the others train, the
     best finished attempt's weights and history are kept; at the end they are put back if the last attempt is not
     better. `finished` holds each finished attempt's loss, `kept` the number (from 1) of the attempt kept once
-    training is over; `on_attempt(finished)` hears of each new attempt."""
+    training is over; `on_attempt(finished)` hears of each new attempt. With `keep_all`, `every` also holds each
+    finished attempt's weights, in order (a family may combine them: `Family.combine_attempts`)."""
 
     key = "attempts"
 
@@ -205,10 +206,12 @@ class BestAttempt(StartOver):
         measure: str,
         fresh: Callable[[nn.Module], None],
         on_attempt: Callable[[list[float]], None] | None = None,
+        keep_all: bool = False,
     ) -> None:
         super().__init__(measure, fresh)
-        self.attempts, self.on_attempt = attempts, on_attempt
+        self.attempts, self.on_attempt, self.keep_all = attempts, on_attempt, keep_all
         self.finished: list[float] = []
+        self.every: list[dict[str, torch.Tensor]] = []
         self.best: dict[str, Any] | None = None  # the best attempt that was followed by another: model, history
         self.kept: int | None = None
 
@@ -221,6 +224,8 @@ class BestAttempt(StartOver):
         if info.epoch != loop.epochs and not loop.stop:
             return
         self.finished.append(self.loss(loop, info))
+        if self.keep_all:
+            self.every.append(_weights(loop.model))
         if len(self.finished) >= self.attempts:
             return
         index = len(self.finished) - 1
@@ -243,12 +248,19 @@ class BestAttempt(StartOver):
             self.kept = last + 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "finished": self.finished, "best": self.best, "kept": self.kept}
+        return {
+            **super().state_dict(),
+            "finished": self.finished,
+            "best": self.best,
+            "kept": self.kept,
+            "every": self.every,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.finished = [float("nan") if x is None else float(x) for x in state["finished"]]
         self.best, self.kept = state["best"], state["kept"]
+        self.every = list(state.get("every", []))
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -206,6 +206,11 @@ class Family:
     def step(self, model: nn.Module, batch: Any) -> Step:  # pragma: no cover - every family has its own
         raise NotImplementedError
 
+    def pretrain(self, model: nn.Module, on_work: WorkFn | None = None) -> dict[str, Any] | None:
+        """Train `model` before its first epoch, in a run that starts afresh (not a resumed one); a summary for the run
+        log, or None when there is nothing to do (the default)."""
+        return None
+
     def restart_rule(self) -> tuple[int, float, int, str] | None:
         """(epoch, loss, times, measure): start the run over with fresh weights (`fresh_start`) if its mean training
         loss in that epoch (or the mean of `measure`, one of the step's sums, if it reports one) is above that loss,
@@ -217,6 +222,21 @@ class Family:
         attempt whose last epoch's mean training loss (or mean of `measure`, one of the step's sums, if it reports
         one) is lowest (engine.callbacks.BestAttempt); None: once."""
         return None
+
+    def keeps_every_attempt(self) -> bool:
+        """With an `attempt_rule`: keep every attempt and answer with their combination (`combine_attempts`) instead
+        of the one attempt that fits best."""
+        return False
+
+    def combine_attempts(
+        self, model_name: str, model_args: dict[str, Any], states: list[dict[str, torch.Tensor]]
+    ) -> tuple[nn.Module, dict[str, Any]]:  # pragma: no cover - families that keep every attempt
+        """(one model answering for the attempts whose weights are `states`, the arguments that build it again)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_args(cls, model_args: dict[str, Any]) -> None:
+        """Raise `UsageError` for model arguments (--arg) that a run of this family cannot train with."""
 
     def fresh_start(self, model: nn.Module) -> None:  # pragma: no cover - families with a restart or attempt rule
         """Redraw `model`'s weights for a new attempt (they are back to where the run started)."""

@@ -9,6 +9,7 @@ The labels in a batch are never looked at.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,47 @@ def nt_xent(z: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Te
     sim.fill_diagonal_(float("-inf"))  # a view is not its own positive or negative
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(sim, target), (sim.argmax(dim=1) == target).sum()
+
+
+def pretrain(
+    features: Callable[[torch.Tensor], torch.Tensor],
+    parameters: Iterable[nn.Parameter],
+    dim: int,
+    images: torch.Tensor,
+    generator: torch.Generator,
+    epochs: int,
+    batch: int = 128,
+    lr: float = 1e-3,
+    temperature: float = 0.5,
+) -> list[float]:
+    """SimCLR on a few images, no label read: train the network behind `features` (float images (N, 1, 28, 28) ->
+    (N, `dim`); its `parameters`) for `epochs` over `images` (uint8 (N, 28, 28)), through a projection head
+    (`dim` -> 128 -> 64) that is thrown away after. Two `contrastive_view`s of each image per step, batches of
+    `batch` images in a fresh order each epoch, Adam (`lr`, weight decay 1e-4). Returns each epoch's mean NT-Xent.
+
+    The bags family starts its instance network this way from the training bags' own images (families/bags.py).
+    """
+    params = list(parameters)
+    device = params[0].device
+    head = nn.Sequential(nn.Linear(dim, 128), nn.ReLU(inplace=True), nn.Linear(128, 64)).to(device)
+    optimizer = torch.optim.Adam([*params, *head.parameters()], lr=lr, weight_decay=1e-4)
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(len(images), generator=generator).to(images.device)
+        total, steps = 0.0, 0
+        for start in range(0, len(images), batch):
+            index = order[start : start + batch]
+            if len(index) < 2:  # a lone image has no negatives
+                continue
+            x = images[index].unsqueeze(1).float().div_(255.0)
+            views = torch.cat([contrastive_view(x, generator), contrastive_view(x, generator)])
+            loss, _ = nt_xent(head(features(views)), temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        losses.append(total / max(steps, 1))
+    return losses
 
 
 @dataclass

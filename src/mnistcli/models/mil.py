@@ -43,6 +43,8 @@ RECIPE = {
     "remix": 3,
     "restarts": 2,
     "attempts": 3,  # at most 50 training bags: three attempts, the best kept, instead of restarts (families/bags.py)
+    "pretrain_epochs": 30,  # at most 50 bags, no --encoder: SimCLR on the bags' own images first (families/bags.py)
+    "keep": "best",  # the attempt that fits best; from an --encoder, all three averaged (families/bags.py)
 }
 
 
@@ -142,16 +144,60 @@ class AttentionMIL(nn.Module):
         return self.head(bag).squeeze(-1), weights, instance
 
 
+class MILCommittee(nn.Module):
+    """Attention-MIL models trained apart (the attempts of one run, `--keep mean`) answering as one: a bag's
+    probability is the mean of theirs, each image's attention weight the mean of theirs, and an image's features
+    theirs side by side. It is built from a checkpoint like any model and measured, predicted and embedded as one;
+    it is never trained itself."""
+
+    def __init__(self, members: list[AttentionMIL]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("a committee needs at least 2 members")
+        self.members = nn.ModuleList(members)
+        self.pooling = members[0].pooling
+        self.feature_dim = sum(m.feature_dim for m in members)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' instance features side by side (N, sum of their feature_dim)."""
+        return torch.cat([m.features(x) for m in self.members], dim=1)  # type: ignore[operator]
+
+    def forward(self, bags: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, weights, _ = self.pool(bags, mask)
+        return logits, weights
+
+    def pool(self, bags: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the log-odds of the members' mean bag probability, their mean weights, their mean instance logits)."""
+        outs = [m.pool(bags, mask) for m in self.members]  # type: ignore[operator]
+        probability = torch.stack([torch.sigmoid(o[0].float()) for o in outs]).mean(0)
+        weights = torch.stack([o[1] for o in outs]).mean(0)
+        instance = torch.stack([o[2] for o in outs]).mean(0)  # padding stays -inf
+        return torch.logit(probability, eps=1e-7), weights, instance
+
+
+def build(pooling: str, hidden: int, instance: str, width: int, frozen: bool, committee: int) -> nn.Module:
+    """One attention-MIL model, or with `committee` above 1 a `MILCommittee` of that many."""
+    if committee < 1:
+        raise ValueError("committee must be at least 1")
+    if committee == 1:
+        return AttentionMIL(pooling, hidden, instance, width, frozen)
+    return MILCommittee([AttentionMIL(pooling, hidden, instance, width, frozen) for _ in range(committee)])
+
+
 @register_model(
     "mil", family="bags", description="attention MIL (Ilse et al. 2018): conv 20-50, fc 500, attention 128", **RECIPE
 )
-def mil(hidden: int = 128, instance: str = "lenet", width: int = 16, frozen: bool = False) -> AttentionMIL:
-    return AttentionMIL("attention", hidden, instance, width, frozen)
+def mil(
+    hidden: int = 128, instance: str = "lenet", width: int = 16, frozen: bool = False, committee: int = 1
+) -> nn.Module:
+    return build("attention", hidden, instance, width, frozen, committee)
 
 
 @register_model("mil-gated", family="bags", description="gated attention MIL: attention with a sigmoid gate", **RECIPE)
-def mil_gated(hidden: int = 128, instance: str = "lenet", width: int = 16, frozen: bool = False) -> AttentionMIL:
-    return AttentionMIL("gated", hidden, instance, width, frozen)
+def mil_gated(
+    hidden: int = 128, instance: str = "lenet", width: int = 16, frozen: bool = False, committee: int = 1
+) -> nn.Module:
+    return build("gated", hidden, instance, width, frozen, committee)
 
 
 @register_model(
@@ -160,5 +206,5 @@ def mil_gated(hidden: int = 128, instance: str = "lenet", width: int = 16, froze
     description="instance-level MIL baseline: each digit scores itself, the bag takes the max",
     **RECIPE,
 )
-def mil_max(instance: str = "lenet", width: int = 16, frozen: bool = False) -> AttentionMIL:
-    return AttentionMIL("max", 128, instance, width, frozen)
+def mil_max(instance: str = "lenet", width: int = 16, frozen: bool = False, committee: int = 1) -> nn.Module:
+    return build("max", 128, instance, width, frozen, committee)

@@ -37,7 +37,12 @@ def train_summary(report: Any) -> None:
     if report.attempts:
         kept, losses = report.attempts["kept"], report.attempts["losses"]
         each = ", ".join(f"{loss:.3f}" for loss in losses)
-        table.add_row("attempts", f"{len(losses)}  (loss in the last epoch {each}: kept attempt {kept})")
+        kept_what = (
+            f"all kept, their answers averaged; the curve is attempt {kept}'s"
+            if report.attempts.get("combined") == "mean"
+            else f"kept attempt {kept}"
+        )
+        table.add_row("attempts", f"{len(losses)}  (loss in the last epoch {each}: {kept_what})")
     if report.target:
         t = report.target
         reached = (
