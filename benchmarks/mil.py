@@ -81,8 +81,10 @@ def main() -> None:
                 {"model": model, "bags": size, "extra": a.extra, "command": cmd[3:], **result, "seconds": seconds}
             )
             rows.append((model, size, result["mean"], result["std"], seconds))
+            each = ", ".join(f"{r['test_accuracy']:.3f}" for r in result.get("each", []))
             print(
-                f"{model} {size}: AUC {result['mean']['test']:.4f} ± {result['std']['test']:.4f} ({seconds:.0f} s)",
+                f"{model} {size}: AUC {result['mean']['test']:.4f} ± {result['std']['test']:.4f} ({seconds:.0f} s)"
+                + (f"; each run: {each}" if each else ""),
                 file=sys.stderr,
                 flush=True,
             )

@@ -8,7 +8,8 @@ Training bags come from training images 0-49,999; 500 validation bags (seed 1) f
 each epoch's mean training loss (and, with --test, the test AUC on 1,000 test bags, for a record
 only). `--bag-seed` draws the training bags apart from the rest of the run's randomness (the start
 and the order), which `benchmarks/mil_attempts.py` uses to train several starts on one draw. `--encoder`
-takes a simclr run folder (or a stopped one: its resume snapshot). This is the development loop,
+takes a simclr run folder (or a stopped one: its resume snapshot). `--ssl-epochs E` first trains the
+instance network as `mnist train mil --pretrain-epochs E` does (SimCLR on the training bags' own images). This is the development loop,
 kept so the figures in docs/models.md can be re-measured; `mnist train mil` is the product.
 """
 
@@ -43,7 +44,9 @@ def encoder_weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
 
 
-def pretrain(model: AttentionMIL, images: torch.Tensor, own: torch.Tensor, a: argparse.Namespace, g: torch.Generator) -> None:
+def pretrain(
+    model: AttentionMIL, images: torch.Tensor, own: torch.Tensor, a: argparse.Namespace, g: torch.Generator
+) -> None:
     """SimCLR (NT-Xent) on the training bags' own images, no label read: the instance network's start."""
     from mnistcli.data.augment import contrastive_view
     from mnistcli.families.contrastive import nt_xent

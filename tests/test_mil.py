@@ -188,17 +188,23 @@ def test_encoder_starts_the_instance_network_from_a_simclr_run(runner: CliRunner
     from mnistcli import store
 
     run = store.resolve("from-ssl")
-    # At 16 bags the recipe trains three attempts from the encoder and keeps them all (--keep mean).
-    assert run.info.model.args == {"instance": "simclr", "width": 4, "committee": 3}
+    assert run.info.model.args == {"instance": "simclr", "width": 4}
     mil, ssl = store.load(run, torch.device("cpu")), store.load(store.resolve("ssl"), torch.device("cpu"))
-    theirs = dict(ssl.encoder.named_parameters())
-    for member in mil.members:
-        mine = dict(member.body.named_parameters())
-        assert mine.keys() == theirs.keys()
-        for name, weight in mine.items():  # an lr of 1e-9: the weights are still the encoder's
+    mine, theirs = dict(mil.body.named_parameters()), dict(ssl.encoder.named_parameters())
+    assert mine.keys() == theirs.keys()
+    for name, weight in mine.items():  # an lr of 1e-9: the weights are still the encoder's
+        assert torch.allclose(weight, theirs[name], atol=1e-5), name
+    # --keep mean: every attempt from the encoder, each still holding the encoder's weights.
+    report = _train(runner, "--encoder", "ssl", "--name", "committee", "--lr", "1e-9", "--keep", "mean")
+    committee = store.load(store.resolve("committee"), torch.device("cpu"))
+    assert report["attempts"]["combined"] == "mean" and len(committee.members) == 3
+    for member in committee.members:
+        for name, weight in member.body.named_parameters():
             assert torch.allclose(weight, theirs[name], atol=1e-5), name
     wrong = runner.invoke(app, ["train", "mil", "--encoder", "from-ssl", "--epochs", "1"])
     assert wrong.exit_code == 2 and "--encoder from-ssl:" in wrong.output and "needs contrastive" in wrong.output
+    committee = runner.invoke(app, ["train", "mil", "--encoder", "ssl", "--arg", "committee=2", "--epochs", "1"])
+    assert committee.exit_code == 2 and "--arg committee" in committee.output  # refused before the encoder is adopted
     clash = runner.invoke(app, ["train", "mil", "--encoder", "ssl", "--arg", "width=8", "--epochs", "1"])
     assert clash.exit_code == 2 and "set by --encoder ssl" in clash.output
     refused = runner.invoke(app, ["train", "cnn", "--encoder", "ssl"])
@@ -408,6 +414,19 @@ def test_best_attempt_keeps_the_lowest_loss_the_first_on_a_tie_and_never_a_diver
     assert kept([0.3, 0.2, 0.5]) == (2, 1.0) and kept([0.1, 0.5, 0.1]) == (1, 0.0) and kept([0.5, 0.3, 0.1]) == (3, 2.0)
     assert kept([0.3, 0.2, nan])[0] == 2 and kept([nan, 0.1, 0.5])[0] == 2 and kept([nan, nan])[0] == 1
 
+    # Keeping every attempt (--keep mean) leaves a diverged one out of the combination.
+    model = nn.Linear(1, 1, bias=False)
+    loop = SimpleNamespace(model=model, epochs=1, stop=False, metrics={}, position=SimpleNamespace(history=[]))
+    loop.optimizer = SimpleNamespace(state_dict=dict)
+    loop.schedule, loop.start_over = None, lambda *_: None
+    every = BestAttempt(3, "bag_loss", lambda m: None, keep_all=True)
+    every.on_fit_start(loop)  # type: ignore[arg-type]
+    for n, loss in enumerate([0.3, nan, 0.2]):
+        model.weight.data.fill_(n)
+        loop.metrics = {"bag_loss": loss}
+        every.on_epoch_end(loop, EpochInfo(1, loss, 0.0, 0.1, 0.0))  # type: ignore[arg-type]
+    assert [float(w["weight"]) for w in every.every] == [0.0, 2.0]
+
 
 def test_the_run_log_writes_a_nan_inside_a_list_as_null(tmp_path: Path) -> None:
     from mnistcli.store.runlog import RunLog
@@ -452,24 +471,33 @@ def test_tensorboard_shows_each_attempt_as_a_run_of_its_own(runner: CliRunner, s
         events.Reload()
         assert [e.step for e in events.Scalars("epoch/train_loss")] == [1, 2]
         assert ("test/accuracy" in events.Tags()["scalars"]) == (number == kept)  # the test goes with the kept one
+    # With --keep mean the test is the combination's: a run of its own, beside the attempts.
+    result = runner.invoke(app, [*args, "--attempts", "2", "--keep", "mean", "--tensorboard", "--json"])
+    board = Path(json.loads(result.stdout)["tensorboard"])
+    tags = {}
+    for folder in (board, board / "attempt-2", board / "attempts-mean"):
+        events = EventAccumulator(str(folder))
+        events.Reload()
+        tags[folder.name] = events.Tags()["scalars"]
+    assert "test/accuracy" in tags["attempts-mean"] and "epoch/train_loss" in tags["attempt-2"]
+    assert "test/accuracy" not in tags[board.name] and "test/accuracy" not in tags["attempt-2"]
 
 
 def test_the_recipe_pretrains_self_supervised_at_few_bags_from_scratch_only() -> None:
-    from mnistcli.families.bags import PRETRAIN_EPOCHS, BagsFamily
+    from mnistcli.families.bags import BagsFamily
     from mnistcli.models.mil import RECIPE
 
     def pretrain(**options: object) -> int:
         return BagsFamily.configure(RECIPE, options)[1].pretrain_epochs
 
-    assert pretrain(bags=50) == PRETRAIN_EPOCHS == 30 and pretrain(bags=51) == 0 and pretrain() == 0
+    assert pretrain(bags=50) == RECIPE["pretrain_epochs"] == 30 and pretrain(bags=51) == 0 and pretrain() == 0
     assert pretrain(bags=50, encoder="ssl") == 0  # an encoder was pretrained on every training image already
     assert pretrain(bags=50, pretrain_epochs=0) == 0 and pretrain(bags=200, pretrain_epochs=5) == 5  # given, it wins
 
     def keep(**options: object) -> str:
         return BagsFamily.configure(RECIPE, options)[1].keep
 
-    assert keep(bags=50) == "best" and keep(bags=50, encoder="ssl") == "mean"  # from an encoder, all attempts averaged
-    assert keep(bags=50, encoder="ssl", keep="best") == "best"
+    assert keep(bags=50) == "best" and keep(bags=50, encoder="ssl") == "best" and keep(bags=50, keep="mean") == "mean"
 
 
 def test_pretraining_learns_from_the_training_bags_own_images_and_nothing_else(synthetic_dir: Path) -> None:
@@ -477,8 +505,8 @@ def test_pretraining_learns_from_the_training_bags_own_images_and_nothing_else(s
     from mnistcli.api.common import load_tensors
     from mnistcli.config import TrainConfig
     from mnistcli.data.tensors import TensorData
-    from mnistcli.families.base import Data
     from mnistcli.families.bags import BagsFamily, BagsParams
+    from mnistcli.families.base import Data
 
     train = load_tensors("train", synthetic_dir, torch.device("cpu"))
 
@@ -590,10 +618,45 @@ def test_keep_mean_answers_with_every_attempt_averaged_and_resumes_bit_for_bit(
     assert stopped.exit_code == 130 and "interrupted in attempt 2 of 2" in stopped.output
     resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
     assert resumed.exit_code == 0, resumed.output
-    a, b = load_file(Path(report["path"]) / "model.safetensors"), load_file(store.resolve("cut").path / "model.safetensors")
+    a, b = (
+        load_file(Path(report["path"]) / "model.safetensors"),
+        load_file(store.resolve("cut").path / "model.safetensors"),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-    refused = runner.invoke(app, ["train", "mil", "--bags", "6", "--arg", "committee=2"])
-    assert refused.exit_code == 2 and "--arg committee" in refused.output
+    for extra in (
+        ["--arg", "committee=2"],
+        ["--arg", "committee=100000"],
+    ):
+        refused = runner.invoke(app, ["train", "mil", "--bags", "6", *extra])
+        assert refused.exit_code == 2 and "--arg committee" in refused.output and "Traceback" not in refused.output
     bad = runner.invoke(app, [*args, "--keep", "median"])
     assert bad.exit_code == 2 and "--keep must be best or mean" in bad.output
+    for one in (["--attempts", "1"], ["--bags", "60", "--attempts", "1"]):
+        alone = runner.invoke(app, ["train", "mil", "--bags", "6", "--keep", "mean", *one])
+        assert alone.exit_code == 2 and "--keep mean averages a run's attempts" in alone.output
+    alone = runner.invoke(app, ["train", "mil", "--bags", "60", "--keep", "mean"])  # the recipe: one attempt there
+    assert alone.exit_code == 2 and "give --attempts 2 or more" in alone.output
+
+
+def test_ctrl_c_while_a_later_attempt_pretrains_names_the_attempt_saved(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnistcli.families import contrastive
+
+    real, calls = contrastive.pretrain, []
+
+    def second_stops(*a: object, **k: object) -> list[float]:
+        calls.append(1)
+        if len(calls) == 2:  # attempt 2's pretraining, after attempt 1's last epoch
+            raise KeyboardInterrupt
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(contrastive, "pretrain", second_stops)
+    args = ["train", "mil", "--bags", "6", "--bag-size", "4", "--epochs", "2", "--attempts", "2", "--remix", "0"]
+    stopped = runner.invoke(app, [*args, "--pretrain-epochs", "1", "--name", "cut"])
+    assert stopped.exit_code == 130 and "interrupted in attempt 1 of 2 with 1 of 2 epochs done" in stopped.output
+    monkeypatch.setattr(contrastive, "pretrain", real)
+    resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len(json.loads(resumed.stdout)["attempts"]["losses"]) == 2

@@ -193,12 +193,12 @@ def _setup(
     if config.precision == "fp16" and device.type != "cuda":
         raise UsageError(f"--precision fp16 needs a CUDA device (this run is on {device.type}); bf16 works here")
     generator = seed_everything(config.seed)
-    model = create_model(model_name, **model_args).to(device)  # bad --arg values fail before any data work
     family_type = get_family(get_entry(model_name).family)
+    family_type.check_args(model_args)  # before building: an argument refused must not cost memory first
+    model = create_model(model_name, **model_args).to(device)  # bad --arg values fail before any data work
     if encoder is not None:
         family_type.adopt_encoder(model, encoder)
     family_type.check(params, config)
-    family_type.check_args(model_args)
     family = family_type(params, config, generator)
     folder = data_folder(data_dir, hooks.on_download)
     full_train, full_test = load_tensors("train", folder, device), load_tensors("test", folder, device)
@@ -250,8 +250,8 @@ def _run(
             else None
         )
 
-        # The epoch of the last snapshot written (a resumed run starts from one).
-        saved = [int(state["position"]["epoch"]) if state is not None else -1]
+        # The epoch and the attempt of the last snapshot written (a resumed run starts from one).
+        saved = [int(state["position"]["epoch"]) if state is not None else -1, 1]
 
         def save_snapshot(loop: Loop) -> None:
             log.file.flush()
@@ -260,6 +260,7 @@ def _run(
                 run_dir, loop.state_dict(), {**started, "tensorboard": tensorboard, "log_bytes": log.file.tell()}
             )
             saved[0] = loop.position.epoch
+            saved[1] = attempts.current if attempts is not None else 1
 
         rule = family.restart_rule()
         restart = (
@@ -300,13 +301,15 @@ def _run(
             accumulate=config.accumulate,
             precision=config.precision,
         )
+        family.on_work = hooks.on_work
         if state is not None:
             loop.load_state_dict(state)
+            saved[1] = attempts.current if attempts is not None else 1
             if board is not None and attempts is not None and attempts.current > 1:
                 board.attempt(attempts.current)  # a run resumed in its second attempt or later
         try:
             if state is None:
-                pretrained = family.pretrain(s.model, hooks.on_work)
+                pretrained = family.pretrain(s.model)
                 if pretrained is not None:
                     log.write("pretrain", pretrained)
             position = loop.run()
@@ -314,16 +317,24 @@ def _run(
                 log.write("kept", {"attempt": attempts.kept, "losses": attempts.finished, "all": keep_all})
                 if board is not None:
                     board.attempt(attempts.kept or 1)
-            if attempts is not None and keep_all:  # every attempt, averaged: the model measured and saved
-                model, args = family.combine_attempts(s.model_name, s.model_args, attempts.every)
+            every = attempts.every if attempts is not None and keep_all else []  # the attempts that did not diverge
+            combined = len(every) > 1
+            if combined:  # the attempts averaged: the model measured and saved
+                model, args = family.combine_attempts(s.model_name, s.model_args, every)
                 s = replace(s, model=model.to(s.device), model_args=args)
+                if board is not None:
+                    board.combined()  # the test results are the combination's, not one attempt's
             log.close()  # training is over; nothing more goes into the log
             target = _target(config, watch, data)
             test = _test(family, s.model, data, watch, hooks.on_work)
             calibration = calibrating.fit(s.model, family, s.held, s.held_from)
             restarts = restart.restarts if restart is not None else []
             tries = (
-                {"losses": attempts.finished, "kept": attempts.kept, **({"combined": "mean"} if keep_all else {})}
+                {
+                    "losses": attempts.finished,
+                    "kept": attempts.kept,
+                    **({"combined": "mean", "members": len(every)} if combined else {}),
+                }
                 if attempts is not None
                 else None
             )
@@ -334,7 +345,7 @@ def _run(
             if saved[0] < 0:  # no snapshot yet: nothing to resume, so nothing is kept
                 shutil.rmtree(run_dir, ignore_errors=True)
                 raise Interrupted("interrupted before training started") from None
-            where = f" in attempt {attempts.current} of {attempts.attempts}" if attempts is not None else ""
+            where = f" in attempt {saved[1]} of {attempts.attempts}" if attempts is not None else ""
             raise Interrupted(
                 f"interrupted{where} with {saved[0]} of {config.epochs} epochs done and saved: "
                 f"resume with `mnist train --resume {run_dir.name}`"

@@ -196,7 +196,8 @@ class BestAttempt(StartOver):
     best finished attempt's weights and history are kept; at the end they are put back if the last attempt is not
     better. `finished` holds each finished attempt's loss, `kept` the number (from 1) of the attempt kept once
     training is over; `on_attempt(finished)` hears of each new attempt. With `keep_all`, `every` also holds each
-    finished attempt's weights, in order (a family may combine them: `Family.combine_attempts`)."""
+    finished attempt's weights, in order, but for those that diverged (a family may combine them:
+    `Family.combine_attempts`)."""
 
     key = "attempts"
 
@@ -224,7 +225,7 @@ class BestAttempt(StartOver):
         if info.epoch != loop.epochs and not loop.stop:
             return
         self.finished.append(self.loss(loop, info))
-        if self.keep_all:
+        if self.keep_all and self.finished[-1] == self.finished[-1]:  # a diverged (NaN) attempt is left out
             self.every.append(_weights(loop.model))
         if len(self.finished) >= self.attempts:
             return

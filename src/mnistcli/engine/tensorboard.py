@@ -78,5 +78,13 @@ class TensorBoardLog:
         folder = self.folder if number == 1 else self.folder / f"attempt-{number}"
         self.writer = SummaryWriter(log_dir=str(folder), flush_secs=10)
 
+    def combined(self) -> None:
+        """Write from now on as the combination of every attempt (`--keep mean`), in `attempts-mean/` (a run of its
+        own, beside the attempts)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer.close()
+        self.writer = SummaryWriter(log_dir=str(self.folder / "attempts-mean"), flush_secs=10)
+
     def close(self) -> None:
         self.writer.close()

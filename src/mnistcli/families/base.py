@@ -149,6 +149,7 @@ class Family:
         # The run's generator: shuffling, and the augmentation of families that draw from it.
         self.generator = generator if generator is not None else torch.Generator().manual_seed(config.seed)
         self.train: TensorData | None = None
+        self.on_work: WorkFn | None = None  # where work besides training steps is reported (set by `api.train`)
 
     @classmethod
     def from_checkpoint(cls, config: dict[str, Any]) -> Family:
@@ -206,9 +207,9 @@ class Family:
     def step(self, model: nn.Module, batch: Any) -> Step:  # pragma: no cover - every family has its own
         raise NotImplementedError
 
-    def pretrain(self, model: nn.Module, on_work: WorkFn | None = None) -> dict[str, Any] | None:
-        """Train `model` before its first epoch, in a run that starts afresh (not a resumed one); a summary for the run
-        log, or None when there is nothing to do (the default)."""
+    def pretrain(self, model: nn.Module) -> dict[str, Any] | None:
+        """Train `model` before its first epoch, in a run that starts afresh (not a resumed one), reporting the work to
+        `on_work`; a summary for the run log, or None when there is nothing to do (the default)."""
         return None
 
     def restart_rule(self) -> tuple[int, float, int, str] | None:

@@ -44,7 +44,7 @@ RECIPE = {
     "restarts": 2,
     "attempts": 3,  # at most 50 training bags: three attempts, the best kept, instead of restarts (families/bags.py)
     "pretrain_epochs": 30,  # at most 50 bags, no --encoder: SimCLR on the bags' own images first (families/bags.py)
-    "keep": "best",  # the attempt that fits best; from an --encoder, all three averaged (families/bags.py)
+    "keep": "best",  # the attempt that fits its bags best (--keep mean: all of them averaged; families/bags.py)
 }
 
 
@@ -177,8 +177,8 @@ class MILCommittee(nn.Module):
 
 def build(pooling: str, hidden: int, instance: str, width: int, frozen: bool, committee: int) -> nn.Module:
     """One attention-MIL model, or with `committee` above 1 a `MILCommittee` of that many."""
-    if committee < 1:
-        raise ValueError("committee must be at least 1")
+    if not 1 <= committee <= 10:
+        raise ValueError("committee must be 1-10 (the attempts a run may train)")
     if committee == 1:
         return AttentionMIL(pooling, hidden, instance, width, frozen)
     return MILCommittee([AttentionMIL(pooling, hidden, instance, width, frozen) for _ in range(committee)])
