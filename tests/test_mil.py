@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from mnistcli.cli import app
 from mnistcli.data.bags import make_bags, pad
@@ -84,6 +84,23 @@ def _train(runner: CliRunner, *args: str) -> dict:
     result = runner.invoke(app, ["train", "mil", "--bags", "16", "--epochs", "1", "--json", *args])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def _stopped(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, args: list[str], epoch: int) -> Result:
+    """`mnist train ARGS`, with Ctrl-C when the progress bar hears of its `epoch`-th epoch (attempts count on)."""
+    from mnistcli.render import progress
+
+    real, heard = progress.TrainProgress.epoch, []
+
+    def stop(self: progress.TrainProgress, info: object) -> None:
+        real(self, info)  # type: ignore[arg-type]
+        heard.append(info)
+        if len(heard) == epoch:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(progress.TrainProgress, "epoch", stop)
+        return runner.invoke(app, args)
 
 
 def test_train_and_eval_a_mil_model_give_the_same_test_numbers(runner: CliRunner, synthetic_env: Path) -> None:
@@ -227,7 +244,6 @@ def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_
 ) -> None:
     from safetensors.torch import load_file
 
-    from mnistcli.render import progress
     from mnistcli.store import runlog
 
     monkeypatch.setattr(bags_family, "RESTART_LOSS", -1.0)  # every run counts as not taking off
@@ -247,17 +263,7 @@ def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_
     assert [e["epoch"] for e in runlog.read_log(folder / runlog.LOG)[1]] == [1, 2, 3, 4, 5]
 
     # Ctrl-C at the end of the second attempt's epoch 2 (the 5th epoch the bar hears of), then resume.
-    real, heard = progress.TrainProgress.epoch, []
-
-    def stop_at_the_fifth(self: progress.TrainProgress, info: object) -> None:
-        real(self, info)  # type: ignore[arg-type]
-        heard.append(info)
-        if len(heard) == 5:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(progress.TrainProgress, "epoch", stop_at_the_fifth)
-        stopped = runner.invoke(app, [*args, "--name", "cut"])
+    stopped = _stopped(runner, monkeypatch, [*args, "--name", "cut"], 5)
     assert stopped.exit_code == 130, stopped.output
     resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
     assert resumed.exit_code == 0, resumed.output
@@ -327,7 +333,6 @@ def test_attempts_train_the_run_several_times_and_keep_the_one_that_fits_best(
 ) -> None:
     from safetensors.torch import load_file
 
-    from mnistcli.render import progress
     from mnistcli.store import runlog
 
     args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "2", "--seed", "3"]
@@ -353,17 +358,7 @@ def test_attempts_train_the_run_several_times_and_keep_the_one_that_fits_best(
     assert all(torch.equal(a[k], b[k]) for k in a) and upto["test_accuracy"] == report["test_accuracy"]
 
     # Ctrl-C in the second attempt (the 3rd epoch the bar hears of), then resume: the same run, bit for bit.
-    real, heard = progress.TrainProgress.epoch, []
-
-    def stop_at_the_third(self: progress.TrainProgress, info: object) -> None:
-        real(self, info)  # type: ignore[arg-type]
-        heard.append(info)
-        if len(heard) == 3:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(progress.TrainProgress, "epoch", stop_at_the_third)
-        stopped = runner.invoke(app, [*args, "--attempts", "3", "--name", "cut"])
+    stopped = _stopped(runner, monkeypatch, [*args, "--attempts", "3", "--name", "cut"], 3)
     assert stopped.exit_code == 130 and "interrupted in attempt 2 of 3 with 0 of 2 epochs" in stopped.output
     resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
     assert resumed.exit_code == 0, resumed.output
@@ -564,7 +559,6 @@ def test_keep_mean_answers_with_every_attempt_averaged_and_resumes_bit_for_bit(
 
     from mnistcli import store
     from mnistcli.models.mil import MILCommittee
-    from mnistcli.render import progress
     from mnistcli.store import runlog
     from tests.helpers import make_digits, save_png
 
@@ -604,17 +598,7 @@ def test_keep_mean_answers_with_every_attempt_averaged_and_resumes_bit_for_bit(
     assert events[-1]["event"] == "kept" and events[-1]["all"] is True
 
     # Ctrl-C in the second attempt, then resume: the same committee, bit for bit.
-    real, heard = progress.TrainProgress.epoch, []
-
-    def stop_at_the_third(self: progress.TrainProgress, info: object) -> None:
-        real(self, info)  # type: ignore[arg-type]
-        heard.append(info)
-        if len(heard) == 3:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(progress.TrainProgress, "epoch", stop_at_the_third)
-        stopped = runner.invoke(app, [*args, "--name", "cut"])
+    stopped = _stopped(runner, monkeypatch, [*args, "--name", "cut"], 3)
     assert stopped.exit_code == 130 and "interrupted in attempt 2 of 2" in stopped.output
     resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
     assert resumed.exit_code == 0, resumed.output
