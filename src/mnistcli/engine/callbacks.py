@@ -225,7 +225,7 @@ class BestAttempt(StartOver):
         if info.epoch != loop.epochs and not loop.stop:
             return
         self.finished.append(self.loss(loop, info))
-        if self.keep_all and self.finished[-1] == self.finished[-1]:  # a diverged (NaN) attempt is left out
+        if self.keep_all and math.isfinite(self.finished[-1]):  # a diverged (NaN or infinite) attempt is left out
             self.every.append(_weights(loop.model))
         if len(self.finished) >= self.attempts:
             return

@@ -133,7 +133,10 @@ class BagsParams:
         if self.keep not in ("best", "mean"):
             raise UsageError(f"--keep must be best or mean, not {self.keep!r}")
         if self.keep == "mean" and self.attempts < 2:
-            raise UsageError("--keep mean averages a run's attempts: give --attempts 2 or more")
+            raise UsageError(
+                "--keep mean averages a run's attempts: give --attempts 2 or more (the recipe trains one attempt above "
+                "50 bags; --early-stopping judges a single attempt and does not go with it)"
+            )
 
 
 @register_family
