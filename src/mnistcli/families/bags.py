@@ -59,10 +59,11 @@ FEW_BAGS = 50
 # With FEW_BAGS training bags or fewer and no --encoder, the recipe (models/mil.py: `pretrain_epochs`, 30) first
 # trains the instance network self-supervised (SimCLR, families/contrastive.py `pretrain`) on the training bags' own
 # images (and again for each attempt): no label is read, and no image outside the training bags. On validation bags
-# (draws 16-29, three starts each; docs/models.md) a single run is no better on average (0.935 either way), but an attempt that fails now
-# ends with a clearly higher bag loss (0.18-0.31 against at most 0.11 for those that found the 9), so the attempt
-# kept averaged 0.975 (lowest 0.942) where it averaged 0.956 (lowest 0.883) without. 60 epochs instead of 30 gave
-# 0.965 against 0.964 for one start. Above 50 bags, where one run already gives 0.98, it is not measured.
+# (draws 16-29, three starts each; docs/models.md) a single run is no better on average (0.935 either way), but an
+# attempt that fails now ends with a clearly higher bag loss (0.18-0.31 against at most 0.11 for those that found
+# the 9), so the attempt kept averaged 0.975 (lowest 0.942) where it averaged 0.956 (lowest 0.883) without. 60
+# epochs instead of 30 gave 0.965 against 0.964 for one start. Above 50 bags, where one run already gives 0.98, it
+# is not measured.
 
 
 def epochs_for(bags: int, epochs: int) -> int:
