@@ -81,7 +81,10 @@ def test_bags_cannot_be_drawn_without_targets_or_without_others() -> None:
 
 
 def _train(runner: CliRunner, *args: str) -> dict:
-    result = runner.invoke(app, ["train", "mil", "--bags", "16", "--epochs", "1", "--json", *args])
+    # One epoch of pretraining (the recipe's 30 at these few bags cost time and test nothing more).
+    result = runner.invoke(
+        app, ["train", "mil", "--bags", "16", "--epochs", "1", "--pretrain-epochs", "1", "--json", *args]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -130,7 +133,21 @@ def test_the_recipes_epochs_shrink_with_more_training_bags_unless_epochs_are_giv
     assert [epochs_for(n, 15) for n in (2, 50, 100, 200, 500)] == [75, 15, 11, 8, 5]
     # The rule, on a scale a test can afford: the recipe's 15 epochs as if set for 4 bags, 16 bags -> 8 epochs.
     monkeypatch.setattr(bags_family, "RECIPE_BAGS", 4)
-    small = ["train", "mil", "--bags", "16", "--remix", "0", "--bag-size", "2", "--bag-std", "0", "--json"]
+    small = [
+        "train",
+        "mil",
+        "--bags",
+        "16",
+        "--remix",
+        "0",
+        "--bag-size",
+        "2",
+        "--bag-std",
+        "0",
+        "--pretrain-epochs",
+        "0",
+    ]
+    small += ["--json"]
     scaled = runner.invoke(app, small)
     assert scaled.exit_code == 0, scaled.output
     report = json.loads(scaled.stdout)
@@ -155,7 +172,24 @@ def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(
     runner: CliRunner, synthetic_env: Path
 ) -> None:
     result = runner.invoke(
-        app, ["train", "mil", "--bags", "8", "--epochs", "1", "--runs", "3", "--name", "r", "--json"]
+        app,
+        [
+            "train",
+            "mil",
+            "--bags",
+            "8",
+            "--epochs",
+            "1",
+            "--attempts",
+            "1",
+            "--pretrain-epochs",
+            "0",
+            "--runs",
+            "3",
+            "--name",
+            "r",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -163,9 +197,45 @@ def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(
     aucs = [each["test_accuracy"] for each in summary["each"]]
     assert summary["mean"]["test"] == pytest.approx(np.mean(aucs))
     assert summary["std"]["test"] == pytest.approx(np.std(aucs, ddof=1))
-    again = runner.invoke(app, ["train", "mil", "--bags", "8", "--epochs", "1", "--runs", "3", "--name", "r"])
+    again = runner.invoke(
+        app,
+        [
+            "train",
+            "mil",
+            "--bags",
+            "8",
+            "--epochs",
+            "1",
+            "--attempts",
+            "1",
+            "--pretrain-epochs",
+            "0",
+            "--runs",
+            "3",
+            "--name",
+            "r",
+        ],
+    )
     assert again.exit_code == 1 and "'r-1' already exists" in again.output  # refused before any training
-    table = runner.invoke(app, ["train", "mil", "--bags", "8", "--epochs", "1", "--runs", "2", "--seed", "4"])
+    table = runner.invoke(
+        app,
+        [
+            "train",
+            "mil",
+            "--bags",
+            "8",
+            "--epochs",
+            "1",
+            "--attempts",
+            "1",
+            "--pretrain-epochs",
+            "0",
+            "--runs",
+            "2",
+            "--seed",
+            "4",
+        ],
+    )
     assert table.exit_code == 0 and "mean ± std" in table.output
 
 
@@ -200,7 +270,7 @@ def test_encoder_starts_the_instance_network_from_a_simclr_run(runner: CliRunner
         app, ["train", "simclr", "--arg", "width=4", "--epochs", "1", "--batch-size", "64", "--name", "ssl"]
     )
     assert simclr.exit_code == 0, simclr.output
-    report = _train(runner, "--encoder", "ssl", "--name", "from-ssl", "--lr", "1e-9")
+    report = _train(runner, "--encoder", "ssl", "--name", "from-ssl", "--lr", "1e-9", "--pretrain-epochs", "0")
     assert report["config"]["encoder"] == "ssl"
     from mnistcli import store
 
@@ -212,7 +282,9 @@ def test_encoder_starts_the_instance_network_from_a_simclr_run(runner: CliRunner
     for name, weight in mine.items():  # an lr of 1e-9: the weights are still the encoder's
         assert torch.allclose(weight, theirs[name], atol=1e-5), name
     # --keep mean: every attempt from the encoder, each still holding the encoder's weights.
-    report = _train(runner, "--encoder", "ssl", "--name", "committee", "--lr", "1e-9", "--keep", "mean")
+    report = _train(
+        runner, "--encoder", "ssl", "--name", "committee", "--lr", "1e-9", "--keep", "mean", "--pretrain-epochs", "0"
+    )
     committee = store.load(store.resolve("committee"), torch.device("cpu"))
     assert report["attempts"]["combined"] == "mean" and len(committee.members) == 3
     for member in committee.members:

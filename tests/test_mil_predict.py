@@ -23,7 +23,7 @@ def mil_run(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> st
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MNISTCLI_HOME", str(home))
         patch.setenv("MNIST_DATA_DIR", str(synthetic_dir))
-        result = CliRunner().invoke(app, "train mil --bags 10 --epochs 1 --name bags".split())
+        result = CliRunner().invoke(app, "train mil --bags 10 --epochs 1 --pretrain-epochs 1 --name bags".split())
     assert result.exit_code == 0, result.output
     return str(home / "runs" / "bags")
 
