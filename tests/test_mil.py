@@ -171,71 +171,17 @@ def test_models_mil_shows_the_epochs_mnist_train_mil_uses(runner: CliRunner) -> 
 def test_runs_repeat_training_with_successive_seeds_and_report_mean_and_std(
     runner: CliRunner, synthetic_env: Path
 ) -> None:
-    result = runner.invoke(
-        app,
-        [
-            "train",
-            "mil",
-            "--bags",
-            "8",
-            "--epochs",
-            "1",
-            "--attempts",
-            "1",
-            "--pretrain-epochs",
-            "0",
-            "--runs",
-            "3",
-            "--name",
-            "r",
-            "--json",
-        ],
-    )
+    quick = ["train", "mil", "--bags", "8", "--epochs", "1", "--attempts", "1", "--pretrain-epochs", "0"]
+    result = runner.invoke(app, [*quick, "--runs", "3", "--name", "r", "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["runs"] == ["r-1", "r-2", "r-3"] and summary["seeds"] == [0, 1, 2]
     aucs = [each["test_accuracy"] for each in summary["each"]]
     assert summary["mean"]["test"] == pytest.approx(np.mean(aucs))
     assert summary["std"]["test"] == pytest.approx(np.std(aucs, ddof=1))
-    again = runner.invoke(
-        app,
-        [
-            "train",
-            "mil",
-            "--bags",
-            "8",
-            "--epochs",
-            "1",
-            "--attempts",
-            "1",
-            "--pretrain-epochs",
-            "0",
-            "--runs",
-            "3",
-            "--name",
-            "r",
-        ],
-    )
+    again = runner.invoke(app, [*quick, "--runs", "3", "--name", "r"])
     assert again.exit_code == 1 and "'r-1' already exists" in again.output  # refused before any training
-    table = runner.invoke(
-        app,
-        [
-            "train",
-            "mil",
-            "--bags",
-            "8",
-            "--epochs",
-            "1",
-            "--attempts",
-            "1",
-            "--pretrain-epochs",
-            "0",
-            "--runs",
-            "2",
-            "--seed",
-            "4",
-        ],
-    )
+    table = runner.invoke(app, [*quick, "--runs", "2", "--seed", "4"])
     assert table.exit_code == 0 and "mean ± std" in table.output
 
 
