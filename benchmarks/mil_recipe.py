@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from mnistcli.data.augment import random_affine
 from mnistcli.data.bags import make_bags, pad
 from mnistcli.data.mnist import load_split
+from mnistcli.families.contrastive import pretrain
 from mnistcli.models.mil import AttentionMIL
 from mnistcli.protocols.ranking import roc_auc
 
@@ -42,31 +43,6 @@ def encoder_weights(folder: Path) -> dict[str, torch.Tensor]:
     else:
         state = snapshot.read(folder)[0]["model"]
     return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
-
-
-def pretrain(
-    model: AttentionMIL, images: torch.Tensor, own: torch.Tensor, a: argparse.Namespace, g: torch.Generator
-) -> None:
-    """SimCLR (NT-Xent) on the training bags' own images, no label read: the instance network's start."""
-    from mnistcli.data.augment import contrastive_view
-    from mnistcli.families.contrastive import nt_xent
-
-    d = model.feature_dim
-    head = torch.nn.Sequential(torch.nn.Linear(d, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64))
-    params = [*model.body.parameters(), *head.parameters()]
-    opt = torch.optim.Adam(params, lr=a.ssl_lr, weight_decay=1e-4)
-    x_all = images[own].float().div(255.0).unsqueeze(1)
-    for _ in range(a.ssl_epochs):
-        order = torch.randperm(len(own), generator=g)
-        for s in range(0, len(own) - 1, a.ssl_batch):
-            x = x_all[order[s : s + a.ssl_batch]]
-            if len(x) < 2:
-                continue
-            views = torch.cat([contrastive_view(x, g), contrastive_view(x, g)])
-            loss, _ = nt_xent(head(model.features(views)), a.ssl_temp)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
 
 
 def main() -> None:
@@ -91,9 +67,6 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=0.0, help="dropout on each image's features while training")
     p.add_argument("--save-scores", type=Path, help="write the validation bags' final logits here (.npy)")
     p.add_argument("--ssl-epochs", type=int, default=0, help="SimCLR on the training bags' own images first (epochs)")
-    p.add_argument("--ssl-temp", type=float, default=0.5)
-    p.add_argument("--ssl-batch", type=int, default=128)
-    p.add_argument("--ssl-lr", type=float, default=1e-3)
     a = p.parse_args()
     torch.set_num_threads(1)
     folder = Path(a.data_dir)
@@ -120,8 +93,9 @@ def main() -> None:
             return drop(h) if model.training else h
 
         model.features = dropped  # type: ignore[method-assign]
-    if a.ssl_epochs:
-        pretrain(model, images, torch.unique(torch.cat(bags)), a, g)
+    if a.ssl_epochs:  # as `mnist train mil --pretrain-epochs` does (families/bags.py `BagsFamily.pretrain`)
+        own = torch.unique(torch.cat(bags))
+        pretrain(model.features, model.body.parameters(), model.feature_dim, images[own], g, a.ssl_epochs)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr, weight_decay=a.wd)
     negatives = torch.cat([b for b, label in zip(bags, y.tolist(), strict=True) if label == 0])
 
