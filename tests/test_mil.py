@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -354,6 +355,7 @@ def test_attempts_train_the_run_several_times_and_keep_the_one_that_fits_best(
     from mnistcli.store import runlog
 
     args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "2", "--seed", "3"]
+    args += ["--pretrain-epochs", "0"]  # without pretraining, --restarts adds no attempts (next test)
     whole = runner.invoke(app, [*args, "--attempts", "3", "--restarts", "2", "--name", "whole", "--json"])
     assert whole.exit_code == 0, whole.output
     report = json.loads(whole.stdout)
@@ -386,6 +388,59 @@ def test_attempts_train_the_run_several_times_and_keep_the_one_that_fits_best(
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_when_no_pretrained_attempt_fits_its_bags_restarts_add_attempts_until_one_does(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    from mnistcli.families import bags as bags_family
+    from mnistcli.store import runlog
+
+    args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "2", "--seed", "3"]
+    args += ["--pretrain-epochs", "1", "--attempts", "2", "--restarts", "2"]
+
+    # Every attempt fits (a loss below 100): the two planned are all.
+    def train(*extra: str) -> dict:
+        result = runner.invoke(app, [*args, *extra, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    monkeypatch.setattr(bags_family, "FIT_LOSS", 100.0)
+    fitted = train()
+    assert len(fitted["attempts"]["losses"]) == 2 and "extra" not in fitted["attempts"]
+
+    # None fits (no loss is below 0): --restarts 2 adds two attempts, and the lowest loss of all four is kept.
+    monkeypatch.setattr(bags_family, "FIT_LOSS", 0.0)
+    result = runner.invoke(app, [*args, "--name", "more", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    losses, kept = report["attempts"]["losses"], report["attempts"]["kept"]
+    assert len(losses) == 4 and report["attempts"]["extra"] == 2 and kept == losses.index(min(losses)) + 1
+    assert losses[:2] == fitted["attempts"]["losses"]  # the planned attempts are the same runs as before
+    assert "none of the 2 ended below 0, so none has fitted: attempt 3 starts" in result.stderr
+    assert "(extra attempt 2 of at most 2)" in result.stderr
+    folder = Path(report["path"])
+    assert json.loads((folder / "meta.json").read_text())["attempts"] == report["attempts"]
+    lines = [json.loads(line) for line in (folder / runlog.LOG).read_text().splitlines()]
+    assert [line.get("extra") for line in lines if line["event"] == "attempt"] == [None, 1, 2]
+    shown = runner.invoke(app, [*args, "--name", "shown"], env={"COLUMNS": "250"})
+    assert re.search(r"kept attempt \d; 2 more because none of the first 2 fitted\)", shown.output)
+
+    # Without pretraining, or with --keep mean, the loss that tells a fit was not measured: no attempt is added.
+    assert len(train("--pretrain-epochs", "0")["attempts"]["losses"]) == 2
+    assert len(train("--keep", "mean")["attempts"]["losses"]) == 2
+
+    # Ctrl-C in the first extra attempt (its 2nd epoch: the 6th the bar hears of), then resume: the same run.
+    stopped = _stopped(runner, monkeypatch, [*args, "--name", "cut"], 6)
+    assert stopped.exit_code == 130 and "interrupted in attempt 3 of 3 with 1 of 2 epochs" in stopped.output
+    again = runner.invoke(app, ["train", "--resume", "cut", "--json"])
+    assert again.exit_code == 0, again.output
+    resumed = json.loads(again.stdout)
+    assert resumed["attempts"] == report["attempts"] and resumed["test_accuracy"] == report["test_accuracy"]
+    a, b = load_file(folder / "model.safetensors"), load_file(Path(resumed["path"]) / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_the_recipe_trains_three_attempts_at_few_bags_and_one_above() -> None:
     from mnistcli.families.bags import BagsFamily
     from mnistcli.models.mil import RECIPE
@@ -406,14 +461,16 @@ def test_best_attempt_keeps_the_lowest_loss_the_first_on_a_tie_and_never_a_diver
     from mnistcli.engine.callbacks import BestAttempt
     from mnistcli.engine.loop import EpochInfo
 
-    def kept(losses: list[float]) -> tuple[int, float]:
+    def kept(losses: list[float], planned: int | None = None, more: int = 0, fit: float = 0.15) -> tuple[int, float]:
         model = nn.Linear(1, 1, bias=False)
         loop = SimpleNamespace(model=model, epochs=1, stop=False, metrics={}, position=SimpleNamespace(history=[]))
         loop.optimizer = SimpleNamespace(state_dict=dict)
         loop.schedule, loop.start_over = None, lambda *_: None
-        attempt = BestAttempt(len(losses), "bag_loss", lambda m: None)
+        attempt = BestAttempt(planned or len(losses), "bag_loss", lambda m: None, more=more, fit=fit)
         attempt.on_fit_start(loop)  # type: ignore[arg-type]
         for n, loss in enumerate(losses):
+            if n >= attempt.attempts:  # the attempts that were not planned, nor added
+                break
             model.weight.data.fill_(n)  # each attempt's weights tell which it was
             loop.metrics = {"bag_loss": loss}
             loop.position.history = [{"epoch": 1, "train_loss": loss}]
@@ -426,6 +483,14 @@ def test_best_attempt_keeps_the_lowest_loss_the_first_on_a_tie_and_never_a_diver
     nan = float("nan")
     assert kept([0.3, 0.2, 0.5]) == (2, 1.0) and kept([0.1, 0.5, 0.1]) == (1, 0.0) and kept([0.5, 0.3, 0.1]) == (3, 2.0)
     assert kept([0.3, 0.2, nan])[0] == 2 and kept([nan, 0.1, 0.5])[0] == 2 and kept([nan, nan])[0] == 1
+
+    # With `more`: attempts are added only while none has ended below `fit`, and at most `more` of them.
+    losses = [0.3, 0.2, 0.1, 0.05]
+    assert kept(losses, 2, more=2) == (3, 2.0)  # the third fits: the fourth is never trained
+    assert kept(losses, 2, more=0) == (2, 1.0) and kept(losses, 2, more=1) == (3, 2.0)
+    assert kept([0.3, 0.1, 0.05], 2, more=2) == (2, 1.0)  # the second fits: nothing is added
+    assert kept([0.3, 0.2, 0.25, 0.4], 2, more=2) == (2, 1.0)  # none fits: all four, and the lowest is kept
+    assert kept([nan, nan, 0.5], 2, more=1) == (3, 2.0)  # a diverged attempt has not fitted
 
     # Keeping every attempt (--keep mean) leaves a diverged one out of the combination.
     model = nn.Linear(1, 1, bias=False)
@@ -655,7 +720,22 @@ def test_ctrl_c_while_a_later_attempt_pretrains_names_the_attempt_saved(
         return real(*a, **k)  # type: ignore[arg-type]
 
     monkeypatch.setattr(contrastive, "pretrain", second_stops)
-    args = ["train", "mil", "--bags", "6", "--bag-size", "4", "--epochs", "2", "--attempts", "2", "--remix", "0"]
+    args = [
+        "train",
+        "mil",
+        "--bags",
+        "6",
+        "--bag-size",
+        "4",
+        "--epochs",
+        "2",
+        "--attempts",
+        "2",
+        "--remix",
+        "0",
+        "--restarts",
+        "0",
+    ]
     stopped = runner.invoke(app, [*args, "--pretrain-epochs", "1", "--name", "cut"])
     assert stopped.exit_code == 130 and "interrupted in attempt 1 of 2 with 1 of 2 epochs done" in stopped.output
     monkeypatch.setattr(contrastive, "pretrain", real)

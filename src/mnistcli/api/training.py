@@ -271,7 +271,13 @@ def _run(
         several, keep_all = family.attempt_rule(), family.keeps_every_attempt()
         attempts = (
             cb.BestAttempt(
-                *several, family.fresh_start, partial(_attempted, log, board, *several, keep_all, hooks), keep_all
+                several[0],
+                several[1],
+                family.fresh_start,
+                partial(_attempted, log, board, *several, keep_all, hooks),
+                keep_all,
+                more=several[2],
+                fit=several[3],
             )
             if several
             else None
@@ -333,6 +339,7 @@ def _run(
                 {
                     "losses": attempts.finished,
                     "kept": attempts.kept,
+                    **({"extra": attempts.extra} if attempts.extra else {}),
                     **({"combined": "mean", "members": len(every)} if combined else {}),
                 }
                 if attempts is not None
@@ -464,24 +471,35 @@ def _restarted(
 def _attempted(
     log: RunLog,
     board: tb_events.TensorBoardLog | None,
-    total: int,
+    planned: int,
     measure: str,
+    more: int,
+    fit: float,
     keep_all: bool,
     hooks: Hooks,
     finished: list[float],
+    extra: int,
 ) -> None:
     """An attempt ended and the next began (engine.callbacks.BestAttempt): the log marks where the new one starts and
     TensorBoard shows it as a run of its own (store/runlog.py `read_log` gives the attempt kept); the user hears how
-    the last one ended."""
-    log.write("attempt", {"attempt": len(finished) + 1, "losses": finished})
+    the last one ended, and why another follows when it is the `extra`-th beyond those planned (none had fitted)."""
+    log.write("attempt", {"attempt": len(finished) + 1, "losses": finished, **({"extra": extra} if extra else {})})
     if board is not None:
         board.attempt(len(finished) + 1)
-    notify(
-        hooks.on_work,
-        f"attempt {len(finished)} of {total} ended at a {measure.replace('_', ' ')} of {finished[-1]:.3f}; "
-        f"attempt {len(finished) + 1} starts with fresh weights "
-        + ("(all are kept, their answers averaged)" if keep_all else "(the one that fits best is kept)"),
-    )
+    what = measure.replace("_", " ")
+    if extra:
+        told = (
+            f"attempt {len(finished)} ended at a {what} of {finished[-1]:.3f}; none of the {len(finished)} ended "
+            f"below {fit:g}, so none has fitted: attempt {len(finished) + 1} starts with fresh weights "
+            f"(extra attempt {extra} of at most {more})"
+        )
+    else:
+        told = (
+            f"attempt {len(finished)} of {planned} ended at a {what} of {finished[-1]:.3f}; attempt "
+            f"{len(finished) + 1} starts with fresh weights "
+            + ("(all are kept, their answers averaged)" if keep_all else "(the one that fits best is kept)")
+        )
+    notify(hooks.on_work, told)
 
 
 def _validator(family: Family, val: TensorData | None) -> Callable[[torch.nn.Module], dict[str, float]] | None:

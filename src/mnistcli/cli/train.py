@@ -241,7 +241,7 @@ def train(
         Optional[int],
         typer.Option(
             help="MIL: times a run whose bag loss is still high half-way may start over with fresh weights "
-            "(with one attempt).",
+            "(one attempt); with several, pretrained, extra attempts when none fitted its bags.",
             show_default=RECIPE,
             rich_help_panel=FAMILY,
         ),

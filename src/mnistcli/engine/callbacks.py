@@ -195,9 +195,12 @@ class BestAttempt(StartOver):
     on a tie; a loss that is not a number (a diverged attempt) counts as the highest. While the others train, the
     best finished attempt's weights and history are kept; at the end they are put back if the last attempt is not
     better. `finished` holds each finished attempt's loss, `kept` the number (from 1) of the attempt kept once
-    training is over; `on_attempt(finished)` hears of each new attempt. With `keep_all`, `every` also holds each
-    finished attempt's weights, in order, but for those that diverged (a family may combine them:
-    `Family.combine_attempts`)."""
+    training is over; `on_attempt(finished, extra)` hears of each new attempt (`extra`: 0, or the new attempt's
+    number beyond the `attempts` planned, below). With `keep_all`, `every` also holds each finished attempt's
+    weights, in order, but for those that diverged (a family may combine them: `Family.combine_attempts`).
+
+    With `more` above 0: when every attempt has ended with a loss of `fit` or more (none fitted), up to `more`
+    attempts follow, one at a time, until one ends below `fit`; `extra` counts those that were trained."""
 
     key = "attempts"
 
@@ -206,11 +209,15 @@ class BestAttempt(StartOver):
         attempts: int,
         measure: str,
         fresh: Callable[[nn.Module], None],
-        on_attempt: Callable[[list[float]], None] | None = None,
+        on_attempt: Callable[[list[float], int], None] | None = None,
         keep_all: bool = False,
+        more: int = 0,
+        fit: float = float("inf"),
     ) -> None:
         super().__init__(measure, fresh)
         self.attempts, self.on_attempt, self.keep_all = attempts, on_attempt, keep_all
+        self.more, self.fit = more, fit
+        self.extra = 0  # attempts added because none had fitted
         self.finished: list[float] = []
         self.every: list[dict[str, torch.Tensor]] = []
         self.best: dict[str, Any] | None = None  # the best attempt that was followed by another: model, history
@@ -228,14 +235,16 @@ class BestAttempt(StartOver):
         if self.keep_all and math.isfinite(self.finished[-1]):  # a diverged (NaN or infinite) attempt is left out
             self.every.append(_weights(loop.model))
         if len(self.finished) >= self.attempts:
-            return
+            if self.extra >= self.more or any(loss < self.fit for loss in self.finished):  # NaN never fits
+                return
+            self.attempts, self.extra = self.attempts + 1, self.extra + 1
         index = len(self.finished) - 1
         if self.best is None or _rank(self.finished[index]) < _rank(self.finished[self.best["index"]]):
             self.best = {"index": index, "model": _weights(loop.model), "history": copy.deepcopy(loop.position.history)}
         loop.stop = False  # a callback that stopped this attempt early stops only this attempt
         self.begin_again(loop)
         if self.on_attempt is not None:
-            self.on_attempt(self.finished)
+            self.on_attempt(self.finished, self.extra)
 
     def on_fit_end(self, loop: Loop) -> None:
         if not self.finished:
@@ -255,6 +264,8 @@ class BestAttempt(StartOver):
             "best": self.best,
             "kept": self.kept,
             "every": self.every,
+            "attempts": self.attempts,
+            "extra": self.extra,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -262,6 +273,7 @@ class BestAttempt(StartOver):
         self.finished = [float("nan") if x is None else float(x) for x in state["finished"]]
         self.best, self.kept = state["best"], state["kept"]
         self.every = list(state.get("every", []))
+        self.attempts, self.extra = int(state.get("attempts", self.attempts)), int(state.get("extra", 0))
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -218,10 +218,11 @@ class Family:
         at most that many times (engine.callbacks.Restart); None: never."""
         return None
 
-    def attempt_rule(self) -> tuple[int, str] | None:
-        """(attempts, measure): train the run that many times, each from fresh weights (`fresh_start`), and keep the
-        attempt whose last epoch's mean training loss (or mean of `measure`, one of the step's sums, if it reports
-        one) is lowest (engine.callbacks.BestAttempt); None: once."""
+    def attempt_rule(self) -> tuple[int, str, int, float] | None:
+        """(attempts, measure, more, fit): train the run that many times, each from fresh weights (`fresh_start`), and
+        keep the attempt whose last epoch's mean training loss (or mean of `measure`, one of the step's sums, if it
+        reports one) is lowest; if none ended below `fit`, up to `more` further attempts until one does
+        (engine.callbacks.BestAttempt); None: once."""
         return None
 
     def keeps_every_attempt(self) -> bool:

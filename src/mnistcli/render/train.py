@@ -42,7 +42,9 @@ def train_summary(report: Any) -> None:
             if report.attempts.get("combined") == "mean"
             else f"kept attempt {kept}"
         )
-        table.add_row("attempts", f"{len(losses)}  (loss in the last epoch {each}: {kept_what})")
+        extra = report.attempts.get("extra", 0)
+        beyond = f"; {extra} more because none of the first {len(losses) - extra} fitted" if extra else ""
+        table.add_row("attempts", f"{len(losses)}  (loss in the last epoch {each}: {kept_what}{beyond})")
     if report.target:
         t = report.target
         reached = (
