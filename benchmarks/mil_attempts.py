@@ -7,8 +7,10 @@ For each draw D and start S it runs `benchmarks/mil_recipe.py --bag-seed D --see
 start and order. Training bags come from training images 0-49,999, the 500 validation bags from
 50,000-59,999; the test set is never touched. Per draw it prints each start's validation AUC and
 last-epoch training loss, then what three ways of using the starts give: the attempt with the lowest
-training loss in its last epoch (what `--attempts` keeps), the same judged after 8 of 15 epochs, and
-the mean probability of all starts (an ensemble). The last line averages each over the draws.
+training loss in its last epoch (what `--attempts` keeps), the same judged after 8 of 15 epochs, the
+mean probability of all starts (an ensemble), and (with `--fit T`) the mean probability of the starts
+whose last-epoch loss is below T, or the kept one if none is (what `--keep mean` keeps). The last line
+averages each over the draws.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def main() -> None:
     p.add_argument("--starts", default="100,101,102", help="seeds of the starts on each draw")
     p.add_argument("--jobs", type=int, default=2, help="trainings at a time (one thread each)")
     p.add_argument("--extra", default="", help="more mil_recipe.py options, e.g. '--encoder RUN_FOLDER'")
+    p.add_argument("--fit", type=float, help="also the mean of the starts whose last loss is below this")
     a = p.parse_args()
     draws, starts = numbers(a.draws), numbers(a.starts)
     folder = Path(tempfile.mkdtemp(prefix="mil-attempts-"))
@@ -68,21 +71,36 @@ def main() -> None:
     held = torch.arange(50000, 60000)
     labels = make_bags(train_labels[held], 500, 9, 10.0, 2.0, torch.Generator().manual_seed(1))[1].numpy()
 
+    def mean_auc(chosen: list[dict]) -> float:
+        return roc_auc(np.mean([1 / (1 + np.exp(-r["scores"])) for r in chosen], axis=0), labels) or 0.0
+
     rows = []
-    print("| draw | " + " | ".join(f"start {s}: AUC (loss)" for s in starts) + " | kept | kept at epoch 8 | ensemble |")
-    print("|---" * (len(starts) + 4) + "|")
+    fitted_head = f" | mean of those below {a.fit:g}" if a.fit is not None else ""
+    print(
+        "| draw | "
+        + " | ".join(f"start {s}: AUC (loss)" for s in starts)
+        + f" | kept | kept at epoch 8 | ensemble{fitted_head} |"
+    )
+    print("|---" * (len(starts) + 4 + (a.fit is not None)) + "|")
     for d in draws:
         each = [runs[(d, s)].result() for s in starts]
         kept = min(each, key=lambda r: r["loss"][-1])  # the first on a tie, as BestAttempt
         early = min(each, key=lambda r: r["loss"][7])
-        ensemble = roc_auc(np.mean([1 / (1 + np.exp(-r["scores"])) for r in each], axis=0), labels) or 0.0
-        rows.append((np.mean([r["auc"] for r in each]), kept["auc"], early["auc"], ensemble))
+        ensemble = mean_auc(each)
+        row = [np.mean([r["auc"] for r in each]), kept["auc"], early["auc"], ensemble]
         cells = " | ".join(f"{r['auc']:.3f} ({r['loss'][-1]:.3f})" for r in each)
-        print(f"| {d} | {cells} | {kept['auc']:.3f} | {early['auc']:.3f} | {ensemble:.3f} |")
-    single, kept_, early_, ens = np.mean(rows, axis=0)
+        line = f"| {d} | {cells} | {kept['auc']:.3f} | {early['auc']:.3f} | {ensemble:.3f}"
+        if a.fit is not None:
+            fitted = [r for r in each if r["loss"][-1] < a.fit] or [kept]
+            row.append(mean_auc(fitted))
+            line += f" | {row[-1]:.3f} ({len(fitted)})"
+        rows.append(row)
+        print(line + " |")
+    means = np.mean(rows, axis=0)
     print(
-        f"\nmean over {len(draws)} draws: one start {single:.4f}, kept by last-epoch loss {kept_:.4f}, "
-        f"kept by epoch-8 loss {early_:.4f}, ensemble of {len(starts)} {ens:.4f}"
+        f"\nmean over {len(draws)} draws: one start {means[0]:.4f}, kept by last-epoch loss {means[1]:.4f}, "
+        f"kept by epoch-8 loss {means[2]:.4f}, ensemble of {len(starts)} {means[3]:.4f}"
+        + (f", mean of the starts below {a.fit:g} {means[4]:.4f}" if a.fit is not None else "")
     )
 
 

@@ -212,12 +212,18 @@ def test_bad_mil_options_are_refused_before_training(
     assert message in result.output and "Traceback" not in result.output
 
 
-def test_encoder_starts_the_instance_network_from_a_simclr_run(runner: CliRunner, synthetic_env: Path) -> None:
+def test_encoder_starts_the_instance_network_from_a_simclr_run(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnistcli.families import bags as bags_family
+
     simclr = runner.invoke(
         app, ["train", "simclr", "--arg", "width=4", "--epochs", "1", "--batch-size", "64", "--name", "ssl"]
     )
     assert simclr.exit_code == 0, simclr.output
-    report = _train(runner, "--encoder", "ssl", "--name", "from-ssl", "--lr", "1e-9", "--pretrain-epochs", "0")
+    report = _train(
+        runner, "--encoder", "ssl", "--name", "from-ssl", "--lr", "1e-9", "--pretrain-epochs", "0", "--keep", "best"
+    )
     assert report["config"]["encoder"] == "ssl"
     from mnistcli import store
 
@@ -228,12 +234,15 @@ def test_encoder_starts_the_instance_network_from_a_simclr_run(runner: CliRunner
     assert mine.keys() == theirs.keys()
     for name, weight in mine.items():  # an lr of 1e-9: the weights are still the encoder's
         assert torch.allclose(weight, theirs[name], atol=1e-5), name
-    # --keep mean: every attempt from the encoder, each still holding the encoder's weights.
+    # --keep mean (the recipe from an encoder at 50 bags or fewer): every attempt from the encoder that fitted (here:
+    # every one), each still holding the encoder's weights.
+    monkeypatch.setattr(bags_family, "FIT_LOSS", 100.0)
     report = _train(
         runner, "--encoder", "ssl", "--name", "committee", "--lr", "1e-9", "--keep", "mean", "--pretrain-epochs", "0"
     )
     committee = store.load(store.resolve("committee"), torch.device("cpu"))
     assert report["attempts"]["combined"] == "mean" and len(committee.members) == 3
+    assert report["attempts"]["members"] == [1, 2, 3] and report["config"]["keep"] == "mean"
     for member in committee.members:
         for name, weight in member.body.named_parameters():
             assert torch.allclose(weight, theirs[name], atol=1e-5), name
@@ -426,9 +435,13 @@ def test_when_no_pretrained_attempt_fits_its_bags_restarts_add_attempts_until_on
     shown = runner.invoke(app, [*args, "--name", "shown"], env={"COLUMNS": "250"})
     assert re.search(r"kept attempt \d; 2 more because none of the first 2 fitted\)", shown.output)
 
-    # Without pretraining, or with --keep mean, the loss that tells a fit was not measured: no attempt is added.
+    # Without pretraining the loss that tells a fit was not measured: no attempt is added.
     assert len(train("--pretrain-epochs", "0")["attempts"]["losses"]) == 2
-    assert len(train("--keep", "mean")["attempts"]["losses"]) == 2
+    # With --keep mean the same attempts are added, and as none fitted, the best alone answers (no committee).
+    mean = train("--keep", "mean")
+    assert mean["attempts"]["losses"] == losses and mean["attempts"]["members"] == [kept]
+    meta = json.loads((Path(mean["path"]) / "meta.json").read_text())
+    assert "combined" not in mean["attempts"] and "committee" not in meta["model"]["args"]
 
     # Ctrl-C in the first extra attempt (its 2nd epoch: the 6th the bar hears of), then resume: the same run.
     stopped = _stopped(runner, monkeypatch, [*args, "--name", "cut"], 6)
@@ -505,6 +518,22 @@ def test_best_attempt_keeps_the_lowest_loss_the_first_on_a_tie_and_never_a_diver
         every.on_epoch_end(loop, EpochInfo(1, loss, 0.0, 0.1, 0.0))  # type: ignore[arg-type]
     assert [float(w["weight"]) for w in every.every] == [0.0, 2.0]
 
+    # What --keep mean averages: the attempts that ended below `fit`, or, if none did, the one kept alone.
+    def members(losses: list[float]) -> list[int]:
+        attempt = BestAttempt(len(losses), "bag_loss", lambda m: None, keep_all=True, fit=0.15)
+        attempt.on_fit_start(loop)  # type: ignore[arg-type]
+        for n, loss in enumerate(losses):
+            model.weight.data.fill_(n)
+            loop.metrics = {"bag_loss": loss}
+            attempt.on_epoch_end(loop, EpochInfo(1, loss, 0.0, 0.1, 0.0))  # type: ignore[arg-type]
+        attempt.on_fit_end(loop)  # type: ignore[arg-type]
+        chosen = attempt.members()
+        assert [float(w["weight"]) for _, w in chosen] == [n - 1.0 for n, _ in chosen]  # each its own weights
+        return [n for n, _ in chosen]
+
+    assert members([0.3, 0.1, nan, 0.05]) == [2, 4] and members([0.3, 0.2]) == [2] and members([0.1, 0.2]) == [1]
+    assert members([nan, nan]) == []  # nothing to average: the model is the last attempt's, as without --keep
+
 
 def test_the_run_log_writes_a_nan_inside_a_list_as_null(tmp_path: Path) -> None:
     from mnistcli.store.runlog import RunLog
@@ -534,9 +563,15 @@ def test_bad_attempts_are_refused_before_training(
     assert result.exit_code == 2 and says in result.output
 
 
-def test_tensorboard_shows_each_attempt_as_a_run_of_its_own(runner: CliRunner, synthetic_env: Path) -> None:
+def test_tensorboard_shows_each_attempt_as_a_run_of_its_own(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from mnistcli.families import bags as bags_family
+
+    monkeypatch.setattr(bags_family, "FIT_LOSS", 100.0)  # every attempt fits: none is added, --keep mean takes all
 
     args = ["train", "mil", "--bags", "4", "--remix", "0", "--bag-size", "3", "--epochs", "2", "--seed", "3"]
     result = runner.invoke(app, [*args, "--attempts", "2", "--tensorboard", "--json"])
@@ -575,7 +610,12 @@ def test_the_recipe_pretrains_self_supervised_at_few_bags_from_scratch_only() ->
     def keep(**options: object) -> str:
         return BagsFamily.configure(RECIPE, options)[1].keep
 
-    assert keep(bags=50) == "best" and keep(bags=50, encoder="ssl") == "best" and keep(bags=50, keep="mean") == "mean"
+    assert keep(bags=50) == "best" and keep(bags=50, keep="mean") == "mean" and keep(bags=50, encoder="ssl") == "mean"
+    # From an encoder the recipe averages its attempts, where there are several to average.
+    assert keep(bags=51, encoder="ssl") == "best" and keep(bags=50, encoder="ssl", attempts=1) == "best"
+    assert (
+        keep(bags=50, encoder="ssl", early_stopping=2) == "best" and keep(bags=50, encoder="ssl", keep="best") == "best"
+    )
 
 
 def test_pretraining_learns_from_the_training_bags_own_images_and_nothing_else(synthetic_dir: Path) -> None:
@@ -645,13 +685,17 @@ def test_keep_mean_answers_with_every_attempt_averaged_and_resumes_bit_for_bit(
     from mnistcli.store import runlog
     from tests.helpers import make_digits, save_png
 
+    from mnistcli.families import bags as bags_family
+
     args = ["train", "mil", "--bags", "6", "--bag-size", "4", "--epochs", "2", "--attempts", "2", "--keep", "mean"]
-    args += ["--pretrain-epochs", "1", "--remix", "0"]
+    args += ["--pretrain-epochs", "1", "--remix", "0", "--restarts", "0"]
+    monkeypatch.setattr(bags_family, "FIT_LOSS", 100.0)  # every attempt fits its bags
     whole = runner.invoke(app, [*args, "--name", "whole", "--json"])
     assert whole.exit_code == 0, whole.output
     report = json.loads(whole.stdout)
     assert report["attempts"]["combined"] == "mean" and len(report["attempts"]["losses"]) == 2
-    assert "all are kept, their answers averaged" in whole.stderr and "all kept, their answers averaged" in whole.stderr
+    assert report["attempts"]["members"] == [1, 2]
+    assert "those that fit their bags are kept" in whole.stderr and "attempts 1 and 2 averaged" in whole.stderr
     run = store.resolve("whole")
     assert run.info.model.args["committee"] == 2
     committee = store.load(run, torch.device("cpu")).eval()

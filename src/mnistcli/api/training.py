@@ -323,10 +323,11 @@ def _run(
                 log.write("kept", {"attempt": attempts.kept, "losses": attempts.finished, "all": keep_all})
                 if board is not None:
                     board.attempt(attempts.kept or 1)
-            every = attempts.every if attempts is not None and keep_all else []  # the attempts that did not diverge
-            combined = len(every) > 1
+            # With --keep mean: the attempts that fitted (none diverged), or the one kept if none did.
+            members = attempts.members() if attempts is not None and keep_all else []
+            combined = len(members) > 1
             if combined:  # the attempts averaged: the model measured and saved
-                model, args = family.combine_attempts(s.model_name, s.model_args, every)
+                model, args = family.combine_attempts(s.model_name, s.model_args, [w for _, w in members])
                 s = replace(s, model=model.to(s.device), model_args=args)
                 if board is not None:
                     board.combined()  # the test results are the combination's, not one attempt's
@@ -340,7 +341,8 @@ def _run(
                     "losses": attempts.finished,
                     "kept": attempts.kept,
                     **({"extra": attempts.extra} if attempts.extra else {}),
-                    **({"combined": "mean", "members": len(every)} if combined else {}),
+                    **({"combined": "mean"} if combined else {}),
+                    **({"members": [n for n, _ in members]} if keep_all else {}),
                 }
                 if attempts is not None
                 else None
@@ -497,7 +499,11 @@ def _attempted(
         told = (
             f"attempt {len(finished)} of {planned} ended at a {what} of {finished[-1]:.3f}; attempt "
             f"{len(finished) + 1} starts with fresh weights "
-            + ("(all are kept, their answers averaged)" if keep_all else "(the one that fits best is kept)")
+            + (
+                "(those that fit their bags are kept, their answers averaged)"
+                if keep_all
+                else "(the one that fits best is kept)"
+            )
         )
     notify(hooks.on_work, told)
 

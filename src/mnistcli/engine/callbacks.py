@@ -197,7 +197,8 @@ class BestAttempt(StartOver):
     better. `finished` holds each finished attempt's loss, `kept` the number (from 1) of the attempt kept once
     training is over; `on_attempt(finished, extra)` hears of each new attempt (`extra`: 0, or the new attempt's
     number beyond the `attempts` planned, below). With `keep_all`, `every` also holds each finished attempt's
-    weights, in order, but for those that diverged (a family may combine them: `Family.combine_attempts`).
+    weights, in order, but for those that diverged, and `numbers` their attempts' numbers; once training is over,
+    `members()` says which of them to combine (a family may: `Family.combine_attempts`).
 
     With `more` above 0: when every attempt has ended with a loss of `fit` or more (none fitted), up to `more`
     attempts follow, one at a time, until one ends below `fit`; `extra` counts those that were trained."""
@@ -220,6 +221,7 @@ class BestAttempt(StartOver):
         self.extra = 0  # attempts added because none had fitted
         self.finished: list[float] = []
         self.every: list[dict[str, torch.Tensor]] = []
+        self.numbers: list[int] = []  # the attempt (from 1) of each of `every`
         self.best: dict[str, Any] | None = None  # the best attempt that was followed by another: model, history
         self.kept: int | None = None
 
@@ -234,6 +236,7 @@ class BestAttempt(StartOver):
         self.finished.append(self.loss(loop, info))
         if self.keep_all and math.isfinite(self.finished[-1]):  # a diverged (NaN or infinite) attempt is left out
             self.every.append(_weights(loop.model))
+            self.numbers.append(len(self.finished))
         if len(self.finished) >= self.attempts:
             if self.extra >= self.more or any(loss < self.fit for loss in self.finished):  # NaN never fits
                 return
@@ -257,9 +260,18 @@ class BestAttempt(StartOver):
         else:
             self.kept = last + 1
 
+    def members(self) -> list[tuple[int, dict[str, torch.Tensor]]]:
+        """With `keep_all`, once training is over: (number, weights) of the attempts to combine, those that ended
+        below `fit` (none diverged); if none did, the attempt kept alone (none if it diverged)."""
+        kept = list(zip(self.numbers, self.every, strict=True))
+        return [(n, w) for n, w in kept if self.finished[n - 1] < self.fit] or [
+            (n, w) for n, w in kept if n == self.kept
+        ]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
+            "numbers": self.numbers,
             "finished": self.finished,
             "best": self.best,
             "kept": self.kept,
@@ -273,6 +285,7 @@ class BestAttempt(StartOver):
         self.finished = [float("nan") if x is None else float(x) for x in state["finished"]]
         self.best, self.kept = state["best"], state["kept"]
         self.every = list(state.get("every", []))
+        self.numbers = [int(n) for n in state.get("numbers", [])]
         self.attempts, self.extra = int(state.get("attempts", self.attempts)), int(state.get("extra", 0))
 
 

@@ -44,7 +44,7 @@ RECIPE = {
     "restarts": 2,
     "attempts": 3,  # at most 50 training bags: three attempts, the best kept, instead of restarts (families/bags.py)
     "pretrain_epochs": 30,  # at most 50 bags, no --encoder: SimCLR on the bags' own images first (families/bags.py)
-    "keep": "best",  # the attempt that fits its bags best (--keep mean: all of them averaged; families/bags.py)
+    "keep": "best",  # the attempt that fits its bags best; from --encoder "mean": those that fit (families/bags.py)
 }
 
 

@@ -17,6 +17,12 @@ def measure(value: float, unit: str) -> str:
     return pct(value) if unit == "%" else f"{value:.4f}"
 
 
+def _numbers(attempts: list[int]) -> str:
+    """[1, 2, 3] -> 'attempts 1, 2 and 3'."""
+    words = [str(n) for n in attempts]
+    return "attempts " + (", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words))
+
+
 def train_summary(report: Any) -> None:
     if not report.history:
         return
@@ -37,10 +43,11 @@ def train_summary(report: Any) -> None:
     if report.attempts:
         kept, losses = report.attempts["kept"], report.attempts["losses"]
         each = ", ".join(f"{loss:.3f}" for loss in losses)
+        members = report.attempts.get("members", [])
         kept_what = (
-            f"all kept, their answers averaged; the curve is attempt {kept}'s"
+            f"{_numbers(members)} averaged; the curve is attempt {kept}'s"
             if report.attempts.get("combined") == "mean"
-            else f"kept attempt {kept}"
+            else f"kept attempt {kept}" + (" alone (no other fitted its bags)" if members == [kept] else "")
         )
         extra = report.attempts.get("extra", 0)
         beyond = f"; {extra} more because none of the first {len(losses) - extra} fitted" if extra else ""
