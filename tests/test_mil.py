@@ -445,13 +445,49 @@ def test_when_no_pretrained_attempt_fits_its_bags_restarts_add_attempts_until_on
 
     # Ctrl-C in the first extra attempt (its 2nd epoch: the 6th the bar hears of), then resume: the same run.
     stopped = _stopped(runner, monkeypatch, [*args, "--name", "cut"], 6)
-    assert stopped.exit_code == 130 and "interrupted in attempt 3 of 3 with 1 of 2 epochs" in stopped.output
+    assert stopped.exit_code == 130
+    assert "interrupted in attempt 3 (one added because none of the first 2 fitted) with 1 of 2 epochs" in " ".join(
+        stopped.output.split()
+    )
     again = runner.invoke(app, ["train", "--resume", "cut", "--json"])
     assert again.exit_code == 0, again.output
     resumed = json.loads(again.stdout)
     assert resumed["attempts"] == report["attempts"] and resumed["test_accuracy"] == report["test_accuracy"]
     a, b = load_file(folder / "model.safetensors"), load_file(Path(resumed["path"]) / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_snapshot_from_before_attempts_could_be_added_resumes_as_it_would_have_ended_then(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Snapshots written before 2026-12-03's rules have no `attempts`, `extra` or `numbers` in their attempt state:
+    they resume without attempts added, and --keep mean averages every attempt that did not diverge, as then."""
+    from mnistcli import paths
+    from mnistcli.families import bags as bags_family
+    from mnistcli.store import snapshot
+
+    def old_snapshot(name: str) -> None:
+        folder = paths.runs_dir() / name
+        state, run = snapshot.read(folder)
+        for key in ("attempts", "extra", "numbers"):
+            del state["callbacks"]["attempts"][key]
+        snapshot.write(folder, state, run)
+
+    monkeypatch.setattr(bags_family, "FIT_LOSS", 0.0)  # no attempt ever fits: the new rule would add two
+    args = ["train", "mil", "--bags", "6", "--bag-size", "4", "--epochs", "2", "--remix", "0", "--seed", "1"]
+    args += ["--pretrain-epochs", "1", "--attempts", "2", "--restarts", "2"]
+    assert _stopped(runner, monkeypatch, [*args, "--name", "best"], 3).exit_code == 130  # in attempt 2
+    old_snapshot("best")
+    resumed = runner.invoke(app, ["train", "--resume", "best", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len(json.loads(resumed.stdout)["attempts"]["losses"]) == 2 and "extra" not in resumed.stdout
+
+    monkeypatch.setattr(bags_family, "FIT_LOSS", 100.0)
+    assert _stopped(runner, monkeypatch, [*args, "--keep", "mean", "--name", "mean"], 3).exit_code == 130
+    old_snapshot("mean")
+    resumed = runner.invoke(app, ["train", "--resume", "mean", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["attempts"]["members"] == [1, 2]
 
 
 def test_the_recipe_trains_three_attempts_at_few_bags_and_one_above() -> None:
@@ -681,11 +717,10 @@ def test_keep_mean_answers_with_every_attempt_averaged_and_resumes_bit_for_bit(
     from safetensors.torch import load_file
 
     from mnistcli import store
+    from mnistcli.families import bags as bags_family
     from mnistcli.models.mil import MILCommittee
     from mnistcli.store import runlog
     from tests.helpers import make_digits, save_png
-
-    from mnistcli.families import bags as bags_family
 
     args = ["train", "mil", "--bags", "6", "--bag-size", "4", "--epochs", "2", "--attempts", "2", "--keep", "mean"]
     args += ["--pretrain-epochs", "1", "--remix", "0", "--restarts", "0"]

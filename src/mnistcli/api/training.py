@@ -354,7 +354,13 @@ def _run(
             if saved[0] < 0:  # no snapshot yet: nothing to resume, so nothing is kept
                 shutil.rmtree(run_dir, ignore_errors=True)
                 raise Interrupted("interrupted before training started") from None
-            where = f" in attempt {saved[1]} of {attempts.attempts}" if attempts is not None else ""
+            where = (
+                ""
+                if attempts is None
+                else f" in attempt {saved[1]} of {attempts.planned}"
+                if saved[1] <= attempts.planned
+                else f" in attempt {saved[1]} (one added because none of the first {attempts.planned} fitted)"
+            )
             raise Interrupted(
                 f"interrupted{where} with {saved[0]} of {config.epochs} epochs done and saved: "
                 f"resume with `mnist train --resume {run_dir.name}`"

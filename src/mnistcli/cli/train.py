@@ -258,8 +258,8 @@ def train(
         Optional[str],
         typer.Option(
             metavar="best|mean",
-            help="MIL: with several --attempts, keep the one that fits its bags best, or all of them with their "
-            "answers averaged.",
+            help="MIL: with several --attempts, keep the one that fits its bags best, or those that fit their bags "
+            "with their answers averaged.",
             show_default=RECIPE,
             rich_help_panel=FAMILY,
         ),

@@ -217,7 +217,7 @@ class BestAttempt(StartOver):
     ) -> None:
         super().__init__(measure, fresh)
         self.attempts, self.on_attempt, self.keep_all = attempts, on_attempt, keep_all
-        self.more, self.fit = more, fit
+        self.planned, self.more, self.fit = attempts, more, fit
         self.extra = 0  # attempts added because none had fitted
         self.finished: list[float] = []
         self.every: list[dict[str, torch.Tensor]] = []
@@ -285,8 +285,11 @@ class BestAttempt(StartOver):
         self.finished = [float("nan") if x is None else float(x) for x in state["finished"]]
         self.best, self.kept = state["best"], state["kept"]
         self.every = list(state.get("every", []))
-        self.numbers = [int(n) for n in state.get("numbers", [])]
-        self.attempts, self.extra = int(state.get("attempts", self.attempts)), int(state.get("extra", 0))
+        if "attempts" not in state:  # a snapshot from before attempts could be added: it ends as it would have then
+            self.more, self.numbers = 0, [n for n, loss in enumerate(self.finished, 1) if math.isfinite(loss)]
+        else:
+            self.numbers = [int(n) for n in state["numbers"]]
+            self.attempts, self.extra = int(state["attempts"]), int(state["extra"])
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -79,7 +79,7 @@ class TensorBoardLog:
         self.writer = SummaryWriter(log_dir=str(folder), flush_secs=10)
 
     def combined(self) -> None:
-        """Write from now on as the combination of every attempt (`--keep mean`), in `attempts-mean/` (a run of its
+        """Write from now on as the combination of the attempts (`--keep mean`), in `attempts-mean/` (a run of its
         own, beside the attempts)."""
         from torch.utils.tensorboard import SummaryWriter
 

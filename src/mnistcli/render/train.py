@@ -47,7 +47,12 @@ def train_summary(report: Any) -> None:
         kept_what = (
             f"{_numbers(members)} averaged; the curve is attempt {kept}'s"
             if report.attempts.get("combined") == "mean"
-            else f"kept attempt {kept}" + (" alone (no other fitted its bags)" if members == [kept] else "")
+            else f"kept attempt {kept}"
+            + (
+                " alone: --keep mean averages the attempts that fitted their bags, and no other did"
+                if members == [kept]
+                else ""
+            )
         )
         extra = report.attempts.get("extra", 0)
         beyond = f"; {extra} more because none of the first {len(losses) - extra} fitted" if extra else ""
