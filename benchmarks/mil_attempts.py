@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,6 +41,11 @@ def numbers(text: str) -> list[int]:
         first, last = map(int, text.split("-"))
         return list(range(first, last + 1))
     return [int(x) for x in text.split(",")]
+
+
+def rank(loss: float) -> float:
+    """A loss to compare by, as BestAttempt does: one that is not a number (a diverged start) counts as the highest."""
+    return loss if math.isfinite(loss) else math.inf
 
 
 def main() -> None:
@@ -84,8 +90,8 @@ def main() -> None:
     print("|---" * (len(starts) + 4 + (a.fit is not None)) + "|")
     for d in draws:
         each = [runs[(d, s)].result() for s in starts]
-        kept = min(each, key=lambda r: r["loss"][-1])  # the first on a tie, as BestAttempt
-        early = min(each, key=lambda r: r["loss"][7])
+        kept = min(each, key=lambda r: rank(r["loss"][-1]))  # the first on a tie, as BestAttempt
+        early = min(each, key=lambda r: rank(r["loss"][7]))
         ensemble = mean_auc(each)
         row = [np.mean([r["auc"] for r in each]), kept["auc"], early["auc"], ensemble]
         cells = " | ".join(f"{r['auc']:.3f} ({r['loss'][-1]:.3f})" for r in each)
