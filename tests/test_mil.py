@@ -107,6 +107,20 @@ def _stopped(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, args: list[str]
         return runner.invoke(app, args)
 
 
+def _resumes_as(runner: CliRunner, name: str, report: dict, key: str) -> dict:
+    """`mnist train --resume NAME` ends as the uninterrupted run `report` did: the same `key` entry (restarts or
+    attempts), test number and weights, bit for bit. Returns the resumed run's report."""
+    from safetensors.torch import load_file
+
+    result = runner.invoke(app, ["train", "--resume", name, "--json"])
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again[key] == report[key] and again["test_accuracy"] == report["test_accuracy"]
+    a, b = load_file(Path(report["path"]) / "model.safetensors"), load_file(Path(again["path"]) / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return again
+
+
 def test_train_and_eval_a_mil_model_give_the_same_test_numbers(runner: CliRunner, synthetic_env: Path) -> None:
     report = _train(runner, "--name", "bags", "--remix", "1", "--augment")
     assert report["test_measure"] == "bag AUC" and 0 <= report["test_accuracy"] <= 1
@@ -270,7 +284,6 @@ def test_runs_summary_shows_a_diverged_runs_undefined_auc_instead_of_failing() -
 def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_way(
     runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from safetensors.torch import load_file
 
     from mnistcli.store import runlog
 
@@ -293,12 +306,7 @@ def test_a_run_that_does_not_take_off_starts_over_and_a_resume_goes_on_the_same_
     # Ctrl-C at the end of the second attempt's epoch 2 (the 5th epoch the bar hears of), then resume.
     stopped = _stopped(runner, monkeypatch, [*args, "--name", "cut"], 5)
     assert stopped.exit_code == 130, stopped.output
-    resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    again = json.loads(resumed.stdout)
-    assert again["restarts"] == report["restarts"] and again["test_accuracy"] == report["test_accuracy"]
-    a, b = load_file(folder / "model.safetensors"), load_file(Path(again["path"]) / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    _resumes_as(runner, "cut", report, "restarts")
 
     never = runner.invoke(app, [*args, "--restarts", "0", "--json"])  # the last --restarts counts
     assert never.exit_code == 0 and json.loads(never.stdout)["restarts"] == []
@@ -389,18 +397,12 @@ def test_attempts_train_the_run_several_times_and_keep_the_one_that_fits_best(
     # Ctrl-C in the second attempt (the 3rd epoch the bar hears of), then resume: the same run, bit for bit.
     stopped = _stopped(runner, monkeypatch, [*args, "--attempts", "3", "--name", "cut"], 3)
     assert stopped.exit_code == 130 and "interrupted in attempt 2 of 3 with 0 of 2 epochs" in stopped.output
-    resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
-    assert resumed.exit_code == 0, resumed.output
-    again = json.loads(resumed.stdout)
-    assert again["attempts"] == report["attempts"] and again["test_accuracy"] == report["test_accuracy"]
-    c = load_file(Path(again["path"]) / "model.safetensors")
-    assert all(torch.equal(a[k], c[k]) for k in a)
+    _resumes_as(runner, "cut", report, "attempts")
 
 
 def test_when_no_pretrained_attempt_fits_its_bags_restarts_add_attempts_until_one_does(
     runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from safetensors.torch import load_file
 
     from mnistcli.families import bags as bags_family
     from mnistcli.store import runlog
@@ -449,12 +451,7 @@ def test_when_no_pretrained_attempt_fits_its_bags_restarts_add_attempts_until_on
     assert "interrupted in attempt 3 (one added because none of the first 2 fitted) with 1 of 2 epochs" in " ".join(
         stopped.output.split()
     )
-    again = runner.invoke(app, ["train", "--resume", "cut", "--json"])
-    assert again.exit_code == 0, again.output
-    resumed = json.loads(again.stdout)
-    assert resumed["attempts"] == report["attempts"] and resumed["test_accuracy"] == report["test_accuracy"]
-    a, b = load_file(folder / "model.safetensors"), load_file(Path(resumed["path"]) / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    _resumes_as(runner, "cut", report, "attempts")
 
 
 def test_a_snapshot_from_before_attempts_could_be_added_resumes_as_it_would_have_ended_then(
