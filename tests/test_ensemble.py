@@ -113,22 +113,22 @@ def test_an_ensemble_trains_its_members_and_serves_as_one_checkpoint(
     runner: CliRunner, synthetic_env: Path, tmp_path: Path
 ) -> None:
     report = _ok(runner, ["train", "ensemble", "--members", "2", *SMALL, "--name", "ens", "--json"])
-    assert [m["name"] for m in report["members"]] == ["01-cnn-wide", "02-cnn-wide"]
+    assert [m["name"] for m in report["members"]] == ["01-cnn-w32", "02-cnn-w32"]
     assert [m["seed"] for m in report["members"]] == [0, 1]
     folder = Path(report["path"])
-    assert (folder / "members" / "01-cnn-wide" / "meta.json").is_file() and (
-        folder / "members" / "02-cnn-wide" / "log.jsonl"
+    assert (folder / "members" / "01-cnn-w32" / "meta.json").is_file() and (
+        folder / "members" / "02-cnn-w32" / "log.jsonl"
     ).is_file()
     assert not (folder / "plan.json").exists()
     listed = runner.invoke(app, ["checkpoints"])
-    assert "ens" in listed.stdout and "01-cnn-wide" not in listed.stdout  # members live inside it, not in the list
+    assert "ens" in listed.stdout and "01-cnn-w32" not in listed.stdout  # members live inside it, not in the list
 
     evaluated = _ok(runner, ["eval", "ens", "--json"])
     assert evaluated["accuracy"] == report["test_accuracy"]
-    assert [m["name"] for m in evaluated["members"]] == ["01-cnn-wide", "02-cnn-wide"]
+    assert [m["name"] for m in evaluated["members"]] == ["01-cnn-w32", "02-cnn-w32"]
     assert [m["accuracy"] for m in evaluated["members"]] == [m["test_accuracy"] for m in report["members"]]
     assert evaluated["combinations"]["used"] == "soft" and evaluated["combinations"]["soft"] == evaluated["accuracy"]
-    member = _ok(runner, ["eval", str(folder / "members" / "02-cnn-wide"), "--json"])  # a member is a run of its own
+    member = _ok(runner, ["eval", str(folder / "members" / "02-cnn-w32"), "--json"])  # a member is a run of its own
     assert member["accuracy"] == evaluated["members"][1]["accuracy"]
 
     images = _images(tmp_path / "digits")
@@ -238,13 +238,13 @@ def test_an_interrupted_ensemble_keeps_its_finished_members_and_resumes_the_rest
     args = ["train", "ensemble", "--members", "3", *SMALL, "--epochs", "3"]
     whole = _ok(runner, [*args, "--name", "whole", "--json"])
     with monkeypatch.context() as patch:
-        _stop_in_member(patch, "02-cnn-wide", 2)
+        _stop_in_member(patch, "02-cnn-w32", 2)
         stopped = runner.invoke(app, [*args, "--name", "cut"])
     assert stopped.exit_code == 130, stopped.output
     assert "1 of 3 members done" in stopped.stderr and "mnist train --resume cut" in stopped.stderr
     listed = runner.invoke(app, ["checkpoints"])
     assert "cut: stopped with 1 of 3 members done" in listed.stderr
-    first = store.run_folder("cut") / "members" / "01-cnn-wide" / "model.safetensors"
+    first = store.run_folder("cut") / "members" / "01-cnn-w32" / "model.safetensors"
     before = first.stat().st_mtime_ns
     resumed = _ok(runner, ["train", "--resume", "cut", "--json"])
     assert first.stat().st_mtime_ns == before  # the finished member was not trained again
@@ -293,12 +293,12 @@ def test_members_train_in_parallel_processes_and_ctrl_c_stops_them_all(synthetic
     if not stop:
         assert process.returncode == 0, err
         report = json.loads(out)
-        assert [m["name"] for m in report["members"]] == ["01-cnn-wide", "02-cnn-wide", "03-cnn-wide"]
+        assert [m["name"] for m in report["members"]] == ["01-cnn-w32", "02-cnn-w32", "03-cnn-w32"]
         return
     assert process.returncode == 130, err
     assert "mnist train --resume par" in err and "Traceback" not in err
-    assert sorted(p.parent.name for p in folder.glob("*/resume.safetensors")) == ["01-cnn-wide", "02-cnn-wide"]
-    assert not (folder / "03-cnn-wide").exists()  # never started: Ctrl-C stops the ensemble, not just one member
+    assert sorted(p.parent.name for p in folder.glob("*/resume.safetensors")) == ["01-cnn-w32", "02-cnn-w32"]
+    assert not (folder / "03-cnn-w32").exists()  # never started: Ctrl-C stops the ensemble, not just one member
 
 
 # -- test-time augmentation -----------------------------------------------------------------------------------
@@ -376,7 +376,7 @@ def test_tampered_ensembles_are_refused_in_one_line(runner: CliRunner, synthetic
     meta_path.write_text(json.dumps(meta))
 
     with pytest.MonkeyPatch.context() as patch:
-        _stop_in_member(patch, "02-cnn-wide", 1)
+        _stop_in_member(patch, "02-cnn-w32", 1)
         assert runner.invoke(app, ["train", "ensemble", "--members", "2", *SMALL, "--name", "p"]).exit_code == 130
     plan_path = store.run_folder("p") / "plan.json"
     plan = json.loads(plan_path.read_text())
@@ -406,4 +406,4 @@ def test_a_worker_killed_outright_fails_the_ensemble_and_starts_no_more(syntheti
     _, err = process.communicate(timeout=120)  # no hang: the other worker stops, the pending ones never start
     assert process.returncode == 1, err
     assert "ended without a result" in err and "mnist train --resume k" in err and "Traceback" not in err
-    assert not (folder / "03-cnn-wide").exists() and not (folder / "04-cnn-wide").exists()
+    assert not (folder / "03-cnn-w32").exists() and not (folder / "04-cnn-w32").exists()

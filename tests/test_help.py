@@ -93,7 +93,7 @@ def make_runs(home: Path) -> None:
 def test_completion_callbacks(isolated_home: Path) -> None:
     assert complete.run_names("") == []  # no runs folder yet
     make_runs(isolated_home)
-    assert [n for n, _ in complete.model_names("cnn")] == ["cnn", "cnn-wide", "cnn-fast"]
+    assert [n for n, _ in complete.model_names("cnn")] == ["cnn", "cnn-wide", "cnn-w32", "cnn-fast"]
     assert dict(complete.run_names("")) == {"cnn-fast-20261122-215959": "run", "lenet-cut": "interrupted run"}
     refs = dict(complete.checkpoint_refs("cnn"))
     # A saved run, the bundled checkpoint and model names; never the interrupted run (it has no checkpoint).
@@ -102,6 +102,7 @@ def test_completion_callbacks(isolated_home: Path) -> None:
         "cnn-pretrained": "bundled",
         "cnn": "its latest run",
         "cnn-wide": "its latest run",
+        "cnn-w32": "its latest run",
         "cnn-fast": "its latest run",
     }
     assert "lenet-cut" not in dict(complete.checkpoint_refs("lenet"))
@@ -110,7 +111,7 @@ def test_completion_callbacks(isolated_home: Path) -> None:
 @pytest.mark.parametrize(
     ("words", "expected"),
     [
-        ("mnist train cnn", {"cnn", "cnn-wide", "cnn-fast"}),
+        ("mnist train cnn", {"cnn", "cnn-wide", "cnn-w32", "cnn-fast"}),
         ("mnist eval cnn-f", {"cnn-fast-20261122-215959", "cnn-fast"}),
         ("mnist predict x.png -c cnn-f", {"cnn-fast-20261122-215959", "cnn-fast"}),
         ("mnist checkpoints rm ", {"cnn-fast-20261122-215959", "lenet-cut"}),

@@ -36,8 +36,8 @@ COMBINATIONS = ("soft", "vote", "select")
 class EnsembleParams(ClassifyParams):
     """The ensemble's own options; those of ClassifyParams (label smoothing, calibration) go to every member."""
 
-    members: int = 10  # members to train (their seeds: --seed, --seed + 1, ...)
-    arch: str = "cnn-wide"  # registered classifiers, comma-separated, given to the members in turn
+    members: int = 4  # members to train (their seeds: --seed, --seed + 1, ...)
+    arch: str = "cnn-w32"  # registered classifiers, comma-separated, given to the members in turn
     combine: str = "soft"  # soft (mean probability), vote (majority), select (weights chosen on validation images)
 
     def __post_init__(self) -> None:

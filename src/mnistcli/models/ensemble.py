@@ -26,7 +26,7 @@ from mnistcli.registry import create_model, get_entry, register_model
 
 COMBINE = ("soft", "vote")
 MAX_MEMBERS = 100
-DEFAULT_MEMBERS = 10  # the recipe's `members` below says the same
+DEFAULT_MEMBERS = 4  # the recipe's `members` below says the same
 TEMPERATURES = (1e-3, 1e3)  # a member's temperature; calibration fits 0.1-10 or so
 
 
@@ -94,10 +94,10 @@ def combine_probabilities(probabilities: torch.Tensor, combine: str, weights: to
 @register_model(
     "ensemble",
     family="ensemble",
-    description="several classifiers (10 cnn-wide by default) trained with different seeds, voting as one;"
+    description="several classifiers (4 cnn-w32 by default) trained with different seeds, voting as one;"
     " training options and --arg go to every member",
-    members=10,
-    arch="cnn-wide",
+    members=4,
+    arch="cnn-w32",
     combine="soft",
     val_split=0.05,
 )
@@ -108,9 +108,9 @@ def ensemble(
     temperatures: list[float] | None = None,
 ) -> Ensemble:
     """`members`: [{"name": registered classifier, "args": {...}}, ...] (without it, as `mnist train ensemble` trains
-    by default: ten `cnn-wide`); `weights` of the soft
+    by default: four `cnn-w32`); `weights` of the soft
     vote (default equal) and each member's `temperatures` (default 1) are what training chose and fitted."""
-    specs = members if members is not None else [{"name": "cnn-wide", "args": {}}] * DEFAULT_MEMBERS
+    specs = members if members is not None else [{"name": "cnn-w32", "args": {}}] * DEFAULT_MEMBERS
     if not 1 <= len(specs) <= MAX_MEMBERS:
         raise ValueError(f"an ensemble has 1-{MAX_MEMBERS} members")
     if combine not in COMBINE:
