@@ -61,7 +61,7 @@ def growth(folder: Path, data_dir: str) -> list[dict]:
         probabilities.append(torch.softmax(torch.from_numpy(logits) / run.temperature, dim=1))
     p = torch.stack(probabilities)
     labels = test.labels
-    sizes = [k for k in (1, 2, 3, 5, 10, 15, 20, 30, 50, 100) if k <= len(p)]
+    sizes = sorted({k for k in (1, 2, 3, 5, 10, 15, 20, 30, 50, 100) if k <= len(p)} | {len(p)})  # and all of them
     rows = []
     for k in sizes:
         ones = torch.ones(k)

@@ -1,9 +1,9 @@
 """Members one after another (one process, every thread) against members at once (`--jobs N`, threads shared out).
 
     python benchmarks/ensemble_jobs.py --data-dir ../shared/data/mnist [--members 2] [--epochs 2] [--jobs 2]
-        [--repeats 3]
+        [--repeats 3] [--arch MODEL]
 
-Trains the same small ensemble (`mnist train ensemble --members M --epochs E`, same seeds) with
+Trains the same small ensemble (`mnist train ensemble --members M --epochs E [--arch MODEL]`, same seeds) with
 `--jobs 1` and `--jobs N`, alternately, R times each, in one temporary MNISTCLI_HOME, and prints the
 median whole-process time of each and their ratio. Both give the same members (the seeds are the
 same; only the CPU threads per member differ), so the table also checks that their accuracy agrees.
@@ -34,6 +34,7 @@ def run(jobs: int, a: argparse.Namespace, env: dict[str, str], name: str) -> tup
         str(a.epochs),
         "--jobs",
         str(jobs),
+        *(["--arch", a.arch] if a.arch else []),
         "--data-dir",
         a.data_dir,
         "--name",
@@ -55,6 +56,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--arch", help="the members' model (default: the default ensemble's)")
     a = p.parse_args()
     env = {**os.environ, "MNISTCLI_HOME": tempfile.mkdtemp(prefix="ensemble-jobs-")}
     times: dict[int, list[float]] = {1: [], a.jobs: []}

@@ -149,6 +149,22 @@ def test_an_ensemble_trains_its_members_and_serves_as_one_checkpoint(
     }
 
 
+def test_the_default_ensemble_is_said_once_and_old_ensembles_keep_their_members() -> None:
+    """The registered recipe (read without torch), the options' defaults and the builder agree on the default; an
+    ensemble saved before it changed (members `cnn-wide` with `{}`: width 24) still builds as it was trained."""
+    from mnistcli import registry
+    from mnistcli.families.ensemble import EnsembleParams
+    from mnistcli.models.ensemble import DEFAULT_ARCH, DEFAULT_MEMBERS
+
+    recipe = registry.declared_models()["ensemble"]
+    assert (recipe["members"], recipe["arch"]) == (DEFAULT_MEMBERS, DEFAULT_ARCH) == (4, "cnn-w32")
+    assert (EnsembleParams().members, EnsembleParams().arch) == (DEFAULT_MEMBERS, DEFAULT_ARCH)
+    assert [m.feature_dim for m in ensemble().members] == [36 * 32] * DEFAULT_MEMBERS
+    old = ensemble(members=[{"name": "cnn-wide", "args": {}}] * 10)
+    assert [m.feature_dim for m in old.members] == [36 * 24] * 10
+    assert sum(p.numel() for p in old.parameters()) == 614_260  # the previous default, as docs/models.md gives it
+
+
 def test_a_majority_vote_is_the_members_majority(runner: CliRunner, synthetic_env: Path) -> None:
     _ok(
         runner,

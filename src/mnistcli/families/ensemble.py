@@ -22,7 +22,7 @@ from mnistcli.errors import UsageError
 from mnistcli.families import register_family
 from mnistcli.families.base import EvalData, EvalOptions, classifier_report, trained_digits
 from mnistcli.families.classify import ClassifyFamily, ClassifyParams
-from mnistcli.models.ensemble import MAX_MEMBERS, Ensemble, combine_probabilities
+from mnistcli.models.ensemble import DEFAULT_ARCH, DEFAULT_MEMBERS, MAX_MEMBERS, Ensemble, combine_probabilities
 from mnistcli.protocols import calibration
 from mnistcli.protocols.inference import EVAL_BATCH, map_batches, score_logits, with_tta
 from mnistcli.registry import get_entry
@@ -36,8 +36,8 @@ COMBINATIONS = ("soft", "vote", "select")
 class EnsembleParams(ClassifyParams):
     """The ensemble's own options; those of ClassifyParams (label smoothing, calibration) go to every member."""
 
-    members: int = 4  # members to train (their seeds: --seed, --seed + 1, ...)
-    arch: str = "cnn-w32"  # registered classifiers, comma-separated, given to the members in turn
+    members: int = DEFAULT_MEMBERS  # members to train (their seeds: --seed, --seed + 1, ...)
+    arch: str = DEFAULT_ARCH  # registered classifiers, comma-separated, given to the members in turn
     combine: str = "soft"  # soft (mean probability), vote (majority), select (weights chosen on validation images)
 
     def __post_init__(self) -> None:

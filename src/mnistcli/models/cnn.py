@@ -105,7 +105,7 @@ def cnn_wide(width: int = 24) -> Classifier:
 def cnn_w32(width: int = 32) -> Classifier:
     """`cnn` twice as wide, trained twice as long. On the same validation images, four of them (seeds 0-3, each on
     52,250 images) scored 99.66, 99.62, 99.70 and 99.64% (mean 99.66%; `cnn-wide`'s three: 99.59%) and voted 99.68%
-    (the first three 99.68%, against 99.64% for three `cnn-wide`), about 450 s each on one thread, two at a time."""
+    (the first three 99.68%, against 99.64% for three `cnn-wide`), about 475 s each on one thread, two at a time."""
     body = cnn_body(width)
     return Classifier(body, feature_dim=body.out_features, channels_last=True)
 

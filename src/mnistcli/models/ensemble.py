@@ -26,7 +26,10 @@ from mnistcli.registry import create_model, get_entry, register_model
 
 COMBINE = ("soft", "vote")
 MAX_MEMBERS = 100
-DEFAULT_MEMBERS = 4  # the recipe's `members` below says the same
+# The default ensemble; the registered recipe below repeats them as literals (the registry reads recipes from the
+# source without importing torch), and tests/test_ensemble.py checks that they agree.
+DEFAULT_MEMBERS = 4
+DEFAULT_ARCH = "cnn-w32"
 TEMPERATURES = (1e-3, 1e3)  # a member's temperature; calibration fits 0.1-10 or so
 
 
@@ -110,7 +113,7 @@ def ensemble(
     """`members`: [{"name": registered classifier, "args": {...}}, ...] (without it, as `mnist train ensemble` trains
     by default: four `cnn-w32`); `weights` of the soft
     vote (default equal) and each member's `temperatures` (default 1) are what training chose and fitted."""
-    specs = members if members is not None else [{"name": "cnn-w32", "args": {}}] * DEFAULT_MEMBERS
+    specs = members if members is not None else [{"name": DEFAULT_ARCH, "args": {}}] * DEFAULT_MEMBERS
     if not 1 <= len(specs) <= MAX_MEMBERS:
         raise ValueError(f"an ensemble has 1-{MAX_MEMBERS} members")
     if combine not in COMBINE:
