@@ -108,13 +108,14 @@ def train(
         ),
     ] = None,
     robust_augment: Annotated[
-        bool,
+        Optional[bool],
         typer.Option(
-            "--robust-augment",
+            "--robust-augment/--no-robust-augment",
             help="Classifiers, with --augment: also random slant, pen width and blur, for photos and drawings.",
+            show_default=RECIPE,
             rich_help_panel=OPTIMISATION,
         ),
-    ] = False,
+    ] = None,
     classes: Annotated[
         Optional[str],
         typer.Option(
@@ -473,7 +474,7 @@ def train(
         pretrain_epochs=pretrain_epochs,
         keep=keep,
         augment=augment,
-        robust_augment=True if robust_augment else None,  # None: the recipe's
+        robust_augment=robust_augment,  # None: the recipe's
         val_split=val_split,
         calibrate=False if no_calibrate else None,
         early_stopping=early_stopping,

@@ -97,10 +97,11 @@ def combine_probabilities(probabilities: torch.Tensor, combine: str, weights: to
 @register_model(
     "ensemble",
     family="ensemble",
-    description="several classifiers (4 cnn-w32 by default) trained with different seeds, voting as one;"
+    description="several classifiers (4 cnn-w32 by default, with robust augmentation) trained with different seeds, voting as one;"
     " training options and --arg go to every member",
     members=4,
     arch="cnn-w32",
+    robust_augment=True,
     combine="soft",
     val_split=0.05,
 )
