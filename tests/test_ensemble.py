@@ -114,6 +114,8 @@ def test_an_ensemble_trains_its_members_and_serves_as_one_checkpoint(
 ) -> None:
     report = _ok(runner, ["train", "ensemble", "--members", "2", *SMALL, "--name", "ens", "--json"])
     assert [m["name"] for m in report["members"]] == ["01-cnn-w32", "02-cnn-w32"]
+    # The recipe's robust augmentation reaches every member (`--no-robust-augment` turns it off: next test).
+    assert json.loads((Path(report["path"]) / "meta.json").read_text())["config"]["member_options"]["robust_augment"]
     assert [m["seed"] for m in report["members"]] == [0, 1]
     folder = Path(report["path"])
     assert (folder / "members" / "01-cnn-w32" / "meta.json").is_file() and (
@@ -163,6 +165,17 @@ def test_the_default_ensemble_is_said_once_and_old_ensembles_keep_their_members(
     old = ensemble(members=[{"name": "cnn-wide", "args": {}}] * 10)
     assert [m.feature_dim for m in old.members] == [36 * 24] * 10
     assert sum(p.numel() for p in old.parameters()) == 614_260  # the previous default, as docs/models.md gives it
+
+
+def test_no_robust_augment_turns_the_recipes_augmentation_off_for_every_member(
+    runner: CliRunner, synthetic_env: Path
+) -> None:
+    _ok(
+        runner,
+        ["train", "ensemble", "--members", "1", *SMALL[:2], "--epochs", "1", "--no-robust-augment", "--name", "e"],
+    )
+    folder = store.resolve("e").path / "members" / "01-cnn-w32"
+    assert json.loads((folder / "meta.json").read_text())["config"]["robust_augment"] is False
 
 
 def test_a_majority_vote_is_the_members_majority(runner: CliRunner, synthetic_env: Path) -> None:
