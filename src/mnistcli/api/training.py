@@ -269,19 +269,11 @@ def _run(
             else None
         )
         several, keep_all = family.attempt_rule(), family.keeps_every_attempt()
-        attempts = (
-            cb.BestAttempt(
-                several[0],
-                several[1],
-                family.fresh_start,
-                partial(_attempted, log, board, *several, keep_all, hooks),
-                keep_all,
-                more=several[2],
-                fit=several[3],
-            )
-            if several
-            else None
-        )
+        attempts = None
+        if several:
+            count, measure, more, fit = several
+            told = partial(_attempted, log, board, count, measure, more, fit, keep_all, hooks)
+            attempts = cb.BestAttempt(count, measure, family.fresh_start, told, keep_all, more=more, fit=fit)
 
         callbacks: list[cb.Callback] = [
             *([best] if data.val is not None else []),
