@@ -78,6 +78,9 @@ def test_the_loop_averages_metrics_it_does_not_know() -> None:
         def batch(self, index: torch.Tensor) -> torch.Tensor:
             return index.float()
 
+        def augment(self, batch: torch.Tensor) -> torch.Tensor:
+            return batch
+
         def step(self, model: torch.nn.Module, batch: torch.Tensor) -> Step:
             loss = model(batch[:, None]).mean() * 0 + 1.0
             return Step(loss, {"accuracy": torch.tensor(len(batch) / 2), "odd": (batch % 2).sum()}, len(batch))

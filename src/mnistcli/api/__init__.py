@@ -18,6 +18,7 @@ from mnistcli.api.ensembling import members_of, stopped_ensemble, trains_members
 from mnistcli.api.ensembling import resume as resume_ensemble
 from mnistcli.api.ensembling import train as train_ensemble
 from mnistcli.api.evaluation import evaluate
+from mnistcli.api.launching import LaunchFailed, launch, nproc
 from mnistcli.api.plotting import PlotReport, plot, plot_bags, plot_predictions
 from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
@@ -51,6 +52,7 @@ __all__ = [
     "Failure",
     "FewShotReport",
     "FewShotScore",
+    "LaunchFailed",
     "Match",
     "ModelInfo",
     "OneShotReport",
@@ -68,9 +70,11 @@ __all__ = [
     "embed",
     "evaluate",
     "interrupted_runs",
+    "launch",
     "members_of",
     "model",
     "models",
+    "nproc",
     "oneshot",
     "plot",
     "plot_bags",

@@ -31,9 +31,9 @@ from mnistcli.config import TrainConfig, split
 from mnistcli.data import mnist
 from mnistcli.data.tensors import TensorData
 from mnistcli.engine import callbacks as cb
-from mnistcli.engine import optim
+from mnistcli.engine import dist, optim
 from mnistcli.engine import tensorboard as tb_events
-from mnistcli.engine.device import choose_device, seed_everything
+from mnistcli.engine.device import seed_everything
 from mnistcli.engine.loop import EpochInfo, Loop, Position, StepInfo
 from mnistcli.errors import CheckpointError, Interrupted, UsageError
 from mnistcli.families import Data, Family, TestResult, get_family
@@ -114,16 +114,25 @@ def train(
     if family.trains_members:  # an ensemble: one run per member (api/ensembling.py)
         from mnistcli.api import ensembling
 
+        if dist.launched():
+            raise UsageError(
+                "an ensemble trains its members as runs of their own: spread them over processes with --jobs, "
+                "not by starting several processes"
+            )
+
         hooks = Hooks(on_step, on_epoch, on_download, on_work)
         return ensembling.train(
             options or {}, model_args, name, data_dir, 1, None, lambda _: hooks, on_download, on_work, tensorboard
         )
-    if name is not None:
-        store.check_new_name(name, root)  # before training, not after it
-    hooks = Hooks(on_step, on_epoch, on_download, on_work)
-    model_args, encoder = _encoder(family, params, model_args or {})
-    setup = _setup(model_name, model_args, config, params, data_dir, hooks, encoder)
-    return _run(setup, store.begin(model_name, name, root), tensorboard, hooks, t0)
+    with dist.session(config.device) as here:  # one process, or one of several started by torchrun
+        family.check_processes(here.world, config)
+        if name is not None and here.is_main:
+            store.check_new_name(name, root)  # before training, not after it
+        hooks = Hooks(on_step, on_epoch, on_download, on_work)
+        model_args, encoder = _encoder(family, params, model_args or {})
+        setup = _setup(model_name, model_args, config, params, data_dir, hooks, here, encoder)
+        run_dir = store.begin(model_name, name, root) if here.is_main else None
+        return _run(setup, run_dir, tensorboard, hooks, t0, here)
 
 
 def _encoder(family: type[Family], params: Any, model_args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -172,11 +181,14 @@ def resume(
     if run.get("tensorboard"):
         tb_events.require()
     hooks = Hooks(on_step, on_epoch, on_download, on_work)
-    setup = _setup(run["model"], run["args"], config, params, run["data"], hooks)
-    log = folder / LOG
-    if log.exists() and log.stat().st_size > int(run.get("log_bytes", 0)):
-        os.truncate(log, int(run.get("log_bytes", 0)))  # drop what the stopped epoch logged: it runs again
-    return _run(setup, folder, bool(run.get("tensorboard")), hooks, t0, state)
+    # On any number of processes: the snapshot holds everything the run shares (weights, optimizer, generators).
+    with dist.session(config.device) as here:
+        family.check_processes(here.world, config)
+        setup = _setup(run["model"], run["args"], config, params, run["data"], hooks, here)
+        log = folder / LOG
+        if here.is_main and log.exists() and log.stat().st_size > int(run.get("log_bytes", 0)):
+            os.truncate(log, int(run.get("log_bytes", 0)))  # drop what the stopped epoch logged: it runs again
+        return _run(setup, folder if here.is_main else None, bool(run.get("tensorboard")), hooks, t0, here, state)
 
 
 def _setup(
@@ -186,10 +198,12 @@ def _setup(
     params: Any,
     data_dir: str | None,
     hooks: Hooks,
+    here: dist.Dist,
     encoder: torch.nn.Module | None = None,
 ) -> Setup:
-    """Seed, build the model and the family, load and split the data: in this order, every time."""
-    device = choose_device(config.device)
+    """Seed, build the model and the family, load and split the data: in this order, every time (and in every process
+    of a data-parallel run, which therefore all start alike)."""
+    device = here.device or torch.device("cpu")
     if config.precision == "fp16" and device.type != "cuda":
         raise UsageError(f"--precision fp16 needs a CUDA device (this run is on {device.type}); bf16 works here")
     generator = seed_everything(config.seed)
@@ -200,7 +214,12 @@ def _setup(
         family_type.adopt_encoder(model, encoder)
     family_type.check(params, config)
     family = family_type(params, config, generator)
+    family.processes = here.world  # a batch is shared among them (its sampler keeps every share at 2 items or more)
+    if not here.is_main:
+        here.barrier()  # the main process finds (or downloads) the data first
     folder = data_folder(data_dir, hooks.on_download)
+    if here.is_main:
+        here.barrier()
     full_train, full_test = load_tensors("train", folder, device), load_tensors("test", folder, device)
     # Which images are selected and held out: drawn from the run's generator, or from `--split-seed`'s own
     # (the members of an ensemble hold out the same validation images, which their combination is fitted on).
@@ -225,15 +244,47 @@ def training_split(
     return train.split(config.val_split or 0.0, generator)
 
 
-def _run(
-    s: Setup, run_dir: Path, tensorboard: bool, hooks: Hooks, t0: float, state: dict[str, Any] | None = None
-) -> TrainReport:
-    """Train the set-up run in `run_dir` (from `state`, when resuming), then test, calibrate and save it."""
-    config, family, data = s.config, s.family, s.data
+def _loop(s: Setup, callbacks: list[cb.Callback], here: dist.Dist) -> Loop:
+    """The engine's loop for the set-up run: its optimizer, schedule, sampler and generators, with `callbacks`."""
+    config, family = s.config, s.family
     optimizer = optim.for_config(s.model, config)
     sampler = family.sampler(config.batch_size)
     steps = -(-len(sampler) // config.accumulate) * config.epochs
-    schedule = optim.schedule_for(optimizer, config, steps)
+    return Loop(
+        s.model,
+        family,
+        optimizer,
+        sampler,
+        {"run": s.generator, **family.generators()},
+        config.epochs,
+        optim.schedule_for(optimizer, config, steps),
+        callbacks,
+        validate=_validator(family, s.data.val),
+        accumulate=config.accumulate,
+        precision=config.precision,
+        dist=here,
+    )
+
+
+def _run(
+    s: Setup,
+    run_dir: Path | None,
+    tensorboard: bool,
+    hooks: Hooks,
+    t0: float,
+    here: dist.Dist,
+    state: dict[str, Any] | None = None,
+) -> TrainReport | None:
+    """Train the set-up run in `run_dir` (from `state`, when resuming), then test, calibrate and save it; returns its
+    report. The other processes of a data-parallel run (no `run_dir`) train their share, write nothing and return
+    None."""
+    if run_dir is None:
+        loop = _loop(s, [], here)
+        if state is not None:
+            loop.load_state_dict(state)
+        loop.run()
+        return None
+    config, family, data = s.config, s.family, s.data
     # The target is watched on the validation split when there is one, else on the test set
     # (as time-to-accuracy benchmarks do); the report says which.
     monitor = data.val if data.val is not None else data.test
@@ -286,19 +337,7 @@ def _run(
             *([attempts] if attempts is not None else []),
             cb.Snapshot(save_snapshot),
         ]
-        loop = Loop(
-            s.model,
-            family,
-            optimizer,
-            sampler,
-            {"run": s.generator, **family.generators()},
-            config.epochs,
-            schedule,
-            callbacks,
-            validate=_validator(family, data.val),
-            accumulate=config.accumulate,
-            precision=config.precision,
-        )
+        loop = _loop(s, callbacks, here)
         family.on_work = hooks.on_work
         if state is not None:
             loop.load_state_dict(state)
@@ -325,7 +364,7 @@ def _run(
                     board.combined()  # the test results are the combination's, not one attempt's
             log.close()  # training is over; nothing more goes into the log
             target = _target(config, watch, data)
-            test = _test(family, s.model, data, watch, hooks.on_work)
+            test = _test(family, s.model, data, watch if here.world == 1 else None, hooks.on_work)
             calibration = calibrating.fit(s.model, family, s.held, s.held_from)
             restarts = restart.restarts if restart is not None else []
             tries = (
@@ -339,7 +378,7 @@ def _run(
                 if attempts is not None
                 else None
             )
-            checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration, restarts, tries)
+            checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration, restarts, tries, here)
             run = store.save(s.model, checkpoint, run_dir)
         except KeyboardInterrupt:
             log.close()
@@ -405,6 +444,7 @@ def _checkpoint(
     calibration: dict[str, Any] | None,
     restarts: list[dict[str, float]],
     attempts: dict[str, Any] | None,
+    here: dist.Dist,
 ) -> Checkpoint:
     """The description `meta.json` holds of a trained run (store/checkpoint.py)."""
     data, calibrated_on = s.data, s.held_from == "calibration" and s.held is not None
@@ -431,6 +471,7 @@ def _checkpoint(
         preprocessing=PREPROCESSING,
         seconds=position.seconds,
         device=str(s.device),
+        processes=here.world,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         versions=versions(),
     )

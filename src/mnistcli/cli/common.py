@@ -45,7 +45,7 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UsageError as e:
-            render.error(str(e))
+            render.error(str(e), usage=True)
             raise typer.Exit(2) from None
         except Interrupted as e:
             render.error(str(e))

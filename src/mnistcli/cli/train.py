@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -402,6 +404,15 @@ def train(
             rich_help_panel=RUN,
         ),
     ] = 1,
+    nproc: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="N",
+            help="Train as N data-parallel processes on this machine (torchrun's launcher, DistributedDataParallel;"
+            " auto: one per GPU); --batch-size stays the global batch. Also with --resume.",
+            rich_help_panel=RUN,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a model on MNIST and save it as a checkpoint.
@@ -409,9 +420,27 @@ def train(
     An option whose default reads (recipe) takes the model's own value; `mnist models --json` lists them.
     """
     if resume is not None:
-        check_alone(ctx, "resume", allowed={"device", "json_out", "jobs"})
+        check_alone(ctx, "resume", allowed={"device", "json_out", "jobs", "nproc"})
+    rank = os.environ.get("RANK", "0")
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and rank != "0":
+        render.quiet(f"process {rank}")  # one of several: rank 0 reports for all
     with render.starting():
         from mnistcli import api
+
+    if nproc is not None:
+        n = api.nproc(nproc)
+        if n > 1 and resume is None and api.trains_members(model):
+            raise UsageError(
+                "--nproc: an ensemble's members are runs of their own; spread them over processes with --jobs"
+            )
+        if n > 1:
+            try:
+                api.launch(n, _without_nproc(sys.argv[1:]))
+            except api.LaunchFailed as e:
+                if not e.said:
+                    render.error(str(e))
+                raise typer.Exit(e.code) from None
+            return
 
     ensemble = resume is None and api.trains_members(model)
     if not ensemble and resume is None:
@@ -444,6 +473,8 @@ def train(
                 on_download=on_download,
                 on_work=bar.work,
             )
+        if report is None:  # another process of a data-parallel run: rank 0 reports
+            return
         render.train_summary(report)
         if json_out:
             render.train_json(report)
@@ -528,8 +559,12 @@ def train(
                 tensorboard=tensorboard,
                 on_work=bar.work,
             )
+        if report is None:  # another process of a data-parallel run: rank 0 reports
+            continue
         render.train_summary(report)
         reports.append(report)
+    if not reports:
+        return
     if runs == 1:
         if json_out:
             render.train_json(reports[0])
@@ -537,3 +572,16 @@ def train(
         summary = api.summarize(reports)
         render.repeat_json(summary) if json_out else render.repeat_summary(summary)
     remember_data_dir(data_dir)
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The command line `args` without `--nproc N` (or `--nproc=N`): what each process of `--nproc` runs."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept

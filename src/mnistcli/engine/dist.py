@@ -1,46 +1,175 @@
-"""The one seam for data-parallel training: which process this is, how a batch is shared out, who writes.
+"""The one seam for data-parallel training: which process this is, how a batch is shared out, what is synchronised.
 
-Every run is one process today (rank 0 of 1): `shard` returns a batch whole and `is_main` is
-True. Under torchrun (issue 16) `from_env` reads the process group torch has set up; the loop
-stays as it is, as Lightning Fabric's and nanoGPT's do: each rank takes its slice of every
-global batch the seeded sampler draws (so all ranks see one shuffle, from one seed), and only
-the main process logs, writes files and reports progress.
+One process is rank 0 of 1, and then everything here does nothing. Under torchrun (or `mnist train
+--nproc N`, which starts torchrun itself: api/launching.py), `start` joins the process group that
+torch's launcher describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT):
+nccl on CUDA, gloo on the CPU. The loop stays as it is, as Lightning Fabric's and nanoGPT's do:
+
+- every rank draws the same global batch from the seeded sampler and augments it whole, from the
+  same generators, so the images and their augmentation are exactly those one process would train
+  on; then it keeps its share (`shard`: every world-th row). No two ranks train on the same augmented
+  image, and none is dropped.
+- DistributedDataParallel (`wrap`) averages the gradients over the ranks. Each share's loss is weighted
+  by its size (`weight`), so the average is the global batch's mean even where the last batch of an
+  epoch does not divide evenly.
+- metrics are summed over the ranks (`sum`), what rank 0 decides (early stopping, the target watch)
+  is broadcast (`decide`), and batch norm's running statistics, kept per rank while training, are
+  averaged before every evaluation and before saving (`sync_buffers`; SyncBatchNorm does not run on
+  a CPU).
+- only rank 0 (`is_main`) logs, writes files and reports progress.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
+from torch import nn
+
+from mnistcli.engine.device import choose_device
+from mnistcli.errors import UsageError
+
+TIMEOUT = timedelta(minutes=10)  # how long a rank waits for the others at a collective before the job fails
 
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place among `world` processes training one model."""
+    """This process's place among `world` processes training one model, and the device it trains on."""
 
     rank: int = 0
     world: int = 1
+    local_rank: int = 0
+    device: torch.device | None = None  # None: the run chooses (one process)
 
     @property
     def is_main(self) -> bool:
         """Whether this process writes logs, checkpoints and progress (rank 0)."""
         return self.rank == 0
 
-    def shard(self, index: Any) -> Any:
-        """This rank's share of a global batch of indices (a tensor, or a tuple of them): every world-th row."""
+    @property
+    def backend(self) -> str | None:
+        """The process group's backend: nccl on CUDA, gloo on the CPU; None for one process."""
         if self.world == 1:
-            return index
-        if isinstance(index, tuple):
-            return tuple(self.shard(part) for part in index)
-        return index[self.rank :: self.world]
+            return None
+        return "nccl" if self.device is not None and self.device.type == "cuda" else "gloo"
+
+    def shard(self, batch: Any) -> Any:
+        """This rank's share of a global batch (a tensor, or a tuple of tensors and Nones): every world-th row."""
+        if self.world == 1 or batch is None:
+            return batch
+        if isinstance(batch, tuple):
+            return tuple(self.shard(part) for part in batch)
+        return batch[self.rank :: self.world]
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` summed over every rank (a new tensor; `values` itself for one process)."""
+        if self.world == 1:
+            return values
+        total = values.detach().clone()
+        torch.distributed.all_reduce(total)
+        return total
+
+    def weight(self, size: int) -> float:
+        """What this rank's mean loss over `size` items is multiplied by so that the ranks' average (DDP's) is the mean
+        over the global batch: size x world / global size (1 for one process)."""
+        if self.world == 1:
+            return 1.0
+        total = float(self.sum(torch.tensor([float(size)], device=self.device)))
+        return size * self.world / total
+
+    def decide(self, flag: bool) -> bool:
+        """Rank 0's `flag`, on every rank."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([int(flag)], device=self.device)
+        torch.distributed.broadcast(value, 0)
+        return bool(value.item())
+
+    def wrap(self, module: nn.Module, unused: bool = False) -> nn.Module:
+        """`module` in DistributedDataParallel, which averages its gradients over the ranks (itself for one process);
+        `unused`: some of its parameters take no part in a step (DDP then looks for them every step). Buffers are not
+        broadcast from rank 0 at every step: each rank keeps its own batch-norm statistics until `sync_buffers`."""
+        if self.world == 1:
+            return module
+        ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        ddp = nn.parallel.DistributedDataParallel
+        # torch 2.14 renamed broadcast_buffers (whose name older versions still need) to forward_sync_buffers
+        renamed = "forward_sync_buffers" in inspect.signature(ddp).parameters
+        local_buffers = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
+        return ddp(module, device_ids=ids, find_unused_parameters=unused, **local_buffers)
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Average every batch-norm layer's running mean and variance over the ranks (in place)."""
+        if self.world == 1:
+            return
+        for layer in model.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.running_mean is not None:
+                for stat in (layer.running_mean, layer.running_var):
+                    assert stat is not None
+                    torch.distributed.all_reduce(stat)
+                    stat.div_(self.world)
+
+    def barrier(self) -> None:
+        """Wait until every rank is here."""
+        if self.world > 1:
+            torch.distributed.barrier()
 
 
 SINGLE = Dist()
 
 
-def from_env() -> Dist:
-    """The running process group's rank and size, or a single process when there is none."""
+def launched() -> bool:
+    """Whether this process was started by torchrun (or `--nproc`) as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def start(device: str = "auto") -> Dist:
+    """This process's place: one process (rank 0 of 1) unless torchrun started it as one of several, in which case
+    join the process group (once) on the device of its local rank. Raises `UsageError` for what cannot run."""
+    if not launched():
+        return Dist(device=choose_device(device))
+    env = os.environ
+    try:
+        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError) as e:
+        raise UsageError(f"distributed training: RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers ({e})") from None
+    chosen = choose_device(device)
+    if chosen.type == "mps":
+        raise UsageError("distributed training runs on CUDA or on the CPU, not on MPS: add --device cpu")
+    if chosen.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise UsageError(
+                f"local rank {local} has no GPU of its own (this machine has {torch.cuda.device_count()}): "
+                "start at most one process per GPU, or add --device cpu"
+            )
+        chosen = torch.device("cuda", local)
+        torch.cuda.set_device(chosen)
+    here = Dist(rank, world, local, chosen)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(here.backend, timeout=TIMEOUT)
+    return here
+
+
+def stop() -> None:
+    """Leave the process group, if this process joined one."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
-    return SINGLE
+        torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
+def session(device: str = "auto") -> Iterator[Dist]:
+    """`start`, and `stop` when the run is over (however it ends; when it ends well, every process leaves together,
+    after rank 0 has saved)."""
+    here = start(device)
+    try:
+        yield here
+        here.barrier()
+    finally:
+        if here.world > 1:
+            stop()

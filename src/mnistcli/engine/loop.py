@@ -1,11 +1,13 @@
 """The one training loop. It knows no model family: a family supplies batches and a step, the loop does the rest.
 
-Per optimizer step the loop draws a batch of indices from the sampler (sharded across processes
-in one place, engine/dist.py), asks the family for the batch's tensors and for its `Step` (a loss,
-and metric totals under names the loop never interprets), backpropagates, possibly over several
-batches (gradient accumulation) and under autocast, then steps the optimizer and the schedule.
-It averages every metric over the epoch and tells its callbacks (run log, TensorBoard, progress,
-early stopping, target watch, resume snapshots). No printing and no files here.
+Per optimizer step the loop draws a batch of indices from the sampler, asks the family for the
+batch's tensors, augments them (`Trainee.augment`), keeps this process's share (engine/dist.py: the
+one place that knows about other processes), asks the family for its `Step` (a loss, and metric
+totals under names the loop never interprets), backpropagates, possibly over several batches
+(gradient accumulation) and under autocast, then steps the optimizer and the schedule. It averages
+every metric over the epoch (over every process) and tells its callbacks (run log, TensorBoard,
+progress, early stopping, target watch, resume snapshots), which run on the main process only.
+No printing and no files here.
 
 Everything a run needs to continue is in `Loop.state_dict()`; `load_state_dict` puts it back, so
 a resumed run goes on exactly as it would have.
@@ -48,8 +50,16 @@ class Trainee(Protocol):
         """The tensors of a batch of sampled indices."""
         ...
 
+    def augment(self, batch: Any) -> Any:
+        """The batch as the step takes it (randomly augmented, if the family augments)."""
+        ...
+
     def step(self, model: nn.Module, batch: Any) -> Step:
-        """Loss and metric totals of `model` on `batch` (augmenting it first, if the family does)."""
+        """Loss and metric totals of `model` on `batch`."""
+        ...
+
+    def leaves_parameters_unused(self) -> bool:
+        """Whether some of the model's parameters take no part in `step`."""
         ...
 
 
@@ -90,6 +100,18 @@ class Position:
     seconds: float = 0.0  # training time before this process took over
     history: list[dict[str, Any]] = field(default_factory=list)  # one EpochInfo per completed epoch
     stopped_early: bool = False  # a callback stopped the run (no epochs are left)
+
+
+class _Stepper(nn.Module):
+    """The family's step as a module: DistributedDataParallel synchronises the gradients of what its forward ran."""
+
+    def __init__(self, model: nn.Module, trainee: Trainee) -> None:
+        super().__init__()
+        self.model = model
+        self.trainee = trainee
+
+    def forward(self, batch: Any) -> Step:
+        return self.trainee.step(self.model, batch)
 
 
 class Callback:
@@ -140,6 +162,8 @@ class Loop:
         # Snapshots go last, so they save what the other callbacks have just updated.
         self.callbacks = sorted(callbacks, key=lambda cb: cb.last) if dist.is_main else []
         self.validate, self.accumulate, self.dist = validate, accumulate, dist
+        # Several processes: the step runs inside DistributedDataParallel, which averages the gradients.
+        self.ddp = dist.wrap(_Stepper(model, trainee), trainee.leaves_parameters_unused()) if dist.world > 1 else None
         self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.precision = precision
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
@@ -178,7 +202,7 @@ class Loop:
         n, k = len(self.sampler), self.accumulate
         for i, index in enumerate(self.sampler.epoch(self.generators["run"])):
             group = min(k, n - i // k * k)
-            yield (i + 1) % k == 0 or i + 1 == n, group, self.trainee.batch(self.dist.shard(index))
+            yield (i + 1) % k == 0 or i + 1 == n, group, self.trainee.batch(index)
 
     def run(self) -> Position:
         """Train from `position` to the last epoch (or until a callback stops it); returns the position."""
@@ -195,18 +219,46 @@ class Loop:
         self.started = time.perf_counter()
         return pos
 
+    def _forward_backward(self, batch: Any, group: int, steps: bool) -> Step:
+        """Augment the global batch, keep this process's share, run the family's step and backpropagate its loss (the
+        mean over the optimizer step's `group` of batches, and over every process's share)."""
+        model, dist = self.model, self.dist
+        syncing = self.ddp is None or steps  # DDP averages the gradients at the last batch of a step only
+        with contextlib.nullcontext() if syncing else self.ddp.no_sync():  # type: ignore[union-attr,operator]
+            with self._autocast():
+                batch = dist.shard(self.trainee.augment(batch))
+                out = self.trainee.step(model, batch) if self.ddp is None else self.ddp(batch)
+            loss = out.loss / group if group > 1 else out.loss  # the step follows the mean over its group
+            if dist.world > 1:
+                loss = loss * dist.weight(out.size)
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return out
+
+    def _means(
+        self, loss_sum: torch.Tensor, sums: dict[str, torch.Tensor], seen: int, window: torch.Tensor, batches: int
+    ) -> tuple[float, dict[str, float], float]:
+        """(mean loss, every metric's mean, mean batch loss of the recent window) over the items every process has
+        seen so far."""
+        if self.dist.world > 1:
+            packed = [loss_sum.double(), window.double(), torch.tensor(float(seen), dtype=torch.float64)]
+            packed += [v.double() for v in sums.values()]
+            totals = self.dist.sum(torch.stack([t.to(self.dist.device) for t in packed])).tolist()
+            loss_total, window_total, seen_total, rest = totals[0], totals[1], int(totals[2]), totals[3:]
+            seen_ = max(seen_total, 1)
+            means = {k: v / seen_ for k, v in zip(sums, rest, strict=True)}
+            return loss_total / seen_, means, window_total / max(batches * self.dist.world, 1)
+        seen_ = max(seen, 1)
+        return float(loss_sum) / seen_, {k: float(v) / seen_ for k, v in sums.items()}, float(window) / max(batches, 1)
+
     def _epoch(self, epoch: int) -> None:
-        pos, model = self.position, self.model
+        pos, model, dist = self.position, self.model, self.dist
         model.train()
         zero = torch.zeros((), device=self.device)
         loss_sum, sums, seen = zero.clone(), {"accuracy": zero.clone()}, 0
         # the learning curve: the mean batch loss since the previous report
         window_sum, window_batches, lr = zero.clone(), 0, float(self.optimizer.param_groups[0]["lr"])
         for steps, group, batch in self._batches():
-            with self._autocast():
-                out = self.trainee.step(model, batch)
-            loss = out.loss / group if group > 1 else out.loss  # the step follows the mean over its group
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            out = self._forward_backward(batch, group, steps)
             loss_sum += out.loss.detach().float() * out.size
             window_sum += out.loss.detach().float()
             window_batches += 1
@@ -218,18 +270,18 @@ class Loop:
             lr = float(self.optimizer.param_groups[0]["lr"])  # the rate this step used, before the schedule moves on
             self._update()
             pos.step += 1
-            if self.callbacks and (pos.step % LOG_EVERY == 0 or pos.step % self.steps_per_epoch == 0):
-                seen_ = max(seen, 1)
-                self.metrics = {k: float(v) / seen_ for k, v in sums.items()}
+            due = pos.step % LOG_EVERY == 0 or pos.step % self.steps_per_epoch == 0
+            if due and (self.callbacks or dist.world > 1):  # every process sums its metrics; the main one reports
+                mean_loss, self.metrics, recent = self._means(loss_sum, sums, seen, window_sum, window_batches)
                 report = StepInfo(
                     epoch,
                     self.epochs,
                     pos.step,
                     self.total_steps,
-                    float(loss_sum) / seen_,
-                    float(sums["accuracy"]) / seen_,
+                    mean_loss,
+                    self.metrics["accuracy"],
                     lr,
-                    float(window_sum) / window_batches,
+                    recent,
                     self.elapsed(),
                 )
                 for cb in self.callbacks:
@@ -238,12 +290,13 @@ class Loop:
                 window_batches = 0
             for cb in self.callbacks:
                 cb.on_step_end(self)
+            self.stop = dist.decide(self.stop)  # the main process's callbacks decide for every process
             if self.stop:
                 break
-        seen = max(seen, 1)
-        self.metrics = {k: float(v) / seen for k, v in sums.items()}
-        info = EpochInfo(epoch, float(loss_sum) / seen, float(sums["accuracy"]) / seen, lr, 0.0)
-        if self.validate is not None:
+        mean_loss, self.metrics, _ = self._means(loss_sum, sums, seen, window_sum, window_batches)
+        info = EpochInfo(epoch, mean_loss, self.metrics["accuracy"], lr, 0.0)
+        dist.sync_buffers(model)  # batch norm's statistics, kept per process while training, averaged
+        if self.validate is not None and dist.is_main:
             metrics = self.validate(model)
             info.val_loss, info.val_accuracy = metrics["loss"], metrics["accuracy"]
         info.seconds = self.elapsed()
@@ -251,6 +304,7 @@ class Loop:
         pos.epoch = epoch
         for cb in self.callbacks:
             cb.on_epoch_end(self, info)
+        self.stop = dist.decide(self.stop)
         pos.stopped_early = self.stop
 
     def start_over(self, optimizer_state: dict[str, Any], schedule_state: dict[str, Any] | None) -> None:

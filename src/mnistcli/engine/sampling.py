@@ -23,22 +23,23 @@ class Sampler(Protocol):
         ...
 
 
-def batch_starts(n: int, batch_size: int, drop_single: bool) -> list[int]:
-    """Start indices of batches over `n` items; with `drop_single`, a last batch of one item joins the one before
-    (batch norm cannot normalise a single sample; with batches of one, as MIL trains, every batch stays one)."""
+def batch_starts(n: int, batch_size: int, smallest: int = 2) -> list[int]:
+    """Start indices of batches over `n` items; a last batch of fewer than `smallest` items joins the one before
+    (batch norm cannot normalise a single sample, and a batch shared among P processes needs 2P items to give each
+    two; with batches of one, as MIL trains, every batch stays one)."""
     starts = list(range(0, n, batch_size))
-    if drop_single and batch_size > 1 and len(starts) > 1 and n - starts[-1] == 1:
+    if batch_size > 1 and len(starts) > 1 and n - starts[-1] < smallest:
         starts.pop()
     return starts
 
 
 class Shuffled:
     """Every item once per epoch, in batches of a seeded permutation (the permutation is drawn when the
-    epoch's first batch is asked for)."""
+    epoch's first batch is asked for); a last batch of fewer than `smallest` items joins the one before."""
 
-    def __init__(self, n: int, batch_size: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, n: int, batch_size: int, device: torch.device | str = "cpu", smallest: int = 2) -> None:
         self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
-        self.starts = batch_starts(n, batch_size, drop_single=True)
+        self.starts = batch_starts(n, batch_size, smallest)
 
     def __len__(self) -> int:
         return len(self.starts)

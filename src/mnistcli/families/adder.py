@@ -79,11 +79,14 @@ class AdderFamily(Family):
         assert self.train is not None and self.numbers is not None
         return to_float(self.train.images[index]), self.train.labels[index], self.numbers[index]
 
+    def augment(self, batch: Any) -> Any:
+        """A random affine of every image, if augmenting."""
+        x, digits, numbers = batch
+        return (random_affine(x, self.generator) if self.config.augment else x), digits, numbers
+
     def step(self, model: nn.Module, batch: Any) -> Step:
         """Cross-entropy of the digit plus cross-entropy of the sum; accuracy = correct sums."""
         x, digits, numbers = batch
-        if self.config.augment:
-            x = random_affine(x, self.generator)
         digit_logits, sum_logits = model(x, numbers)
         smoothing = self.params.label_smoothing
         sums = digits + numbers

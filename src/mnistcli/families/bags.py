@@ -167,6 +167,14 @@ class BagsFamily(Family):
     predict_options = frozenset({"bag"})
 
     @classmethod
+    def check_processes(cls, world: int, config: TrainConfig) -> None:
+        if world > 1:
+            raise UsageError(
+                "a bags model trains on one bag at a time, which cannot be shared among processes, and its restarts "
+                "and attempts decide in one process: train it in one process"
+            )
+
+    @classmethod
     def check(cls, params: Any, config: TrainConfig) -> None:
         """Bags are defined by the target digit over all ten (so no --classes); their measure is an AUC, which
         --target-accuracy (a bag accuracy at a threshold) would not watch."""
@@ -353,13 +361,18 @@ class BagsFamily(Family):
         x, mask = pad(self.train.images, chosen)
         return x, mask, self.epoch_labels[index.cpu()].to(x.device)
 
-    def step(self, model: nn.Module, batch: Any) -> Step:
-        """Binary cross-entropy of each bag's logit (after a random affine of every image, with --augment), plus
-        `instance_loss` times that of its highest-scoring image's own logit."""
+    def augment(self, batch: Any) -> Any:
+        """A random affine of every image of the bags, with --augment."""
         x, mask, y = batch
         if self.config.augment:
             x = x.clone()
             x[mask] = random_affine(x[mask], self.generator)
+        return x, mask, y
+
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        """Binary cross-entropy of each bag's logit, plus `instance_loss` times that of its highest-scoring image's
+        own logit."""
+        x, mask, y = batch
         logits, _, instance = cast(Any, model).pool(x, mask)  # models/mil.py: AttentionMIL.pool
         loss = F.binary_cross_entropy_with_logits(logits, y.float())
         sums = {"accuracy": ((logits > 0).long() == y).sum()}

@@ -143,6 +143,7 @@ class Family:
     suggested_model: ClassVar[str] = ""  # what to `mnist train` when a command needs a run of this family
     encoder_family: ClassVar[str | None] = None  # the family of the runs `--encoder RUN` starts it from
     trains_members: ClassVar[bool] = False  # trained as several runs, not one loop (ensembles: api/ensembling.py)
+    processes: int = 1  # how many processes share every batch (data-parallel training, engine/dist.py; set by the api)
 
     def __init__(self, params: Any, config: TrainConfig, generator: torch.Generator | None = None) -> None:
         self.params, self.config = params, config
@@ -161,6 +162,15 @@ class Family:
     @classmethod
     def check(cls, params: Any, config: TrainConfig) -> None:
         """Raise `UsageError` for option combinations this family cannot honour (before any data work)."""
+
+    @classmethod
+    def check_processes(cls, world: int, config: TrainConfig) -> None:
+        """Raise `UsageError` if a run of this family cannot share its batches among `world` processes."""
+        if world > 1 and config.batch_size < 2 * world:
+            raise UsageError(
+                f"--batch-size {config.batch_size} is the global batch: with {world} processes it must hold at least "
+                f"{2 * world} images (2 for each)"
+            )
 
     @classmethod
     def recipe_for(cls, recipe: dict[str, Any], params: Any) -> dict[str, Any]:
@@ -194,7 +204,7 @@ class Family:
     def sampler(self, batch_size: int) -> Sampler:
         """The batches of an epoch over the training data."""
         assert self.train is not None
-        return Shuffled(len(self.train), batch_size, self.train.labels.device)
+        return Shuffled(len(self.train), batch_size, self.train.labels.device, smallest=2 * self.processes)
 
     def begin_epoch(self, generator: torch.Generator) -> None:
         """Draw what the family draws once an epoch (nothing, by default)."""
@@ -206,6 +216,11 @@ class Family:
 
     def step(self, model: nn.Module, batch: Any) -> Step:  # pragma: no cover - every family has its own
         raise NotImplementedError
+
+    def leaves_parameters_unused(self) -> bool:
+        """Whether some of the model's parameters take no part in `step` (data-parallel training must then look for
+        them every step); no, by default."""
+        return False
 
     def pretrain(self, model: nn.Module) -> dict[str, Any] | None:
         """Train `model` before its first epoch, in a run that starts afresh (not a resumed one), reporting the work to

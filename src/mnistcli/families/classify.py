@@ -57,11 +57,16 @@ class ClassifyFamily(Family):
     validate_is_test = True
     eval_options = frozenset({"tta"})
 
-    def step(self, model: nn.Module, batch: Any) -> Step:
-        """Mean cross-entropy and the count of correct argmax predictions (after a random affine, if augmenting)."""
+    def augment(self, batch: Any) -> Any:
+        """A random affine of every image (with --robust-augment, slant, pen width and blur too), if augmenting."""
         x, y = batch
         if self.config.augment:
             x = real_world_view(x, self.generator) if self.params.robust_augment else random_affine(x, self.generator)
+        return x, y
+
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        """Mean cross-entropy and the count of correct argmax predictions."""
+        x, y = batch
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.params.label_smoothing)
         return Step(loss, {"accuracy": (logits.argmax(dim=1) == y).sum()}, len(y))

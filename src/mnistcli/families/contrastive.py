@@ -119,14 +119,18 @@ class ContrastiveFamily(Family):
     def generators(self) -> dict[str, torch.Generator]:
         return {"views": self.views}
 
-    def step(self, model: nn.Module, batch: Any) -> Step:
-        """NT-Xent of two fresh views of the batch (labels unread); accuracy = pair hits per image (2N views)."""
+    def augment(self, batch: Any) -> Any:
+        """Two fresh views of every image (labels unread)."""
         x, _ = batch
         if self.config.augment:  # --augment: an extra mild affine of each image before its views (off in the recipe)
             x = random_affine(x, self.generator)
-        views = torch.cat([contrastive_view(x, self.views), contrastive_view(x, self.views)])
-        loss, hits = nt_xent(model(views), self.params.temperature)
-        return Step(loss, {"accuracy": hits.float() / 2}, len(x))
+        return contrastive_view(x, self.views), contrastive_view(x, self.views)
+
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        """NT-Xent of the two views of the batch; accuracy = pair hits per image (2N views)."""
+        first, second = batch
+        loss, hits = nt_xent(model(torch.cat([first, second])), self.params.temperature)
+        return Step(loss, {"accuracy": hits.float() / 2}, len(first))
 
     @torch.inference_mode()
     def validate(self, model: nn.Module, data: TensorData) -> dict[str, float]:

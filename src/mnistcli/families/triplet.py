@@ -130,6 +130,16 @@ class TripletFamily(Family):
                 " (a batch holds at least 2 images of each)"
             )
 
+    @classmethod
+    def check_processes(cls, world: int, config: TrainConfig) -> None:
+        classes = len(config.classes or range(10))
+        if world > 1 and config.batch_size // classes < 2 * world:
+            raise UsageError(
+                f"--batch-size {config.batch_size} is the global batch: with {world} processes it must hold at least "
+                f"{2 * world * classes} images ({2 * world} of each of the {classes} classes, so that every process "
+                "has 2 of each)"
+            )
+
     def prepare(self, data: Data) -> None:
         fewshot.check_episodes(data.full_test.labels, max(fewshot.SHOTS))  # before training, not after it
         super().prepare(data)
@@ -157,22 +167,32 @@ class TripletFamily(Family):
         fn = batch_hard if self.params.mining == "batch-hard" else semi_hard
         return fn(e, y, self.params.margin)
 
-    def step(self, model: nn.Module, batch: Any) -> Step:
-        """Triplet loss (+ ssl_weight x NT-Xent); accuracy = labelled images whose in-batch nearest neighbour shares
-        their label."""
+    def leaves_parameters_unused(self) -> bool:
+        return self.unlabelled is None  # without self-supervision the projection head is not used
+
+    def augment(self, batch: Any) -> Any:
+        """(labelled images, after a random affine if augmenting; their labels; two contrastive views of each
+        unlabelled image, or None and None)."""
         xl, yl, xu = batch
         if self.config.augment:
             xl = random_affine(xl, self.generator)
         if xu is None:
+            return xl, yl, None, None
+        return xl, yl, contrastive_view(xu, self.generator), contrastive_view(xu, self.generator)
+
+    def step(self, model: nn.Module, batch: Any) -> Step:
+        """Triplet loss (+ ssl_weight x NT-Xent); accuracy = labelled images whose in-batch nearest neighbour shares
+        their label."""
+        xl, yl, first, second = batch
+        if first is None:
             e = model.embed(xl)  # type: ignore[operator]
             loss = self.triplet(e, yl)
         else:
-            views = torch.cat([contrastive_view(xu, self.generator), contrastive_view(xu, self.generator)])
-            h = model.hidden(torch.cat([xl, views]))  # type: ignore[operator]
+            h = model.hidden(torch.cat([xl, first, second]))  # type: ignore[operator]
             e = F.normalize(h[: len(xl)], dim=1)
             ssl, _ = nt_xent(model.project(h[len(xl) :]), self.params.temperature)  # type: ignore[operator]
             loss = self.triplet(e, yl) + self.params.ssl_weight * ssl
-        size = len(yl) + (len(xu) if xu is not None else 0)
+        size = len(yl) + (len(first) if first is not None else 0)
         # counted per labelled image, weighted like the loss by every image of the batch
         hits = nearest_neighbour_hits(e.detach(), yl).float() * (size / len(yl))
         return Step(loss, {"accuracy": hits}, size)

@@ -5,7 +5,7 @@ formatting helpers; one module per family of command renders its results.
 """
 
 from mnistcli.render.catalog import checkpoints_table, model_card, models_table, plot_report
-from mnistcli.render.console import error, json_line, note, starting
+from mnistcli.render.console import error, json_line, note, quiet, starting
 from mnistcli.render.evaluation import (
     adder_json,
     adder_report,
@@ -43,6 +43,7 @@ __all__ = [
     "oneshot_results",
     "plot_report",
     "predictions",
+    "quiet",
     "readings",
     "repeat_json",
     "repeat_summary",

@@ -23,9 +23,25 @@ err = Console(stderr=True, highlight=False)
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
-def error(message: str) -> None:
-    """One red line on stderr."""
+_speaker = ""  # who says an error, when this process is not the one that reports (`quiet`)
+
+
+def error(message: str, usage: bool = False) -> None:
+    """One red line on stderr (for a `usage` error, in a `quiet` process, none: rank 0 says the same)."""
+    if _speaker:  # the quiet consoles print nothing: an error still gets out, saying whose it is
+        if usage:
+            return
+        sys.stderr.write(f"error: {_speaker}: {message}\n")
+        return
     err.print(Text.assemble(("error: ", "bold red"), (message, "red")), soft_wrap=True)
+
+
+def quiet(who: str) -> None:
+    """Say nothing from here on but errors, each prefixed with `who` (the processes of a data-parallel run other
+    than rank 0, which reports for all of them)."""
+    global _speaker
+    _speaker = who
+    out.quiet = err.quiet = True
 
 
 def note(message: str) -> None:

@@ -67,6 +67,7 @@ class Checkpoint:
     preprocessing: dict[str, Any] = field(default_factory=dict)
     seconds: float | None = None  # training time
     device: str | None = None
+    processes: int = 1  # how many processes trained it together (data-parallel: engine/dist.py)
     created: str = ""  # UTC, ISO 8601
     versions: dict[str, str] = field(default_factory=dict)
     name: str = ""
@@ -123,6 +124,7 @@ class Checkpoint:
             **self.family_entries,
             "seconds": self.seconds,
             "device": self.device,
+            "processes": self.processes,
             "created": self.created,
             "versions": self.versions,
         }
@@ -169,6 +171,7 @@ class Checkpoint:
             preprocessing=_object(meta.get("preprocessing")),
             seconds=meta.get("seconds"),
             device=meta.get("device"),
+            processes=_count(meta.get("processes", 1), "processes", where),
             created=str(meta.get("created", "")),
             versions=_object(meta.get("versions")),
             name=str(meta.get("name", "")),
@@ -176,6 +179,13 @@ class Checkpoint:
 
 
 _COUNTS = ("train_images", "val_images", "calibration_images", "test_images", "unlabelled_images")
+
+
+def _count(value: Any, key: str, where: Path | str) -> int:
+    """A positive whole number of `meta.json`; raises `CheckpointError` naming `where` and `key` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{where}: {key!r} must be a positive whole number, not {value!r}")
+    return value
 
 
 def _object(value: Any) -> dict[str, Any]:

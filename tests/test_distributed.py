@@ -1,0 +1,173 @@
+"""Data-parallel training (engine/dist.py, api/launching.py): `mnist train --nproc 2` as two gloo processes on loopback.
+
+Two processes must train what one process trains: the same global batches in the same order, the same augmentation,
+the gradients of the global batch's mean. A model without batch norm therefore follows one process's loss to float
+precision; with batch norm (per-process statistics) it stays within noise. A killed process ends the job with one
+message and no checkpoint, and the run goes on from its snapshot on any number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistcli.engine.dist import SINGLE, Dist
+from mnistcli.engine.sampling import Shuffled, batch_starts
+from mnistcli.errors import UsageError
+from mnistcli.families import get_family
+from mnistcli.registry import get_entry
+from tests.helpers import write_mnist
+
+
+def test_a_share_is_every_world_th_row_of_every_part() -> None:
+    x, y = torch.arange(10), torch.arange(10) * 10
+    assert SINGLE.shard((x, y)) == (x, y)
+    first, second = Dist(0, 2).shard((x, None, y)), Dist(1, 2).shard((x, None, y))
+    assert first[0].tolist() == [0, 2, 4, 6, 8] and first[1] is None and first[2].tolist() == [0, 20, 40, 60, 80]
+    assert second[0].tolist() == [1, 3, 5, 7, 9]
+    shares = [Dist(r, 3).shard(x).tolist() for r in range(3)]
+    assert sorted(sum(shares, [])) == list(range(10))  # nothing dropped, nothing twice
+
+
+def test_a_last_batch_too_small_to_share_joins_the_one_before() -> None:
+    assert batch_starts(10, 4) == [0, 4, 8]  # a last batch of 2 is kept for one process
+    assert batch_starts(10, 4, smallest=4) == [0, 4]  # two processes need 2 each: it joins the one before
+    assert batch_starts(9, 4) == [0, 4]  # a last batch of 1 always joins
+    assert batch_starts(5, 1) == [0, 1, 2, 3, 4]  # batches of one stay one
+    assert len(Shuffled(1001, 64, smallest=4)) == 16
+
+
+def test_families_say_when_their_batches_cannot_be_shared() -> None:
+    def check(model: str, world: int, **options: object) -> None:
+        family = get_family(get_entry(model).family)
+        config, _ = family.configure(get_entry(model).recipe, options)
+        family.check_processes(world, config)
+
+    check("cnn", 2)
+    with pytest.raises(UsageError, match="at least 4 images"):
+        check("cnn", 2, batch_size=3)
+    with pytest.raises(UsageError, match="one bag at a time"):
+        check("mil", 2)
+    with pytest.raises(UsageError, match="2 of each"):
+        check("siamese", 4, batch_size=60)
+    check("siamese", 1, batch_size=60)
+
+
+def test_nproc_refuses_what_it_cannot_run(runner, synthetic_env) -> None:  # noqa: ANN001
+    from mnistcli.cli import app
+
+    result = runner.invoke(app, ["train", "cnn", "--nproc", "two"])
+    assert result.exit_code == 2 and "--nproc 'two'" in result.output
+    result = runner.invoke(app, ["train", "ensemble", "--nproc", "2"])
+    assert result.exit_code == 2 and "--jobs" in result.output
+
+
+# -- two real processes -----------------------------------------------------------------------------
+
+
+def mnist(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "mnistcli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture
+def env(tmp_path: Path, isolated_home: Path) -> dict[str, str]:
+    """A private home and a synthetic MNIST of 2,001 training images (uneven batches), as the processes' environment."""
+    data = write_mnist(tmp_path / "mnist", n_train=2001, n_test=200)
+    return {**os.environ, "MNISTCLI_HOME": str(isolated_home), "MNIST_DATA_DIR": str(data), "OMP_NUM_THREADS": "1"}
+
+
+def train_json(*args: str, env: dict[str, str]) -> dict:
+    return json.loads(mnist("train", *args, "--json", env=env).stdout.splitlines()[-1])
+
+
+@pytest.mark.slow  # two trainings of two processes each
+def test_two_processes_train_what_one_process_trains(env: dict[str, str], isolated_home: Path) -> None:
+    # 1,951 training images (50 held out to calibrate) in batches of 64: 31 steps an epoch, the last of 31 images
+    # shared 16/15; with augmentation, 4 epochs, 124 optimizer steps.
+    common = ["mlp", "--epochs", "4", "--batch-size", "64", "--augment", "--seed", "3"]
+    one = train_json(*common, "--name", "one", env=env)
+    two = train_json(*common, "--name", "two", "--nproc", "2", env=env)
+    # No batch norm in mlp: the same images, the same augmentation, the same mean gradient, so the same curve.
+    for a, b in zip(one["history"], two["history"], strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["train_accuracy"] == pytest.approx(a["train_accuracy"], abs=1e-3)
+    assert two["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=0.01)
+    meta = json.loads((isolated_home / "runs" / "two" / "meta.json").read_text())
+    assert meta["processes"] == 2 and meta["config"]["batch_size"] == 64
+    assert json.loads((isolated_home / "runs" / "one" / "meta.json").read_text())["processes"] == 1
+    # only rank 0 wrote: one run folder each, one log line per report
+    assert sorted(p.name for p in (isolated_home / "runs").iterdir()) == ["one", "two"]
+    log = (isolated_home / "runs" / "two" / "log.jsonl").read_text().splitlines()
+    assert len(log) == len((isolated_home / "runs" / "one" / "log.jsonl").read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_batch_norm_runs_stay_within_noise_and_evaluate(env: dict[str, str]) -> None:
+    common = ["cnn", "--epochs", "2", "--batch-size", "64", "--seed", "1"]
+    one = train_json(*common, "--name", "one", env=env)
+    two = train_json(*common, "--name", "two", "--nproc", "2", env=env)
+    assert abs(two["history"][-1]["train_loss"] - one["history"][-1]["train_loss"]) < 0.25
+    assert two["test_accuracy"] > 0.5 and one["test_accuracy"] > 0.5
+    evaluated = json.loads(mnist("eval", "two", "--json", env=env).stdout.splitlines()[-1])
+    assert evaluated["accuracy"] == pytest.approx(two["test_accuracy"])  # the saved model is the one tested
+
+
+def ranks_of(home: Path) -> dict[int, int]:
+    """{rank: pid} of the training processes whose MNISTCLI_HOME is `home` (Linux /proc)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = dict(
+                item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item
+            )
+        except OSError:
+            continue
+        if environ.get("MNISTCLI_HOME") == str(home) and "RANK" in environ and "LOCAL_RANK" in environ:
+            found[int(environ["RANK"])] = int(proc.name)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the processes through /proc")
+def test_a_killed_process_stops_the_job_cleanly_and_the_run_resumes_on_one(
+    env: dict[str, str], isolated_home: Path
+) -> None:
+    args = ["train", "cnn", "--epochs", "12", "--batch-size", "32", "--name", "killed", "--nproc", "2"]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "mnistcli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    snapshot = isolated_home / "runs" / "killed" / "resume.safetensors"
+    deadline = time.monotonic() + 300
+    while not snapshot.exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.2)  # until the first epoch is saved
+    ranks = ranks_of(isolated_home)
+    assert 1 in ranks, (ranks, job.poll())
+    os.kill(ranks[1], signal.SIGKILL)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 1
+    assert "process 1 of 2 was killed by SIGKILL" in err
+    assert "Traceback" not in err
+    assert not (isolated_home / "runs" / "killed" / "meta.json").exists()  # no checkpoint, half-written or not
+    assert not ranks_of(isolated_home)  # no process left behind
+    # The snapshot holds everything the processes shared: the run goes on in one process, to its end.
+    resumed = json.loads(
+        mnist("train", "--resume", "killed", "--json", env={**env, "OMP_NUM_THREADS": "2"}).stdout.splitlines()[-1]
+    )
+    assert len(resumed["history"]) == 12
+    meta = json.loads((isolated_home / "runs" / "killed" / "meta.json").read_text())
+    assert meta["processes"] == 1
