@@ -66,7 +66,7 @@ def main() -> None:
                 flush=True,
             )
     torch_s = statistics.median(torch_times)
-    print(f"\n`python -c \"import torch\"`: median {torch_s:.2f} s")
+    print(f'\n`python -c "import torch"`: median {torch_s:.2f} s')
     print("\n| how | median whole process | median training | test accuracy |\n| --- | ---: | ---: | ---: |")
     medians = {}
     for way, rows in results.items():

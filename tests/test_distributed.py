@@ -34,7 +34,7 @@ def test_a_share_is_every_world_th_row_of_every_part() -> None:
     assert first[0].tolist() == [0, 2, 4, 6, 8] and first[1] is None and first[2].tolist() == [0, 20, 40, 60, 80]
     assert second[0].tolist() == [1, 3, 5, 7, 9]
     shares = [Dist(r, 3).shard(x).tolist() for r in range(3)]
-    assert sorted(sum(shares, [])) == list(range(10))  # nothing dropped, nothing twice
+    assert sorted(row for share in shares for row in share) == list(range(10))  # nothing dropped, nothing twice
 
 
 def test_a_last_batch_too_small_to_share_joins_the_one_before() -> None:
@@ -61,7 +61,7 @@ def test_families_say_when_their_batches_cannot_be_shared() -> None:
     check("siamese", 1, batch_size=60)
 
 
-def test_nproc_refuses_what_it_cannot_run(runner, synthetic_env) -> None:  # noqa: ANN001
+def test_nproc_refuses_what_it_cannot_run(runner, synthetic_env) -> None:
     from mnistcli.cli import app
 
     result = runner.invoke(app, ["train", "cnn", "--nproc", "two"])
@@ -132,9 +132,7 @@ def ranks_of(home: Path) -> dict[int, int]:
         if not proc.name.isdigit():
             continue
         try:
-            environ = dict(
-                item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item
-            )
+            environ = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
         except OSError:
             continue
         if environ.get("MNISTCLI_HOME") == str(home) and "RANK" in environ and "LOCAL_RANK" in environ:

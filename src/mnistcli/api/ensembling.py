@@ -346,5 +346,6 @@ def train_member(
             tensorboard=bool(plan.get("tensorboard")),
             root=root,
         )
+    assert report is not None  # members train in one process each (an ensemble refuses torchrun)
     notify(on_work, f"done: test accuracy {100 * report.test_accuracy:.2f}% after {report.seconds:.1f} s of training")
     return {"name": member["name"], "model": member["model"], "seed": member["seed"], "accuracy": report.test_accuracy}

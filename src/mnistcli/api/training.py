@@ -96,9 +96,10 @@ def train(
     tensorboard: bool = False,
     on_work: WorkFn | None = None,
     root: Path | None = None,
-) -> TrainReport:
+) -> TrainReport | None:
     """Train `model_name` with its recipe overridden by the non-None `options`; save and return the run
-    (in the store, or under `root`: an ensemble's members folder).
+    (in the store, or under `root`: an ensemble's members folder). Under torchrun, every process but rank 0
+    trains its share, saves nothing and returns None (engine/dist.py).
 
     The run's folder is claimed when training starts; `log.jsonl` (and with `tensorboard`, event
     files) is written into it as it goes, and a resume snapshot at the end of every epoch. Ctrl-C
@@ -162,7 +163,7 @@ def resume(
     on_epoch: Callable[[EpochInfo], None] | None = None,
     on_download: mnist.ProgressFn | None = None,
     on_work: WorkFn | None = None,
-) -> TrainReport:
+) -> TrainReport | None:
     """Continue the stopped run `ref` (a run name or folder) from its last snapshot, to the result it would have
     had uninterrupted. `device` overrides the one it was started on. Raises `CheckpointError` if the run is
     complete or has no snapshot."""

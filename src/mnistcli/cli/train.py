@@ -465,7 +465,7 @@ def train(
         raise UsageError(f"--jobs is for ensembles; {resume!r} is not a stopped ensemble")
     if resume is not None:
         with progress.download_progress() as on_download, progress.TrainProgress() as bar:
-            report = api.resume(
+            resumed = api.resume(
                 resume,
                 device=device.value if given(ctx, "device") else None,
                 on_step=bar.step,
@@ -473,11 +473,11 @@ def train(
                 on_download=on_download,
                 on_work=bar.work,
             )
-        if report is None:  # another process of a data-parallel run: rank 0 reports
+        if resumed is None:  # another process of a data-parallel run: rank 0 reports
             return
-        render.train_summary(report)
+        render.train_summary(resumed)
         if json_out:
-            render.train_json(report)
+            render.train_json(resumed)
         return
 
     options = dict(
@@ -547,7 +547,7 @@ def train(
             reports.append(report)
             continue
         with progress.download_progress() as on_download, progress.TrainProgress() as bar:
-            report = api.train(
+            trained = api.train(
                 model,
                 {**options, "seed": run_seed},
                 parse_model_args(arg),
@@ -559,10 +559,10 @@ def train(
                 tensorboard=tensorboard,
                 on_work=bar.work,
             )
-        if report is None:  # another process of a data-parallel run: rank 0 reports
+        if trained is None:  # another process of a data-parallel run: rank 0 reports
             continue
-        render.train_summary(report)
-        reports.append(report)
+        render.train_summary(trained)
+        reports.append(trained)
     if not reports:
         return
     if runs == 1:

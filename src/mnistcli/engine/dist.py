@@ -101,7 +101,7 @@ class Dist:
         ddp = nn.parallel.DistributedDataParallel
         # torch 2.14 renamed broadcast_buffers (whose name older versions still need) to forward_sync_buffers
         renamed = "forward_sync_buffers" in inspect.signature(ddp).parameters
-        local_buffers = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
+        local_buffers: dict[str, Any] = {"forward_sync_buffers" if renamed else "broadcast_buffers": False}
         return ddp(module, device_ids=ids, find_unused_parameters=unused, **local_buffers)
 
     def sync_buffers(self, model: nn.Module) -> None:

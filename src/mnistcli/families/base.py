@@ -214,6 +214,12 @@ class Family:
         assert self.train is not None
         return to_float(self.train.images[index]), self.train.labels[index]
 
+    def augment(self, batch: Any) -> Any:
+        """The batch as `step` trains on it: randomly augmented, if the family augments (none, by default). The loop
+        augments the whole global batch before a process keeps its share (engine/dist.py), so its draws from the
+        family's generators are those of one process."""
+        return batch
+
     def step(self, model: nn.Module, batch: Any) -> Step:  # pragma: no cover - every family has its own
         raise NotImplementedError
 
