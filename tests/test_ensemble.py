@@ -178,6 +178,13 @@ def test_no_robust_augment_turns_the_recipes_augmentation_off_for_every_member(
     assert json.loads((folder / "meta.json").read_text())["config"]["robust_augment"] is False
 
 
+def test_without_augmentation_no_member_records_robust_augmentation(runner: CliRunner, synthetic_env: Path) -> None:
+    _ok(runner, ["train", "ensemble", "--members", "1", *SMALL[:2], "--epochs", "1", "--no-augment", "--name", "n"])
+    folder = store.resolve("n").path / "members" / "01-cnn-w32"
+    config = json.loads((folder / "meta.json").read_text())["config"]
+    assert config["augment"] is False and config["robust_augment"] is False
+
+
 def test_a_majority_vote_is_the_members_majority(runner: CliRunner, synthetic_env: Path) -> None:
     _ok(
         runner,

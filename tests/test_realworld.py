@@ -209,6 +209,13 @@ def test_train_robust_augment_is_recorded(runner: CliRunner, synthetic_env: Path
     assert run.meta["config"]["robust_augment"] is True and run.meta["config"]["augment"] is True
 
 
+@pytest.mark.parametrize("given", ["--robust-augment", "--no-robust-augment"])
+def test_a_switch_refused_is_named_as_the_user_gave_it(runner: CliRunner, synthetic_env: Path, given: str) -> None:
+    result = runner.invoke(app, ["train", "simclr", given])
+    assert result.exit_code == 2
+    assert f"{given} does not apply to a contrastive model" in result.output
+
+
 def test_show_input_never_replaces_a_file_already_there(runner: CliRunner, tmp_path: Path) -> None:
     digits, _ = make_digits(2, seed=9)
     (tmp_path / "photos").mkdir()

@@ -147,12 +147,19 @@ def split(params_type: type, recipe: dict[str, Any], overrides: dict[str, Any], 
     shared, own = field_names(TrainConfig), field_names(params_type)
     unknown = sorted(set(merged) - shared - own)
     if unknown:
-        flags = ", ".join(FLAGS.get(k, "--" + k.replace("_", "-")) for k in unknown)
+        flags = ", ".join(flag(k, merged[k]) for k in unknown)
         raise UsageError(
             f"{flags} {'does' if len(unknown) == 1 else 'do'} not apply to {article(family)} {family} model"
         )
     config = TrainConfig(**{k: v for k, v in merged.items() if k in shared})
     return config, params_type(**{k: v for k, v in merged.items() if k in own})
+
+
+def flag(name: str, value: Any) -> str:
+    """The command-line flag that sets option `name` to `value`: --NAME, or --no-NAME for a switch turned off."""
+    if name in FLAGS:
+        return FLAGS[name]
+    return ("--no-" if value is False else "--") + name.replace("_", "-")
 
 
 def article(word: str) -> str:

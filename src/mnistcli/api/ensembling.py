@@ -91,7 +91,8 @@ def train(
             k: v for k, v in given.items() if k not in field_names(EnsembleParams) - field_names(ClassifyParams)
         }
         member_options.update(val_split=config.val_split, split_seed=split_seed)
-        member_options.setdefault("robust_augment", params.robust_augment)  # the ensemble's recipe, unless given
+        if member_options.get("augment") is not False:  # with --no-augment there is nothing to make robust
+            member_options.setdefault("robust_augment", params.robust_augment)  # the ensemble's recipe, unless given
         if params.combine == "select" and not config.val_split:
             raise UsageError(
                 "--combine select chooses weights on the validation images every member holds out: give --val-split above 0"
