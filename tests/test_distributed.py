@@ -70,6 +70,46 @@ def test_nproc_refuses_what_it_cannot_run(runner, synthetic_env) -> None:
     assert result.exit_code == 2 and "--jobs" in result.output
 
 
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' in the environment"),
+        ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc' in the environment"),
+        ({"RANK": "0", "WORLD_SIZE": "2"}, "no MASTER_ADDR or MASTER_PORT"),
+        ({"RANK": "5", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "9"}, "RANK must be from 0"),
+    ],
+)
+def test_a_broken_distributed_environment_is_one_line_not_a_hang(
+    runner, synthetic_env, monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], message: str
+) -> None:
+    from mnistcli.cli import app
+
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    result = runner.invoke(app, ["train", "linear", "--epochs", "1"])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_nproc_from_python_refuses_rather_than_relaunching_another_command(runner, synthetic_env, monkeypatch) -> None:
+    from mnistcli.cli import app
+
+    monkeypatch.setattr(sys, "argv", ["mnist", "models"])  # what a test or an embedding program has
+    result = runner.invoke(app, ["train", "linear", "--epochs", "1", "--nproc", "2"])
+    assert result.exit_code == 2 and "in a shell" in result.output
+
+
+def test_nproc_is_checked_before_any_process_starts(runner, synthetic_env) -> None:
+    from mnistcli.cli import app
+
+    result = runner.invoke(app, ["train", "cnn", "--nproc", "2", "--batch-size", "3"])
+    assert result.exit_code == 2 and "at least 4 images" in result.output
+    result = runner.invoke(app, ["train", "mil", "--nproc", "2"])
+    assert result.exit_code == 2 and "one bag at a time" in result.output
+    cores = os.cpu_count() or 1
+    result = runner.invoke(app, ["train", "cnn", "--nproc", str(cores + 1), "--device", "cpu"])
+    assert result.exit_code == 2 and "CPU cores" in result.output
+
+
 # -- two real processes -----------------------------------------------------------------------------
 
 
@@ -125,6 +165,18 @@ def test_batch_norm_runs_stay_within_noise_and_evaluate(env: dict[str, str]) -> 
     assert evaluated["accuracy"] == pytest.approx(two["test_accuracy"])  # the saved model is the one tested
 
 
+def wait_for_an_epoch(folder: Path, job: subprocess.Popen[str]) -> None:
+    """Until the run in `folder` has finished its first epoch (and saved its snapshot), or 5 minutes."""
+    log = folder / "log.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and job.poll() is None:
+        if log.exists() and '"event":"epoch"' in log.read_text():
+            time.sleep(0.5)  # the snapshot follows the epoch's line
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no epoch finished in {folder} (exit code {job.poll()})")
+
+
 def ranks_of(home: Path) -> dict[int, int]:
     """{rank: pid} of the training processes whose MNISTCLI_HOME is `home` (Linux /proc)."""
     found = {}
@@ -149,10 +201,7 @@ def test_a_killed_process_stops_the_job_cleanly_and_the_run_resumes_on_one(
     job = subprocess.Popen(
         [sys.executable, "-m", "mnistcli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    snapshot = isolated_home / "runs" / "killed" / "resume.safetensors"
-    deadline = time.monotonic() + 300
-    while not snapshot.exists() and time.monotonic() < deadline and job.poll() is None:
-        time.sleep(0.2)  # until the first epoch is saved
+    wait_for_an_epoch(isolated_home / "runs" / "killed", job)
     ranks = ranks_of(isolated_home)
     assert 1 in ranks, (ranks, job.poll())
     os.kill(ranks[1], signal.SIGKILL)
@@ -169,3 +218,61 @@ def test_a_killed_process_stops_the_job_cleanly_and_the_run_resumes_on_one(
     assert len(resumed["history"]) == 12
     meta = json.loads((isolated_home / "runs" / "killed" / "meta.json").read_text())
     assert meta["processes"] == 1
+
+
+@pytest.mark.slow
+def test_repeated_runs_share_one_process_group_and_print_one_json_object(env: dict[str, str]) -> None:
+    out = mnist("train", "linear", "--epochs", "1", "--runs", "2", "--nproc", "2", "--json", env=env)
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1 and len(json.loads(lines[0])["runs"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [0, 1])
+def test_an_error_in_one_process_is_said_once_and_leaves_no_run(
+    env: dict[str, str], isolated_home: Path, tmp_path: Path, rank: int
+) -> None:
+    # A site hook (not product code) makes one process fail at its third optimizer step.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == os.environ.get('FAIL_RANK'):\n"
+        "    from mnistcli.engine import loop\n"
+        "    from mnistcli.errors import DataError\n"
+        "    update = loop.Loop._update\n"
+        "    def failing(self):\n"
+        "        if self.position.step == 3:\n"
+        "            raise DataError('injected failure')\n"
+        "        update(self)\n"
+        "    loop.Loop._update = failing\n"
+    )
+    failing = {**env, "PYTHONPATH": str(hook), "FAIL_RANK": str(rank)}
+    out = mnist("train", "cnn", "--epochs", "2", "--name", "f", "--nproc", "2", env=failing, check=False)
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {'' if rank == 0 else 'process 1: '}injected failure"], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert not (isolated_home / "runs" / "f" / "meta.json").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_with_one_resume_hint(env: dict[str, str], isolated_home: Path) -> None:
+    args = ["train", "cnn", "--epochs", "12", "--batch-size", "32", "--name", "stopped", "--nproc", "2"]
+    job = subprocess.Popen(  # its own process group, as a terminal's job: Ctrl-C reaches every process
+        [sys.executable, "-m", "mnistcli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for_an_epoch(isolated_home / "runs" / "stopped", job)
+    os.killpg(job.pid, signal.SIGINT)
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 130
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "resume with `mnist train --resume stopped`" in errors[0], err[-2000:]
+    assert "Traceback" not in err
+    resumed = json.loads(mnist("train", "--resume", "stopped", "--nproc", "2", "--json", env=env).stdout)
+    assert len(resumed["history"]) == 12

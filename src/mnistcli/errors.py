@@ -48,3 +48,7 @@ class ModelError(UsageError):
 
 class Interrupted(MnistError):
     """The user stopped the work (Ctrl-C): exit code 130, with how to resume where there is a way."""
+
+
+class PeerFailed(MnistError):
+    """Another process of a data-parallel run failed and says why itself: this one stops without a word (exit code 1)."""

@@ -16,9 +16,18 @@ import signal
 import socket
 import sys
 import uuid
+from typing import Any
 
+import torch
+
+from mnistcli import store
+from mnistcli.api.common import data_folder
+from mnistcli.data import mnist
 from mnistcli.engine import dist
+from mnistcli.engine.device import choose_device
 from mnistcli.errors import MnistError, UsageError
+from mnistcli.families import get_family
+from mnistcli.registry import get_entry
 
 
 class LaunchFailed(MnistError):
@@ -29,12 +38,13 @@ class LaunchFailed(MnistError):
         self.code, self.said = code, said
 
 
-def nproc(value: str) -> int:
-    """The number of processes `--nproc VALUE` asks for: a whole number from 1, or `auto` (one per CUDA GPU, else 1)."""
+def nproc(value: str, device: str = "auto") -> int:
+    """The number of processes `--nproc VALUE` asks for: a whole number from 1, or `auto` (one per CUDA GPU when
+    `device` may be CUDA, else 1)."""
     if value == "auto":
         import torch
 
-        return max(1, torch.cuda.device_count())
+        return max(1, torch.cuda.device_count()) if device in ("auto", "cuda") else 1
     try:
         n = int(value)
     except ValueError:
@@ -42,6 +52,39 @@ def nproc(value: str) -> int:
     if not 1 <= n <= 1024:
         raise UsageError(f"--nproc {value!r}: give a number of processes from 1 (or auto: one per GPU)")
     return n
+
+
+def check(
+    model_name: str,
+    options: dict[str, Any],
+    n: int,
+    names: list[str | None],
+    data_dir: str | None,
+    on_download: mnist.ProgressFn | None = None,
+) -> None:
+    """What `mnist train MODEL --nproc N` can check before it starts N processes (each would refuse it only after
+    importing torch and meeting the others): the model, its options, whether its batches can be shared among `n`,
+    whether the machine has that many GPUs or cores, the run names; and the data, found (or downloaded, with
+    progress) here, once."""
+    entry = get_entry(model_name)
+    family = get_family(entry.family)
+    if family.trains_members:
+        raise UsageError("--nproc: an ensemble's members are runs of their own; spread them over processes with --jobs")
+    config, params = family.configure(entry.recipe, options)
+    family.check(params, config)
+    family.check_processes(n, config)
+    device = choose_device(config.device)
+    if device.type == "cuda" and n > torch.cuda.device_count():
+        raise UsageError(
+            f"--nproc {n}: this machine has {torch.cuda.device_count()} GPU(s), one per process (or add --device cpu)"
+        )
+    cores = os.cpu_count() or 1
+    if device.type != "cuda" and n > cores:
+        raise UsageError(f"--nproc {n}: more processes than this machine's {cores} CPU cores")
+    for name in names:
+        if name is not None:
+            store.check_new_name(name)
+    data_folder(data_dir, on_download)
 
 
 def free_port() -> int:
@@ -56,11 +99,13 @@ def launch(n: int, args: list[str]) -> None:
     Raises `LaunchFailed` when one fails (the others are stopped), `UsageError` when already one of several."""
     if dist.launched():
         raise UsageError("--nproc: this is already one of several processes (torchrun started it); drop --nproc")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its own failure report is ours
+    for logger in [name for name in logging.root.manager.loggerDict if name.startswith("torch.distributed")]:
+        logging.getLogger(logger).setLevel(logging.CRITICAL)  # the launcher's own reports of failures: ours say it
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -73,6 +118,8 @@ def launch(n: int, args: list[str]) -> None:
     )
     try:
         elastic_launch(config, sys.executable)("-m", "mnistcli", *args)
+    except SignalException:  # Ctrl-C (or a kill) reached the processes too; rank 0 says how to resume
+        raise LaunchFailed("interrupted", 130, said=True) from None
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         code = failure.exitcode

@@ -279,10 +279,12 @@ def _run(
     """Train the set-up run in `run_dir` (from `state`, when resuming), then test, calibrate and save it; returns its
     report. The other processes of a data-parallel run (no `run_dir`) train their share, write nothing and return
     None."""
+    config = s.config
     if run_dir is None:
         loop = _loop(s, [], here)
         if state is not None:
             loop.load_state_dict(state)
+        here.seed_own_draws(config.seed, loop.position.epoch)
         loop.run()
         return None
     config, family, data = s.config, s.family, s.data
@@ -345,6 +347,7 @@ def _run(
             saved[1] = attempts.current if attempts is not None else 1
             if board is not None and attempts is not None and attempts.current > 1:
                 board.attempt(attempts.current)  # a run resumed in its second attempt or later
+        here.seed_own_draws(config.seed, loop.position.epoch)
         try:
             if state is None:
                 pretrained = family.pretrain(s.model)

@@ -421,26 +421,13 @@ def train(
     """
     if resume is not None:
         check_alone(ctx, "resume", allowed={"device", "json_out", "jobs", "nproc"})
-    rank = os.environ.get("RANK", "0")
-    if os.environ.get("WORLD_SIZE", "1") not in ("", "1") and rank != "0":
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    if rank.isdigit() and world.isdigit() and 0 < int(rank) < int(world):
         render.quiet(f"process {rank}")  # one of several: rank 0 reports for all
     with render.starting():
         from mnistcli import api
 
-    if nproc is not None:
-        n = api.nproc(nproc)
-        if n > 1 and resume is None and api.trains_members(model):
-            raise UsageError(
-                "--nproc: an ensemble's members are runs of their own; spread them over processes with --jobs"
-            )
-        if n > 1:
-            try:
-                api.launch(n, _without_nproc(sys.argv[1:]))
-            except api.LaunchFailed as e:
-                if not e.said:
-                    render.error(str(e))
-                raise typer.Exit(e.code) from None
-            return
+    processes = api.nproc(nproc, device.value) if nproc is not None else 1
 
     ensemble = resume is None and api.trains_members(model)
     if not ensemble and resume is None:
@@ -464,6 +451,8 @@ def train(
     if resume is not None and jobs != 1:
         raise UsageError(f"--jobs is for ensembles; {resume!r} is not a stopped ensemble")
     if resume is not None:
+        if processes > 1:
+            return _launch(processes)
         with progress.download_progress() as on_download, progress.TrainProgress() as bar:
             resumed = api.resume(
                 resume,
@@ -525,6 +514,10 @@ def train(
     # Repeated ensembles take the next seeds after each other's members: no member is trained twice.
     stride = api.members_of(options) if ensemble else 1
     names, seeds = api.repeat_names(name, runs), api.repeat_seeds(seed, runs, stride)
+    if processes > 1:
+        with progress.download_progress() as on_download:
+            api.check_launch(model, {**options, "seed": seeds[0]}, processes, list(names), data_dir, on_download)
+        return _launch(processes)
     reports = []
     for i, (run_name, run_seed) in enumerate(zip(names, seeds, strict=True)):
         if runs > 1:
@@ -572,6 +565,21 @@ def train(
         summary = api.summarize(reports)
         render.repeat_json(summary) if json_out else render.repeat_summary(summary)
     remember_data_dir(data_dir)
+
+
+def _launch(processes: int) -> None:
+    """This command again, as `processes` data-parallel processes (api/launching.py); exits as they did."""
+    from mnistcli import api
+
+    args = sys.argv[1:]
+    if "train" not in args:  # called from Python (a test, an embedding program), not from a shell
+        raise UsageError("--nproc starts this command again as N processes: run `mnist train ... --nproc N` in a shell")
+    try:
+        api.launch(processes, _without_nproc(args))
+    except api.LaunchFailed as e:
+        if not e.said:
+            render.error(str(e))
+        raise typer.Exit(e.code) from None
 
 
 def _without_nproc(args: list[str]) -> list[str]:

@@ -21,6 +21,7 @@ nccl on CUDA, gloo on the CPU. The loop stays as it is, as Lightning Fabric's an
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import os
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from mnistcli.engine.device import choose_device
-from mnistcli.errors import UsageError
+from mnistcli.errors import PeerFailed, UsageError
 
 TIMEOUT = timedelta(minutes=10)  # how long a rank waits for the others at a collective before the job fails
 
@@ -115,6 +116,12 @@ class Dist:
                     torch.distributed.all_reduce(stat)
                     stat.div_(self.world)
 
+    def seed_own_draws(self, seed: int, epoch: int) -> None:
+        """Give torch's global generator (dropout, and anything else drawn outside the run's generators) a stream of
+        this process's own, from `seed`, the rank and the `epoch` the run starts from (nothing for one process)."""
+        if self.world > 1:
+            torch.manual_seed((seed * 1_000_003 + self.rank * 7_919 + epoch) % 2**63)
+
     def barrier(self) -> None:
         """Wait until every rank is here."""
         if self.world > 1:
@@ -124,21 +131,46 @@ class Dist:
 SINGLE = Dist()
 
 
+def _number(name: str, default: str | None = None) -> int:
+    """The whole number in environment variable `name` (`default` when it is unset); `UsageError` otherwise."""
+    value = os.environ.get(name, default)
+    try:
+        return int(value) if value is not None else -1
+    except ValueError:
+        raise UsageError(f"{name}={value!r} in the environment: it must be a whole number (torchrun sets it)") from None
+
+
 def launched() -> bool:
-    """Whether this process was started by torchrun (or `--nproc`) as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    """Whether this process was started by torchrun (or `--nproc`) as one of several. Raises `UsageError` if
+    WORLD_SIZE is set to something that is not a number."""
+    return _number("WORLD_SIZE", "1") > 1
+
+
+def rank_from_env() -> int:
+    """This process's rank among several (RANK), or 0 when it is alone or RANK is not a whole number from 0 (the
+    process then says why when it starts)."""
+    value = os.environ.get("RANK", "0")
+    return int(value) if value.isdigit() else 0
 
 
 def start(device: str = "auto") -> Dist:
     """This process's place: one process (rank 0 of 1) unless torchrun started it as one of several, in which case
-    join the process group (once) on the device of its local rank. Raises `UsageError` for what cannot run."""
+    join the process group (once per process: further runs of the same command share it) on the device of its
+    local rank. Raises `UsageError` for what cannot run."""
     if not launched():
         return Dist(device=choose_device(device))
-    env = os.environ
-    try:
-        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0"))
-    except (KeyError, ValueError) as e:
-        raise UsageError(f"distributed training: RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers ({e})") from None
+    rank, world, local = _number("RANK"), _number("WORLD_SIZE"), _number("LOCAL_RANK", "0")
+    if not 0 <= rank < world or local < 0:
+        raise UsageError(
+            f"RANK={os.environ.get('RANK')} WORLD_SIZE={world} LOCAL_RANK={local} in the environment: RANK must be "
+            "from 0 to WORLD_SIZE - 1 (torchrun, or `mnist train --nproc N`, sets them)"
+        )
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing and not torch.distributed.is_initialized():
+        raise UsageError(
+            f"WORLD_SIZE={world} but no {' or '.join(missing)} in the environment: start the processes with torchrun "
+            "or `mnist train --nproc N`"
+        )
     chosen = choose_device(device)
     if chosen.type == "mps":
         raise UsageError("distributed training runs on CUDA or on the CPU, not on MPS: add --device cpu")
@@ -152,7 +184,11 @@ def start(device: str = "auto") -> Dist:
         torch.cuda.set_device(chosen)
     here = Dist(rank, world, local, chosen)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(here.backend, timeout=TIMEOUT)
+        try:
+            torch.distributed.init_process_group(here.backend, timeout=TIMEOUT)
+        except (ValueError, RuntimeError) as e:
+            raise UsageError(f"could not join the other processes: {_first_line(e)}") from None
+        atexit.register(stop)  # once, when the process ends: runs of one command (--runs) share the group
     return here
 
 
@@ -162,14 +198,30 @@ def stop() -> None:
         torch.distributed.destroy_process_group()
 
 
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _peer_gone(error: BaseException) -> bool:
+    """Whether a collective operation failed because another process went away (crashed, killed, failed)."""
+    if isinstance(error, torch.distributed.DistError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "remote worker", "[gloo]")
+    )
+
+
 @contextlib.contextmanager
 def session(device: str = "auto") -> Iterator[Dist]:
-    """`start`, and `stop` when the run is over (however it ends; when it ends well, every process leaves together,
-    after rank 0 has saved)."""
+    """`start`, then the run; when it ends well, every process leaves together (after rank 0 has saved). When a
+    collective operation fails because another process went away, this one stops with `PeerFailed` (the other
+    says why)."""
     here = start(device)
     try:
         yield here
         here.barrier()
-    finally:
-        if here.world > 1:
-            stop()
+    except (RuntimeError, torch.distributed.DistError) as e:
+        if here.world > 1 and _peer_gone(e):
+            raise PeerFailed(f"another process stopped: {_first_line(e)}") from None
+        raise

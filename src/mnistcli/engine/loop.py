@@ -219,9 +219,10 @@ class Loop:
         self.started = time.perf_counter()
         return pos
 
-    def _forward_backward(self, batch: Any, group: int, steps: bool) -> Step:
+    def _forward_backward(self, batch: Any, group: int, steps: bool) -> tuple[Step, float]:
         """Augment the global batch, keep this process's share, run the family's step and backpropagate its loss (the
-        mean over the optimizer step's `group` of batches, and over every process's share)."""
+        mean over the optimizer step's `group` of batches, and over every process's share); returns the step and
+        the weight of its share's loss (1 for one process)."""
         model, dist = self.model, self.dist
         syncing = self.ddp is None or steps  # DDP averages the gradients at the last batch of a step only
         with contextlib.nullcontext() if syncing else self.ddp.no_sync():  # type: ignore[union-attr,operator]
@@ -229,10 +230,11 @@ class Loop:
                 batch = dist.shard(self.trainee.augment(batch))
                 out = self.trainee.step(model, batch) if self.ddp is None else self.ddp(batch)
             loss = out.loss / group if group > 1 else out.loss  # the step follows the mean over its group
+            weight = dist.weight(out.size)
             if dist.world > 1:
-                loss = loss * dist.weight(out.size)
+                loss = loss * weight
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        return out
+        return out, weight
 
     def _means(
         self, loss_sum: torch.Tensor, sums: dict[str, torch.Tensor], seen: int, window: torch.Tensor, batches: int
@@ -258,9 +260,10 @@ class Loop:
         # the learning curve: the mean batch loss since the previous report
         window_sum, window_batches, lr = zero.clone(), 0, float(self.optimizer.param_groups[0]["lr"])
         for steps, group, batch in self._batches():
-            out = self._forward_backward(batch, group, steps)
+            out, weight = self._forward_backward(batch, group, steps)
             loss_sum += out.loss.detach().float() * out.size
-            window_sum += out.loss.detach().float()
+            # weighted as its share of the global batch: the processes' sum / their number is the batch's mean
+            window_sum += out.loss.detach().float() * weight if dist.world > 1 else out.loss.detach().float()
             window_batches += 1
             for k, v in out.sums.items():
                 sums[k] = sums.get(k, zero) + v.detach()

@@ -26,10 +26,11 @@ BLOCKS = " ▁▂▃▄▅▆▇█"
 _speaker = ""  # who says an error, when this process is not the one that reports (`quiet`)
 
 
-def error(message: str, usage: bool = False) -> None:
-    """One red line on stderr (for a `usage` error, in a `quiet` process, none: rank 0 says the same)."""
+def error(message: str, shared: bool = False) -> None:
+    """One red line on stderr; none in a `quiet` process for a `shared` error, one every process of the run meets
+    alike (bad options, a checkpoint, Ctrl-C): rank 0 says it."""
     if _speaker:  # the quiet consoles print nothing: an error still gets out, saying whose it is
-        if usage:
+        if shared:
             return
         sys.stderr.write(f"error: {_speaker}: {message}\n")
         return
