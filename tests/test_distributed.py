@@ -98,6 +98,29 @@ def test_nproc_from_python_refuses_rather_than_relaunching_another_command(runne
     assert result.exit_code == 2 and "in a shell" in result.output
 
 
+def test_nproc_from_a_program_whose_own_arguments_hold_train_still_refuses(runner, synthetic_env, monkeypatch) -> None:
+    from mnistcli.cli import app
+
+    monkeypatch.setattr(sys, "argv", ["embed.py", "train"])  # the program's own command line, not this command
+    result = runner.invoke(app, ["train", "linear", "--epochs", "1", "--nproc", "2"])
+    assert result.exit_code == 2 and "in a shell" in result.output
+
+
+def test_a_rank_other_than_0_says_its_own_errors(runner, synthetic_env, monkeypatch) -> None:
+    from mnistcli.cli import app
+    from mnistcli.render import console
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(console, "_speaker", "")
+    try:
+        result = runner.invoke(app, ["train", "linear", "--epochs", "1"])
+    finally:
+        console.out.quiet = console.err.quiet = False
+        console._speaker = ""
+    assert result.exit_code == 2 and "error: process 1: WORLD_SIZE=2 but no MASTER_ADDR" in result.output
+
+
 def test_nproc_is_checked_before_any_process_starts(runner, synthetic_env) -> None:
     from mnistcli.cli import app
 
@@ -276,3 +299,19 @@ def test_ctrl_c_stops_every_process_with_one_resume_hint(env: dict[str, str], is
     assert "Traceback" not in err
     resumed = json.loads(mnist("train", "--resume", "stopped", "--nproc", "2", "--json", env=env).stdout)
     assert len(resumed["history"]) == 12
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_says_so_once_and_keeps_the_snapshot(env: dict[str, str], isolated_home: Path) -> None:
+    args = ["train", "cnn", "--epochs", "12", "--batch-size", "32", "--name", "termed", "--nproc", "2"]
+    job = subprocess.Popen(
+        [sys.executable, "-m", "mnistcli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    wait_for_an_epoch(isolated_home / "runs" / "termed", job)
+    job.terminate()  # a scheduler or `timeout` stopping the job: only the launcher gets the signal
+    _, err = job.communicate(timeout=120)
+    assert job.returncode == 128 + signal.SIGTERM
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "stopped by SIGTERM" in errors[0] and "Traceback" not in err
+    assert (isolated_home / "runs" / "termed" / "resume.safetensors").exists()
+    assert not ranks_of(isolated_home)

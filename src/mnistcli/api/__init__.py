@@ -20,6 +20,7 @@ from mnistcli.api.ensembling import train as train_ensemble
 from mnistcli.api.evaluation import evaluate
 from mnistcli.api.launching import LaunchFailed, launch, nproc
 from mnistcli.api.launching import check as check_launch
+from mnistcli.api.launching import check_resume as check_resume_launch
 from mnistcli.api.plotting import PlotReport, plot, plot_bags, plot_predictions
 from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
@@ -68,6 +69,7 @@ __all__ = [
     "TrainReport",
     "broken_runs",
     "check_launch",
+    "check_resume_launch",
     "checkpoints",
     "embed",
     "evaluate",

@@ -22,12 +22,14 @@ import torch
 
 from mnistcli import store
 from mnistcli.api.common import data_folder
+from mnistcli.config import split
 from mnistcli.data import mnist
 from mnistcli.engine import dist
 from mnistcli.engine.device import choose_device
 from mnistcli.errors import MnistError, UsageError
 from mnistcli.families import get_family
 from mnistcli.registry import get_entry
+from mnistcli.store import snapshot
 
 
 class LaunchFailed(MnistError):
@@ -73,7 +75,29 @@ def check(
     config, params = family.configure(entry.recipe, options)
     family.check(params, config)
     family.check_processes(n, config)
-    device = choose_device(config.device)
+    _check_machine(n, config.device)
+    for name in names:
+        if name is not None:
+            store.check_new_name(name)
+    data_folder(data_dir, on_download)
+
+
+def check_resume(ref: str, n: int, device: str | None) -> None:
+    """What `mnist train --resume RUN --nproc N` can check before it starts N processes: that RUN can be resumed and
+    shared among `n`, and that the machine has the GPUs or cores."""
+    folder = store.stopped_run(ref)
+    if (folder / store.PLAN).is_file():
+        raise UsageError("--nproc: an ensemble's members are runs of their own; spread them over processes with --jobs")
+    _, run = snapshot.read(folder)
+    family = get_family(get_entry(run["model"]).family)
+    config, _ = split(family.Params, {}, {**run["options"], **({"device": device} if device else {})}, family.name)
+    family.check_processes(n, config)
+    _check_machine(n, config.device)
+
+
+def _check_machine(n: int, device_name: str) -> None:
+    """`UsageError` unless this machine has a GPU for each of `n` processes (on CUDA) or a core (on the CPU)."""
+    device = choose_device(device_name)
     if device.type == "cuda" and n > torch.cuda.device_count():
         raise UsageError(
             f"--nproc {n}: this machine has {torch.cuda.device_count()} GPU(s), one per process (or add --device cpu)"
@@ -81,10 +105,6 @@ def check(
     cores = os.cpu_count() or 1
     if device.type != "cuda" and n > cores:
         raise UsageError(f"--nproc {n}: more processes than this machine's {cores} CPU cores")
-    for name in names:
-        if name is not None:
-            store.check_new_name(name)
-    data_folder(data_dir, on_download)
 
 
 def free_port() -> int:
@@ -118,8 +138,16 @@ def launch(n: int, args: list[str]) -> None:
     )
     try:
         elastic_launch(config, sys.executable)("-m", "mnistcli", *args)
-    except SignalException:  # Ctrl-C (or a kill) reached the processes too; rank 0 says how to resume
-        raise LaunchFailed("interrupted", 130, said=True) from None
+    except SignalException as e:
+        if e.sigval == signal.SIGINT:  # Ctrl-C reached every process; rank 0 says how to resume
+            raise LaunchFailed("interrupted", 130, said=True) from None
+        name = signal.Signals(e.sigval).name
+        raise LaunchFailed(
+            f"stopped by {name}; the processes were stopped and no checkpoint was written (`mnist checkpoints` "
+            "shows the run; `mnist train --resume RUN` goes on from its last completed epoch)",
+            128 + int(e.sigval),
+            said=False,
+        ) from None
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         code = failure.exitcode

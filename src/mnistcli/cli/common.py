@@ -21,7 +21,7 @@ from mnistcli import __version__, render
 from mnistcli.cli import complete
 from mnistcli.cli.helptext import choice, either
 from mnistcli.config import Device
-from mnistcli.errors import CheckpointError, Interrupted, MnistError, PeerFailed, UsageError
+from mnistcli.errors import Interrupted, MnistError, PeerFailed, UsageError
 
 app = typer.Typer(
     name="mnist",
@@ -45,15 +45,12 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UsageError as e:
-            render.error(str(e), shared=True)
+            render.error(str(e))
             raise typer.Exit(2) from None
         except Interrupted as e:
             render.error(str(e), shared=True)
             raise typer.Exit(130) from None
         except PeerFailed:  # another process of a data-parallel run failed, and says why
-            raise typer.Exit(1) from None
-        except CheckpointError as e:
-            render.error(str(e), shared=True)
             raise typer.Exit(1) from None
         except MnistError as e:
             render.error(str(e))

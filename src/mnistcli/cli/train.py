@@ -435,6 +435,8 @@ def train(
             if value:
                 raise UsageError(f"{flag} is for ensembles (`mnist train ensemble`)")
     stopped = api.stopped_ensemble(resume) if resume is not None else None
+    if stopped is not None and processes > 1:
+        raise UsageError("--nproc: an ensemble's members are runs of their own; spread them over processes with --jobs")
     if stopped is not None:
         with progress.EnsembleProgress() as view:
             report = api.resume_ensemble(
@@ -452,7 +454,8 @@ def train(
         raise UsageError(f"--jobs is for ensembles; {resume!r} is not a stopped ensemble")
     if resume is not None:
         if processes > 1:
-            return _launch(processes)
+            api.check_resume_launch(resume, processes, device.value if given(ctx, "device") else None)
+            return _launch(ctx, processes)
         with progress.download_progress() as on_download, progress.TrainProgress() as bar:
             resumed = api.resume(
                 resume,
@@ -517,7 +520,7 @@ def train(
     if processes > 1:
         with progress.download_progress() as on_download:
             api.check_launch(model, {**options, "seed": seeds[0]}, processes, list(names), data_dir, on_download)
-        return _launch(processes)
+        return _launch(ctx, processes)
     reports = []
     for i, (run_name, run_seed) in enumerate(zip(names, seeds, strict=True)):
         if runs > 1:
@@ -567,12 +570,12 @@ def train(
     remember_data_dir(data_dir)
 
 
-def _launch(processes: int) -> None:
+def _launch(ctx: typer.Context, processes: int) -> None:
     """This command again, as `processes` data-parallel processes (api/launching.py); exits as they did."""
     from mnistcli import api
 
     args = sys.argv[1:]
-    if "train" not in args:  # called from Python (a test, an embedding program), not from a shell
+    if not _is_this_command(ctx, args):  # called from Python (a test, an embedding program), not from a shell
         raise UsageError("--nproc starts this command again as N processes: run `mnist train ... --nproc N` in a shell")
     try:
         api.launch(processes, _without_nproc(args))
@@ -580,6 +583,18 @@ def _launch(processes: int) -> None:
         if not e.said:
             render.error(str(e))
         raise typer.Exit(e.code) from None
+
+
+def _is_this_command(ctx: typer.Context, args: list[str]) -> bool:
+    """Whether the process's command line `args` is `mnist ... train` with the very options being run (what `--nproc`
+    starts again), and not another program's arguments."""
+    if "train" not in args:
+        return False
+    try:
+        again = ctx.command.make_context("train", args[args.index("train") + 1 :], resilient_parsing=True)
+    except Exception:
+        return False
+    return again.params == ctx.params
 
 
 def _without_nproc(args: list[str]) -> list[str]:

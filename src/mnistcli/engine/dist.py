@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from mnistcli.engine.device import choose_device
-from mnistcli.errors import PeerFailed, UsageError
+from mnistcli.errors import MnistError, PeerFailed, UsageError
 
 TIMEOUT = timedelta(minutes=10)  # how long a rank waits for the others at a collective before the job fails
 
@@ -202,14 +202,20 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _peer_gone(error: BaseException) -> bool:
-    """Whether a collective operation failed because another process went away (crashed, killed, failed)."""
-    if isinstance(error, torch.distributed.DistError):
-        return True
+def _failure(error: BaseException) -> str | None:
+    """Why a collective operation failed: "timeout" (the others did not come in time), "peer" (another process went
+    away: crashed, killed, failed), or None (not a failure of the process group)."""
     text = str(error)
-    return isinstance(error, RuntimeError) and any(
-        sign in text for sign in ("Connection closed by peer", "Connection reset by peer", "remote worker", "[gloo]")
-    )
+    if (
+        "Timed out" in text
+        or "timed out" in text
+        or isinstance(error, getattr(torch.distributed, "DistTimeoutError", ()))
+    ):
+        return "timeout"
+    signs = ("Connection closed by peer", "Connection reset by peer", "remote worker", "Broken pipe")
+    if isinstance(error, torch.distributed.DistError) or any(sign in text for sign in signs):
+        return "peer"
+    return None
 
 
 @contextlib.contextmanager
@@ -222,6 +228,12 @@ def session(device: str = "auto") -> Iterator[Dist]:
         yield here
         here.barrier()
     except (RuntimeError, torch.distributed.DistError) as e:
-        if here.world > 1 and _peer_gone(e):
+        why = _failure(e) if here.world > 1 else None
+        if why == "timeout":
+            raise MnistError(
+                f"waited more than {TIMEOUT.seconds // 60} minutes for the other processes at a collective operation; "
+                "stopping (the snapshot of the last completed epoch, if any, can be resumed)"
+            ) from None
+        if why == "peer":
             raise PeerFailed(f"another process stopped: {_first_line(e)}") from None
         raise

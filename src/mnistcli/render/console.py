@@ -27,8 +27,8 @@ _speaker = ""  # who says an error, when this process is not the one that report
 
 
 def error(message: str, shared: bool = False) -> None:
-    """One red line on stderr; none in a `quiet` process for a `shared` error, one every process of the run meets
-    alike (bad options, a checkpoint, Ctrl-C): rank 0 says it."""
+    """One red line on stderr; none in a `quiet` process for a `shared` one, which every process of the run meets
+    alike and rank 0 says (Ctrl-C)."""
     if _speaker:  # the quiet consoles print nothing: an error still gets out, saying whose it is
         if shared:
             return
