@@ -146,13 +146,6 @@ def launched() -> bool:
     return _number("WORLD_SIZE", "1") > 1
 
 
-def rank_from_env() -> int:
-    """This process's rank among several (RANK), or 0 when it is alone or RANK is not a whole number from 0 (the
-    process then says why when it starts)."""
-    value = os.environ.get("RANK", "0")
-    return int(value) if value.isdigit() else 0
-
-
 def start(device: str = "auto") -> Dist:
     """This process's place: one process (rank 0 of 1) unless torchrun started it as one of several, in which case
     join the process group (once per process: further runs of the same command share it) on the device of its
