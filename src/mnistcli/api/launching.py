@@ -31,6 +31,8 @@ from mnistcli.families import get_family
 from mnistcli.registry import get_entry
 from mnistcli.store import snapshot
 
+NO_ENSEMBLES = "an ensemble's members are runs of their own: spread them over processes with --jobs"
+
 
 class LaunchFailed(MnistError):
     """A process of a data-parallel run failed; `code` is the exit code to leave with, `said` whether it said why."""
@@ -71,7 +73,7 @@ def check(
     entry = get_entry(model_name)
     family = get_family(entry.family)
     if family.trains_members:
-        raise UsageError("--nproc: an ensemble's members are runs of their own; spread them over processes with --jobs")
+        raise UsageError(f"--nproc: {NO_ENSEMBLES}")
     config, params = family.configure(entry.recipe, options)
     family.check(params, config)
     family.check_processes(n, config)
@@ -87,7 +89,7 @@ def check_resume(ref: str, n: int, device: str | None) -> None:
     shared among `n`, and that the machine has the GPUs or cores."""
     folder = store.stopped_run(ref)
     if (folder / store.PLAN).is_file():
-        raise UsageError("--nproc: an ensemble's members are runs of their own; spread them over processes with --jobs")
+        raise UsageError(f"--nproc: {NO_ENSEMBLES}")
     _, run = snapshot.read(folder)
     family = get_family(get_entry(run["model"]).family)
     config, _ = split(family.Params, {}, {**run["options"], **({"device": device} if device else {})}, family.name)

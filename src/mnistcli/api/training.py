@@ -27,6 +27,7 @@ import torch
 from mnistcli import __version__, store
 from mnistcli.api import calibrating
 from mnistcli.api.common import data_folder, load_checkpoint, load_tensors, params_count
+from mnistcli.api.launching import NO_ENSEMBLES
 from mnistcli.config import TrainConfig, split
 from mnistcli.data import mnist
 from mnistcli.data.tensors import TensorData
@@ -116,10 +117,7 @@ def train(
         from mnistcli.api import ensembling
 
         if dist.launched():
-            raise UsageError(
-                "an ensemble trains its members as runs of their own: spread them over processes with --jobs, "
-                "not by starting several processes"
-            )
+            raise UsageError(NO_ENSEMBLES)
 
         hooks = Hooks(on_step, on_epoch, on_download, on_work)
         return ensembling.train(

@@ -434,9 +434,10 @@ def train(
         for flag, value in (("--jobs", jobs != 1), ("--from", from_runs is not None)):
             if value:
                 raise UsageError(f"{flag} is for ensembles (`mnist train ensemble`)")
+    if resume is not None and processes > 1:  # a stopped ensemble is refused there, as a fresh one is
+        api.check_resume_launch(resume, processes, device.value if given(ctx, "device") else None)
+        return _launch(ctx, processes)
     stopped = api.stopped_ensemble(resume) if resume is not None else None
-    if stopped is not None and processes > 1:
-        raise UsageError("--nproc: an ensemble's members are runs of their own; spread them over processes with --jobs")
     if stopped is not None:
         with progress.EnsembleProgress() as view:
             report = api.resume_ensemble(
@@ -453,9 +454,6 @@ def train(
     if resume is not None and jobs != 1:
         raise UsageError(f"--jobs is for ensembles; {resume!r} is not a stopped ensemble")
     if resume is not None:
-        if processes > 1:
-            api.check_resume_launch(resume, processes, device.value if given(ctx, "device") else None)
-            return _launch(ctx, processes)
         with progress.download_progress() as on_download, progress.TrainProgress() as bar:
             resumed = api.resume(
                 resume,
