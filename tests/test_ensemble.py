@@ -258,14 +258,14 @@ def test_bad_ensemble_options_are_refused_before_training(runner: CliRunner, syn
 
 
 def _stop_in_member(monkeypatch: pytest.MonkeyPatch, member: str, epoch: int) -> None:
-    real = progress.MemberView.on_epoch
+    real = progress.RunView.on_epoch
 
-    def epoch_then_stop(self: progress.MemberView, info: object) -> None:
+    def epoch_then_stop(self: progress.RunView, info: object) -> None:
         real(self, info)
         if self.name == member and info.epoch == epoch:  # type: ignore[attr-defined]
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(progress.MemberView, "on_epoch", epoch_then_stop)
+    monkeypatch.setattr(progress.RunView, "on_epoch", epoch_then_stop)
 
 
 def test_an_interrupted_ensemble_keeps_its_finished_members_and_resumes_the_rest(

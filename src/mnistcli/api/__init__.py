@@ -24,7 +24,7 @@ from mnistcli.api.launching import check_resume as check_resume_launch
 from mnistcli.api.plotting import PlotReport, plot, plot_bags, plot_predictions
 from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
-from mnistcli.api.repeating import repeat_names, repeat_seeds, summarize
+from mnistcli.api.repeating import repeat_names, repeat_seeds, summarize, train_runs
 from mnistcli.api.training import resume, train
 from mnistcli.reports import (
     AdderReport,
@@ -96,5 +96,6 @@ __all__ = [
     "summarize",
     "train",
     "train_ensemble",
+    "train_runs",
     "trains_members",
 ]

@@ -1,4 +1,5 @@
-"""Trainings in worker processes: several runs at once (ensemble members with `--jobs`), progress relayed home.
+"""Trainings in worker processes: several runs at once, progress relayed home (`--jobs`: an ensemble's members,
+or the repeats of `--runs`).
 
 Each task runs in a fresh process (`spawn`: no state shared with the parent, the same on Linux,
 macOS and Windows) with its share of the CPU threads (and, on a machine with several GPUs, the

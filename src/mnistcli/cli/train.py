@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -317,8 +317,8 @@ def train(
     jobs: Annotated[
         int,
         typer.Option(
-            help="Ensembles: members trained at once, each in a process of its own with its share of the CPU"
-            " threads (also with --resume).",
+            help="Ensembles' members, or --runs' repeats, trained at once, each in a process of its own with its"
+            " share of the CPU threads (ensembles: also with --resume).",
             rich_help_panel=ENSEMBLE,
         ),
     ] = 1,
@@ -431,20 +431,23 @@ def train(
 
     ensemble = resume is None and api.trains_members(model)
     if not ensemble and resume is None:
-        for flag, value in (("--jobs", jobs != 1), ("--from", from_runs is not None)):
-            if value:
-                raise UsageError(f"{flag} is for ensembles (`mnist train ensemble`)")
+        if from_runs is not None:
+            raise UsageError("--from is for ensembles (`mnist train ensemble`)")
+        if jobs != 1 and runs == 1:
+            raise UsageError("--jobs is for ensembles (`mnist train ensemble`) and --runs (repeats trained at once)")
+        if jobs != 1 and nproc is not None:
+            raise UsageError("--jobs and --nproc both share out the cores: give one of them")
     if resume is not None and processes > 1:  # a stopped ensemble is refused there, as a fresh one is
         api.check_resume_launch(resume, processes, device.value if given(ctx, "device") else None)
         return _launch(ctx, processes)
     stopped = api.stopped_ensemble(resume) if resume is not None else None
     if stopped is not None:
-        with progress.EnsembleProgress() as view:
+        with progress.RunsProgress() as view:
             report = api.resume_ensemble(
                 stopped,
                 device=device.value if given(ctx, "device") else None,
                 jobs=jobs,
-                on_member=view.member,
+                on_member=view.run,
                 on_work=view.work,
             )
         render.ensemble_summary(report)
@@ -519,44 +522,47 @@ def train(
         with progress.download_progress() as on_download:
             api.check_launch(model, {**options, "seed": seeds[0]}, processes, list(names), data_dir, on_download)
         return _launch(ctx, processes)
-    reports = []
-    for i, (run_name, run_seed) in enumerate(zip(names, seeds, strict=True)):
-        if runs > 1:
-            render.note(f"run {i + 1} of {runs} (seed {run_seed})")
-        if ensemble:
-            with progress.download_progress() as on_download, progress.EnsembleProgress() as view:
-                report = api.train_ensemble(
+    if not ensemble and jobs != 1:
+        reports = _at_once(model, options, parse_model_args(arg), names, seeds, jobs, data_dir, tensorboard)
+    else:
+        reports = []
+        for i, (run_name, run_seed) in enumerate(zip(names, seeds, strict=True)):
+            if runs > 1:
+                render.note(f"run {i + 1} of {runs} (seed {run_seed})")
+            if ensemble:
+                with progress.download_progress() as on_download, progress.RunsProgress() as view:
+                    report = api.train_ensemble(
+                        {**options, "seed": run_seed},
+                        parse_model_args(arg),
+                        name=run_name,
+                        data_dir=data_dir,
+                        jobs=jobs,
+                        sources=parse_runs(from_runs) if from_runs is not None else None,
+                        on_member=view.run,
+                        on_download=on_download,
+                        on_work=view.work,
+                        tensorboard=tensorboard,
+                    )
+                render.ensemble_summary(report)
+                reports.append(report)
+                continue
+            with progress.download_progress() as on_download, progress.TrainProgress() as bar:
+                trained = api.train(
+                    model,
                     {**options, "seed": run_seed},
                     parse_model_args(arg),
                     name=run_name,
                     data_dir=data_dir,
-                    jobs=jobs,
-                    sources=parse_runs(from_runs) if from_runs is not None else None,
-                    on_member=view.member,
+                    on_step=bar.step,
+                    on_epoch=bar.epoch,
                     on_download=on_download,
-                    on_work=view.work,
                     tensorboard=tensorboard,
+                    on_work=bar.work,
                 )
-            render.ensemble_summary(report)
-            reports.append(report)
-            continue
-        with progress.download_progress() as on_download, progress.TrainProgress() as bar:
-            trained = api.train(
-                model,
-                {**options, "seed": run_seed},
-                parse_model_args(arg),
-                name=run_name,
-                data_dir=data_dir,
-                on_step=bar.step,
-                on_epoch=bar.epoch,
-                on_download=on_download,
-                tensorboard=tensorboard,
-                on_work=bar.work,
-            )
-        if trained is None:  # another process of a data-parallel run: rank 0 reports
-            continue
-        render.train_summary(trained)
-        reports.append(trained)
+            if trained is None:  # another process of a data-parallel run: rank 0 reports
+                continue
+            render.train_summary(trained)
+            reports.append(trained)
     if not reports:
         return
     if runs == 1:
@@ -566,6 +572,38 @@ def train(
         summary = api.summarize(reports)
         render.repeat_json(summary) if json_out else render.repeat_summary(summary)
     remember_data_dir(data_dir)
+
+
+def _at_once(
+    model: str,
+    options: dict[str, Any],
+    model_args: dict[str, Any],
+    names: list[str | None],
+    seeds: list[int],
+    jobs: int,
+    data_dir: str | None,
+    tensorboard: bool,
+) -> list[Any]:
+    """`--runs N --jobs J`: the repeats trained J at a time, each in a worker process; their reports, in seed order."""
+    from mnistcli import api
+
+    render.note(f"{len(seeds)} runs (seeds {seeds[0]}-{seeds[-1]}), up to {min(jobs, len(seeds))} at a time")
+    with progress.download_progress() as on_download, progress.RunsProgress() as view:
+        reports = api.train_runs(
+            model,
+            options,
+            model_args,
+            names,
+            seeds,
+            jobs,
+            data_dir=data_dir,
+            on_run=view.run,
+            on_download=on_download,
+            tensorboard=tensorboard,
+        )
+    for report in reports:
+        render.train_summary(report)
+    return reports
 
 
 def _launch(ctx: typer.Context, processes: int) -> None:

@@ -124,23 +124,24 @@ class TrainProgress(WorkProgress):
         super().work(what, done, total)
 
 
-class EnsembleProgress(WorkProgress):
-    """An ensemble's members training, one after another or several at once (`--jobs`): a bar per member while it
-    trains, its epochs as lines named by the member, and the combination's work after them."""
+class RunsProgress(WorkProgress):
+    """Several named trainings, one after another or several at once (`--jobs`): an ensemble's members or the
+    repeats of `--runs`. A bar per run while it trains, its epochs as lines named by the run, and any work after
+    them (an ensemble's combination)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.bars: dict[str, Any] = {}
 
-    def member(self, name: str) -> MemberView:
-        """The callbacks (`on_step`, `on_epoch`, `on_work`) that show member `name`."""
-        return MemberView(self, name)
+    def run(self, name: str) -> RunView:
+        """The callbacks (`on_step`, `on_epoch`, `on_work`) that show run `name`."""
+        return RunView(self, name)
 
 
-class MemberView:
-    """One member's part of an `EnsembleProgress`."""
+class RunView:
+    """One run's part of a `RunsProgress`."""
 
-    def __init__(self, view: EnsembleProgress, name: str) -> None:
+    def __init__(self, view: RunsProgress, name: str) -> None:
         self.view, self.name = view, name
 
     def on_step(self, info: Any) -> None:

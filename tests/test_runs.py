@@ -1,0 +1,92 @@
+"""`mnist train --runs N --jobs J`: repeated runs trained several at a time, each in a worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnistcli.cli import app
+
+QUICK = ["train", "mlp", "--arg", "hidden=16", "--epochs", "2", "--batch-size", "50"]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One CPU thread here, so that a run in this process and a worker's (its share: one) add up floats alike."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_runs_at_once_train_the_same_models_as_one_after_another(
+    runner: CliRunner, synthetic_env: Path, one_thread: None
+) -> None:
+    together = runner.invoke(app, [*QUICK, "--runs", "3", "--jobs", "2", "--name", "p", "--json"])
+    assert together.exit_code == 0, together.output
+    in_turn = runner.invoke(app, [*QUICK, "--runs", "3", "--name", "s", "--json"])
+    assert in_turn.exit_code == 0, in_turn.output
+    a, b = json.loads(together.stdout), json.loads(in_turn.stdout)
+    assert a["runs"] == ["p-1", "p-2", "p-3"] and a["seeds"] == b["seeds"] == [0, 1, 2]
+    assert [e["test_accuracy"] for e in a["each"]] == [e["test_accuracy"] for e in b["each"]]
+    assert a["mean"] == b["mean"] and a["std"] == b["std"]
+    listed = runner.invoke(app, ["checkpoints", "--json"])
+    assert {"p-1", "p-2", "p-3", "s-1", "s-2", "s-3"} <= {json.loads(r)["name"] for r in listed.stdout.splitlines()}
+
+
+def test_runs_at_once_without_names_each_get_a_run_of_their_own(runner: CliRunner, synthetic_env: Path) -> None:
+    result = runner.invoke(app, [*QUICK, "--runs", "3", "--jobs", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert len(set(runs)) == 3 and all(r.startswith("mlp-") for r in runs)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--jobs", "2"], ["--jobs is for ensembles", "--runs"]),
+        (["--runs", "2", "--jobs", "0"], ["--jobs must be 1-64"]),
+        (["--runs", "2", "--jobs", "2", "--nproc", "2"], ["--jobs and --nproc"]),
+    ],
+)
+def test_jobs_without_repeats_or_with_nproc_is_refused(
+    runner: CliRunner, synthetic_env: Path, args: list[str], words: list[str]
+) -> None:
+    result = runner.invoke(app, [*QUICK, *args])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in result.stderr
+
+
+def test_a_failed_run_stops_the_others_with_one_message(synthetic_env: Path, tmp_path: Path) -> None:
+    # A site hook (not product code) makes the run with seed 1 fail as it starts, in whichever worker runs it.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "from mnistcli.api import training\n"
+        "from mnistcli.errors import DataError\n"
+        "train = training.train\n"
+        "def failing(model, options, *args, **kwargs):\n"
+        "    if options.get('seed') == 1:\n"
+        "        raise DataError('injected failure')\n"
+        "    return train(model, options, *args, **kwargs)\n"
+        "training.train = failing\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(hook), "OMP_NUM_THREADS": "2"}
+    command = [sys.executable, "-m", "mnistcli", *QUICK, "--runs", "3", "--jobs", "2", "--name", "f"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: f-2: injected failure (")
+    assert "Traceback" not in out.stderr
+    runs = Path(os.environ["MNISTCLI_HOME"]) / "runs"
+    assert not (runs / "f-2").exists() and not (runs / "f-3" / "meta.json").exists()  # f-3 never finished
