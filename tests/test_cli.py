@@ -257,7 +257,7 @@ def test_a_taken_or_invalid_name_fails_before_training(runner: CliRunner, traine
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["train", "cnn", "--arg", "width=-1"], 2, "model 'cnn': bad arguments"),
+        (["train", "cnn", "--arg", "width=-1"], 2, "model 'cnn': width must be a whole number of at least 1, not -1"),
         (["train", "mlp-deep", "--arg", "dropout=2"], 2, "model 'mlp-deep': bad arguments"),
         (["train", "linear", "--label-smoothing", "2"], 2, "--label-smoothing"),
         (["train", "linear", "--early-stopping", "2", "--val-split", "0"], 2, "--early-stopping needs held-out data"),

@@ -12,6 +12,7 @@ strings, as checkpoints record them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from typing import Any
@@ -97,6 +98,10 @@ class TrainConfig:
             raise UsageError("--epochs and --batch-size must be at least 1")
         if not 0 < self.lr < 1e3:
             raise UsageError("--lr must be positive and below 1000")
+        if not 0.0 <= self.momentum < 1.0:
+            raise UsageError("--momentum must be in [0, 1), e.g. 0.9")
+        if not 0.0 <= self.weight_decay <= 1.0:
+            raise UsageError("--weight-decay must be in [0, 1], e.g. 5e-4")
         if self.val_split is None:
             self.val_split = 0.1 if self.early_stopping else 0.0
         if not 0.0 <= self.val_split < 1.0:
@@ -144,6 +149,9 @@ def split(params_type: type, recipe: dict[str, Any], overrides: dict[str, Any], 
     from mnistcli.errors import UsageError
 
     merged = {**recipe, **{k: v for k, v in overrides.items() if v is not None}}
+    for key, value in merged.items():  # NaN passes every range check (each comparison is false): refuse it first
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{flag(key, value)} must be a finite number, not {value}")
     shared, own = field_names(TrainConfig), field_names(params_type)
     unknown = sorted(set(merged) - shared - own)
     if unknown:

@@ -14,6 +14,7 @@ import difflib
 import fnmatch
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,11 +109,56 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     if unknown and not takes_any:
         which = "argument" if len(unknown) == 1 else "arguments"
         raise ModelError(f"model {name!r} has no {which} {', '.join(map(repr, unknown))}; {describe_args(name)}")
+    for key, value in kwargs.items():
+        _check_arg(name, key, value, model_args(name).get(key, inspect.Parameter.empty))
+    import torch
+
     try:
+        with torch.device("meta"):  # sized first, without memory: a width of 10**6 is refused, not allocated
+            sized = entry.builder(**kwargs)
+        planned = sum(t.numel() for t in (*sized.parameters(), *sized.buffers()))
+        if planned > MAX_PARAMETERS:
+            raise ModelError(
+                f"model {name!r} with {kwargs} would hold {planned:,} numbers ({4 * planned / 2**30:.1f} GiB); "
+                f"at most {MAX_PARAMETERS:,}"
+            )
         return entry.builder(**kwargs)
-    except Exception as e:  # a wrong type or value of an argument surfaces as many error types
+    except ModelError:
+        raise
+    except Exception as e:  # a wrong value of an argument surfaces as many error types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"model {name!r}: bad arguments {kwargs} ({first}); {describe_args(name)}") from None
+
+
+MAX_PARAMETERS = 250_000_000  # 1 GiB of float32 weights: far beyond any MNIST model, far below a machine's memory
+
+
+def _check_arg(name: str, key: str, value: Any, default: Any) -> None:
+    """`ModelError` unless `value` is of the kind `key`'s default is: a whole number, a finite number, a switch, a
+    word, or a list of whole numbers (an argument without a default, or None, takes anything its builder takes)."""
+    kinds: list[tuple[type, str, Callable[[Any], bool]]] = [
+        (bool, "true or false", lambda v: isinstance(v, bool)),
+        (int, "a whole number of at least 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        (
+            float,
+            "a finite number",
+            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        ),
+        (str, "a word", lambda v: isinstance(v, str)),
+        (
+            tuple,
+            "a list of whole numbers of at least 1, e.g. [256,128]",
+            lambda v: (
+                isinstance(v, (list, tuple))
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v)
+            ),
+        ),
+    ]
+    for kind, wanted, ok in kinds:
+        if type(default) is kind:
+            if not ok(value):
+                raise ModelError(f"model {name!r}: {key} must be {wanted}, not {value!r}; {describe_args(name)}")
+            return
 
 
 @functools.cache

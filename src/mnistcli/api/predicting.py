@@ -20,7 +20,7 @@ from PIL import Image
 from mnistcli import store
 from mnistcli.api.bags import predict_bags
 from mnistcli.api.common import a_model, answer_images, load_checkpoint, read_images, unreadable
-from mnistcli.atomic import atomic_write, atomic_write_bytes
+from mnistcli.atomic import atomic_write_bytes, write_output
 from mnistcli.data.images import collect_paths, image_files
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.families import families_where, family_names, get_family
@@ -175,20 +175,21 @@ def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") ->
 
 
 def save_embeddings(report: EmbedReport, output: str | Path, fmt: str | None = None) -> Path:
-    """Write the vectors atomically as .npy (float32, rows in input order) or CSV (path, then the values).
+    """Write the vectors as .npy (float32, rows in input order) or CSV (path, then the values): atomically to a file,
+    directly to `-` (standard output), a device or a FIFO (atomic.write_output).
 
     `fmt` defaults to the file's extension (.csv -> csv, anything else -> npy).
     """
     fmt = fmt or ("csv" if Path(output).suffix.lower() == ".csv" else "npy")
     if fmt == "npy":
-        return atomic_write(output, lambda f: np.save(f, report.vectors.astype(np.float32)))
+        return write_output(output, lambda f: np.save(f, report.vectors.astype(np.float32)))
     if fmt == "csv":
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(["path", *(f"e{i}" for i in range(report.vectors.shape[1]))])
         writer.writerows([p, *(f"{v:.6g}" for v in row)] for p, row in zip(report.paths, report.vectors, strict=True))
         # surrogateescape: a file name that is not valid UTF-8 is written back as the same bytes
-        return atomic_write(output, lambda f: f.write(text.getvalue().encode("utf-8", "surrogateescape")))
+        return write_output(output, lambda f: f.write(text.getvalue().encode("utf-8", "surrogateescape")))
     raise UsageError(f"unknown format {fmt!r} (choose npy or csv)")
 
 

@@ -114,7 +114,12 @@ def embed(
     checkpoint: CheckpointOpt = None,
     output: Annotated[
         Optional[str],
-        typer.Option("--output", "-o", metavar="FILE", help="Write all vectors to this file (see --format)."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write all vectors to this file (see --format); - for standard output.",
+        ),
     ] = None,
     fmt: Annotated[
         Optional[EmbedFormat],
@@ -131,6 +136,8 @@ def embed(
     with render.starting():
         from mnistcli import api
 
+    if output == "-" and json_out:
+        raise UsageError("--output - and --json both write to standard output: give one of them")
     paths = image_paths(images)
     if not paths and "-" in images:
         return

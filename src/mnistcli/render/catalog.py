@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import err, fitting, json_line, note, out, pct
+from mnistcli.render.console import err, fitting, json_line, note, out, pct, shown
 
 
 def _model_json(m: Any) -> dict[str, Any]:
@@ -132,4 +132,4 @@ def plot_report(report: Any, as_json: bool) -> None:
         json_line({"files": [{"kind": kind, "path": path} for kind, path in report.files], "notes": report.notes})
         return
     for kind, path in report.files:
-        err.print(Text.assemble(("wrote ", "dim"), (kind, "bold"), (" to ", "dim"), (path, "")))
+        err.print(Text.assemble(("wrote ", "dim"), (kind, "bold"), (" to ", "dim"), (shown(path), "")))

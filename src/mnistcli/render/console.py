@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -24,6 +25,23 @@ BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
 _speaker = ""  # who says an error, when this process is not the one that reports (`quiet`)
+# Control characters (C0, DEL, C1) and the stand-ins for bytes that are not UTF-8 (surrogateescape).
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    **{0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)},
+    # Unicode's line separators and the marks that reorder text on screen (a name that reads as another).
+    **{c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+}
+
+
+def shown(text: object) -> str:
+    """`text` safe to print: each control character (a newline, an escape sequence's ESC, ...) and each byte of a
+    name that is not UTF-8 written as a Python-style escape (`\\n`, `\\x1b`), so one record stays one line and nothing
+    reaches the terminal as a command. Every path, name and message from outside goes through this; JSON escapes
+    on its own."""
+    return str(text).translate(_CONTROL)
 
 
 def error(message: str, shared: bool = False) -> None:
@@ -32,9 +50,9 @@ def error(message: str, shared: bool = False) -> None:
     if _speaker:  # the quiet consoles print nothing: an error still gets out, saying whose it is
         if shared:
             return
-        sys.stderr.write(f"error: {_speaker}: {message}\n")
+        sys.stderr.write(f"error: {_speaker}: {shown(message)}\n")
         return
-    err.print(Text.assemble(("error: ", "bold red"), (message, "red")), soft_wrap=True)
+    err.print(Text.assemble(("error: ", "bold red"), (shown(message), "red")), soft_wrap=True)
 
 
 def quiet(who: str) -> None:
@@ -47,12 +65,29 @@ def quiet(who: str) -> None:
 
 def note(message: str) -> None:
     """One dim line on stderr."""
-    err.print(Text(message, style="dim"), soft_wrap=True)
+    err.print(Text(shown(message), style="dim"), soft_wrap=True)
 
 
 def json_line(obj: Any) -> None:
-    """One compact JSON object on stdout (never through rich, so no markup or wrapping)."""
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    """One compact JSON object on stdout (never through rich, so no markup or wrapping). JSON has no NaN or
+    Infinity: such a number (a diverged run's loss) is written as null, and a warning on stderr names it."""
+    missing: list[str] = []
+    sys.stdout.write(json.dumps(_finite(obj, "", missing), separators=(",", ":"), allow_nan=False) + "\n")
+    if missing:
+        shown_keys = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        note(f"warning: not a finite number, written as null in the JSON: {shown_keys}")
+
+
+def _finite(value: Any, where: str, missing: list[str]) -> Any:
+    """`value` with every NaN or infinite float replaced by None (its place noted in `missing`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        missing.append(f"{where or 'value'} ({value})")
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), missing) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", missing) for i, v in enumerate(value)]
+    return value
 
 
 def is_terminal() -> bool:

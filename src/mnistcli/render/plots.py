@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mnistcli.atomic import atomic_write
+from mnistcli.atomic import write_output
 from mnistcli.errors import UsageError
 
 # Ten colours that stay distinct for most colour-blind readers (matplotlib's tab10).
@@ -52,7 +52,7 @@ def _save(fig: Any, path: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
     fig.clf()
-    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return write_output(path, lambda f: f.write(buffer.getvalue()))
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

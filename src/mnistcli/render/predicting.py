@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import bar, error, fitting, is_terminal, json_line, note, out, pct, sparkbar
+from mnistcli.render.console import bar, error, fitting, is_terminal, json_line, note, out, pct, shown, sparkbar
 
 
 def answered_by(run: Any) -> dict[str, str]:
@@ -50,11 +50,11 @@ def predictions(report: Any, as_json: bool) -> None:
             json_line(payload(r, report.run))
     elif not is_terminal():
         for r in ok:
-            sys.stdout.write(f"{r.path}\t{r.digit}\t{r.confidence:.4f}\n")
+            sys.stdout.write(f"{shown(r.path)}\t{r.digit}\t{r.confidence:.4f}\n")
     elif len(ok) == 1:
         r = ok[0]
         out.print(
-            f"[bold]{escape(r.path)}[/]: [bold green]{r.digit}[/] ({pct(r.confidence)})  [dim]{escape(report.run.name)}[/]"
+            f"[bold]{escape(shown(r.path))}[/]: [bold green]{r.digit}[/] ({pct(r.confidence)})  [dim]{escape(report.run.name)}[/]"
         )
         table = Table(show_header=True)
         table.add_column("digit", justify="right")
@@ -73,7 +73,7 @@ def predictions(report: Any, as_json: bool) -> None:
         for r in ok:
             style = "green" if r.confidence >= 0.9 else "yellow" if r.confidence >= 0.5 else "red"
             table.add_row(
-                Text(r.path),
+                Text(shown(r.path)),
                 str(r.digit),
                 Text(pct(r.confidence), style=style),
                 Text(sparkbar(r.probabilities), style="cyan"),
@@ -81,14 +81,14 @@ def predictions(report: Any, as_json: bool) -> None:
         out.print(table)
 
 
-def shown_inputs(shown: list[str], folder: str) -> None:
+def shown_inputs(written: list[str], folder: str) -> None:
     """Say on stderr where `--show-input` put the pictures the model saw."""
-    if not shown:
+    if not written:
         note(f"--show-input: no readable image, nothing written to {folder}")
-    elif len(shown) == 1:
-        note(f"wrote the 28x28 picture the model saw to {shown[0]}")
+    elif len(written) == 1:
+        note(f"wrote the 28x28 picture the model saw to {written[0]}")
     else:
-        note(f"wrote the 28x28 pictures the model saw ({len(shown)}) to {folder}")
+        note(f"wrote the 28x28 pictures the model saw ({len(written)}) to {folder}")
 
 
 def _sums(report: Any, ok: list[Any], as_json: bool) -> None:
@@ -98,7 +98,7 @@ def _sums(report: Any, ok: list[Any], as_json: bool) -> None:
             json_line(payload(r, report.run, rename={"added": "add"}))
     elif not is_terminal():
         for r in ok:
-            sys.stdout.write(f"{r.path}\t{r.digit}\t{r.digit_confidence:.4f}\t{r.sum}\t{r.sum_confidence:.4f}\n")
+            sys.stdout.write(f"{shown(r.path)}\t{r.digit}\t{r.digit_confidence:.4f}\t{r.sum}\t{r.sum_confidence:.4f}\n")
     else:
         table = Table(title=f"{escape(report.run.name)}: digit + {ok[0].added}", title_justify="left")
         table.add_column("image")
@@ -108,7 +108,7 @@ def _sums(report: Any, ok: list[Any], as_json: bool) -> None:
         table.add_column("confidence", justify="right")
         for r in ok:
             table.add_row(
-                Text(r.path),
+                Text(shown(r.path)),
                 str(r.digit),
                 pct(r.digit_confidence),
                 f"{r.digit} + {r.added} = {r.sum}" if r.sum == r.digit + r.added else str(r.sum),
@@ -122,16 +122,17 @@ def _bags(report: Any, ok: list[Any], as_json: bool) -> None:
     else a heading and a table of attention per bag. Files a folder held that are not images: a note each bag."""
     for r in ok:
         if r.ignored:
-            shown = ", ".join(Path(p).name for p in r.ignored[:3]) + (", ..." if len(r.ignored) > 3 else "")
+            names = ", ".join(Path(p).name for p in r.ignored[:3]) + (", ..." if len(r.ignored) > 3 else "")
             what = "files that are not images" if len(r.ignored) > 1 else "file that is not an image"
-            note(f"{r.bag}: left out {len(r.ignored)} {what} ({shown})")
+            note(f"{r.bag}: left out {len(r.ignored)} {what} ({names})")
     if as_json:
         for r in ok:
             json_line(payload(r, report.run))
     elif not is_terminal():
         for r in ok:
             for path, weight in zip(r.paths, r.attention, strict=True):
-                sys.stdout.write(f"{'-' if r.bag is None else r.bag}\t{r.probability:.4f}\t{path}\t{weight:.4f}\n")
+                bag = "-" if r.bag is None else shown(r.bag)
+                sys.stdout.write(f"{bag}\t{r.probability:.4f}\t{shown(path)}\t{weight:.4f}\n")
     else:
         for r in ok:
             _bag_table(r, report.run.name)
@@ -139,7 +140,7 @@ def _bags(report: Any, ok: list[Any], as_json: bool) -> None:
 
 def _bag_table(r: Any, run_name: str) -> None:
     """One bag on a terminal: its verdict and probability, then each image with its attention (the top one starred)."""
-    name = escape(r.bag) if r.bag is not None else f"{len(r.paths)} loose file{'s' if len(r.paths) > 1 else ''}"
+    name = escape(shown(r.bag)) if r.bag is not None else f"{len(r.paths)} loose file{'s' if len(r.paths) > 1 else ''}"
     if r.positive:
         verdict = f"[bold green]positive[/], holds a {r.target} (probability {pct(r.probability)})"
     else:
@@ -151,9 +152,9 @@ def _bag_table(r: Any, run_name: str) -> None:
     table.add_column("", no_wrap=True)
     for k, (path, weight) in enumerate(zip(r.paths, r.attention, strict=True)):
         top = k == r.top
-        shown = Path(path).name if r.bag is not None else path
+        label = shown(Path(path).name if r.bag is not None else path)
         table.add_row(
-            Text(shown + ("  ★" if top else ""), style="bold" if top else ""),
+            Text(label + ("  ★" if top else ""), style="bold" if top else ""),
             Text(f"{weight:.3f}", style="bold" if top else ""),
             Text(bar(weight, 20), style="bold green" if top and r.positive else "cyan"),
         )
@@ -165,7 +166,8 @@ def embeddings(report: Any, as_json: bool, written: str | None) -> None:
     for f in report.failures:
         error(f.error)
     if written:
-        note(f"wrote {len(report.paths)} embeddings of dimension {report.vectors.shape[1]} to {written}")
+        to = "standard output" if written == "-" else written
+        note(f"wrote {len(report.paths)} embeddings of dimension {report.vectors.shape[1]} to {to}")
     if as_json:
         for path, row in zip(report.paths, report.vectors, strict=True):
             json_line({"path": path, "embedding": [round(float(v), 6) for v in row], **answered_by(report.run)})
@@ -186,7 +188,7 @@ def embeddings(report: Any, as_json: bool, written: str | None) -> None:
         table.add_column("first values")
         for path, row in zip(report.paths, report.vectors, strict=False):
             head = " ".join(f"{v:+.3f}" for v in row[:6])
-            table.add_row(Text(path), f"{float((row**2).sum()) ** 0.5:.3f}", head + " ...")
+            table.add_row(Text(shown(path)), f"{float((row**2).sum()) ** 0.5:.3f}", head + " ...")
         out.print(table)
         note("use --json, or --output FILE --format npy|csv, for the full vectors")
 
@@ -209,7 +211,7 @@ def oneshot_results(report: Any, as_json: bool) -> None:
             )
     elif not is_terminal():
         for r in ok:
-            sys.stdout.write(f"{r.path}\t{r.label}\t{r.distance:.4f}\t{r.confidence:.4f}\n")
+            sys.stdout.write(f"{shown(r.path)}\t{r.label}\t{r.distance:.4f}\t{r.confidence:.4f}\n")
     elif ok:
         _oneshot_table(report, ok)
     if not report.calibrated:
@@ -234,7 +236,7 @@ def _oneshot_table(report: Any, ok: list[Any]) -> None:
         for r in ok:
             style = "green" if r.confidence >= 0.9 else "yellow" if r.confidence >= 0.5 else "red"
             cells: list[Text | str] = [
-                Text(r.path),
+                Text(shown(r.path)),
                 Text(r.label),
                 f"{r.distance:.3f}",
                 Text(pct(r.confidence), style=style),

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import is_terminal, json_line, out, pct
+from mnistcli.render.console import is_terminal, json_line, out, pct, shown
 from mnistcli.render.predicting import answered_by, answers
 
 
@@ -30,7 +30,7 @@ def readings(report: Any, as_json: bool) -> None:
             )
     elif not is_terminal():
         for r in ok:
-            sys.stdout.write(f"{r.path}\t{r.text}\t{r.confidence:.4f}\n")
+            sys.stdout.write(f"{shown(r.path)}\t{r.text}\t{r.confidence:.4f}\n")
     elif ok:
         table = Table(title=f"numbers read by {escape(report.run.name)}", title_justify="left")
         table.add_column("image")
@@ -42,7 +42,7 @@ def readings(report: Any, as_json: bool) -> None:
             for i, d in enumerate(r.digits):
                 each.append(("  " if i else "") + f"{d.digit} ", style="bold")
                 each.append(pct(d.confidence), style=_style(d.confidence))
-            table.add_row(Text(r.path), r.text, Text(pct(r.confidence), style=_style(r.confidence)), each)
+            table.add_row(Text(shown(r.path)), r.text, Text(pct(r.confidence), style=_style(r.confidence)), each)
         out.print(table)
 
 

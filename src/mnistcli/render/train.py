@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import BLOCKS, err, json_line, pct
+from mnistcli.render.console import BLOCKS, err, json_line, pct, shown
 
 
 def measure(value: float, unit: str) -> str:
@@ -98,7 +98,7 @@ def train_summary(report: Any) -> None:
     err.print(Text.assemble("trained ", report.run.model, " -> ", (report.run.name, "bold")), soft_wrap=True)
     err.print(table)
     for label, path in files:
-        err.print(Text.assemble((f"{label:<11}", "bold"), path), soft_wrap=True)
+        err.print(Text.assemble((f"{label:<11}", "bold"), shown(path)), soft_wrap=True)
 
 
 def ensemble_summary(report: Any) -> None:
