@@ -7,6 +7,9 @@ something real to do) and a small model learns them in one epoch.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,3 +85,23 @@ def train_in_memory(
         accumulate=config.accumulate, precision=config.precision,
     )  # fmt: skip
     return family, loop.run()
+
+
+class Blocked(BaseException):
+    """Raised by `deadline`: a BaseException, so that no `except OSError` or `except Exception` swallows it."""
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Fail with `Blocked` instead of hanging the suite (SIGALRM interrupts a blocking open())."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise Blocked(f"still blocked after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -24,7 +24,7 @@ def lines(output: str) -> list[dict]:
         (["train", "cnn", "--name", "../evil"], "invalid run name '../evil'"),
         (["train", "cnn", "--arg", "nosuch=3"], "model 'cnn' has no argument 'nosuch'; its arguments: width=16"),
         (["train", "linear", "--arg", "width=3"], "model 'linear' has no argument 'width'; it takes no arguments"),
-        (["train", "cnn", "--arg", "width=-1"], "model 'cnn': bad arguments {'width': -1}"),
+        (["train", "cnn", "--arg", "width=-1"], "model 'cnn': width must be a whole number of at least 1, not -1"),
         (["models", "nosuch"], "unknown model 'nosuch'"),
     ],
 )

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import gzip
+import os
+import struct
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from mnistcli.cli import app
 from mnistcli.data.idx import encode_idx, read_idx, write_idx
 from mnistcli.errors import IdxError
+from tests.helpers import deadline
 
 DTYPES = ["uint8", "int8", "int16", "int32", "float32", "float64"]
 
@@ -90,7 +96,7 @@ def test_broken_gzip(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(IdxError, match="cannot open"):
+    with pytest.raises(IdxError, match="nope: no such file"):
         read_idx(tmp_path / "nope")
 
 
@@ -109,3 +115,145 @@ def test_dimensions_whose_product_overflows_int64(tmp_path: Path) -> None:
     path.write_bytes(bytes([0, 0, 0x08, 3]) + np.array([2**31, 2**31, 4], dtype=">u4").tobytes())
     with pytest.raises(IdxError, match="truncated"):
         read_idx(path)
+
+
+# Issue 17: hostile files end as one IdxError naming the file, never a numpy error, a hang or a huge allocation.
+
+no_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+
+
+def test_more_dimensions_than_numpy_holds(tmp_path: Path) -> None:
+    path = tmp_path / "rank65-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 65]) + struct.pack(">I", 1) * 65 + b"\x07")
+    with pytest.raises(IdxError, match="65 dimensions"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("mmap", [False, True])
+@pytest.mark.parametrize(
+    ("code", "dims"), [(0x08, (0, 2**32 - 1, 2**32 - 1)), (0x0E, (0, 2**31, 2**31)), (0x08, (2**32 - 1, 2**32 - 1, 0))]
+)
+def test_huge_dimensions_with_a_zero_among_them(
+    tmp_path: Path, code: int, dims: tuple[int, ...], mmap: bool, gz: bool
+) -> None:
+    path = tmp_path / "empty-but-huge"
+    header = bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    path.write_bytes(gzip.compress(header) if gz else header)
+    with pytest.raises(IdxError, match="too large for a numpy array") as info:
+        read_idx(path, mmap=mmap)
+    assert str(path) in str(info.value)
+
+
+def test_empty_arrays_of_any_rank_still_read(tmp_path: Path) -> None:
+    for shape in [(0,), (0, 28, 28), (3, 0)]:
+        for name in ("e-idx", "e-idx.gz"):
+            assert read_idx(write_idx(tmp_path / name, np.zeros(shape, np.float32))).shape == shape
+    path = tmp_path / "wide-empty"
+    path.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 2**31, 2**31))  # numpy holds it: fine
+    assert read_idx(path).shape == (0, 2**31, 2**31)
+
+
+@no_fifo
+def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "t10k-images-idx3-ubyte"
+    os.mkfifo(fifo)
+    link = tmp_path / "link-idx3-ubyte"
+    link.symlink_to(fifo)
+    for path in (fifo, link):
+        with deadline(10), pytest.raises(IdxError, match=r"not a regular file \(a FIFO\)") as info:
+            read_idx(path)
+        assert str(path) in str(info.value)
+
+
+def test_devices_folders_and_links(tmp_path: Path) -> None:
+    if os.path.exists("/dev/zero"):
+        with deadline(10), pytest.raises(IdxError, match=r"/dev/zero: not a regular file \(a character device\)"):
+            read_idx("/dev/zero")
+    with pytest.raises(IdxError, match="a folder, not a file"):
+        read_idx(tmp_path)
+    target = write_idx(tmp_path / "real.gz", np.arange(6, dtype=np.uint8))
+    (tmp_path / "link").symlink_to(target)
+    np.testing.assert_array_equal(read_idx(tmp_path / "link"), np.arange(6))
+
+
+def write_bomb(path: Path, header_shape: tuple[int, ...], zeros: int) -> Path:
+    """A gzip file: an IDX header for `header_shape` uint8, then `zeros` zero bytes (written a MiB at a time)."""
+    with gzip.open(path, "wb", compresslevel=6) as f:
+        f.write(bytes([0, 0, 8, len(header_shape)]) + struct.pack(f">{len(header_shape)}I", *header_shape))
+        for start in range(0, zeros, 1 << 20):
+            f.write(bytes(min(1 << 20, zeros - start)))
+    return path
+
+
+def test_gzip_bomb_is_refused_in_a_few_megabytes(tmp_path: Path) -> None:
+    path = write_bomb(tmp_path / "t10k-images-idx3-ubyte.gz", (10, 28, 28), 400 * 10**6)
+    assert path.stat().st_size < 10**6  # 400 MB in under 1 MB
+    tracemalloc.start()
+    try:
+        with pytest.raises(IdxError, match="trailing bytes after 10x28x28 uint8 data"):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"refusing a gzip bomb took {peak} bytes"
+
+
+def test_header_claiming_more_than_the_file_can_hold_is_refused_before_inflating(tmp_path: Path) -> None:
+    claims = (2**32 - 1, 2**32 - 1, 2**32 - 1)  # 2**96 bytes
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", *claims)
+    raw, packed = tmp_path / "raw", tmp_path / "packed"
+    raw.write_bytes(header + bytes(100))
+    packed.write_bytes(gzip.compress(header + bytes(10**6)))
+    with pytest.raises(IdxError, match="truncated"):
+        read_idx(raw)
+    tracemalloc.start()
+    try:
+        with pytest.raises(IdxError, match=r"more than \d+ bytes of gzip can hold"):
+            read_idx(packed)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_gzip_members_and_gzip_inside_gzip(tmp_path: Path) -> None:
+    data = encode_idx(np.arange(100, dtype=np.int16).reshape(10, 10))
+    members = tmp_path / "members.gz"
+    members.write_bytes(gzip.compress(data[:7]) + gzip.compress(data[7:50]) + gzip.compress(data[50:]))
+    np.testing.assert_array_equal(read_idx(members), np.arange(100).reshape(10, 10))
+    twice = tmp_path / "twice.gz"
+    twice.write_bytes(gzip.compress(gzip.compress(data)))
+    with pytest.raises(IdxError, match="gzip inside gzip"):
+        read_idx(twice)
+
+
+def hostile_test_images(folder: Path, problem: str) -> Path:
+    """A test split whose labels are fine and whose images file is `problem`; returns the images' path."""
+    write_idx(folder / "t10k-labels-idx1-ubyte", np.zeros(10, np.uint8))
+    bad = folder / "t10k-images-idx3-ubyte"
+    if problem == "fifo":
+        os.mkfifo(bad)
+    elif problem == "rank65":
+        bad.write_bytes(bytes([0, 0, 8, 65]) + struct.pack(">I", 1) * 65 + b"\x07")
+    else:
+        bad.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 2**32 - 1, 2**32 - 1))
+    return bad
+
+
+@no_fifo
+def test_a_fifo_through_mnist_eval_is_one_error_line_not_a_hang(tmp_path: Path) -> None:
+    """In a subprocess with a timeout (the bundled checkpoint), so that a regression fails instead of hanging."""
+    bad = hostile_test_images(tmp_path, "fifo")
+    command = [sys.executable, "-m", "mnistcli", "eval", "--data-dir", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == f"error: {bad}: not a regular file (a FIFO)\n"
+
+
+@pytest.mark.parametrize(("problem", "message"), [("rank65", "65 dimensions"), ("huge", "too large for a numpy array")])
+def test_hostile_test_images_through_mnist_eval(tmp_path: Path, problem: str, message: str) -> None:
+    bad = hostile_test_images(tmp_path, problem)
+    result = CliRunner().invoke(app, ["eval", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: {bad}: "), result.output
+    assert message in result.stderr and result.stderr.count("\n") == 1

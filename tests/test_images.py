@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import tracemalloc
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +18,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mnistcli.data.components import components, dilate
-from mnistcli.data.images import collect_paths, fit_digit, load_image, load_images
+from mnistcli.data.images import collect_paths, fit_digit, load_image, load_images, open_gray
 from mnistcli.errors import ImageError
-from tests.helpers import make_digits, save_png
+from tests.helpers import deadline, make_digits, save_png
 
 
 def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
@@ -183,3 +191,71 @@ def test_one_component_labelling_for_ink_and_segmenting() -> None:
         grown = dilate(mask, 2)
         ys, xs = np.nonzero(mask)
         assert grown[np.clip(ys + 2, 0, 39), np.clip(xs - 2, 0, 49)].all() and grown.sum() > mask.sum()
+
+
+# Issue 17: anything but a regular image file is a per-file ImageError, never a hang or a huge allocation.
+
+no_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+
+
+@no_fifo
+def test_a_fifo_is_a_per_file_error_and_the_others_still_load(tmp_path: Path) -> None:
+    draw_one(64, 255, 0).save(tmp_path / "good.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "fifo.png")
+    paths = [str(tmp_path / n) for n in ("good.png", "fifo.png", "link.png", "good.png")]
+    with deadline(10):
+        items = list(load_images(paths))
+    assert [type(item).__name__ for _, item in items] == ["ndarray", "ImageError", "ImageError", "ndarray"]
+    assert str(items[1][1]) == f"{tmp_path / 'fifo.png'}: not a regular file (a FIFO)"
+
+
+def test_devices_and_folders_are_per_file_errors(tmp_path: Path) -> None:
+    if os.path.exists("/dev/zero"):
+        with deadline(10), pytest.raises(ImageError, match=r"^/dev/zero: not a regular file \(a character device\)$"):
+            open_gray("/dev/zero")
+    with pytest.raises(ImageError, match="a folder with no image files in it"):
+        open_gray(tmp_path)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width` x `height` grayscale pixels, with almost no data after it."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("size", [(50_000, 50_000), (10_000, 6_000), (12_000, 12_000)])
+def test_decompression_bombs_are_refused_in_little_memory(tmp_path: Path, size: tuple[int, int]) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_declaring(*size))
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no DecompressionBombWarning on stderr either
+            with pytest.raises(ImageError, match=r"bomb\.png: image too large"):
+                open_gray(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+
+
+@no_fifo
+def test_mnist_predict_answers_the_good_image_before_a_fifo(tmp_path: Path) -> None:
+    """Through the CLI (the bundled checkpoint), in a subprocess with a timeout so that a regression fails, not hangs."""
+    images, _ = make_digits(1, seed=5)
+    good = save_png(images[0], tmp_path / "good.png")
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "mnistcli", "predict", str(good), str(fifo), "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in rows] == [str(good)] and len(rows[0]["probabilities"]) == 10
+    assert result.stderr == f"error: {fifo}: not a regular file (a FIFO)\n"

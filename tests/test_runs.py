@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +49,8 @@ def test_runs_at_once_without_names_each_get_a_run_of_their_own(runner: CliRunne
     result = runner.invoke(app, [*QUICK, "--runs", "3", "--jobs", "3", "--json"])
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)["runs"]
-    assert len(set(runs)) == 3 and all(r.startswith("mlp-") for r in runs)
+    stem = runs[0].removesuffix("-1")  # mlp-<UTC date-time>: one name for the three, numbered in seed order
+    assert re.fullmatch(r"mlp-\d{8}-\d{6}", stem) and runs == [f"{stem}-{i}" for i in (1, 2, 3)], runs
 
 
 @pytest.mark.parametrize(
@@ -54,6 +58,12 @@ def test_runs_at_once_without_names_each_get_a_run_of_their_own(runner: CliRunne
     [
         (["--jobs", "2"], ["--jobs is for ensembles", "--runs"]),
         (["--runs", "2", "--jobs", "0"], ["--jobs must be 1-64"]),
+        (["--runs", "2", "--jobs", "2", "--momentum", "2"], ["--momentum"]),
+        (["--runs", "2", "--jobs", "2", "--arg", "hidden=0"], ["hidden must be a whole number of at least 1"]),
+        (
+            ["--runs", "2", "--jobs", "2", "--optimizer", "sgd", "--scheduler", "onecycle", "--epochs", "0"],
+            ["--epochs"],
+        ),
         (["--runs", "2", "--jobs", "2", "--nproc", "2"], ["--jobs and --nproc"]),
     ],
 )
@@ -63,8 +73,42 @@ def test_jobs_without_repeats_or_with_nproc_is_refused(
     result = runner.invoke(app, [*QUICK, *args])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1 and "at a time" not in result.stderr  # refused before any work is announced
     for word in words:
         assert word in result.stderr
+    assert not (Path(os.environ["MNISTCLI_HOME"]) / "runs").exists()
+
+
+def test_runs_at_once_are_refused_in_a_process_torchrun_started(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = runner.invoke(app, [*QUICK, "--runs", "2", "--jobs", "2"])
+    assert result.exit_code == 2, result.output
+    assert (
+        result.stderr == "error: --jobs: this is already one of several processes (torchrun started it); drop --jobs\n"
+    )
+
+
+def test_ctrl_c_stops_every_run_and_names_those_that_can_go_on(synthetic_env: Path) -> None:
+    command = [sys.executable, "-m", "mnistcli", *QUICK[:4], "--epochs", "300", "--batch-size", "50"]
+    command += ["--runs", "3", "--jobs", "2", "--name", "c"]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    runs = Path(os.environ["MNISTCLI_HOME"]) / "runs"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(runs.glob("c-*/resume.safetensors"))) < 2:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C at a terminal does: the whole foreground group
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("error:")]
+    assert said == [
+        "error: interrupted: 0 of 3 runs finished and are kept; resume c-1, c-2 with `mnist train --resume NAME`;"
+        " 1 never got to an epoch's end (train them again)"
+    ], err
 
 
 def test_a_failed_run_stops_the_others_with_one_message(synthetic_env: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ anything the user can fix.
 from mnistcli.api.catalog import (
     broken_runs,
     checkpoints,
+    in_use,
     interrupted_runs,
     model,
     models,
@@ -24,7 +25,7 @@ from mnistcli.api.launching import check_resume as check_resume_launch
 from mnistcli.api.plotting import PlotReport, plot, plot_bags, plot_predictions
 from mnistcli.api.predicting import embed, oneshot, predict, save_embeddings
 from mnistcli.api.reading import ReadDigit, Reading, ReadReport, read
-from mnistcli.api.repeating import repeat_names, repeat_seeds, summarize, train_runs
+from mnistcli.api.repeating import check_runs, repeat_names, repeat_seeds, summarize, train_runs
 from mnistcli.api.training import resume, train
 from mnistcli.reports import (
     AdderReport,
@@ -70,9 +71,11 @@ __all__ = [
     "broken_runs",
     "check_launch",
     "check_resume_launch",
+    "check_runs",
     "checkpoints",
     "embed",
     "evaluate",
+    "in_use",
     "interrupted_runs",
     "launch",
     "members_of",

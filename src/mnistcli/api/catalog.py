@@ -49,6 +49,11 @@ def interrupted_runs() -> list[str]:
     return [f.name for f in store.interrupted_runs()]
 
 
+def in_use(name: str) -> str | None:
+    """Who is training (or removing) the run `name` now ("a training (pid 123)"), or None if no process is."""
+    return store.holder(paths.runs_dir() / name)
+
+
 def resumable(name: str) -> tuple[int, int, str] | None:
     """(epochs done, epochs in all, "epochs") of a stopped run that `mnist train --resume` can continue, or
     (members done, members in all, "members") of a stopped ensemble; else None."""
@@ -60,11 +65,15 @@ def resumable(name: str) -> tuple[int, int, str] | None:
             return None
         done = sum((folder / store.MEMBERS / m["name"] / store.META).is_file() for m in plan["members"])
         return done, len(plan["members"]), "members"
-    found = snapshot.peek(folder)
-    if found is None:
+    if not (folder / snapshot.SNAPSHOT).is_file():  # not there; or a FIFO, which peeking would wait on for ever
         return None
-    done = int(found.get("position", {}).get("epoch", 0))
-    return done, int(found.get("options", {}).get("epochs", 0)), "epochs"
+    found = snapshot.peek(folder) or {}
+    position, options = found.get("position"), found.get("options")
+    done = position.get("epoch", 0) if isinstance(position, dict) else None
+    total = options.get("epochs", 0) if isinstance(options, dict) else None
+    if type(done) is not int or type(total) is not int:
+        return None  # no snapshot, or one whose header says nonsense: the run is listed as interrupted
+    return done, total, "epochs"
 
 
 def broken_runs() -> list[tuple[str, str]]:

@@ -27,12 +27,13 @@ from mnistcli.api.common import a_model, data_folder
 from mnistcli.atomic import atomic_write_text
 from mnistcli.config import TrainConfig, field_names
 from mnistcli.engine import tensorboard as tb_events
-from mnistcli.errors import CheckpointError, Interrupted, MnistError, UsageError
+from mnistcli.errors import CheckpointError, FileProblem, Interrupted, MnistError, UsageError
 from mnistcli.families import get_family
 from mnistcli.families.classify import ClassifyParams
 from mnistcli.families.ensemble import EnsembleFamily, EnsembleParams
 from mnistcli.registry import create_model, get_entry
 from mnistcli.reports import TrainReport
+from mnistcli.store import lock
 from mnistcli.store.runs import MEMBERS, PLAN
 from mnistcli.store.snapshot import SNAPSHOT
 from mnistcli.work import notify
@@ -114,16 +115,22 @@ def train(
         "tensorboard": tensorboard,
         "from": sources is not None,
     }
-    run_dir = store.begin("ensemble", name)
+    run_dir = store.begin("ensemble", name)  # claimed until the ensemble is saved (store/lock.py); members each too
     try:
-        (run_dir / MEMBERS).mkdir()
-        for member in members if sources is not None else []:
-            shutil.copytree(member["source"], run_dir / MEMBERS / member["name"])
-        atomic_write_text(run_dir / PLAN, json.dumps(plan, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    return _complete(run_dir, plan, jobs, on_member, on_work, t0)
+        try:
+            (run_dir / MEMBERS).mkdir()
+            for member in members if sources is not None else []:
+                shutil.copytree(member["source"], run_dir / MEMBERS / member["name"])
+            atomic_write_text(run_dir / PLAN, json.dumps(plan, indent=2) + "\n")
+        except OSError as e:  # copytree's shutil.Error too (a full disk)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise FileProblem(run_dir, f"cannot write the ensemble's folder ({e.strerror or e})") from None
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        return _complete(run_dir, plan, jobs, on_member, on_work, t0)
+    finally:
+        lock.release(run_dir)
 
 
 def resume(
@@ -135,10 +142,11 @@ def resume(
 ) -> TrainReport:
     """Go on with the stopped ensemble in `folder`: finish the stopped member, train the ones not started, combine."""
     t0 = time.perf_counter()
-    plan = read_plan(folder)
-    if device is not None:
-        plan["member_options"]["device"] = plan["options"]["device"] = device
-    return _complete(folder, plan, jobs, on_member, on_work, t0)
+    with lock.claimed(folder):  # `CheckpointError` if another process is training it
+        plan = read_plan(folder)
+        if device is not None:
+            plan["member_options"]["device"] = plan["options"]["device"] = device
+        return _complete(folder, plan, jobs, on_member, on_work, t0)
 
 
 def members_of(options: dict[str, Any]) -> int:

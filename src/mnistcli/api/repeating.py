@@ -10,14 +10,19 @@ several GPUs, a GPU of its own): the pool that trains an ensemble's members (api
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from mnistcli import store
+from mnistcli import paths, store
 from mnistcli.api import parallel, training
 from mnistcli.api.common import data_folder
-from mnistcli.errors import Interrupted, MnistError, UsageError
+from mnistcli.engine import dist
+from mnistcli.engine import tensorboard as tb_events
+from mnistcli.errors import CheckpointError, Interrupted, MnistError, UsageError
+from mnistcli.families import get_family
+from mnistcli.registry import create_model, get_entry
 from mnistcli.reports import RepeatReport, TrainReport
 
 MAX_RUNS = 100
@@ -25,16 +30,45 @@ MAX_JOBS = 64
 RunHooks = Callable[[str], Any]  # one run's hooks by its name: on_step, on_epoch, on_work (training.Hooks)
 
 
-def repeat_names(name: str | None, runs: int) -> list[str | None]:
-    """The names of `runs` repeated runs (`NAME-1`...; None each without a name), all checked before any training."""
+def repeat_names(name: str | None, runs: int, model: str) -> list[str | None]:
+    """The names of `runs` repeated runs, all checked before any training: `NAME-1`, ... (`NAME` for one run); without
+    a name, one run takes the usual default (None) and several `<model>-<UTC date-time>-1`, ..., in seed order."""
     if not 1 <= runs <= MAX_RUNS:
         raise UsageError(f"--runs must be 1-{MAX_RUNS}")
-    if name is None:
-        return [None] * runs
-    names: list[str | None] = [f"{name}-{i}" for i in range(1, runs + 1)] if runs > 1 else [name]
-    for each in names:
-        store.check_new_name(str(each))
-    return names
+    if runs == 1:
+        if name is not None:
+            store.check_new_name(name)
+        return [name]
+    if name is not None:
+        names = [f"{name}-{i}" for i in range(1, runs + 1)]
+        for each in names:
+            store.check_new_name(each)
+        return list(names)
+    stamp = f"{model}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    for stem in [stamp, *(f"{stamp}-{k}" for k in range(2, 100))]:  # repeats started in the same second: the next
+        try:
+            return repeat_names(stem, runs, model)
+        except (CheckpointError, UsageError):
+            continue
+    raise CheckpointError(f"cannot find free names for {runs} runs of {model!r}")
+
+
+def check_runs(model: str, options: dict[str, Any], model_args: dict[str, Any], jobs: int, tensorboard: bool) -> None:
+    """What `--runs N --jobs J` can check before it starts a worker (where a bad option would be one run's failure
+    after importing torch): the number of jobs, that this is not already one of torchrun's processes, the options
+    and the model's arguments."""
+    if not 1 <= jobs <= MAX_JOBS:
+        raise UsageError(f"--jobs must be 1-{MAX_JOBS}")
+    if dist.launched():
+        raise UsageError("--jobs: this is already one of several processes (torchrun started it); drop --jobs")
+    if tensorboard:
+        tb_events.require()
+    entry = get_entry(model)
+    family = get_family(entry.family)
+    config, params = family.configure(entry.recipe, options)
+    family.check(params, config)
+    args, _ = training.model_args_for(family, params, model_args)
+    create_model(model, **args)
 
 
 def repeat_seeds(seed: int, runs: int, stride: int = 1) -> list[int]:
@@ -72,8 +106,7 @@ def train_runs(
 
     The first failure stops the others (each saves its snapshot, as on Ctrl-C) and raises `MnistError` naming the
     run; Ctrl-C raises `Interrupted`. Runs that finished are kept either way."""
-    if not 1 <= jobs <= MAX_JOBS:
-        raise UsageError(f"--jobs must be 1-{MAX_JOBS}")
+    check_runs(model, options, model_args, jobs, tensorboard)
     folder = str(data_folder(data_dir, on_download))
     labels = [name or f"seed {seed}" for name, seed in zip(names, seeds, strict=True)]
     tasks = [
@@ -86,17 +119,31 @@ def train_runs(
         shown = hooks(label)
         return parallel.Relay(shown.on_step, shown.on_epoch, shown.on_work)
 
-    outcome = parallel.run_tasks(tasks, jobs, relay)
-    kept = (
-        f"{len(outcome.results)} of {len(tasks)} runs finished and are kept; "
-        "those stopped can be resumed with `mnist train --resume NAME` (`mnist checkpoints` lists them)"
-    )
+    try:
+        outcome = parallel.run_tasks(tasks, jobs, relay)
+    except Interrupted:
+        raise Interrupted(f"interrupted: {_left(names)}") from None
     if outcome.errors:
         label, problem = next(iter(outcome.errors.items()))
-        raise MnistError(f"{label}: {problem} ({kept})")
+        raise MnistError(f"{label}: {problem} ({_left(names)})")
     if outcome.interrupted:
-        raise Interrupted(f"interrupted: {kept}")
+        raise Interrupted(f"interrupted: {_left(names)}")
     return [outcome.results[label] for label in labels]
+
+
+def _left(names: Sequence[str | None]) -> str:
+    """What a stopped `--runs --jobs` left, read from the store: the runs finished, those that can be resumed (named),
+    and how many never started."""
+    root = paths.runs_dir()
+    named = [n for n in names if n is not None]
+    done = [n for n in named if (root / n / store.META).is_file()]
+    stopped = [n for n in named if n not in done and store.resumable(root / n)]
+    said = [f"{len(done)} of {len(names)} runs finished and are kept"]
+    if stopped:
+        said.append(f"resume {', '.join(stopped)} with `mnist train --resume NAME`")
+    if len(named) == len(names) and len(done) + len(stopped) < len(names):
+        said.append(f"{len(names) - len(done) - len(stopped)} never got to an epoch's end (train them again)")
+    return "; ".join(said)
 
 
 def train_run(

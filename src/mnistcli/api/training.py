@@ -10,7 +10,6 @@ reports first; `store` writes the typed checkpoint description.
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import shutil
 import time
@@ -36,12 +35,12 @@ from mnistcli.engine import dist, optim
 from mnistcli.engine import tensorboard as tb_events
 from mnistcli.engine.device import seed_everything
 from mnistcli.engine.loop import EpochInfo, Loop, Position, StepInfo
-from mnistcli.errors import CheckpointError, Interrupted, UsageError
+from mnistcli.errors import CheckpointError, FileProblem, Interrupted, UsageError
 from mnistcli.families import Data, Family, TestResult, get_family
 from mnistcli.models.base import MEAN, STD
 from mnistcli.registry import create_model, get_entry
 from mnistcli.reports import TrainReport
-from mnistcli.store import snapshot
+from mnistcli.store import lock, runlog, snapshot
 from mnistcli.store.checkpoint import Checkpoint, DataSpec, ModelSpec, Results
 from mnistcli.store.runlog import LOG, RunLog, read_log
 from mnistcli.work import WorkFn, notify
@@ -128,13 +127,17 @@ def train(
         if name is not None and here.is_main:
             store.check_new_name(name, root)  # before training, not after it
         hooks = Hooks(on_step, on_epoch, on_download, on_work)
-        model_args, encoder = _encoder(family, params, model_args or {})
+        model_args, encoder = model_args_for(family, params, model_args or {})
         setup = _setup(model_name, model_args, config, params, data_dir, hooks, here, encoder)
-        run_dir = store.begin(model_name, name, root) if here.is_main else None
-        return _run(setup, run_dir, tensorboard, hooks, t0, here)
+        run_dir = store.begin(model_name, name, root) if here.is_main else None  # claimed (store/lock.py)
+        try:
+            return _run(setup, run_dir, tensorboard, hooks, t0, here)
+        finally:
+            if run_dir is not None:
+                lock.release(run_dir)
 
 
-def _encoder(family: type[Family], params: Any, model_args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+def model_args_for(family: type[Family], params: Any, model_args: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """(the model's arguments, the self-supervised model to start from) for `--encoder RUN`, else (args, None).
 
     The instance network takes the encoder run's architecture (`family.encoder_args`); the run's
@@ -167,6 +170,7 @@ def resume(
     complete or has no snapshot."""
     t0 = time.perf_counter()
     folder = store.stopped_run(ref)
+    lock.check_free(folder)  # a run in training has a snapshot too: say that it is in use
     if (folder / store.PLAN).is_file():  # a stopped ensemble: its members go on (api/ensembling.py)
         from mnistcli.api import ensembling
 
@@ -183,11 +187,16 @@ def resume(
     # On any number of processes: the snapshot holds everything the run shares (weights, optimizer, generators).
     with dist.session(config.device) as here:
         family.check_processes(here.world, config)
-        setup = _setup(run["model"], run["args"], config, params, run["data"], hooks, here)
-        log = folder / LOG
-        if here.is_main and log.exists() and log.stat().st_size > int(run.get("log_bytes", 0)):
-            os.truncate(log, int(run.get("log_bytes", 0)))  # drop what the stopped epoch logged: it runs again
-        return _run(setup, folder if here.is_main else None, bool(run.get("tensorboard")), hooks, t0, here, state)
+        if here.is_main:
+            lock.claim(folder)
+        try:
+            setup = _setup(run["model"], run["args"], config, params, run["data"], hooks, here)
+            if here.is_main:
+                runlog.cut(folder / LOG, int(run.get("log_bytes", 0)))  # what the stopped epoch logged runs again
+            return _run(setup, folder if here.is_main else None, bool(run.get("tensorboard")), hooks, t0, here, state)
+        finally:
+            if here.is_main:
+                lock.release(folder)
 
 
 def _setup(
@@ -306,11 +315,9 @@ def _run(
         saved = [int(state["position"]["epoch"]) if state is not None else -1, 1]
 
         def save_snapshot(loop: Loop) -> None:
-            log.file.flush()
+            logged = log.flush()
             started = {"model": s.model_name, "args": s.model_args, "options": s.options, "data": str(s.folder)}
-            snapshot.write(
-                run_dir, loop.state_dict(), {**started, "tensorboard": tensorboard, "log_bytes": log.file.tell()}
-            )
+            snapshot.write(run_dir, loop.state_dict(), {**started, "tensorboard": tensorboard, "log_bytes": logged})
             saved[0] = loop.position.epoch
             saved[1] = attempts.current if attempts is not None else 1
 
@@ -398,8 +405,18 @@ def _run(
                 f"interrupted{where} with {saved[0]} of {config.epochs} epochs done and saved: "
                 f"resume with `mnist train --resume {run_dir.name}`"
             ) from None
+        except FileProblem as e:  # a full disk: what the last snapshot holds is not lost
+            if saved[0] < 0:
+                log.close()
+                shutil.rmtree(run_dir, ignore_errors=True)
+                raise
+            raise FileProblem(
+                e.path,
+                f"{e.problem}; {saved[0]} of {config.epochs} epochs are done and saved: resume with "
+                f"`mnist train --resume {run_dir.name}` once it can be written",
+            ) from None
         except BaseException:
-            if state is None and saved[0] <= 0 and not log.file.tell():  # failed before logging anything
+            if state is None and saved[0] <= 0 and log.empty:  # failed before logging anything
                 log.close()
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise

@@ -45,8 +45,11 @@ def checkpoints_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
         render.checkpoints_table(api.checkpoints(), json_out)
         for name in api.interrupted_runs():
-            stopped = api.resumable(name)
-            if stopped is not None:
+            stopped, busy = api.resumable(name), api.in_use(name)
+            if busy is not None:
+                done = f" ({stopped[0]} of {stopped[1]} {stopped[2]} done)" if stopped is not None else ""
+                render.note(f"{name}: in use by {busy}{done}; listed once it is saved")
+            elif stopped is not None:
                 render.note(
                     f"{name}: stopped with {stopped[0]} of {stopped[1]} {stopped[2]} done; resume with"
                     f" `mnist train --resume {name}` (or `mnist checkpoints rm {name}`)"

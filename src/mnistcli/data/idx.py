@@ -7,7 +7,10 @@ training images costs nothing until the pages are touched.
 
 Every defect (wrong magic, unknown type code, sizes that disagree with the byte count, truncated
 or trailing bytes, broken gzip) raises `IdxError` naming the file and the problem; torchvision's
-reader asserts instead. This module never imports torch.
+reader asserts instead. Hostile files cost no more than the header says: anything but a regular
+file (a FIFO, a device) is refused before a byte is read, a header numpy cannot hold or that claims
+more than the file can contain is refused from the header alone, and a gzip file is inflated only
+up to the size its header gives (a gzip bomb stops there). This module never imports torch.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import sys
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from mnistcli.atomic import atomic_write_bytes
+from mnistcli.data.files import open_regular
 from mnistcli.errors import IdxError
 
 # Type code -> big-endian numpy dtype (the IDX spec's six types).
@@ -34,63 +40,118 @@ DTYPES: dict[int, np.dtype] = {
 }
 CODES: dict[str, int] = {dt.newbyteorder("=").str[1:]: code for code, dt in DTYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
+# Deflate codes at best 258 bytes in 2 bits, so no gzip file inflates to more than 1032 times its size:
+# a header claiming more than that is refused before anything is inflated.
+MAX_GZIP_RATIO = 1032
+MAX_NDIM = 64 if int(np.__version__.split(".")[0]) >= 2 else 32  # numpy's NPY_MAXDIMS
+CHUNK = 1 << 20  # inflate 1 MiB at a time, straight into the array (no second copy of the data)
+TRAILING_PEEK = 1 << 16  # past the data, inflate at most this much to count trailing bytes
 
 
-def _parse_header(path: Path, head: bytes, total: int) -> tuple[np.dtype, tuple[int, ...], int]:
-    """Validate the header in `head` against a payload of `total` bytes; return dtype, shape, offset."""
+def _describe(dtype: np.dtype, shape: tuple[int, ...]) -> str:
+    return f"{'x'.join(map(str, shape)) or 'scalar'} {dtype.name}"
+
+
+def _read_header(path: Path, stream: BinaryIO | gzip.GzipFile) -> tuple[np.dtype, tuple[int, ...], int]:
+    """Read and check the header from the start of `stream`; return dtype, shape and the data's size in bytes.
+
+    Refuses from the header alone what numpy cannot hold: more dimensions than it allows, or an
+    empty array whose other sizes overflow it (a non-empty one that large is refused as truncated).
+    """
+    head = stream.read(4)
     if len(head) < 4:
-        raise IdxError(path, f"too short to be an IDX file ({total} bytes)")
+        raise IdxError(path, f"too short to be an IDX file ({len(head)} bytes)")
+    if head[:2] == GZIP_MAGIC:
+        raise IdxError(path, "compressed twice (gzip inside gzip): decompress it once")
     if head[0] != 0 or head[1] != 0:
         raise IdxError(path, f"not an IDX file (magic starts {head[:2].hex()}, expected 0000)")
     code, ndim = head[2], head[3]
     if code not in DTYPES:
         raise IdxError(path, f"unknown IDX type code 0x{code:02x}")
-    offset = 4 + 4 * ndim
-    if len(head) < offset:
-        raise IdxError(path, f"truncated header: {ndim} dimensions need {offset} bytes, got {total}")
-    shape = tuple(int(d) for d in np.frombuffer(head, dtype=">u4", count=ndim, offset=4))
+    if ndim > MAX_NDIM:
+        raise IdxError(path, f"{ndim} dimensions (numpy arrays have at most {MAX_NDIM})")
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise IdxError(path, f"truncated header: {ndim} dimensions need {4 + 4 * ndim} bytes, got {4 + len(sizes)}")
+    shape = tuple(int(d) for d in np.frombuffer(sizes, dtype=">u4"))
     dtype = DTYPES[code]
-    expected = offset + math.prod(shape) * dtype.itemsize  # Python ints: no overflow for huge dims
-    dims = "x".join(map(str, shape)) or "scalar"
+    nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow for huge dims
+    if nbytes == 0 and math.prod(d for d in shape if d) * dtype.itemsize > sys.maxsize:
+        raise IdxError(path, f"{_describe(dtype, shape)} is too large for a numpy array, even empty")
+    return dtype, shape, nbytes
+
+
+def _check_size(path: Path, dtype: np.dtype, shape: tuple[int, ...], total: int, expected: int, more: str = "") -> None:
+    """Raise `IdxError` unless the file's `total` bytes are the `expected` ones (`more`: 'at least ' if total is a floor)."""
     if total < expected:
-        raise IdxError(path, f"truncated: {dims} {dtype.name} needs {expected} bytes, file has {total}")
+        raise IdxError(path, f"truncated: {_describe(dtype, shape)} needs {expected} bytes, file has {total}")
     if total > expected:
-        raise IdxError(path, f"{total - expected} trailing bytes after {dims} {dtype.name} data")
-    return dtype, shape, offset
+        raise IdxError(path, f"{more}{total - expected} trailing bytes after {_describe(dtype, shape)} data")
+
+
+def _read_gzip(path: Path, f: BinaryIO) -> np.ndarray:
+    """Inflate a gzip IDX file no further than its header says, plus a peek for trailing bytes.
+
+    So a gzip bomb (a small header followed by gigabytes of zeros) costs a few MB to refuse, and a
+    header claiming more than the file can inflate to is refused before inflating anything.
+    Multi-member files are read whole (gzip's own rule); gzip inside gzip is refused.
+    """
+    compressed = os.fstat(f.fileno()).st_size
+    f.seek(0)
+    try:
+        with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+            dtype, shape, nbytes = _read_header(path, gz)
+            expected = 4 + 4 * len(shape) + nbytes
+            if expected > compressed * MAX_GZIP_RATIO:
+                raise IdxError(
+                    path,
+                    f"truncated: {_describe(dtype, shape)} needs {expected} bytes, "
+                    f"more than {compressed} bytes of gzip can hold",
+                )
+            try:
+                data = np.empty(nbytes, dtype=np.uint8)
+            except MemoryError:
+                raise IdxError(
+                    path, f"{_describe(dtype, shape)} needs {nbytes} bytes: more than fits in memory"
+                ) from None
+            done = 0
+            while done < nbytes and (chunk := gz.read(min(CHUNK, nbytes - done))):
+                data[done : done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+                done += len(chunk)
+            trailing = len(gz.read(TRAILING_PEEK)) if done == nbytes else 0  # reaching the end checks the CRC
+    except (OSError, EOFError, zlib.error) as e:
+        raise IdxError(path, f"broken gzip data ({e})") from None
+    more = "at least " if trailing == TRAILING_PEEK else ""
+    _check_size(path, dtype, shape, expected - nbytes + done + trailing, expected, more)
+    return data.view(dtype).reshape(shape)
 
 
 def read_idx(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
     """Read an IDX file, raw or gzip-compressed.
 
     Returns an array of the file's dtype (big-endian for multi-byte types) and shape. Raw files
-    are memory-mapped read-only unless `mmap` is False. Raises `IdxError` on any defect and
-    `FileNotFoundError`'s cousin `IdxError` if the file cannot be opened.
+    are memory-mapped read-only unless `mmap` is False. Raises `IdxError` on any defect, if the
+    file cannot be opened, or if it is not a regular file (a FIFO, a device, a folder).
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(2)
-            if magic == GZIP_MAGIC:
-                f.seek(0)
-                try:
-                    data = gzip.GzipFile(fileobj=f).read()
-                except (OSError, EOFError, zlib.error) as e:
-                    raise IdxError(path, f"broken gzip data ({e})") from None
-            else:
-                data = None
-                total = os.fstat(f.fileno()).st_size
-                f.seek(0)
-                head = f.read(4 + 4 * 255)
-    except OSError as e:
-        raise IdxError(path, f"cannot open ({e.strerror or e})") from None
-
-    if data is not None:
-        dtype, shape, offset = _parse_header(path, data[: 4 + 4 * 255], len(data))
-        return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
-    dtype, shape, offset = _parse_header(path, head, total)
-    if mmap and math.prod(shape) > 0:
-        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    return np.fromfile(path, dtype=dtype, offset=offset).reshape(shape)
+    with open_regular(path, IdxError) as f:
+        try:
+            if f.read(2) == GZIP_MAGIC:
+                return _read_gzip(path, f)
+            f.seek(0)
+            dtype, shape, nbytes = _read_header(path, f)
+            offset = f.tell()
+            _check_size(path, dtype, shape, os.fstat(f.fileno()).st_size, offset + nbytes)
+            if nbytes == 0:
+                return np.empty(shape, dtype=dtype)
+            if mmap:
+                return np.memmap(f, dtype=dtype, mode="r", offset=offset, shape=shape)
+            data = np.fromfile(f, dtype=dtype, count=math.prod(shape))
+        except (OSError, ValueError) as e:  # the file changed or failed under us after its size was checked
+            raise IdxError(path, f"cannot read ({e})") from None
+    if data.size != math.prod(shape):
+        raise IdxError(path, f"truncated: {_describe(dtype, shape)} data ends after {data.nbytes} bytes")
+    return data.reshape(shape)
 
 
 def encode_idx(array: np.ndarray) -> bytes:

@@ -13,12 +13,14 @@ Returns float32 arrays in [0, 1]; no torch here.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnistcli.data.files import open_regular
 from mnistcli.data.ink import extract_ink, fit_digit
 from mnistcli.errors import ImageError
 
@@ -105,22 +107,27 @@ def is_mnist_style(gray: np.ndarray) -> bool:
 def open_gray(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as float32 grayscale in [0, 1] (EXIF orientation applied, transparency flattened).
 
-    Raises `ImageError` naming the file: no such file, a folder, not an image, too large, unreadable.
+    Raises `ImageError` naming the file: no such file, a folder, not a regular file (a FIFO or a
+    device, refused without blocking), not an image, too large, unreadable.
     """
-    try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(path, f"image too large ({image.width}x{image.height})")
-            image.load()
-            gray = _to_grayscale(image)
-    except FileNotFoundError:
-        raise ImageError(path, "no such file") from None
-    except IsADirectoryError:
-        raise ImageError(path, "a folder with no image files in it") from None
-    except UnidentifiedImageError:
-        raise ImageError(path, "not a readable image") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(path, f"cannot read image ({e})") from None
+    with open_regular(path, ImageError, folder="a folder with no image files in it") as f:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow's warnings about odd files are noise on the CLI's stderr
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(f) as image:
+                    if image.width * image.height > MAX_PIXELS:
+                        raise ImageError(path, f"image too large ({image.width}x{image.height})")
+                    image.load()
+                    gray = _to_grayscale(image)
+        except ImageError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageError(path, "not a readable image") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(path, f"image too large (over {MAX_PIXELS} pixels)") from None
+        except Exception as e:  # Pillow's decoders fail on hostile bytes in many ways (struct.error, ...)
+            raise ImageError(path, f"cannot read image ({e or type(e).__name__})") from None
     if gray.ndim != 2 or min(gray.shape) < 1:
         raise ImageError(path, "empty image")
     return gray.astype(np.float32, copy=False)

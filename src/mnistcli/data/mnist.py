@@ -70,9 +70,13 @@ def candidates(stem: str) -> list[str]:
 
 
 def find_file(folder: Path, stem: str) -> Path | None:
-    """Return the first existing file for `stem` in `folder`, or None."""
+    """Return the first existing file for `stem` in `folder`, or None.
+
+    Anything there under the name but a folder counts, so that a FIFO or a device is refused by
+    `read_idx` as what it is ("not a regular file (a FIFO)") rather than reported missing.
+    """
     for name in candidates(stem):
-        if (folder / name).is_file():
+        if (folder / name).exists() and not (folder / name).is_dir():
             return folder / name
     return None
 

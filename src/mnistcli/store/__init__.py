@@ -4,6 +4,7 @@
 """
 
 from mnistcli.store.checkpoint import FORMAT, Checkpoint
+from mnistcli.store.lock import holder
 from mnistcli.store.resolve import resolve, run_folder, stopped_run
 from mnistcli.store.runs import (
     BUNDLED_ROOT,
@@ -43,6 +44,7 @@ __all__ = [
     "broken_runs",
     "bundled_runs",
     "check_new_name",
+    "holder",
     "interrupted_runs",
     "list_runs",
     "load",

@@ -7,7 +7,8 @@ else the bundled one), `run_folder` any run's folder (a stopped one too, for `mn
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mnistcli import paths
@@ -29,14 +30,27 @@ from mnistcli.store.runs import (
 from mnistcli.store.snapshot import SNAPSHOT
 
 
+def _is(test: Callable[[], bool]) -> bool:
+    """`test()`, a test of a path (`is_dir`, `exists`); False for a path the system cannot look at (too long)."""
+    try:
+        return test()
+    except (OSError, ValueError):
+        return False
+
+
 def _folder_of(ref: str) -> Path:
     """`ref` as a path, a run's file (weights, meta or log) standing for its folder."""
     candidate = Path(ref).expanduser()
     return (
         candidate.parent
-        if candidate.is_file() and candidate.name in (WEIGHTS, META, LOG, SNAPSHOT, PLAN)
+        if _is(candidate.is_file) and candidate.name in (WEIGHTS, META, LOG, SNAPSHOT, PLAN)
         else candidate
     )
+
+
+def _has(folder: Path, name: str) -> bool:
+    """Whether `folder` is a folder holding `name` (a file or not: a broken one is still there)."""
+    return _is(folder.is_dir) and os.path.lexists(folder / name)
 
 
 def resolve(
@@ -54,11 +68,11 @@ def resolve(
 
     if ref is not None:
         candidate = _folder_of(ref)
-        if candidate.is_dir() and (candidate / META).exists():
+        if _has(candidate, META):
             return open_run(candidate)
         folder = (root or paths.runs_dir()) / ref
         named = NAME_RE.fullmatch(ref) and folder.is_dir()
-        if named and (folder / META).exists():
+        if named and _has(folder, META):
             return open_run(folder)
         bundled = [r for r in bundled_runs() if r.name == ref]
         if bundled:
@@ -91,7 +105,7 @@ def _check_no_newer_broken(latest: Run | None, root: Path | None) -> None:
     """Raise `CheckpointError` if a run saved after `latest` is unreadable: the default never silently falls back."""
     since = (latest.path / META).stat().st_mtime if latest is not None else float("-inf")
     for folder, problem in broken_runs(root):
-        if (folder / META).stat().st_mtime > since:
+        if (folder / META).lstat().st_mtime > since:  # lstat: a meta.json that links nowhere is broken too
             raise CheckpointError(
                 f"your latest run {folder.name!r} cannot be read ({problem}); name a checkpoint with -c,"
                 f" or remove it with `mnist checkpoints rm {folder.name}`"
@@ -102,7 +116,7 @@ def run_folder(ref: str, root: Path | None = None) -> Path:
     """The folder of run `ref`, complete or not (an interrupted run has only its log): a path or a run name,
     else whatever `resolve` finds. Raises `CheckpointError` if there is none."""
     candidate = _folder_of(ref)
-    if candidate.is_dir() and ((candidate / META).exists() or (candidate / LOG).exists()):
+    if _has(candidate, META) or _has(candidate, LOG):
         return candidate
     folder = (root or paths.runs_dir()) / ref
     if NAME_RE.fullmatch(ref) and folder.is_dir():
@@ -114,9 +128,9 @@ def stopped_run(ref: str, root: Path | None = None) -> Path:
     """The folder of the stopped run `ref` (a run name, its folder, or a file in it) that `mnist train --resume`
     continues. Raises `CheckpointError` if it is complete, or not a run folder at all."""
     candidate = _folder_of(ref)
-    folder = candidate if candidate.is_dir() else (root or paths.runs_dir()) / ref
-    if not candidate.is_dir() and not (NAME_RE.fullmatch(ref) and folder.is_dir()):
+    folder = candidate if _is(candidate.is_dir) else (root or paths.runs_dir()) / ref
+    if not _is(candidate.is_dir) and not (NAME_RE.fullmatch(ref) and folder.is_dir()):
         raise CheckpointError(f"no run named {ref!r} to resume (a run name from `mnist checkpoints`, or its folder)")
-    if (folder / META).exists():
+    if os.path.lexists(folder / META):
         raise CheckpointError(f"run {folder.name!r} is complete: there is nothing to resume")
     return folder

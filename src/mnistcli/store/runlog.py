@@ -6,13 +6,14 @@ its metrics; a run that started over (engine.callbacks.Restart) keeps only its l
 `restart` line per restart. A run trained several times (engine.callbacks.BestAttempt) keeps every attempt, each
 after an `attempt` line but the first, and ends with a `kept` line naming the attempt kept, which is what
 `read_log` gives. Lines are flushed as they are written, so an interrupted run keeps everything it logged;
-`read_log` skips a last line cut short.
+`read_log` skips a last line cut short. A line that cannot be written (a full disk) raises `FileProblem` naming the log.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,15 +28,34 @@ class RunLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.failed = False  # a write failed: closing (which writes what is left) fails again, and says nothing new
         try:
             self.file = path.open("a", encoding="utf-8", buffering=1)  # line-buffered: each event reaches the disk
         except OSError as e:
             raise FileProblem(path, f"cannot write the run log ({e.strerror})") from None
+        self.empty = self.file.tell() == 0
 
     def write(self, event: str, values: dict[str, Any]) -> None:
         """One event; a NaN or infinite value (a diverged run), also inside a list, is written as null, so every line
-        stays JSON."""
-        self.file.write(json.dumps({"event": event, **finite(values)}, separators=(",", ":"), allow_nan=False) + "\n")
+        stays JSON. Raises `FileProblem` if it cannot be written."""
+        line = json.dumps({"event": event, **finite(values)}, separators=(",", ":"), allow_nan=False) + "\n"
+        try:
+            self.file.write(line)
+        except OSError as e:
+            raise self._problem(e) from None
+        self.empty = False
+
+    def flush(self) -> int:
+        """Push every line to the file; returns its size in bytes. Raises `FileProblem` if it cannot be written."""
+        try:
+            self.file.flush()
+            return self.file.tell()
+        except OSError as e:
+            raise self._problem(e) from None
+
+    def _problem(self, e: OSError) -> FileProblem:
+        self.failed = True
+        return FileProblem(self.path, f"cannot write the run log ({e.strerror or e})")
 
     def step(self, info: Any) -> None:
         self.write("step", asdict(info))
@@ -46,13 +66,32 @@ class RunLog:
     def start_over(self, restarts: list[dict[str, Any]]) -> None:
         """Training began again from epoch 1: drop everything the abandoned attempts logged and keep one `restart`
         line per restart so far (epoch and training loss), so the log holds the attempt that counts."""
-        self.file.flush()
-        self.file.truncate(0)  # the file is in append mode: what follows goes to the new end
+        self.flush()
+        try:
+            self.file.truncate(0)  # the file is in append mode: what follows goes to the new end
+        except OSError as e:
+            raise self._problem(e) from None
         for restart in restarts:
             self.write("restart", restart)
 
     def close(self) -> None:
-        self.file.close()
+        """Close the file (again: nothing happens). Raises `FileProblem` if the last lines cannot be written, unless a
+        write failed already (that error is the one to report)."""
+        try:
+            self.file.close()  # closes it even when what is left cannot be written
+        except OSError as e:
+            if not self.failed:
+                raise self._problem(e) from None
+
+
+def cut(path: Path, size: int) -> None:
+    """Drop what the log at `path` holds beyond its first `size` bytes (a resumed run logged that after its snapshot:
+    it runs again). Raises `FileProblem` if it cannot be cut."""
+    try:
+        if path.exists() and path.stat().st_size > size:
+            os.truncate(path, size)
+    except OSError as e:
+        raise FileProblem(path, f"cannot write the run log ({e.strerror or e})") from None
 
 
 def finite(value: Any) -> Any:

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,17 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as serialise
 from torch import nn
 
 from mnistcli import paths
 from mnistcli.atomic import atomic_write_bytes, atomic_write_text
-from mnistcli.errors import CheckpointError, MnistError, UsageError
+from mnistcli.errors import CheckpointError, FileProblem, MnistError, UsageError
+from mnistcli.families import get_family
 from mnistcli.registry import create_model
+from mnistcli.store import lock
 from mnistcli.store.checkpoint import FORMAT, Checkpoint
-from mnistcli.store.runlog import LOG
+from mnistcli.store.fields import check_options
+from mnistcli.store.runlog import LOG, finite
 from mnistcli.store.snapshot import SNAPSHOT
 
 WEIGHTS, META = "model.safetensors", "meta.json"
@@ -89,16 +93,49 @@ class Run:
         return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
 
 
+META_LIMIT = 16 * 2**20  # bytes of meta.json read at most: a run's is a few KiB (a long history or an ensemble: tens)
+
+
 def read_meta(folder: Path) -> dict[str, Any]:
-    """Parse and check `folder/meta.json`; returns the object. Raises `CheckpointError` if missing or corrupt."""
+    """Parse and check `folder/meta.json`; returns the object.
+
+    Raises `CheckpointError` if it is missing, not a regular file, larger than META_LIMIT, not JSON, or
+    not a description (every field's type and range: store/checkpoint.py) whose family takes its options.
+    """
+    path = folder / META
     try:
-        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        meta = json.loads(_read_small(path))
     except FileNotFoundError:
         raise CheckpointError(f"{folder}: not a checkpoint (no {META})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{folder / META}: corrupt checkpoint metadata ({e})") from None
-    Checkpoint.from_json(meta, folder / META)
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8, bad JSON, an int of 5000 digits
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({e})") from None
+    _check_family(Checkpoint.from_json(meta, path), path)
     return meta  # type: ignore[no-any-return]
+
+
+def _read_small(path: Path) -> str:
+    """The text of `path`, which must be a regular file of at most META_LIMIT bytes: never waits on a FIFO, never
+    reads a gigabyte. Raises `CheckpointError` for anything else, `OSError` if it cannot be read."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens at once instead of waiting
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CheckpointError(f"{path}: not a regular file")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(META_LIMIT + 1)
+    finally:
+        os.close(fd)
+    if len(data) > META_LIMIT:
+        raise CheckpointError(f"{path}: too large for checkpoint metadata (over {META_LIMIT // 2**20} MiB)")
+    return data.decode("utf-8")
+
+
+def _check_family(info: Checkpoint, where: Path) -> None:
+    """Raise `CheckpointError` unless the run's family is registered and takes the family options in its `config`."""
+    try:
+        family = get_family(info.model.family)
+    except MnistError as e:
+        raise CheckpointError(f"{where}: 'model.family': {e}") from None
+    check_options(info.config, family.Params, where)
 
 
 def read_checkpoint(folder: Path) -> Checkpoint:
@@ -112,7 +149,8 @@ def open_run(folder: Path, bundled: bool = False) -> Run:
 
 
 def list_runs(root: Path | None = None, include_bundled: bool = False) -> list[Run]:
-    """Runs in the store, oldest first; folders that are not readable checkpoints are skipped."""
+    """Runs in the store, oldest first; folders that are not readable checkpoints are skipped (`broken_runs`
+    names those whose meta.json is there but unreadable)."""
     root = root or paths.runs_dir()
     runs = []
     folders = sorted(root.iterdir()) if root.is_dir() else []
@@ -137,18 +175,18 @@ def interrupted_runs(root: Path | None = None) -> list[Path]:
         for f in root.iterdir()
         if not f.name.startswith(".")
         and any((f / x).exists() for x in (LOG, SNAPSHOT, PLAN))
-        and not (f / META).exists()
+        and not os.path.lexists(f / META)  # one that is there but unreadable is broken, not interrupted
     )
 
 
 def broken_runs(root: Path | None = None) -> list[tuple[Path, str]]:
-    """Run folders whose `meta.json` exists but cannot be read, each with the reason (a one-line error)."""
+    """Run folders whose `meta.json` is there (a file or not) but cannot be read, each with the reason (one line)."""
     root = root or paths.runs_dir()
     if not root.is_dir():
         return []
     broken = []
     for folder in sorted(root.iterdir()):
-        if folder.name.startswith(".") or not (folder / META).is_file():
+        if folder.name.startswith(".") or not os.path.lexists(folder / META):
             continue
         try:
             read_meta(folder)
@@ -178,14 +216,15 @@ def bundled_runs() -> list[Run]:
 def load(run: Run, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the run's model through the registry and load its weights (no code runs).
 
-    Returns the model in eval mode on `device`. Raises `CheckpointError` if the weights are
-    missing, corrupt, or do not fit the model the metadata names.
+    The model is first built on the meta device (no memory) and compared with the weights file's
+    header, so arguments the weights do not fit (a width of 2000) are refused before anything is
+    allocated. Returns the model in eval mode on `device`. Raises `CheckpointError` if the weights
+    are missing, corrupt, or do not fit the model the metadata names.
     """
     spec = run.info.model
-    try:
-        model = create_model(spec.name, **spec.args)
-    except MnistError as e:
-        raise CheckpointError(f"{run.path}: cannot rebuild its model ({e})") from None
+    with torch.device("meta"):
+        _check_weights(_rebuild(run), run)
+    model = _rebuild(run)
     try:
         state = load_file(run.path / WEIGHTS, device="cpu")
     except FileNotFoundError:
@@ -200,22 +239,67 @@ def load(run: Run, device: torch.device | str = "cpu") -> nn.Module:
     return model.to(device).eval()
 
 
+def _rebuild(run: Run) -> nn.Module:
+    """The run's model through the registry (on the current default device). Raises `CheckpointError`."""
+    try:
+        return create_model(run.info.model.name, **run.info.model.args)
+    except MnistError as e:
+        raise CheckpointError(f"{run.path}: cannot rebuild its model ({e})") from None
+
+
+def _check_weights(model: nn.Module, run: Run) -> None:
+    """Raise `CheckpointError` unless the run's weights file holds exactly `model`'s tensors, name for name and shape
+    for shape (read from the file's header alone; `model` may be on the meta device)."""
+    path = run.path / WEIGHTS
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise CheckpointError(f"{path}: not a regular file")
+        with safe_open(path, framework="pt") as f:
+            found = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except FileNotFoundError:
+        raise CheckpointError(f"{run.path}: no {WEIGHTS}") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt weights ({e})") from None
+    wanted = {k: list(v.shape) for k, v in model.state_dict().items()}
+    wrong = [k for k in wanted if k in found and found[k] != wanted[k]]
+    missing, extra = [k for k in wanted if k not in found], [k for k in found if k not in wanted]
+
+    def dims(shape: list[int]) -> str:
+        return "x".join(map(str, shape)) or "a scalar"
+
+    if wrong or missing or extra:
+        problem = (
+            f"{wrong[0]!r} is {dims(found[wrong[0]])} in the file, {dims(wanted[wrong[0]])} in the model"
+            if wrong
+            else f"no {missing[0]!r} in the file"
+            if missing
+            else f"{extra[0]!r} is not the model's"
+        )
+        more = len(wrong) + len(missing) + len(extra) - 1
+        raise CheckpointError(
+            f"{path}: weights do not fit model {run.info.model.name!r} ({problem}"
+            + (f"; {more} more tensor{'s' if more > 1 else ''} differ)" if more else ")")
+        )
+
+
 def unique_name(base: str, root: Path) -> str:
-    """`base`, or `base-2`, `base-3`, ... whichever is free under `root`."""
+    """`base`, or `base-2`, `base-3`, ... whichever is free under `root` (no folder, and no process claiming it)."""
     name, n = base, 1
-    while (root / name).exists():
+    while (root / name).exists() or lock.holder(root / name) is not None:
         n += 1
         name = f"{base}-{n}"
     return name
 
 
 def check_new_name(name: str, root: Path | None = None) -> None:
-    """Raise `UsageError` for an invalid run name and `CheckpointError` for a taken one (call before training)."""
+    """Raise `UsageError` for an invalid run name and `CheckpointError` for a taken one (call before training), saying
+    so when another process is training it."""
     root = root or paths.runs_dir()
     if not NAME_RE.fullmatch(name):
         raise UsageError(
             f"invalid run name {name!r}: start with a letter or digit; then letters, digits, '.', '_' and '-' (at most 100)"
         )
+    lock.check_free(root / name)
     if (root / name).exists():
         if not (root / name / META).exists():
             resume = f"resume it with `mnist train --resume {name}` or " if resumable(root / name) else ""
@@ -226,24 +310,40 @@ def check_new_name(name: str, root: Path | None = None) -> None:
 
 
 def begin(model_name: str, name: str | None = None, root: Path | None = None) -> Path:
-    """Claim a new run folder (named `name`, or `<model>-<UTC date-time>`) and return it.
+    """Make a new run folder (named `name`, or `<model>-<UTC date-time>`), claim it for this process (store/lock.py:
+    until `lock.release(folder)`) and return it.
 
     Training logs into it as it goes; `save` completes it. A folder without `meta.json` is not a
     checkpoint (an interrupted run keeps only its log). Raises `UsageError` for an invalid name,
-    `CheckpointError` for a taken one.
+    `CheckpointError` for a taken one, `FileProblem` if the folder cannot be made.
     """
     root = root or paths.runs_dir()
-    root.mkdir(parents=True, exist_ok=True)
     if name is not None:
         check_new_name(name, root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FileProblem(root, f"cannot make the store's folder ({e.strerror or e})") from None
     for _ in range(100):  # a default name taken meanwhile (two runs started in the same second): the next one
         chosen = name or unique_name(f"{model_name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}", root)
         try:
-            (root / chosen).mkdir()
-            return root / chosen
-        except FileExistsError:
+            lock.claim(root / chosen)  # the name first: its folder is ours from the moment it is there
+        except CheckpointError:
             if name is not None:
+                raise
+            continue  # a default name another run has just claimed (its folder comes next)
+        try:
+            (root / chosen).mkdir()
+        except FileExistsError:
+            lock.release(root / chosen)
+            if name is not None:  # made by another process since the check: say what it is
+                check_new_name(name, root)
                 raise CheckpointError(f"a run named {name!r} already exists in {root}") from None
+            continue
+        except OSError as e:
+            lock.release(root / chosen)
+            raise FileProblem(root / chosen, f"cannot make the run's folder ({e.strerror or e})") from None
+        return root / chosen
     raise CheckpointError(f"cannot find a free run name in {root}")
 
 
@@ -256,33 +356,36 @@ def save(
 ) -> Run:
     """Save a run: the weights, then `meta.json` (whose presence marks a complete checkpoint); returns it.
 
-    Into `folder` (from `begin`) or a new folder named as `begin` names it. Each file is written
-    to a temporary name and renamed into place, so no half-written file is ever visible; if
-    saving fails, a folder this call created is removed again.
+    Into `folder` (from `begin`) or a new folder named as `begin` names it (claimed while it is saved).
+    Each file is written to a temporary name and renamed into place, so no half-written file is ever
+    visible; if saving fails (`FileProblem`: a full disk), a folder this call created is removed again.
     """
-    created = folder is None
     if folder is None:
         folder = begin(checkpoint.model.name, name, root)
+        try:
+            return save(model, checkpoint, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            lock.release(folder)
     checkpoint = dataclasses.replace(checkpoint, name=folder.name)
     if not checkpoint.created:
         checkpoint = dataclasses.replace(checkpoint, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        # Serialised in memory and written through atomic_write (safetensors' own save_file makes 0600 files).
-        metadata = {"format": FORMAT, "model": checkpoint.model.name}
-        atomic_write_bytes(folder / WEIGHTS, serialise(state, metadata=metadata))
-        atomic_write_text(folder / META, json.dumps(checkpoint.to_json(), indent=2) + "\n")
-    except BaseException:
-        if created:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    # Serialised in memory and written through atomic_write (safetensors' own save_file makes 0600 files).
+    metadata = {"format": FORMAT, "model": checkpoint.model.name}
+    atomic_write_bytes(folder / WEIGHTS, serialise(state, metadata=metadata))
+    text = json.dumps(finite(checkpoint.to_json()), indent=2, allow_nan=False)  # strict JSON: a NaN is written null
+    atomic_write_text(folder / META, text + "\n")
     return open_run(folder)
 
 
 def remove(ref: str, root: Path | None = None) -> Run:
     """Delete the run named `ref` from the store; returns what was removed.
 
-    Raises `CheckpointError` if it is not a run in the store (bundled checkpoints stay).
+    Raises `CheckpointError` if it is not a run in the store (bundled checkpoints stay) or a process is
+    training it (store/lock.py), `FileProblem` if it cannot be moved away.
     """
     root = root or paths.runs_dir()
     folder = root / ref
@@ -290,12 +393,16 @@ def remove(ref: str, root: Path | None = None) -> Run:
         if any(r.name == ref for r in bundled_runs()):
             raise CheckpointError(f"{ref!r} is bundled with mnistcli and cannot be removed")
         raise CheckpointError(f"no run named {ref!r} in {root}")
-    run = Run(ref, folder, {"model": {"name": "?"}})
-    try:
-        run = open_run(folder)
-    except CheckpointError:
-        pass  # a broken run can still be removed
     trash = root / f".trash-{ref}-{uuid.uuid4().hex[:8]}"
-    os.rename(folder, trash)  # the run disappears at once, whatever rmtree then takes
+    with lock.claimed(folder, lock.REMOVAL):  # no training can take it up meanwhile
+        run = Run(ref, folder, {"model": {"name": "?"}})
+        try:
+            run = open_run(folder)
+        except CheckpointError:
+            pass  # a broken run can still be removed
+        try:
+            os.rename(folder, trash)  # the run disappears at once, whatever rmtree then takes
+        except OSError as e:
+            raise FileProblem(folder, f"cannot remove ({e.strerror or e})") from None
     shutil.rmtree(trash, ignore_errors=True)
     return run
