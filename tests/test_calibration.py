@@ -101,3 +101,12 @@ def test_calibrate_reports_the_fit_on_its_images() -> None:
     assert fit.images == 3_000 and fit.mistakes == int((logits.argmax(1) != labels).sum())
     assert fit.nll_after < fit.nll_before and fit.ece_after < fit.ece_before
     assert fit.ece_before == pytest.approx(calibration.ece(torch.softmax(logits, 1), labels))
+
+
+def test_ece_of_a_diverged_model_is_nan_without_a_warning() -> None:
+    import math
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in cast" would fail here
+        assert math.isnan(calibration.ece(np.array([[math.nan, math.nan]]), np.array([0])))

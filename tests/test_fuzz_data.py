@@ -4,7 +4,7 @@ The IDX reader gets every type code, ranks 0-70, huge and zero sizes, truncation
 trailing bytes and 0, 1 or 2 layers of gzip (one layer sometimes split into several members); it
 may only raise `IdxError`, and never allocate more than 50 MB while reading (tracemalloc, which
 sees numpy's buffers). The image loader gets random bytes and truncated or bit-flipped real
-images in several formats; it may only raise `ImageError`.
+images in several formats; it may only raise `ImageError`, and within the same memory bound.
 """
 
 from __future__ import annotations
@@ -180,12 +180,13 @@ def image_files(draw: st.DrawFn) -> bytes:
 @given(image_files())
 def test_image_loading_raises_only_image_error(payload: bytes) -> None:
     with temp_file(payload, "fuzz.png") as path:
-        try:
-            out = load_image(path)
-        except ImageError as e:
-            assert str(path) in str(e) and "\n" not in str(e)
+        out, peak = peak_memory(lambda: load_image(path))
+        assert peak < MEMORY_LIMIT, f"load_image allocated {peak} bytes"
+        if isinstance(out, Exception):
+            assert isinstance(out, ImageError), f"{type(out).__name__}: {out}"
+            assert str(path) in str(out) and "\n" not in str(out)
         else:
-            assert out.shape == (28, 28) and out.dtype == np.float32
+            assert isinstance(out, np.ndarray) and out.shape == (28, 28) and out.dtype == np.float32
             assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
         assert [type(item) in (np.ndarray, ImageError) for _, item in load_images([str(path)])] == [True]
 

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
-from mnistcli.data.idx import encode_idx, read_idx, write_idx
+from mnistcli.data.idx import MAX_NDIM, decode_idx, encode_idx, idx_header, read_idx, write_idx
 from mnistcli.errors import IdxError
 from tests.helpers import deadline
 
@@ -257,3 +257,60 @@ def test_hostile_test_images_through_mnist_eval(tmp_path: Path, problem: str, me
     result = CliRunner().invoke(app, ["eval", "--data-dir", str(tmp_path)])
     assert result.exit_code == 1 and result.stderr.startswith(f"error: {bad}: "), result.output
     assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def gzip_of_zeros(path: Path, header: bytes, zeros: int) -> Path:
+    """A gzip file of `header` and then `zeros` zero bytes, written a chunk at a time (never all in memory)."""
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(header)
+        for start in range(0, zeros, 1 << 22):
+            f.write(bytes(min(1 << 22, zeros - start)))
+    return path
+
+
+def test_check_refuses_a_consistent_gzip_bomb_from_its_header(tmp_path: Path) -> None:
+    """200000 x 28 x 28 of zeros (157 MB) in 150 KB: honest, but more than the caller wants; refused before inflating."""
+    header = bytes([0, 0, 8, 3]) + np.asarray([200_000, 28, 28], dtype=">u4").tobytes()
+    path = gzip_of_zeros(tmp_path / "bomb-idx3-ubyte.gz", header, 200_000 * 784)
+    seen = []
+
+    def check(dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        seen.append((dtype, shape))
+        if shape[0] > 60_000:
+            raise IdxError(path, f"{shape[0]} items, too many")
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(IdxError, match=r"bomb-idx3-ubyte\.gz: 200000 items, too many"):
+            read_idx(path, check=check)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20 and seen == [(np.dtype(">u1"), (200_000, 28, 28))]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_check_sees_the_header_and_lets_good_files_through(tmp_path: Path, gz: bool) -> None:
+    array = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    path = write_idx(tmp_path / ("a-idx3" + (".gz" if gz else "")), array)
+    seen = []
+    back = read_idx(path, check=lambda dtype, shape: seen.append((dtype.name, shape)))
+    np.testing.assert_array_equal(back, array)
+    assert seen == [("int16", (2, 3, 4))]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_decode_idx_reads_bytes_as_read_idx_reads_files(tmp_path: Path, gz: bool) -> None:
+    array = np.arange(24, dtype=np.float32).reshape(4, 6)
+    path = write_idx(tmp_path / ("a-idx2" + (".gz" if gz else "")), array)
+    np.testing.assert_array_equal(decode_idx(path.read_bytes(), "http://mirror/a"), read_idx(path))
+    with pytest.raises(IdxError, match=r"^http://mirror/a: truncated"):
+        short = encode_idx(array)[:-1]
+        decode_idx(gzip.compress(short) if gz else short, "http://mirror/a")
+    assert idx_header(array.dtype, array.shape) == encode_idx(array)[:12]
+
+
+def test_max_ndim_is_what_numpy_allows() -> None:
+    np.empty((1,) * MAX_NDIM)
+    with pytest.raises(ValueError):
+        np.empty((1,) * (MAX_NDIM + 1))

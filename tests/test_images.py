@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 import tracemalloc
 import warnings
 import zlib
@@ -259,3 +260,82 @@ def test_mnist_predict_answers_the_good_image_before_a_fifo(tmp_path: Path) -> N
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["path"] for r in rows] == [str(good)] and len(rows[0]["probabilities"]) == 10
     assert result.stderr == f"error: {fifo}: not a regular file (a FIFO)\n"
+
+
+def test_a_socket_is_named_as_one(tmp_path: Path) -> None:
+    """Opening a socket fails (ENXIO) before fstat could say what it is: it is named all the same."""
+    socket = pytest.importorskip("socket")
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("needs Unix sockets")
+    with tempfile.TemporaryDirectory(dir="/tmp") as folder:  # a socket's path must be short (108 bytes)
+        path = Path(folder) / "s.png"
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(path))
+            with pytest.raises(ImageError, match=r"s\.png: not a regular file \(a socket\)$"):
+                open_gray(path)
+
+
+def test_a_broken_link_is_named_as_one(tmp_path: Path) -> None:
+    (tmp_path / "link.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(
+        ImageError, match=r"link\.png: a broken symbolic link \(to .*gone\.png, which does not exist\)$"
+    ):
+        open_gray(tmp_path / "link.png")
+    with pytest.raises(ImageError, match=r"missing\.png: no such file$"):
+        open_gray(tmp_path / "missing.png")
+
+
+def test_a_picture_far_longer_than_wide_is_refused_from_its_header(tmp_path: Path) -> None:
+    """49,000,000 x 1 is under the pixel limit but no picture of a digit: refused before it is decoded."""
+    path = tmp_path / "long.png"
+    path.write_bytes(png_declaring(49_000_000, 1))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageError, match=r"long\.png: not a picture of a digit \(49000000x1: over 100 times"):
+            load_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+    draw_one(64, 255, 0).resize((6400, 64)).save(tmp_path / "wide.png")  # 100:1 is still a picture
+    assert open_gray(tmp_path / "wide.png", max_side=10_000).shape == (64, 6400)
+
+
+def test_a_large_picture_is_reduced_before_the_float_work(tmp_path: Path) -> None:
+    """A 7000 x 7000 PNG: its decoded pixels (49 MB) and little more, not the gigabyte the float pipeline took.
+
+    Measured in a subprocess (Pillow's pixel buffers are not seen by tracemalloc): the peak resident
+    size grows by under 150 MB while the picture is read (it grew by about 650 MB before).
+    """
+    image = Image.new("L", (7000, 7000), 230)
+    ImageDraw.Draw(image).rectangle((3200, 2000, 3800, 5000), fill=20)
+    image.save(tmp_path / "big.png")
+    image.resize((70, 70), Image.Resampling.BOX).save(tmp_path / "small.png")
+    del image
+    script = (
+        "import resource, sys, numpy as np\n"
+        "from mnistcli.data.images import load_image\n"
+        "load_image(sys.argv[2])\n"  # the small one: imports and first-use allocations
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "big = load_image(sys.argv[1])\n"
+        "grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before\n"
+        "print(grew, float(np.abs(big - load_image(sys.argv[2])).max()))\n"
+    )
+    command = [sys.executable, "-c", script, str(tmp_path / "big.png"), str(tmp_path / "small.png")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    grew_kb, difference = result.stdout.split()
+    assert int(grew_kb) < 150 * 1024, f"reading grew the peak resident size by {int(grew_kb) // 1024} MB"
+    assert float(difference) < 0.1  # the same digit as the small picture
+
+
+def test_cli_refuses_a_long_thin_picture_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mnistcli.cli import app
+
+    path = tmp_path / "long.png"
+    path.write_bytes(png_declaring(49_000_000, 1))
+    result = CliRunner().invoke(app, ["predict", str(path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"error: {path}: not a picture of a digit" in result.output

@@ -8,15 +8,18 @@ import hashlib
 import http.server
 import shutil
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from mnistcli.cli import app
 from mnistcli.data import mnist
 from mnistcli.data.idx import write_idx
-from mnistcli.errors import DataError
+from mnistcli.errors import DataError, IdxError
 from tests.helpers import write_mnist
 
 
@@ -146,3 +149,106 @@ def test_real_download_path_with_real_files(
     monkeypatch.setenv("MNISTCLI_MIRRORS", url)
     folder = mnist.resolve_dir(None)
     assert mnist.load_split("train", folder).labels.shape == (60000,)
+
+
+def images_bomb(path: Path, count: int) -> Path:
+    """A gzip file of `count` x 28 x 28 zero images, header consistent (an honest 1032:1), written a chunk at a time."""
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(bytes([0, 0, 8, 3]) + np.asarray([count, 28, 28], dtype=">u4").tobytes())
+        for start in range(0, count * 784, 1 << 22):
+            f.write(bytes(min(1 << 22, count * 784 - start)))
+    return path
+
+
+def peak_of(call: object) -> tuple[object, int]:
+    """(what `call()` returned or raised, the peak bytes tracemalloc saw meanwhile: numpy's buffers included)."""
+    assert callable(call)
+    tracemalloc.start()
+    try:
+        result: object = call()
+    except Exception as e:
+        result = e
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return result, peak
+
+
+def test_an_image_bomb_is_refused_from_its_header_before_inflating(tmp_path: Path) -> None:
+    """200000 images claimed (157 MB of zeros in 150 KB) beside 10 labels: refused for a few MB, not 157."""
+    folder = write_mnist(tmp_path / "d", n_train=10, n_test=10)
+    images_bomb(folder / "t10k-images-idx3-ubyte.gz", 200_000)
+    error, peak = peak_of(lambda: mnist.load_split("test", folder))
+    assert isinstance(error, DataError) and "has 200000 images but" in str(error) and "has 10 labels" in str(error)
+    assert peak < 8 * 2**20, f"{peak} bytes"
+
+
+def test_more_than_mnist_holds_is_refused_from_the_header(tmp_path: Path) -> None:
+    folder = write_mnist(tmp_path / "d", n_train=10, n_test=10)
+    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz", "wb") as f:  # 10 million labels of zeros: 10 KB
+        f.write(bytes([0, 0, 8, 1]) + np.asarray([10_000_000], dtype=">u4").tobytes() + bytes(10_000_000))
+    error, peak = peak_of(lambda: mnist.load_split("test", folder))
+    assert isinstance(error, DataError) and str(error).endswith(
+        ": 10000000 labels, more than the 300000 mnistcli reads (MNIST has 60000)"
+    )
+    assert peak < 8 * 2**20, f"{peak} bytes"
+
+
+def test_the_cli_refuses_an_image_bomb_in_one_line(tmp_path: Path, runner: CliRunner) -> None:
+    folder = write_mnist(tmp_path / "d", n_train=10, n_test=10)
+    bomb = images_bomb(folder / "t10k-images-idx3-ubyte.gz", 100_000)
+    result = runner.invoke(app, ["eval", "--data-dir", str(folder)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
+        f"error: {bomb} has 100000 images but {folder / 't10k-labels-idx1-ubyte.gz'} has 10 labels"
+    ]
+
+
+def test_a_downloaded_bomb_is_never_inflated(
+    tmp_path: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mirror serving a gzip bomb (500000 images claimed, 390 MB of zeros in 380 KB) costs a few MB to refuse."""
+    url, root = server
+    images_bomb(root / "t10k-images-idx3-ubyte.gz", 500_000)
+    monkeypatch.setenv("MNISTCLI_MIRRORS", url)
+    error, peak = peak_of(lambda: mnist.resolve_dir(None, splits=("test",)))
+    assert isinstance(error, DataError) and "could not download t10k-images-idx3-ubyte.gz" in str(error)
+    assert "t10k-images-idx3-ubyte.gz: 500000 images, more than the 300000 mnistcli reads (MNIST has 60000)" in str(
+        error
+    )
+    assert peak < 16 * 2**20, f"{peak} bytes"
+
+
+def test_a_download_larger_than_any_mnist_file_is_cut_off(
+    tmp_path: Path, server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, root = server
+    (root / "t10k-images-idx3-ubyte.gz").write_bytes(bytes(5000))
+    monkeypatch.setattr(mnist, "MAX_DOWNLOAD", 4096)
+    monkeypatch.setenv("MNISTCLI_MIRRORS", url)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte\.gz: larger than 4096 bytes, which no MNIST file is"):
+        mnist.resolve_dir(None, splits=("test",))
+
+
+def test_a_folder_name_too_long_for_the_system_is_one_line(runner: CliRunner) -> None:
+    """Path.is_dir raises on ENAMETOOLONG in Python 3.11: the folder is named, with the problem."""
+    name = "a" * 300
+    result = runner.invoke(app, ["eval", "--data-dir", name])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{name} (--data-dir): cannot use it (File name too long)" in result.output.replace("\n", "")
+
+
+def test_a_broken_link_or_a_folder_under_an_mnist_name_is_named(tmp_path: Path) -> None:
+    folder = write_mnist(tmp_path / "d", n_train=10, n_test=10)
+    images = folder / "t10k-images-idx3-ubyte.gz"
+    images.unlink()
+    images.symlink_to(tmp_path / "gone.gz")
+    assert mnist.resolve_dir(folder, splits=("test",)) == folder
+    with pytest.raises(IdxError, match=r"t10k-images-idx3-ubyte\.gz: a broken symbolic link \(to .*gone\.gz"):
+        mnist.load_split("test", folder)
+    images.unlink()
+    images.mkdir()
+    with pytest.raises(IdxError, match=r"t10k-images-idx3-ubyte\.gz: a folder, not a file$"):
+        mnist.load_split("test", folder)
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((10, 28, 28), dtype=np.uint8))  # a file beside it wins
+    assert mnist.load_split("test", folder).images.shape == (10, 28, 28)

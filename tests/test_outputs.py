@@ -19,7 +19,7 @@ from mnistcli.atomic import atomic_write_bytes, write_output
 from mnistcli.cli import app
 from mnistcli.errors import FileProblem
 from mnistcli.render import console
-from tests.helpers import make_digits, save_png
+from tests.helpers import deadline, make_digits, save_png
 
 
 @pytest.fixture
@@ -182,3 +182,163 @@ def test_a_name_that_is_not_utf8_is_shown_as_its_bytes(tmp_path: Path) -> None:
     assert console.shown(name) == "caf\\xe9.png"
     assert console.shown("tab\there\u202eevil") == "tab\\there\\u202eevil"
     assert console.shown("plain ünïcode 7") == "plain ünïcode 7"
+
+
+# -- review findings: descriptors, program-named files, permissions, long names, settings, diverged runs --------
+
+BUNDLED = Path(__file__).parent.parent / "src" / "mnistcli" / "pretrained" / "cnn-pretrained"
+LONG = "a" * 300  # longer than a file name may be (255 bytes): looking it up fails with ENAMETOOLONG
+
+
+def _errors(result: object) -> list[str]:
+    """The `error:` lines of a CLI result, after checking there is no traceback."""
+    assert "Traceback" not in result.output  # type: ignore[attr-defined]
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]  # type: ignore[attr-defined]
+
+
+def _copy_run(home: Path, name: str | bytes) -> Path:
+    """The bundled cnn copied into the store as a run called `name` (bytes: a name that is not UTF-8)."""
+    import shutil
+
+    runs = os.fsencode(home / "runs")
+    os.makedirs(runs, exist_ok=True)
+    target = os.path.join(runs, name if isinstance(name, bytes) else os.fsencode(name))
+    shutil.copytree(os.fsencode(BUNDLED), target)
+    return Path(os.fsdecode(target))
+
+
+@pytest.mark.parametrize("spelling", ["/dev/fd/{fd}", "/proc/self/fd/{fd}"])
+def test_a_descriptor_named_as_output_is_appended_to_not_replaced(
+    runner: CliRunner, digit: Path, tmp_path: Path, spelling: str
+) -> None:
+    log = tmp_path / "a.txt"
+    log.write_text("PREFIX\n")
+    inode = log.stat().st_ino
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND)  # as a shell's `>> a.txt` opens it
+    try:
+        result = _embed(runner, str(digit), "-o", spelling.format(fd=fd), "--format", "csv")
+    finally:
+        os.close(fd)
+    assert result.exit_code == 0, result.output
+    lines = log.read_text().splitlines()
+    assert lines[0] == "PREFIX" and lines[1].startswith("path,e0,") and len(lines) == 3
+    assert log.stat().st_ino == inode  # the same file, not a new one renamed over it
+
+
+def test_dev_stdout_redirected_to_a_file_is_appended_to(digit: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "a.txt"
+    log.write_text("PREFIX\n")
+    with open(log, "ab") as f:
+        cmd = [sys.executable, "-m", "mnistcli", "embed", str(digit), "-o", "/dev/stdout", "--format", "csv"]
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=120, check=False)
+    assert done.returncode == 0
+    text = log.read_text()
+    assert text.startswith("PREFIX\npath,e0,") and "wrote 1 embeddings" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("output", ["/dev/stdout", "/proc/self/fd/1", "-"])
+def test_standard_output_named_any_way_cannot_share_it_with_json(runner: CliRunner, digit: Path, output: str) -> None:
+    result = _embed(runner, str(digit), "-o", output, "--json")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert _errors(result) == [f"error: --output {output} and --json both write to standard output: give one of them"]
+
+
+def test_plot_never_writes_into_a_fifo_at_a_file_name_it_made_up(runner: CliRunner, tmp_path: Path) -> None:
+    folder = tmp_path / "pl"
+    folder.mkdir()
+    fifo = folder / "cnn-pretrained-curves.png"
+    os.mkfifo(fifo)
+    with deadline(30):
+        result = runner.invoke(app, ["plot", "cnn-pretrained", "-o", str(folder)])
+    assert result.exit_code == 1
+    assert _errors(result) == [f"error: {fifo}: cannot write: it is a FIFO, not a regular file, and is left as it is"]
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and os.listdir(folder) == [fifo.name]
+
+
+def test_names_are_escaped_in_the_checkpoints_table_and_eval(
+    runner: CliRunner, synthetic_env: Path, isolated_home: Path
+) -> None:
+    names: list[str | bytes] = ["a\x1b[31mred", "new\nline", "rtl\u202eevil", b"by\xffte", "br[bold]x"]
+    for name in names:
+        _copy_run(isolated_home, name)
+    listed = runner.invoke(app, ["checkpoints"])
+    assert listed.exit_code == 0, listed.output
+    table = listed.stdout
+    for escaped in ("a\\x1b[31mred", "new\\nline", "rtl\\u202eevil", "by\\xffte", "br[bold]x"):
+        assert escaped in table
+        assert sum(escaped in line for line in table.splitlines()) == 1  # one row each, on one line
+    assert "\x1b" not in table and "\u202e" not in table and "\udcff" not in table
+    folder = isolated_home / "runs" / "a\x1b[31mred"
+    evaluated = runner.invoke(app, ["eval", str(folder)])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert evaluated.stdout.splitlines()[0].startswith("a\\x1b[31mred (cnn")
+    assert "\x1b" not in evaluated.output
+    bracket = runner.invoke(app, ["eval", str(isolated_home / "runs" / "br[bold]x")])
+    assert bracket.stdout.splitlines()[0].startswith("br[bold]x (cnn")
+
+
+def test_replacing_an_output_keeps_its_permissions(runner: CliRunner, digit: Path, tmp_path: Path) -> None:
+    private = tmp_path / "priv.npy"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    linked = tmp_path / "link.npy"
+    os.link(private, linked)
+    assert _embed(runner, str(digit), "-o", str(private)).exit_code == 0
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert np.load(private).shape == (1, 576)
+    assert linked.read_bytes() == b"old"  # atomic replacement: a new file; the hard link keeps the old one
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["plot", "cnn-pretrained", "-o", LONG], f"--output {LONG}"),
+        (["predict", "{digit}", "--plot", LONG + ".png"], LONG + ".png"),
+        (["predict", "{digit}", "--show-input", LONG], f"--show-input {LONG}"),
+        (["oneshot", "{digit}", "--support-dir", LONG], f"--support-dir {LONG}"),
+        (["settings", f"data_dir={LONG}"], f"data_dir={LONG}"),
+    ],
+)
+def test_a_path_too_long_is_one_line_not_a_traceback(
+    runner: CliRunner, digit: Path, args: list[str], named: str
+) -> None:
+    result = runner.invoke(app, [a.format(digit=digit) for a in args])
+    assert result.exit_code == 2, result.output
+    assert _errors(result) == [f"error: {named}: file name too long"]
+
+
+def test_a_settings_file_that_is_a_fifo_is_refused_not_waited_on(runner: CliRunner, isolated_home: Path) -> None:
+    os.mkfifo(isolated_home / "settings.json")
+    for args in (["settings"], ["eval", "cnn-pretrained"]):  # eval: no data folder given, so it reads the settings
+        with deadline(30):
+            result = runner.invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert _errors(result) == [f"error: {isolated_home / 'settings.json'}: not a regular file (a FIFO)"]
+
+
+@pytest.mark.parametrize(("depth", "problem"), [(30_000, "nested too deeply"), (100_000, "larger than 64 KiB")])
+def test_a_settings_file_nested_deep_or_huge_is_one_line(
+    runner: CliRunner, isolated_home: Path, depth: int, problem: str
+) -> None:
+    (isolated_home / "settings.json").write_text("[" * depth + "]" * depth)
+    result = runner.invoke(app, ["settings"])
+    assert result.exit_code == 1
+    errors = _errors(result)
+    assert len(errors) == 1 and str(isolated_home / "settings.json") in errors[0] and problem in errors[0]
+
+
+def test_a_diverged_run_answers_no_digit(runner: CliRunner, digit: Path, isolated_home: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    weights = _copy_run(isolated_home, "diverged") / "model.safetensors"
+    with safe_open(str(weights), "np") as f:
+        metadata = f.metadata()
+    nan = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v for k, v in load_file(weights).items()}
+    save_file(nan, str(weights), metadata=metadata)
+    result = runner.invoke(app, ["predict", str(digit), "-c", "diverged"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert _errors(result) == [f"error: {digit}: the model's output is not a number: the run diverged"]

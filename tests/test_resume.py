@@ -160,3 +160,31 @@ def test_resume_takes_run_names_and_folders_not_model_names(runner: CliRunner, s
     by_file = runner.invoke(app, ["train", "--resume", str(folder / snapshot.SNAPSHOT)])
     assert by_file.exit_code == 0, by_file.output
     assert "resumed after epoch 0" in by_file.stderr.replace("\n", " ")
+
+
+def test_sigterm_stops_a_training_as_ctrl_c_does_and_it_resumes(
+    runner: CliRunner, synthetic_env: Path, isolated_home: Path
+) -> None:
+    """`kill PID` (or a scheduler ending the job): the snapshot is kept, the run is released, exit 143, one line."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [sys.executable, "-m", "mnistcli", "train", "mlp", "--arg", "hidden=16", "--epochs", "300"]
+    command += ["--batch-size", "50", "--name", "term"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    folder = isolated_home / "runs" / "term"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (folder / snapshot.SNAPSHOT).is_file():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "resume with `mnist train --resume term`" in errors[0] and "Traceback" not in err
+    assert not (isolated_home / "runs" / ".term.lock").exists()  # released, not left behind
+    listed = runner.invoke(app, ["checkpoints"])
+    assert "--resume term" in listed.output, listed.output

@@ -58,6 +58,7 @@ def test_runs_at_once_without_names_each_get_a_run_of_their_own(runner: CliRunne
     [
         (["--jobs", "2"], ["--jobs is for ensembles", "--runs"]),
         (["--runs", "2", "--jobs", "0"], ["--jobs must be 1-64"]),
+        (["--runs", "3", "--name", "bad/name"], ["invalid run name 'bad/name'"]),
         (["--runs", "2", "--jobs", "2", "--momentum", "2"], ["--momentum"]),
         (["--runs", "2", "--jobs", "2", "--arg", "hidden=0"], ["hidden must be a whole number of at least 1"]),
         (
@@ -107,7 +108,7 @@ def test_ctrl_c_stops_every_run_and_names_those_that_can_go_on(synthetic_env: Pa
     said = [line for line in err.splitlines() if line.startswith("error:")]
     assert said == [
         "error: interrupted: 0 of 3 runs finished and are kept; resume c-1, c-2 with `mnist train --resume NAME`;"
-        " 1 never got to an epoch's end (train them again)"
+        " c-3 never got to an epoch's end (train it again)"
     ], err
 
 
@@ -134,3 +135,22 @@ def test_a_failed_run_stops_the_others_with_one_message(synthetic_env: Path, tmp
     assert "Traceback" not in out.stderr
     runs = Path(os.environ["MNISTCLI_HOME"]) / "runs"
     assert not (runs / "f-2").exists() and not (runs / "f-3" / "meta.json").exists()  # f-3 never finished
+
+
+def test_unnamed_repeats_started_in_the_same_second_get_names_of_their_own(
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import datetime, timezone
+
+    from mnistcli.api import repeating
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return datetime(2026, 12, 4, 10, 50, 15, tzinfo=timezone.utc)
+
+    monkeypatch.setattr(repeating, "datetime", Frozen)
+    first = repeating.repeat_names(None, 2, "mlp")  # each holds its stem until its process ends
+    second = repeating.repeat_names(None, 2, "mlp")
+    assert first == ["mlp-20261204-105015-1", "mlp-20261204-105015-2"]
+    assert second == ["mlp-20261204-105015.2-1", "mlp-20261204-105015.2-2"]

@@ -426,24 +426,6 @@ def test_a_default_name_claimed_but_not_yet_made_is_taken(tmp_path: Path) -> Non
     assert store.unique_name("linear-1", tmp_path) == "linear-1"
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
-def test_a_run_log_on_a_full_disk_is_one_error_naming_it(tmp_path: Path) -> None:
-    from mnistcli.errors import FileProblem
-    from mnistcli.store.runlog import RunLog
-
-    (tmp_path / "log.jsonl").symlink_to("/dev/full")  # every write: ENOSPC
-    log = RunLog(tmp_path / "log.jsonl")
-    with pytest.raises(FileProblem, match=r"log\.jsonl: cannot write the run log \(No space left on device\)"):
-        log.write("step", {"step": 1})
-    log.close()  # what it could not write is not reported twice
-    assert log.file.closed
-    other = RunLog(tmp_path / "log.jsonl")
-    other.file.write("x")  # not a whole line yet: it reaches the file when a snapshot flushes the log
-    with pytest.raises(FileProblem, match="No space left on device"):
-        other.flush()
-    other.close()
-
-
 @pytest.mark.parametrize("kind", ["forged", "fifo"])
 def test_a_stopped_run_with_an_unreadable_snapshot_is_still_listed(
     runner: CliRunner, isolated_home: Path, kind: str

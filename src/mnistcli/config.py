@@ -63,6 +63,9 @@ OPTIMIZERS, SCHEDULERS, DEVICES = values(Optimizer), values(Scheduler), values(D
 PRECISIONS, MINING = values(Precision), values(Mining)
 
 
+MAX_EPOCHS = 100_000  # far beyond what any MNIST training needs: a larger number is a typo
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 5  # passes over the training set
@@ -96,6 +99,8 @@ class TrainConfig:
             raise UsageError(f"unknown device {self.device!r} (choose from {', '.join(DEVICES)})")
         if self.epochs < 1 or self.batch_size < 1:
             raise UsageError("--epochs and --batch-size must be at least 1")
+        if self.epochs > MAX_EPOCHS:
+            raise UsageError(f"--epochs must be at most {MAX_EPOCHS:,}")
         if not 0 < self.lr < 1e3:
             raise UsageError("--lr must be positive and below 1000")
         if not 0.0 <= self.momentum < 1.0:

@@ -10,24 +10,29 @@ written, and the file is written atomically. No torch here: `mnist settings` mus
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnistcli import paths
-from mnistcli.atomic import atomic_write_text
+from mnistcli.atomic import atomic_write_text, mode_of
+from mnistcli.data.files import open_regular
 from mnistcli.errors import FileProblem, UsageError
 
 FILE = "settings.json"
+MAX_BYTES = 64 * 1024  # a settings file holds a few short values; anything much larger is not one
 
 
 def _folder(value: str) -> str:
     """A folder that exists, as an absolute path (so it works from any working directory)."""
     folder = Path(value).expanduser()
-    if not folder.exists():
+    mode = mode_of(folder, f"data_dir={value}")
+    if mode is None:
         raise UsageError(f"data_dir={value}: no such folder")
-    if not folder.is_dir():
+    if not stat.S_ISDIR(mode):
         raise UsageError(f"data_dir={value}: not a folder (a file)")
     return str(folder.resolve())
 
@@ -57,19 +62,29 @@ def path() -> Path:
 
 
 def _read() -> dict[str, Any]:
-    """Everything in the file, unknown keys included (kept when it is rewritten). Raises `FileProblem`."""
+    """Everything in the file, unknown keys included (kept when it is rewritten). Raises `FileProblem`.
+
+    Read through `open_regular` (a FIFO or a device there is refused, never waited on) and at most `MAX_BYTES`."""
     file = path()
-    try:
-        text = file.read_text(encoding="utf-8")
-        data = json.loads(text) if text.strip() else {}  # an empty file (e.g. `touch`ed) holds no settings
-    except FileNotFoundError:
+    fix = "fix it or run `mnist settings --reset`"
+    if not os.path.exists(file):  # nothing there, or a link to nothing (writing creates what it names)
         return {}
-    except IsADirectoryError:
-        raise FileProblem(file, "is a folder, not a settings file; move it away") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FileProblem(file, f"unreadable settings ({e}); fix it or run `mnist settings --reset`") from None
+    try:
+        with open_regular(file, FileProblem, "is a folder, not a settings file; move it away") as f:
+            payload = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise FileProblem(file, f"unreadable settings ({e.strerror or e}); {fix}") from None
+    if len(payload) > MAX_BYTES:
+        raise FileProblem(file, f"larger than {MAX_BYTES // 1024} KiB, so not a settings file; {fix}")
+    try:
+        text = payload.decode("utf-8")
+        data = json.loads(text) if text.strip() else {}  # an empty file (e.g. `touch`ed) holds no settings
+    except RecursionError:
+        raise FileProblem(file, f"unreadable settings (nested too deeply); {fix}") from None
+    except ValueError as e:  # not UTF-8, or not JSON
+        raise FileProblem(file, f"unreadable settings ({e}); {fix}") from None
     if not isinstance(data, dict):
-        raise FileProblem(file, "settings must be a JSON object; fix it or run `mnist settings --reset`")
+        raise FileProblem(file, f"settings must be a JSON object; {fix}")
     for key, setting in KEYS.items():
         value = data.get(key)
         if value is not None and not isinstance(value, setting.kind):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import asdict
+from pathlib import Path
 
 from mnistcli import paths, store
 from mnistcli.api.common import params_count
 from mnistcli.api.ensembling import read_plan
-from mnistcli.errors import CheckpointError
+from mnistcli.data.files import open_regular
+from mnistcli.errors import CheckpointError, FileProblem
 from mnistcli.families import get_family
 from mnistcli.registry import ModelEntry, create_model, get_entry, list_models, model_args
 from mnistcli.reports import ModelInfo
@@ -40,8 +43,23 @@ def model(name: str) -> ModelInfo:
 
 
 def checkpoints() -> list[store.Run]:
-    """The user's runs (oldest first), then the bundled ones first."""
-    return store.list_runs(include_bundled=True)
+    """The user's runs (oldest first), then the bundled ones first; not those whose weights file is there but is no
+    regular file (`broken_runs` names them)."""
+    return [r for r in store.list_runs(include_bundled=True) if _weights_problem(r.path) is None]
+
+
+def _weights_problem(folder: Path) -> str | None:
+    """Why the weights file in `folder` cannot be read (a FIFO, a device, a folder, a link to nothing), found without
+    reading a byte (opened through `open_regular`, which never waits); None if it is a regular file, or missing
+    (loading it says so)."""
+    path = folder / store.WEIGHTS
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open_regular(path, FileProblem):
+            return None
+    except FileProblem as e:
+        return str(e)
 
 
 def interrupted_runs() -> list[str]:
@@ -65,9 +83,7 @@ def resumable(name: str) -> tuple[int, int, str] | None:
             return None
         done = sum((folder / store.MEMBERS / m["name"] / store.META).is_file() for m in plan["members"])
         return done, len(plan["members"]), "members"
-    if not (folder / snapshot.SNAPSHOT).is_file():  # not there; or a FIFO, which peeking would wait on for ever
-        return None
-    found = snapshot.peek(folder) or {}
+    found = snapshot.peek(folder) or {}  # None for a FIFO, which it refuses without waiting on it
     position, options = found.get("position"), found.get("options")
     done = position.get("epoch", 0) if isinstance(position, dict) else None
     total = options.get("epochs", 0) if isinstance(options, dict) else None
@@ -77,8 +93,10 @@ def resumable(name: str) -> tuple[int, int, str] | None:
 
 
 def broken_runs() -> list[tuple[str, str]]:
-    """(name, problem) of runs whose checkpoint metadata cannot be read."""
-    return [(f.name, problem) for f, problem in store.broken_runs()]
+    """(name, problem) of runs whose checkpoint metadata cannot be read, or whose weights file is no regular file."""
+    broken = [(f.name, problem) for f, problem in store.broken_runs()]
+    weightless = [(r.name, problem) for r in store.list_runs() for problem in [_weights_problem(r.path)] if problem]
+    return sorted(broken + weightless)
 
 
 def remove_checkpoint(name: str) -> store.Run:

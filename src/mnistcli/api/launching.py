@@ -29,7 +29,7 @@ from mnistcli.engine.device import choose_device
 from mnistcli.errors import MnistError, UsageError
 from mnistcli.families import get_family
 from mnistcli.registry import get_entry
-from mnistcli.store import snapshot
+from mnistcli.store import lock, runlog, snapshot
 
 NO_ENSEMBLES = "an ensemble's members are runs of their own: spread them over processes with --jobs"
 
@@ -86,11 +86,15 @@ def check(
 
 def check_resume(ref: str, n: int, device: str | None) -> None:
     """What `mnist train --resume RUN --nproc N` can check before it starts N processes: that RUN can be resumed and
-    shared among `n`, and that the machine has the GPUs or cores."""
+    shared among `n`, and that the machine has the GPUs or cores. Raises `CheckpointError` if it is in use, complete
+    or has no readable snapshot (a FIFO in its place is refused, not waited on), `FileProblem` for a log that cannot
+    be written, `UsageError` for the rest."""
     folder = store.stopped_run(ref)
     if (folder / store.PLAN).is_file():
         raise UsageError(f"--nproc: {NO_ENSEMBLES}")
-    _, run = snapshot.read(folder)
+    lock.check_free(folder)  # a run training now: say so before reading its snapshot
+    _, run = snapshot.read(folder)  # its description checked (snapshot.described)
+    runlog.check(folder / runlog.LOG)
     family = get_family(get_entry(run["model"]).family)
     config, _ = split(family.Params, {}, {**run["options"], **({"device": device} if device else {})}, family.name)
     family.check_processes(n, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 
 from mnistcli import store
 from mnistcli.api.common import a_model, data_folder, load_checkpoint, load_tensors
+from mnistcli.atomic import mode_of
 from mnistcli.data import mnist
 from mnistcli.errors import CheckpointError, DataError, UsageError
 from mnistcli.families import families_where
@@ -74,11 +76,18 @@ def plot(
     if not refs:
         raise UsageError("name at least one run (see `mnist checkpoints`)")
     out = Path(output).expanduser()
-    if out.exists() and not out.is_dir():
+    mode = mode_of(out, f"--output {output}")
+    if mode is not None and not stat.S_ISDIR(mode):
         raise UsageError(f"--output {output}: not a folder")
     plots.check_writable(out / "curves.png")  # matplotlib there, no file in the way: before the work
     folders = list(dict.fromkeys(store.run_folder(ref).resolve() for ref in refs))  # each run once
     labels = _labels(folders)
+    # The file names are the program's, not the user's: a FIFO or a device there is refused before any work.
+    for name in (
+        "curves.png",
+        *(f"{label}-{kind}.png" for label in labels for kind in ("curves", "confusion", "mistakes")),
+    ):
+        plots.check_derived(out / name)
     report = PlotReport()
     histories = []
     for folder, label in zip(folders, labels, strict=True):
@@ -93,7 +102,7 @@ def plot(
             name = f"{labels[0]}-curves.png"
         else:
             name = f"{drawable[0].name}-curves.png" if len(drawable) == 1 else "curves.png"
-        report.files.append(("learning curves", str(plots.learning_curves(drawable, out / name))))
+        report.files.append(("learning curves", str(plots.learning_curves(drawable, out / name, derived=True))))
     test = None
     classifiers = families_where(lambda f: f.classifies)  # whose logits make a confusion matrix
     for folder, label in zip(folders, labels, strict=True):
@@ -111,7 +120,10 @@ def plot(
         result = evaluate_classifier(model, data)
         title = f"{label}: {100 * result.accuracy:.2f}% of {result.total:,} test images"
         report.files.append(
-            ("confusion matrix", str(plots.confusion_heatmap(result.confusion, out / f"{label}-confusion.png", title)))
+            (
+                "confusion matrix",
+                str(plots.confusion_heatmap(result.confusion, out / f"{label}-confusion.png", title, derived=True)),
+            )
         )
         truth = data.labels.cpu().numpy()
         wrong = np.flatnonzero(result.predictions != truth)
@@ -125,6 +137,7 @@ def plot(
             result.predictions[shown],
             out / f"{label}-mistakes.png",
             f"{label}: the first {len(shown)} of {len(wrong):,} misclassified test digits (true → predicted)",
+            derived=True,
         )
         report.files.append(("misclassified digits", str(grid)))
     if not report.files:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+import stat
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,7 +24,7 @@ from PIL import Image
 from mnistcli import store
 from mnistcli.api.bags import predict_bags
 from mnistcli.api.common import a_model, answer_images, load_checkpoint, read_images, unreadable
-from mnistcli.atomic import atomic_write_bytes, write_output
+from mnistcli.atomic import atomic_write_bytes, mode_of, write_output
 from mnistcli.data.images import collect_paths, image_files
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.families import families_where, family_names, get_family
@@ -31,6 +35,7 @@ from mnistcli.reports import EmbedReport, Failure, Match, OneShotReport, Predict
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
 NO_SHOW_BAGS = "--show-input is for predictions of single images; it does not apply to bags (--bag)"
+R = TypeVar("R")
 FLAGS = {"add": "--add", "bag": "--bag"}  # PredictOptions' fields as the command line spells them
 
 
@@ -73,12 +78,39 @@ def predict(
     if "bag" in family.predict_options:  # a bags checkpoint answers bags, with --bag or without
         if show_input is not None:
             raise UsageError(NO_SHOW_BAGS)
-        return PredictReport(run, list(predict_bags(paths, run, model, family)))
+        return PredictReport(run, [*finite_only(predict_bags(paths, run, model, family))])
     paths = collect_paths(paths)
     loaded, _ = read_images(paths)
     shown = [str(p) for p in write_inputs(loaded, make_folder(show_input, "--show-input"))] if show_input else []
     results = answer_images(loaded, lambda ok, images: family.predict(run, model, ok, images, options))
-    return PredictReport(run, results, shown)
+    return PredictReport(run, finite_only(results), shown)
+
+
+DIVERGED = "the model's output is not a number: the run diverged"
+
+
+def finite_only(results: Sequence[R | Failure]) -> list[R | Failure]:
+    """`results` with each answer that holds a number that is not finite (NaN from a diverged run's weights) made a
+    `Failure` for its image (or bag): such an answer ("digit 0, confidence nan") is no answer."""
+    out: list[R | Failure] = []
+    for r in results:
+        if isinstance(r, Failure) or _finite(asdict(r)):  # type: ignore[call-overload]
+            out.append(r)
+            continue
+        where = getattr(r, "path", None) or getattr(r, "bag", None) or "loose files"
+        out.append(Failure(str(where), f"{where}: {DIVERGED}"))
+    return out
+
+
+def _finite(value: object) -> bool:
+    """Whether every number in `value` (a result's fields: floats, lists and dicts of them) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _predictor(ref: str | None, options: PredictOptions, device: str) -> tuple[store.Run, torch.nn.Module, Family]:
@@ -114,7 +146,8 @@ def check_show_input(folder: str, paths: Sequence[str]) -> None:
     Raises `UsageError`; creates nothing (the folder is made once the checkpoint has loaded).
     """
     target = Path(folder)
-    if not folder or (target.exists() and not target.is_dir()):
+    mode = mode_of(target, f"--show-input {folder}") if folder else None
+    if not folder or (mode is not None and not stat.S_ISDIR(mode)):
         raise UsageError(f"--show-input {folder}: not a folder")
     target = target.resolve()
     inside = next((p for p in paths if Path(p).resolve().is_relative_to(target)), None)
@@ -128,7 +161,8 @@ def check_show_input(folder: str, paths: Sequence[str]) -> None:
 def make_folder(folder: str, option: str) -> Path:
     """Create `folder` (and its parents) if need be; raise `UsageError` if it is a file or cannot be made."""
     path = Path(folder)
-    if not folder or (path.exists() and not path.is_dir()):
+    mode = mode_of(path, f"{option} {folder}") if folder else None
+    if not folder or (mode is not None and not stat.S_ISDIR(mode)):
         raise UsageError(f"{option} {folder}: not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -200,7 +234,8 @@ def read_support(support_dir: str | Path) -> tuple[dict[str, np.ndarray], list[F
     a class with no readable image.
     """
     folder = Path(support_dir)
-    if not str(support_dir) or not folder.is_dir():
+    mode = mode_of(folder, f"--support-dir {support_dir}") if str(support_dir) else None
+    if mode is None or not stat.S_ISDIR(mode):
         raise UsageError(f"--support-dir {support_dir!s}: not a folder")
     try:
         class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -263,7 +298,7 @@ def oneshot(
             _match(path, labels, dist, probs) for path, dist, probs in zip(ok, d2.tolist(), conf.tolist(), strict=True)
         ]
 
-    results = answer_images(loaded, nearest)
+    results = finite_only(answer_images(loaded, nearest))
     return OneShotReport(run, dict(zip(labels, counts, strict=True)), scale, calibrated, results, skipped)
 
 

@@ -9,6 +9,7 @@ several GPUs, a GPU of its own): the pool that trains an ensemble's members (api
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -20,12 +21,14 @@ from mnistcli.api import parallel, training
 from mnistcli.api.common import data_folder
 from mnistcli.engine import dist
 from mnistcli.engine import tensorboard as tb_events
-from mnistcli.errors import CheckpointError, Interrupted, MnistError, UsageError
+from mnistcli.errors import CheckpointError, FileProblem, Interrupted, MnistError, UsageError
 from mnistcli.families import get_family
 from mnistcli.registry import create_model, get_entry
 from mnistcli.reports import RepeatReport, TrainReport
+from mnistcli.store import lock
 
 MAX_RUNS = 100
+REPEATS = "repeated runs (`mnist train --runs`)"  # what holds a stem of their names, for messages
 MAX_JOBS = 64
 RunHooks = Callable[[str], Any]  # one run's hooks by its name: on_step, on_epoch, on_work (training.Hooks)
 
@@ -40,12 +43,26 @@ def repeat_names(name: str | None, runs: int, model: str) -> list[str | None]:
             store.check_new_name(name)
         return [name]
     if name is not None:
+        if not store.NAME_RE.fullmatch(name):
+            store.check_new_name(name)  # says what is wrong with the name given, not with NAME-1
         names = [f"{name}-{i}" for i in range(1, runs + 1)]
         for each in names:
             store.check_new_name(each)
         return list(names)
     stamp = f"{model}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    for stem in [stamp, *(f"{stamp}-{k}" for k in range(2, 100))]:  # repeats started in the same second: the next
+    root = paths.runs_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FileProblem(root, f"cannot make the store's folder ({e.strerror or e})") from None
+    for stem in [stamp, *(f"{stamp}.{k}" for k in range(2, 100))]:  # repeats started in the same second: the next
+        try:
+            # The stem is claimed for this process's life (store/lock.py), so that another `--runs` started in the
+            # same second takes the next stem instead of the same names.
+            lock.claim(root / stem, REPEATS)
+        except CheckpointError:
+            continue
+        atexit.register(lock.release, root / stem)
         try:
             return repeat_names(stem, runs, model)
         except (CheckpointError, UsageError):
@@ -106,7 +123,7 @@ def train_runs(
 
     The first failure stops the others (each saves its snapshot, as on Ctrl-C) and raises `MnistError` naming the
     run; Ctrl-C raises `Interrupted`. Runs that finished are kept either way."""
-    check_runs(model, options, model_args, jobs, tensorboard)
+    check_runs(model, options, model_args, jobs, tensorboard)  # again, for a caller that has not (cheap)
     folder = str(data_folder(data_dir, on_download))
     labels = [name or f"seed {seed}" for name, seed in zip(names, seeds, strict=True)]
     tasks = [
@@ -141,8 +158,9 @@ def _left(names: Sequence[str | None]) -> str:
     said = [f"{len(done)} of {len(names)} runs finished and are kept"]
     if stopped:
         said.append(f"resume {', '.join(stopped)} with `mnist train --resume NAME`")
-    if len(named) == len(names) and len(done) + len(stopped) < len(names):
-        said.append(f"{len(names) - len(done) - len(stopped)} never got to an epoch's end (train them again)")
+    lost = [n for n in named if n not in done and n not in stopped]
+    if lost:
+        said.append(f"{', '.join(lost)} never got to an epoch's end (train {'it' if len(lost) == 1 else 'them'} again)")
     return "; ".join(said)
 
 

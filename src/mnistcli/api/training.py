@@ -10,6 +10,7 @@ reports first; `store` writes the typed checkpoint description.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import shutil
 import time
@@ -167,36 +168,58 @@ def resume(
 ) -> TrainReport | None:
     """Continue the stopped run `ref` (a run name or folder) from its last snapshot, to the result it would have
     had uninterrupted. `device` overrides the one it was started on. Raises `CheckpointError` if the run is
-    complete or has no snapshot."""
+    in use, complete, gone, or has no snapshot (or an unreadable one), `FileProblem` if its log cannot be written.
+
+    The run is claimed before anything in it is read (and released whatever happens), so that a
+    `mnist checkpoints rm` meanwhile either is refused or has removed it: it is then not made again."""
     t0 = time.perf_counter()
     folder = store.stopped_run(ref)
     lock.check_free(folder)  # a run in training has a snapshot too: say that it is in use
-    if (folder / store.PLAN).is_file():  # a stopped ensemble: its members go on (api/ensembling.py)
+    if (folder / store.PLAN).is_file():  # a stopped ensemble: its members go on (api/ensembling.py), claimed there
         from mnistcli.api import ensembling
 
         hooks = Hooks(on_step, on_epoch, on_download, on_work)
         return ensembling.resume(folder, device, 1, lambda _: hooks, on_work)
-    state, run = snapshot.read(folder)
-    entry = get_entry(run["model"])
-    family = get_family(entry.family)
-    options = {**run["options"], **({"device": device} if device else {})}
-    config, params = split(family.Params, {}, options, family.name)
-    if run.get("tensorboard"):
-        tb_events.require()
-    hooks = Hooks(on_step, on_epoch, on_download, on_work)
-    # On any number of processes: the snapshot holds everything the run shares (weights, optimizer, generators).
-    with dist.session(config.device) as here:
-        family.check_processes(here.world, config)
-        if here.is_main:
-            lock.claim(folder)
-        try:
+    main = _main_process()
+    if main:
+        lock.claim(folder)
+    try:
+        if main:
+            _check_still_stopped(folder)
+        state, run = snapshot.read(folder)  # the description checked: snapshot.described
+        runlog.check(folder / LOG)  # a FIFO or a link in the log's place: refused before the run is set up
+        entry = get_entry(run["model"])
+        family = get_family(entry.family)
+        options = {**run["options"], **({"device": device} if device else {})}
+        config, params = split(family.Params, {}, options, family.name)
+        if run["tensorboard"]:
+            tb_events.require()
+        hooks = Hooks(on_step, on_epoch, on_download, on_work)
+        # On any number of processes: the snapshot holds everything the run shares (weights, optimizer, generators).
+        with dist.session(config.device) as here:
+            family.check_processes(here.world, config)
             setup = _setup(run["model"], run["args"], config, params, run["data"], hooks, here)
             if here.is_main:
-                runlog.cut(folder / LOG, int(run.get("log_bytes", 0)))  # what the stopped epoch logged runs again
-            return _run(setup, folder if here.is_main else None, bool(run.get("tensorboard")), hooks, t0, here, state)
-        finally:
-            if here.is_main:
-                lock.release(folder)
+                runlog.cut(folder / LOG, run["log_bytes"])  # what the stopped epoch logged runs again
+            return _run(setup, folder if here.is_main else None, run["tensorboard"], hooks, t0, here, state)
+    finally:
+        if main:
+            lock.release(folder)
+
+
+def _main_process() -> bool:
+    """Whether this process is the one that claims and writes a run: the only one, or rank 0 of those torchrun
+    started (engine/dist.py; read from the environment, as the claim comes before the processes meet)."""
+    return not dist.launched() or os.environ.get("RANK", "0") == "0"
+
+
+def _check_still_stopped(folder: Path) -> None:
+    """Raise `CheckpointError` unless `folder` (claimed by this process) still holds a stopped run: it may have been
+    removed, or completed, between finding it and claiming it."""
+    if not folder.is_dir():
+        raise CheckpointError(f"run {folder.name!r} is gone: it was removed before it could be resumed")
+    if os.path.lexists(folder / store.META):
+        raise CheckpointError(f"run {folder.name!r} is complete: there is nothing to resume")
 
 
 def _setup(

@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from enum import Enum
 from typing import Annotated, Any, Optional, TypeVar
@@ -42,6 +44,7 @@ def guarded(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = _on_sigterm()
         try:
             return fn(*args, **kwargs)
         except UsageError as e:
@@ -49,7 +52,7 @@ def guarded(fn: F) -> F:
             raise typer.Exit(2) from None
         except Interrupted as e:
             render.error(str(e), shared=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(_exit_code()) from None
         except PeerFailed:  # another process of a data-parallel run failed, and says why
             raise typer.Exit(1) from None
         except MnistError as e:
@@ -57,12 +60,40 @@ def guarded(fn: F) -> F:
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             render.error("interrupted", shared=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(_exit_code()) from None
         except BrokenPipeError:  # `mnist predict ... | head`: the reader left, which is not a failure
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+_stopped_by: list[int] = [0]  # the signal that is stopping this command, if SIGTERM is (`_on_sigterm`)
+
+
+def _on_sigterm() -> Any:
+    """Let SIGTERM (`kill PID`, a scheduler ending a job) stop the command as Ctrl-C does: a training saves what it
+    has and says how to resume, its run is released, and the exit code is 143 (128 + SIGTERM), not a silent death.
+    Returns the handler it replaced (None where it changed nothing: not the main thread, or one of several
+    data-parallel processes, whose launcher stops them itself)."""
+    if threading.current_thread() is not threading.main_thread() or os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        return None
+
+    def handler(signum: int, frame: object) -> None:
+        _stopped_by[0] = signum
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+        raise KeyboardInterrupt
+
+    _stopped_by[0] = 0
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _exit_code() -> int:
+    """130 for Ctrl-C; 128 + the signal for another that stopped the command (143 for SIGTERM)."""
+    return 128 + (_stopped_by[0] or signal.SIGINT)
 
 
 def given(ctx: typer.Context, name: str) -> bool:
@@ -177,8 +208,15 @@ def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--arg {pair!r}: expected KEY=VALUE, e.g. width=32")
+        if len(value) > MAX_ARG_CHARS:
+            raise UsageError(f"--arg {key[:40]}: a value of {len(value):,} characters (at most {MAX_ARG_CHARS:,})")
         try:
             args[key] = json.loads(value)
-        except json.JSONDecodeError:
+        except RecursionError:
+            raise UsageError(f"--arg {key[:40]}: a value nested too deeply") from None
+        except ValueError:  # not JSON (a JSONDecodeError): the text itself
             args[key] = value
     return args
+
+
+MAX_ARG_CHARS = 1000  # a model argument is a number, a word or a short list; json.loads of more can overflow

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from mnistcli import render
+from mnistcli.atomic import descriptor
 from mnistcli.cli import complete
 from mnistcli.cli.common import (
     CheckpointOpt,
@@ -136,8 +137,8 @@ def embed(
     with render.starting():
         from mnistcli import api
 
-    if output == "-" and json_out:
-        raise UsageError("--output - and --json both write to standard output: give one of them")
+    if output is not None and json_out and descriptor(output) == 1:
+        raise UsageError(f"--output {output} and --json both write to standard output: give one of them")
     paths = image_paths(images)
     if not paths and "-" in images:
         return

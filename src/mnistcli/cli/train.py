@@ -517,6 +517,8 @@ def train(
     )
     # Repeated ensembles take the next seeds after each other's members: no member is trained twice.
     stride = api.members_of(options) if ensemble else 1
+    if not ensemble and jobs != 1:
+        api.check_runs(model, options, parse_model_args(arg), jobs, tensorboard)  # before a name is taken or said
     names, seeds = api.repeat_names(name, runs, model), api.repeat_seeds(seed, runs, stride)
     if processes > 1:
         with progress.download_progress() as on_download:
@@ -587,7 +589,6 @@ def _at_once(
     """`--runs N --jobs J`: the repeats trained J at a time, each in a worker process; their reports, in seed order."""
     from mnistcli import api
 
-    api.check_runs(model, options, model_args, jobs, tensorboard)  # before a word is said or a worker started
     render.note(f"{len(seeds)} runs (seeds {seeds[0]}-{seeds[-1]}), up to {min(jobs, len(seeds))} at a time")
     with progress.download_progress() as on_download, progress.RunsProgress() as view:
         reports = api.train_runs(

@@ -16,10 +16,12 @@ up to the size its header gives (a gzip bomb stops there). This module never imp
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,7 +45,20 @@ GZIP_MAGIC = b"\x1f\x8b"
 # Deflate codes at best 258 bytes in 2 bits, so no gzip file inflates to more than 1032 times its size:
 # a header claiming more than that is refused before anything is inflated.
 MAX_GZIP_RATIO = 1032
-MAX_NDIM = 64 if int(np.__version__.split(".")[0]) >= 2 else 32  # numpy's NPY_MAXDIMS
+
+
+def _max_ndim() -> int:
+    """numpy's NPY_MAXDIMS (32 before numpy 2, 64 since), found by asking numpy rather than parsing its version."""
+    for ndim in (64, 32):
+        try:
+            np.empty((1,) * ndim, dtype=np.uint8)
+        except ValueError:
+            continue
+        return ndim
+    return 32
+
+
+MAX_NDIM = _max_ndim()
 CHUNK = 1 << 20  # inflate 1 MiB at a time, straight into the array (no second copy of the data)
 TRAILING_PEEK = 1 << 16  # past the data, inflate at most this much to count trailing bytes
 
@@ -52,11 +67,18 @@ def _describe(dtype: np.dtype, shape: tuple[int, ...]) -> str:
     return f"{'x'.join(map(str, shape)) or 'scalar'} {dtype.name}"
 
 
-def _read_header(path: Path, stream: BinaryIO | gzip.GzipFile) -> tuple[np.dtype, tuple[int, ...], int]:
+# check(dtype, shape): called with the header's before any data is read or inflated; raises to refuse the file.
+HeaderCheck = Callable[[np.dtype, tuple[int, ...]], None]
+
+
+def _read_header(
+    path: str | os.PathLike[str], stream: BinaryIO | gzip.GzipFile, check: HeaderCheck | None = None
+) -> tuple[np.dtype, tuple[int, ...], int]:
     """Read and check the header from the start of `stream`; return dtype, shape and the data's size in bytes.
 
     Refuses from the header alone what numpy cannot hold: more dimensions than it allows, or an
-    empty array whose other sizes overflow it (a non-empty one that large is refused as truncated).
+    empty array whose other sizes overflow it (a non-empty one that large is refused as truncated);
+    then what the caller's `check` refuses.
     """
     head = stream.read(4)
     if len(head) < 4:
@@ -78,10 +100,14 @@ def _read_header(path: Path, stream: BinaryIO | gzip.GzipFile) -> tuple[np.dtype
     nbytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow for huge dims
     if nbytes == 0 and math.prod(d for d in shape if d) * dtype.itemsize > sys.maxsize:
         raise IdxError(path, f"{_describe(dtype, shape)} is too large for a numpy array, even empty")
+    if check is not None:
+        check(dtype, shape)
     return dtype, shape, nbytes
 
 
-def _check_size(path: Path, dtype: np.dtype, shape: tuple[int, ...], total: int, expected: int, more: str = "") -> None:
+def _check_size(
+    path: str | os.PathLike[str], dtype: np.dtype, shape: tuple[int, ...], total: int, expected: int, more: str = ""
+) -> None:
     """Raise `IdxError` unless the file's `total` bytes are the `expected` ones (`more`: 'at least ' if total is a floor)."""
     if total < expected:
         raise IdxError(path, f"truncated: {_describe(dtype, shape)} needs {expected} bytes, file has {total}")
@@ -89,18 +115,19 @@ def _check_size(path: Path, dtype: np.dtype, shape: tuple[int, ...], total: int,
         raise IdxError(path, f"{more}{total - expected} trailing bytes after {_describe(dtype, shape)} data")
 
 
-def _read_gzip(path: Path, f: BinaryIO) -> np.ndarray:
+def _read_gzip(path: str | os.PathLike[str], f: BinaryIO, check: HeaderCheck | None, compressed: int) -> np.ndarray:
     """Inflate a gzip IDX file no further than its header says, plus a peek for trailing bytes.
 
     So a gzip bomb (a small header followed by gigabytes of zeros) costs a few MB to refuse, and a
     header claiming more than the file can inflate to is refused before inflating anything.
-    Multi-member files are read whole (gzip's own rule); gzip inside gzip is refused.
+    Multi-member files are read whole (gzip's own rule); gzip inside gzip is refused. A header that
+    is consistent but larger than the caller wants is for `check` to refuse: a 2 MB file of zeros
+    may honestly claim 2 GB.
     """
-    compressed = os.fstat(f.fileno()).st_size
     f.seek(0)
     try:
         with gzip.GzipFile(fileobj=f, mode="rb") as gz:
-            dtype, shape, nbytes = _read_header(path, gz)
+            dtype, shape, nbytes = _read_header(path, gz, check)
             expected = 4 + 4 * len(shape) + nbytes
             if expected > compressed * MAX_GZIP_RATIO:
                 raise IdxError(
@@ -126,20 +153,23 @@ def _read_gzip(path: Path, f: BinaryIO) -> np.ndarray:
     return data.view(dtype).reshape(shape)
 
 
-def read_idx(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
+def read_idx(path: str | os.PathLike[str], mmap: bool = True, check: HeaderCheck | None = None) -> np.ndarray:
     """Read an IDX file, raw or gzip-compressed.
 
     Returns an array of the file's dtype (big-endian for multi-byte types) and shape. Raw files
-    are memory-mapped read-only unless `mmap` is False. Raises `IdxError` on any defect, if the
-    file cannot be opened, or if it is not a regular file (a FIFO, a device, a folder).
+    are memory-mapped read-only unless `mmap` is False. `check(dtype, shape)`, if given, is called
+    right after the header, before any data is read or inflated, and may raise to refuse the file
+    (what it raises propagates): so a caller that knows what it expects (MNIST's 28x28 images, as
+    many as there are labels) pays nothing for a file that claims more. Raises `IdxError` on any
+    defect, if the file cannot be opened, or if it is not a regular file (a FIFO, a device, a folder).
     """
     path = Path(path)
     with open_regular(path, IdxError) as f:
         try:
             if f.read(2) == GZIP_MAGIC:
-                return _read_gzip(path, f)
+                return _read_gzip(path, f, check, os.fstat(f.fileno()).st_size)
             f.seek(0)
-            dtype, shape, nbytes = _read_header(path, f)
+            dtype, shape, nbytes = _read_header(path, f, check)
             offset = f.tell()
             _check_size(path, dtype, shape, os.fstat(f.fileno()).st_size, offset + nbytes)
             if nbytes == 0:
@@ -154,17 +184,36 @@ def read_idx(path: str | os.PathLike[str], mmap: bool = True) -> np.ndarray:
     return data.reshape(shape)
 
 
+def decode_idx(data: bytes, name: str | os.PathLike[str], check: HeaderCheck | None = None) -> np.ndarray:
+    """Decode the bytes of an IDX file held in memory (a download), raw or gzip, exactly as `read_idx` reads a file.
+
+    `name` (a URL, say) names the bytes in errors; `check` is as for `read_idx`, so gzip is
+    inflated only up to what the header says and `check` allows. Returns a read-only array.
+    Raises `IdxError` on any defect.
+    """
+    if data[:2] == GZIP_MAGIC:
+        return _read_gzip(name, io.BytesIO(data), check, len(data))
+    dtype, shape, nbytes = _read_header(name, io.BytesIO(data), check)
+    offset = 4 + 4 * len(shape)
+    _check_size(name, dtype, shape, len(data), offset + nbytes)
+    return np.frombuffer(data, dtype=np.uint8, count=nbytes, offset=offset).view(dtype).reshape(shape)
+
+
+def idx_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The IDX header of an array of `dtype` and `shape` (it depends on nothing else: one header per array)."""
+    key = np.dtype(dtype).newbyteorder("=").str[1:]
+    if key not in CODES:
+        raise ValueError(f"IDX cannot store dtype {dtype} (use uint8, int8, int16, int32, float32 or float64)")
+    if len(shape) > 255:
+        raise ValueError("IDX stores at most 255 dimensions")
+    return bytes([0, 0, CODES[key], len(shape)]) + np.asarray(shape, dtype=">u4").tobytes()
+
+
 def encode_idx(array: np.ndarray) -> bytes:
     """Return the IDX bytes (uncompressed) of `array`. Raises `ValueError` for unsupported dtypes."""
     array = np.asarray(array)
-    key = array.dtype.newbyteorder("=").str[1:]
-    if key not in CODES:
-        raise ValueError(f"IDX cannot store dtype {array.dtype} (use uint8, int8, int16, int32, float32 or float64)")
-    if array.ndim > 255:
-        raise ValueError("IDX stores at most 255 dimensions")
-    code = CODES[key]
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    return header + np.ascontiguousarray(array, dtype=DTYPES[code]).tobytes()
+    header = idx_header(array.dtype, array.shape)
+    return header + np.ascontiguousarray(array, dtype=DTYPES[header[2]]).tobytes()
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray, compress: bool | None = None) -> Path:

@@ -7,11 +7,17 @@ transparency, bit depth), `extract_ink` (data/ink.py) takes away page, lighting,
 `fit_digit` crops, fits and centres. An image that is already MNIST-style (28x28, light on dark)
 passes through exactly.
 
+Large pictures are reduced as they are read, in their own mode (a JPEG decoded at 1/2, 1/4 or 1/8
+scale, then box-averaged by a whole factor), before any float array is made: a 7000 x 7000 PNG
+costs its decoded pixels (49 MB gray, 196 MB RGBA) and little more, where the float pipeline at
+full size took over 1 GB. A digit needs far fewer pixels (ink is found at 1024 on the longer side).
+
 Returns float32 arrays in [0, 1]; no torch here.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -38,6 +44,13 @@ __all__ = [
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
 MAX_PIXELS = 50_000_000  # refuse decompression bombs politely rather than with PIL's warning
+# Longer side above which open_gray reduces a picture as it reads it (a 12 MP phone photo, 4000 x 3000, is kept
+# whole); load_image, which wants one digit, reduces to DIGIT_SIDE, twice the size ink is found at.
+MAX_SIDE = 4096
+DIGIT_SIDE = 2048
+MAX_ASPECT = 100  # a picture longer than this times its width (49,000,000 x 1) is no picture of a digit
+# Modes Image.reduce averages correctly (it premultiplies LA and RGBA itself); others are converted first.
+REDUCIBLE = frozenset({"L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", "I", "F"})
 BLANK = "blank image: no digit found (no ink, or only marks too faint or small to be one)"
 
 
@@ -96,6 +109,30 @@ def _to_grayscale(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
+def _reduce(image: Image.Image, max_side: int) -> Image.Image:
+    """Load `image` with its longer side at most about `max_side`, averaged down in its own mode.
+
+    A JPEG is decoded at a reduced scale (draft), so its full size is never held; other formats
+    are decoded whole (their honest cost) and reduced by a whole factor before anything else.
+    Palette, bilevel and 16-bit images, which Image.reduce cannot average, are converted first.
+    """
+    factor = math.ceil(max(image.size) / max_side)
+    if factor > 1 and image.format == "JPEG":
+        image.draft(image.mode, (math.ceil(image.width / factor), math.ceil(image.height / factor)))
+    image.load()
+    factor = math.ceil(max(image.size) / max_side)
+    if factor <= 1:
+        return image
+    if image.mode not in REDUCIBLE:
+        if image.mode in ("1", "P") and "transparency" not in image.info:
+            image = image.convert("L")
+        elif image.mode.startswith("I;16"):
+            image = image.convert("I")
+        else:
+            image = image.convert("RGBA")
+    return image.reduce(factor)
+
+
 def is_mnist_style(gray: np.ndarray) -> bool:
     """True for a 28x28 picture of light ink on a dark field: it is already what a model sees."""
     if gray.shape != (28, 28):
@@ -104,11 +141,13 @@ def is_mnist_style(gray: np.ndarray) -> bool:
     return float(np.median(border)) < 0.5 and float(gray.max()) > float(np.median(border))
 
 
-def open_gray(path: str | os.PathLike[str]) -> np.ndarray:
+def open_gray(path: str | os.PathLike[str], max_side: int = MAX_SIDE) -> np.ndarray:
     """Read an image file as float32 grayscale in [0, 1] (EXIF orientation applied, transparency flattened).
 
-    Raises `ImageError` naming the file: no such file, a folder, not a regular file (a FIFO or a
-    device, refused without blocking), not an image, too large, unreadable.
+    A picture longer than `max_side` on either side is reduced by a whole factor as it is read (a
+    4000 x 3000 photo with the default is kept whole). Raises `ImageError` naming the file: no such
+    file, a folder, not a regular file (a FIFO or a device, refused without blocking), not an
+    image, too large, far longer than wide (no picture of a digit), unreadable.
     """
     with open_regular(path, ImageError, folder="a folder with no image files in it") as f:
         try:
@@ -116,10 +155,14 @@ def open_gray(path: str | os.PathLike[str]) -> np.ndarray:
                 warnings.simplefilter("ignore")  # Pillow's warnings about odd files are noise on the CLI's stderr
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(f) as image:
-                    if image.width * image.height > MAX_PIXELS:
-                        raise ImageError(path, f"image too large ({image.width}x{image.height})")
-                    image.load()
-                    gray = _to_grayscale(image)
+                    w, h = image.size
+                    if w * h > MAX_PIXELS:
+                        raise ImageError(path, f"image too large ({w}x{h})")
+                    if max(w, h) > MAX_ASPECT * max(min(w, h), 1):
+                        raise ImageError(
+                            path, f"not a picture of a digit ({w}x{h}: over {MAX_ASPECT} times longer than wide)"
+                        )
+                    gray = _to_grayscale(_reduce(image, max_side))
         except ImageError:
             raise
         except UnidentifiedImageError:
@@ -150,7 +193,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     Raises `ImageError` naming the file if it cannot be read, is not an image, or holds no digit.
     """
-    digit = to_mnist(open_gray(path))
+    digit = to_mnist(open_gray(path, DIGIT_SIDE))
     if digit is None:
         raise ImageError(path, BLANK)
     return digit

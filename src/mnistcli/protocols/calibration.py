@@ -112,6 +112,8 @@ def ece(probs: Array, labels: Array, bins: int = BINS) -> float:
     if not len(y):
         return 0.0
     confidence, predicted = p.max(axis=1), p.argmax(axis=1)
+    if not np.isfinite(confidence).all():  # a diverged model's: no calibration error to speak of
+        return math.nan
     index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
     gap = np.bincount(index, weights=(predicted == y) - confidence, minlength=bins)  # sum of (right - confidence)
     return float(np.abs(gap).sum() / len(y))

@@ -6,11 +6,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import err, fitting, json_line, note, out, pct, shown
+from mnistcli.render.console import err, fitting, json_line, markup, note, out, pct, shown
 
 
 def _model_json(m: Any) -> dict[str, Any]:
@@ -42,17 +41,17 @@ def model_card(m: Any, as_json: bool) -> None:
     if as_json:
         json_line({**_model_json(m), "config": m.config})
         return
-    out.print(f"[bold]{escape(m.name)}[/] ({m.family}, {m.params:,} parameters): {escape(m.description)}")
+    out.print(f"[bold]{markup(m.name)}[/] ({m.family}, {m.params:,} parameters): {markup(m.description)}")
     if m.args:
         args = Table(title="arguments (--arg KEY=VALUE)", title_justify="left", min_width=40)
         args.add_column("argument", style="bold")
         args.add_column("default")
         for key, value in m.args.items():
-            args.add_row(key, escape(json.dumps(value)))
+            args.add_row(key, markup(json.dumps(value)))
         out.print(args)
     else:
         out.print("[dim]no arguments (--arg)[/]")
-    recipe = Table(title=f"training recipe (mnist train {escape(m.name)})", title_justify="left", min_width=40)
+    recipe = Table(title=f"training recipe (mnist train {markup(m.name)})", title_justify="left", min_width=40)
     recipe.add_column("option", style="bold")
     recipe.add_column("value")
     recipe.add_column("from", style="dim")
@@ -64,7 +63,7 @@ def model_card(m: Any, as_json: bool) -> None:
             source = "model"
         else:  # adapted to the family's options (a bags model's epochs and attempts follow --bags)
             source = f"model ({m.recipe[key]}, for these options)"
-        recipe.add_row("--" + key.replace("_", "-"), escape(shown), escape(source))
+        recipe.add_row("--" + key.replace("_", "-"), markup(shown), markup(source))
     out.print(recipe)
 
 
@@ -102,7 +101,7 @@ def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
         table = Table(title="checkpoints (newest last)", title_justify="left")
         table.add_column("name", no_wrap="fold" not in dropped, overflow="fold")
         columns = {
-            "model": lambda r: r.model,
+            "model": lambda r: markup(r.model),
             "accuracy": test_number,
             "created": lambda r: r.created.replace("T", " ")[:16],
             "size": lambda r: f"{r.size_bytes / 1024:,.0f} KiB",
@@ -115,7 +114,7 @@ def checkpoints_table(runs: Sequence[Any], as_json: bool) -> None:
                 min_width=16 if col == "created" else None,
             )
         for r in runs:
-            name = Text(r.name, style="" if r.bundled else "bold")
+            name = Text(shown(r.name), style="" if r.bundled else "bold")
             if r.bundled:
                 name.append(" (bundled)", style="dim")
             table.add_row(name, *(cell(r) for cell in columns.values()))

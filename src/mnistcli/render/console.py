@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
@@ -42,6 +43,12 @@ def shown(text: object) -> str:
     reaches the terminal as a command. Every path, name and message from outside goes through this; JSON escapes
     on its own."""
     return str(text).translate(_CONTROL)
+
+
+def markup(text: object) -> str:
+    """`text` to put inside rich markup: `shown` (no control character reaches the terminal), then its square
+    brackets escaped (a name such as `run[bold]` stays as it is written)."""
+    return escape(shown(text))
 
 
 def error(message: str, shared: bool = False) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import json_line, out, pct
+from mnistcli.render.console import json_line, markup, out, pct
 
 
 def eval_json(report: Any) -> None:
@@ -51,7 +50,9 @@ def calibration_line(temperature: float | None, ece: float | None, raw: float | 
 
 def eval_report(report: Any) -> None:
     correct = sum(row["correct"] for row in report.per_class)
-    out.print(f"[bold]{escape(report.run.name)}[/] ({report.run.model}{', bundled' if report.run.bundled else ''})")
+    out.print(
+        f"[bold]{markup(report.run.name)}[/] ({markup(report.run.model)}{', bundled' if report.run.bundled else ''})"
+    )
     if report.protocol == "linear":
         labels = f"{report.labels_per_class} labels per digit" if report.labels_per_class else "all training labels"
         out.print(
@@ -101,7 +102,7 @@ def members_table(members: list[dict[str, Any]], combinations: dict[str, Any]) -
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for m in members:
         weight = f"{m['weight']:.3g}" if m.get("weight") is not None else ""
-        table.add_row(escape(m["name"]), m["model"], pct(m["accuracy"]), f"{m['loss']:.4f}", weight)
+        table.add_row(markup(m["name"]), markup(m["model"]), pct(m["accuracy"]), f"{m['loss']:.4f}", weight)
     table.add_section()
     words = {"soft": "soft vote (mean probability)", "vote": "majority vote", "select": "soft vote, selected weights"}
     for way, label in words.items():
@@ -173,7 +174,7 @@ def fewshot_json(report: Any) -> None:
 
 def fewshot_report(report: Any) -> None:
     run = report.run
-    out.print(f"[bold]{escape(run.name)}[/] ({run.model}{', bundled' if run.bundled else ''})")
+    out.print(f"[bold]{markup(run.name)}[/] ({markup(run.model)}{', bundled' if run.bundled else ''})")
     if report.unseen and report.seen:
         out.print(
             f"labels seen in training: {', '.join(map(str, report.seen))}; never seen: "
@@ -243,7 +244,7 @@ def adder_json(report: Any) -> None:
 
 def adder_report(report: Any) -> None:
     run = report.run
-    out.print(f"[bold]{escape(run.name)}[/] ({run.model})")
+    out.print(f"[bold]{markup(run.name)}[/] ({markup(run.model)})")
     gap = 100 * (report.digit_accuracy - report.sum_accuracy)
     relation = f"{gap:.2f} pts behind the digit" if gap >= 0 else f"{-gap:.2f} pts ahead of the digit"
     out.print(
@@ -291,7 +292,7 @@ def bags_json(report: Any) -> None:
 
 def bags_report(report: Any) -> None:
     run = report.run
-    out.print(f"[bold]{escape(run.name)}[/] ({run.model})")
+    out.print(f"[bold]{markup(run.name)}[/] ({markup(run.model)})")
     out.print(
         f"bag AUC [bold green]{report.auc:.4f}[/], bag accuracy [bold green]{pct(report.bag_accuracy)}[/], "
         f"loss {report.loss:.4f}; {report.bags:,} test bags (half positive: holding a {report.target}), "

@@ -1,20 +1,23 @@
 """Pictures as PNG files, drawn with matplotlib (an optional extra: `pip install 'mnistcli[plot]'`).
 
 Each function takes plain arrays, draws one figure off-screen (the Agg backend: no display
-needed) and writes it atomically. matplotlib is imported only here, only when a picture is asked
+needed) and writes it: a file the user named as the output as `atomic.write_output` does (a FIFO
+or a device is written to), a file name the program made up in a folder (`derived`) only ever
+atomically, refusing anything there that is not a regular file. matplotlib is imported only here, only when a picture is asked
 for; without it the user gets one line saying how to install it.
 """
 
 from __future__ import annotations
 
 import io
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mnistcli.atomic import write_output
+from mnistcli.atomic import atomic_write, mode_of, replaceable, write_output
 from mnistcli.errors import UsageError
 
 # Ten colours that stay distinct for most colour-blind readers (matplotlib's tab10).
@@ -34,25 +37,35 @@ def _pyplot() -> Any:
 
 def check_writable(path: str | Path) -> None:
     """Raise `UsageError` now if a picture could not be written to `path` later (no matplotlib, a file where
-    a folder should be). Missing folders are fine: writing the picture creates them, as `mkdir -p` would."""
+    a folder should be, a name the system cannot look up). Missing folders are fine: writing the picture creates
+    them, as `mkdir -p` would."""
     _pyplot()
     target = Path(path).expanduser()
-    if target.is_dir():
+    mode = mode_of(target, path)
+    if mode is not None and stat.S_ISDIR(mode):
         raise UsageError(f"{path}: is a folder; give a file name such as map.png")
     if target.suffix.lower() != ".png":
         raise UsageError(f"{path}: pictures are PNG files; give a name ending in .png")
     folder = target.parent
-    while not folder.exists() and folder != folder.parent:
+    while (mode := mode_of(folder)) is None and folder != folder.parent:
         folder = folder.parent
-    if not folder.is_dir():
+    if mode is not None and not stat.S_ISDIR(mode):
         raise UsageError(f"{path}: {folder} is a file, not a folder")
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def check_derived(path: str | Path) -> None:
+    """Raise `FileProblem` if a picture the program names `path` (in a folder the user gave) would meet anything
+    there that is not a regular file (a FIFO, a device, a folder): such a thing is never replaced nor written to."""
+    replaceable(Path(path))
+
+
+def _save(fig: Any, path: str | Path, derived: bool) -> Path:
+    """Write `fig` as a PNG to `path`: atomically if the program `derived` the name, else as the user's output."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
     fig.clf()
-    return write_output(path, lambda f: f.write(buffer.getvalue()))
+    write = atomic_write if derived else write_output
+    return write(path, lambda f: f.write(buffer.getvalue()))
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +120,7 @@ def embedding_map(embeddings: np.ndarray, labels: np.ndarray, seen: list[int], p
     )
     legend.get_title().set_fontsize(8)
     ax.grid(alpha=0.2)
-    out = _save(fig, path)
+    out = _save(fig, path, False)
     plt.close(fig)
     return out
 
@@ -136,10 +149,11 @@ def _plain_log_labels(axis: Any) -> None:
     axis.set_minor_formatter(Plain(labelOnlyBase=False))
 
 
-def learning_curves(runs: list[RunCurves], path: str | Path) -> Path:
+def learning_curves(runs: list[RunCurves], path: str | Path, derived: bool = False) -> Path:
     """Training loss at every logged step (log scale) and accuracy per epoch for one or more runs.
 
-    The accuracy panel is left out when no run has finished an epoch (an interrupted run's log).
+    The accuracy panel is left out when no run has finished an epoch (an interrupted run's log). `derived`: the
+    program made the file name up (in a folder the user gave), so only a regular file there is replaced (`_save`).
     """
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
@@ -216,12 +230,12 @@ def learning_curves(runs: list[RunCurves], path: str | Path) -> Path:
         ax.grid(alpha=0.25)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    out = _save(fig, path)
+    out = _save(fig, path, derived)
     plt.close(fig)
     return out
 
 
-def confusion_heatmap(confusion: np.ndarray, path: str | Path, title: str) -> Path:
+def confusion_heatmap(confusion: np.ndarray, path: str | Path, title: str, derived: bool = False) -> Path:
     """The confusion matrix (rows true, columns predicted) as a heat map of counts, log-coloured."""
     plt = _pyplot()
     from matplotlib.colors import LogNorm
@@ -242,13 +256,19 @@ def confusion_heatmap(confusion: np.ndarray, path: str | Path, title: str) -> Pa
     ax.set_ylabel("true digit")
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, label="images (log scale)")
-    out = _save(fig, path)
+    out = _save(fig, path, derived)
     plt.close(fig)
     return out
 
 
 def mistakes_grid(
-    images: np.ndarray, true: np.ndarray, predicted: np.ndarray, path: str | Path, title: str, columns: int = 8
+    images: np.ndarray,
+    true: np.ndarray,
+    predicted: np.ndarray,
+    path: str | Path,
+    title: str,
+    columns: int = 8,
+    derived: bool = False,
 ) -> Path:
     """A grid of digits (N, 28, 28) captioned "true -> predicted"."""
     plt = _pyplot()
@@ -264,7 +284,7 @@ def mistakes_grid(
             ax.imshow(images[k], cmap="gray", vmin=0, vmax=255 if images.dtype == np.uint8 else 1)
             ax.set_title(f"{true[k]} → {predicted[k]}", fontsize=9, color="#c0392b")
     fig.suptitle(title, fontsize=10)
-    out = _save(fig, path)
+    out = _save(fig, path, derived)
     plt.close(fig)
     return out
 
@@ -289,7 +309,7 @@ def prediction_bars(
         right.set_title(f"{best} ({100 * probs[best]:.1f}%)", fontsize=10)
         right.grid(axis="y", alpha=0.25)
     fig.tight_layout()
-    out = _save(fig, path)
+    out = _save(fig, path, False)
     plt.close(fig)
     return out
 
@@ -326,6 +346,6 @@ def bag_attention(bags: list[BagRow], path: str | Path) -> Path:
                 spine.set_color(colour)
                 spine.set_linewidth(2.5 if top else 0.6)
             ax.set_xlabel(f"{bag.attention[k]:.2f}", fontsize=8, color=colour, fontweight="bold" if top else "normal")
-    out = _save(fig, path)
+    out = _save(fig, path, False)
     plt.close(fig)
     return out

@@ -9,11 +9,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import bar, error, fitting, is_terminal, json_line, note, out, pct, shown, sparkbar
+from mnistcli.render.console import bar, error, fitting, is_terminal, json_line, markup, note, out, pct, shown, sparkbar
 
 
 def answered_by(run: Any) -> dict[str, str]:
@@ -54,7 +53,7 @@ def predictions(report: Any, as_json: bool) -> None:
     elif len(ok) == 1:
         r = ok[0]
         out.print(
-            f"[bold]{escape(shown(r.path))}[/]: [bold green]{r.digit}[/] ({pct(r.confidence)})  [dim]{escape(report.run.name)}[/]"
+            f"[bold]{markup(r.path)}[/]: [bold green]{r.digit}[/] ({pct(r.confidence)})  [dim]{markup(report.run.name)}[/]"
         )
         table = Table(show_header=True)
         table.add_column("digit", justify="right")
@@ -65,7 +64,7 @@ def predictions(report: Any, as_json: bool) -> None:
             table.add_row(str(d), pct(p), Text(bar(p), style=style))
         out.print(table)
     elif ok:
-        table = Table(title=f"predictions of {escape(report.run.name)}", title_justify="left")
+        table = Table(title=f"predictions of {markup(report.run.name)}", title_justify="left")
         table.add_column("image")
         table.add_column("digit", justify="right", style="bold green")
         table.add_column("confidence", justify="right")
@@ -100,7 +99,7 @@ def _sums(report: Any, ok: list[Any], as_json: bool) -> None:
         for r in ok:
             sys.stdout.write(f"{shown(r.path)}\t{r.digit}\t{r.digit_confidence:.4f}\t{r.sum}\t{r.sum_confidence:.4f}\n")
     else:
-        table = Table(title=f"{escape(report.run.name)}: digit + {ok[0].added}", title_justify="left")
+        table = Table(title=f"{markup(report.run.name)}: digit + {ok[0].added}", title_justify="left")
         table.add_column("image")
         table.add_column("digit", justify="right", style="bold green")
         table.add_column("confidence", justify="right")
@@ -140,12 +139,12 @@ def _bags(report: Any, ok: list[Any], as_json: bool) -> None:
 
 def _bag_table(r: Any, run_name: str) -> None:
     """One bag on a terminal: its verdict and probability, then each image with its attention (the top one starred)."""
-    name = escape(shown(r.bag)) if r.bag is not None else f"{len(r.paths)} loose file{'s' if len(r.paths) > 1 else ''}"
+    name = markup(r.bag) if r.bag is not None else f"{len(r.paths)} loose file{'s' if len(r.paths) > 1 else ''}"
     if r.positive:
         verdict = f"[bold green]positive[/], holds a {r.target} (probability {pct(r.probability)})"
     else:
         verdict = f"[bold]negative[/], holds no {r.target} (probability of a {r.target}: {pct(r.probability)})"
-    out.print(f"[bold]{name}[/]: {verdict}  [dim]{escape(run_name)}[/]")
+    out.print(f"[bold]{name}[/]: {verdict}  [dim]{markup(run_name)}[/]")
     table = Table(show_header=True, title_justify="left")
     table.add_column("image", no_wrap=True)
     table.add_column("attention", justify="right")
@@ -180,7 +179,7 @@ def embeddings(report: Any, as_json: bool, written: str | None) -> None:
         )
     elif report.paths:
         table = Table(
-            title=f"embeddings from {escape(report.run.name)} (dimension {report.vectors.shape[1]})",
+            title=f"embeddings from {markup(report.run.name)} (dimension {report.vectors.shape[1]})",
             title_justify="left",
         )
         table.add_column("image")
@@ -222,11 +221,11 @@ def oneshot_results(report: Any, as_json: bool) -> None:
 
 
 def _oneshot_table(report: Any, ok: list[Any]) -> None:
-    support = ", ".join(f"{escape(label)} ({n})" for label, n in report.support.items())
+    support = ", ".join(f"{markup(label)} ({n})" for label, n in report.support.items())
 
     def make(dropped: set[str]) -> Table:
         # File names stay whole (`no_wrap`); the confidence bar gives way on a narrow terminal.
-        table = Table(title=f"one-shot with {escape(report.run.name)}; support: {support}", title_justify="left")
+        table = Table(title=f"one-shot with {markup(report.run.name)}; support: {support}", title_justify="left")
         table.add_column("image", no_wrap="fold" not in dropped, overflow="fold")
         table.add_column("label", style="bold green")
         table.add_column("distance", justify="right")
@@ -237,7 +236,7 @@ def _oneshot_table(report: Any, ok: list[Any]) -> None:
             style = "green" if r.confidence >= 0.9 else "yellow" if r.confidence >= 0.5 else "red"
             cells: list[Text | str] = [
                 Text(shown(r.path)),
-                Text(r.label),
+                Text(shown(r.label)),
                 f"{r.distance:.3f}",
                 Text(pct(r.confidence), style=style),
             ]

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -24,7 +23,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from mnistcli.render.console import err, pct
+from mnistcli.render.console import err, markup, pct
 from mnistcli.work import CHECKING
 
 W = TypeVar("W", bound="WorkProgress")
@@ -74,7 +73,7 @@ class WorkProgress:
     def work(self, what: str, done: int, total: int | None) -> None:
         """Show, advance or end (`done == total`) the bar of `what`; with `total` 0, print `what` as a line."""
         if total == 0:
-            self.progress.console.print(f"[yellow]{escape(what)}[/yellow]")
+            self.progress.console.print(f"[yellow]{markup(what)}[/yellow]")
             return
         if total is not None and done >= total:
             if what in self.pieces:
@@ -157,13 +156,13 @@ class RunView:
     def on_epoch(self, info: Any) -> None:
         val = f"  val acc {pct(info.val_accuracy)}" if info.val_accuracy is not None else ""
         self.view.progress.console.print(
-            f"[bold]{escape(self.name)}[/] epoch {info.epoch:>3}  loss {info.train_loss:.4f}"
+            f"[bold]{markup(self.name)}[/] epoch {info.epoch:>3}  loss {info.train_loss:.4f}"
             f"  acc {pct(info.train_accuracy)}{val}  [dim]{info.seconds:.1f} s[/dim]"
         )
 
     def on_work(self, what: str, done: int, total: int | None) -> None:
         if total == 0:  # a notice, such as the member's result
-            self.view.progress.console.print(f"[bold]{escape(self.name)}[/] {escape(what)}")
+            self.view.progress.console.print(f"[bold]{markup(self.name)}[/] {markup(what)}")
             return
         if self.name in self.view.bars and total != done and what != CHECKING:
             self.view.progress.update(self.view.bars.pop(self.name), visible=False)  # its training is over

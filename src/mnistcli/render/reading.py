@@ -6,11 +6,10 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import is_terminal, json_line, out, pct, shown
+from mnistcli.render.console import is_terminal, json_line, markup, out, pct, shown
 from mnistcli.render.predicting import answered_by, answers
 
 
@@ -32,7 +31,7 @@ def readings(report: Any, as_json: bool) -> None:
         for r in ok:
             sys.stdout.write(f"{shown(r.path)}\t{r.text}\t{r.confidence:.4f}\n")
     elif ok:
-        table = Table(title=f"numbers read by {escape(report.run.name)}", title_justify="left")
+        table = Table(title=f"numbers read by {markup(report.run.name)}", title_justify="left")
         table.add_column("image")
         table.add_column("number", justify="right", style="bold green")
         table.add_column("least sure", justify="right")

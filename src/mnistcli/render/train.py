@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from mnistcli.render.console import BLOCKS, err, json_line, pct, shown
+from mnistcli.render.console import BLOCKS, err, json_line, markup, pct, shown
 
 
 def measure(value: float, unit: str) -> str:
@@ -95,7 +94,9 @@ def train_summary(report: Any) -> None:
                     style="dim",
                 )
             )
-    err.print(Text.assemble("trained ", report.run.model, " -> ", (report.run.name, "bold")), soft_wrap=True)
+    err.print(
+        Text.assemble("trained ", shown(report.run.model), " -> ", (shown(report.run.name), "bold")), soft_wrap=True
+    )
     err.print(table)
     for label, path in files:
         err.print(Text.assemble((f"{label:<11}", "bold"), shown(path)), soft_wrap=True)
@@ -114,7 +115,7 @@ def ensemble_summary(report: Any) -> None:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for m in report.members:
         seconds = f"{m['seconds']:.1f} s" if m.get("seconds") is not None else "-"
-        table.add_row(m["name"], m["model"], str(m["seed"]), pct(m["test_accuracy"]), seconds)
+        table.add_row(markup(m["name"]), markup(m["model"]), str(m["seed"]), pct(m["test_accuracy"]), seconds)
     best = max((m["test_accuracy"] for m in report.members if m["test_accuracy"] is not None), default=None)
     err.print(table)
     summary = Table(show_header=False)
@@ -136,15 +137,15 @@ def ensemble_summary(report: Any) -> None:
         "time",
         f"{report.seconds:.1f} s training (the members' sum), {report.total_seconds:.1f} s in all, on {report.device}",
     )
-    err.print(Text.assemble("trained ensemble -> ", (report.run.name, "bold")), soft_wrap=True)
+    err.print(Text.assemble("trained ensemble -> ", (shown(report.run.name), "bold")), soft_wrap=True)
     err.print(summary)
-    err.print(Text.assemble(("checkpoint ", "bold"), str(report.run.path)), soft_wrap=True)
+    err.print(Text.assemble(("checkpoint ", "bold"), shown(report.run.path)), soft_wrap=True)
 
 
 def calibration_summary(calibration: dict[str, Any]) -> str:
     """'temperature 0.620, fitted on 3,000 held-out training images (ECE 4.10% -> 0.30%)', or why T = 1."""
     if calibration.get("fitted_on") is None or "note" in calibration:
-        return f"none, temperature 1 ({escape(calibration.get('note', 'not fitted'))})"
+        return f"none, temperature 1 ({markup(calibration.get('note', 'not fitted'))})"
     where = {"validation": "the validation split", "calibration": "training images held out for it"}
     text = (
         f"temperature {calibration['temperature']:.3f}, fitted on {where.get(calibration['fitted_on'], '?')} "
@@ -211,14 +212,14 @@ def repeat_summary(summary: Any) -> None:
     keys = list(summary.mean)
     units = {k: first.test_unit if k == "test" else ("" if k.endswith("auc") else "%") for k in keys}
     labels = {k: first.test_label if k == "test" else f"test {k.replace('_', ' ').replace('auc', 'AUC')}" for k in keys}
-    table = Table(title=f"{len(summary.reports)} runs of {first.run.model}", title_justify="left")
+    table = Table(title=f"{len(summary.reports)} runs of {markup(first.run.model)}", title_justify="left")
     table.add_column("run", overflow="fold")
     table.add_column("seed", justify="right")
     for k in keys:
         table.add_column(labels[k], justify="right")
     for r in summary.reports:
         values = {"test": r.test_accuracy, **r.test_extra}
-        table.add_row(r.run.name, str(r.options.get("seed", "")), *(measure(values[k], units[k]) for k in keys))
+        table.add_row(markup(r.run.name), str(r.options.get("seed", "")), *(measure(values[k], units[k]) for k in keys))
     table.add_section()
     table.add_row(
         "[bold]mean ± std[/]",

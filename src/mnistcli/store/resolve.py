@@ -14,6 +14,7 @@ from pathlib import Path
 from mnistcli import paths
 from mnistcli.errors import CheckpointError
 from mnistcli.registry import list_models
+from mnistcli.store import lock
 from mnistcli.store.runlog import LOG
 from mnistcli.store.runs import (
     META,
@@ -81,6 +82,9 @@ def resolve(
         if by_model:
             user = [r for r in by_model if not r.bundled]
             return (user or by_model)[-1]
+        stopped = folder if named else candidate if _has(candidate, LOG) or _has(candidate, SNAPSHOT) else None
+        if stopped is not None:
+            lock.check_free(stopped)  # a run training now has no checkpoint yet: say so, not that it was interrupted
         if named:
             how = f"resume it with `mnist train --resume {ref}`" if resumable(folder) else "its log: `mnist plot"
             raise CheckpointError(

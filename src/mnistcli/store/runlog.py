@@ -7,6 +7,10 @@ its metrics; a run that started over (engine.callbacks.Restart) keeps only its l
 after an `attempt` line but the first, and ends with a `kept` line naming the attempt kept, which is what
 `read_log` gives. Lines are flushed as they are written, so an interrupted run keeps everything it logged;
 `read_log` skips a last line cut short. A line that cannot be written (a full disk) raises `FileProblem` naming the log.
+
+The log is a regular file in the run's folder, nothing else: it is read through `open_regular`, and opened for
+appending (or cut) non-blocking, without following a symbolic link, and checked with fstat before a byte goes in,
+so a FIFO, a device or a folder in its place is refused at once and a link to a file elsewhere is never written to.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from mnistcli.data.files import KINDS, open_regular
 from mnistcli.errors import FileProblem
 
 LOG = "log.jsonl"
@@ -29,10 +35,8 @@ class RunLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.failed = False  # a write failed: closing (which writes what is left) fails again, and says nothing new
-        try:
-            self.file = path.open("a", encoding="utf-8", buffering=1)  # line-buffered: each event reaches the disk
-        except OSError as e:
-            raise FileProblem(path, f"cannot write the run log ({e.strerror})") from None
+        fd = _open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self.file = os.fdopen(fd, "a", encoding="utf-8", buffering=1)  # line-buffered: each event reaches the disk
         self.empty = self.file.tell() == 0
 
     def write(self, event: str, values: dict[str, Any]) -> None:
@@ -87,11 +91,63 @@ class RunLog:
 def cut(path: Path, size: int) -> None:
     """Drop what the log at `path` holds beyond its first `size` bytes (a resumed run logged that after its snapshot:
     it runs again). Raises `FileProblem` if it cannot be cut."""
+    if not os.path.lexists(path):
+        return
+    fd = _open(path, os.O_WRONLY)
     try:
-        if path.exists() and path.stat().st_size > size:
-            os.truncate(path, size)
+        if os.fstat(fd).st_size > size:
+            os.ftruncate(fd, size)
     except OSError as e:
         raise FileProblem(path, f"cannot write the run log ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+
+
+def check(path: Path) -> None:
+    """Raise `FileProblem` unless the log at `path` is missing (it is made) or a regular file that is no symbolic
+    link: what `RunLog` and `cut` accept, found out without opening it (before a resumed run is set up)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise FileProblem(path, f"cannot write the run log ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        raise FileProblem(path, f"cannot write the run log: {_what(mode)}")
+
+
+def _what(mode: int) -> str:
+    """What a file that is no regular file is, said as a reason not to write to it."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link, not a file in the run's folder"
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    return "not a regular file" + next((f" ({name})" for is_kind, name in KINDS if is_kind(mode)), "")
+
+
+def _open(path: Path, flags: int) -> int:
+    """A descriptor of the log at `path` opened with `flags`, non-blocking (a FIFO does not wait for a reader) and
+    without following a symbolic link. Raises `FileProblem` unless it is a regular file."""
+    nofollow, nonblock = getattr(os, "O_NOFOLLOW", 0), getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags | nofollow | nonblock | getattr(os, "O_NOCTTY", 0), 0o666)
+    except OSError as e:
+        try:
+            mode: int | None = os.lstat(path).st_mode  # say what is there (a link, a FIFO nobody reads, a folder)
+        except OSError:
+            mode = None
+        problem = _what(mode) if mode is not None and not stat.S_ISREG(mode) else (e.strerror or str(e))
+        raise FileProblem(path, f"cannot write the run log ({problem})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FileProblem(path, f"cannot write the run log ({_what(mode)})")
+        if nonblock:
+            os.set_blocking(fd, True)  # a regular file: writes to it do not block anyway
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def finite(value: Any) -> Any:
@@ -111,9 +167,11 @@ def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     attempts: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = [([], [])]
     kept: int | None = None
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with open_regular(path, FileProblem) as f:  # a FIFO is refused, not waited on
+            text = f.read()
     except OSError as e:
-        raise FileProblem(path, f"cannot read ({e.strerror})") from None
+        raise FileProblem(path, f"cannot read ({e.strerror or e})") from None
+    lines = text.decode("utf-8", errors="replace").splitlines()  # a line of bad bytes is skipped as cut short
     for line in lines:
         try:
             event = json.loads(line)

@@ -5,11 +5,16 @@ moments, random generator states, the best weights kept for early stopping) and,
 safetensors header, the rest as JSON (position, history, numbers) and how the run was started
 (model, arguments, options, data folder). Like the weights, it loads without unpickling anything.
 The snapshot is replaced at the end of every epoch and removed once the run's checkpoint is saved.
+
+A snapshot is read as a user's file is: opened through `open_regular` (a FIFO in its place is refused,
+never waited on), and its description of the run checked field by field (`Fields`, `check_options`)
+as meta.json's is, so a forged one is a `CheckpointError` naming the file and the field.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,13 @@ from safetensors.torch import load as deserialise
 from safetensors.torch import save as serialise
 
 from mnistcli.atomic import atomic_write_bytes
-from mnistcli.errors import CheckpointError
+from mnistcli.config import TrainConfig, field_names
+from mnistcli.data.files import open_regular
+from mnistcli.errors import CheckpointError, FileProblem, MnistError
+from mnistcli.families import get_family
+from mnistcli.registry import get_entry
+from mnistcli.store.checkpoint import MAX_ARGS, NAME
+from mnistcli.store.fields import Fields, check_options
 
 SNAPSHOT = "resume.safetensors"
 TENSOR = "__tensor__"  # in the JSON, {"__tensor__": key} stands for the tensor stored under `key`
@@ -61,23 +72,72 @@ def write(folder: Path, state: dict[str, Any], run: dict[str, Any]) -> Path:
 
 
 def read(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(state, run) of `folder`'s snapshot. Raises `CheckpointError` if it is missing or unreadable."""
+    """(state, run) of `folder`'s snapshot, the run's description checked (`described`). Raises `CheckpointError`
+    if it is missing, not a regular file (never waiting on a FIFO), unreadable, or describes no run it could be."""
     path = folder / SNAPSHOT
+    if not os.path.lexists(path):
+        raise CheckpointError(f"{folder}: nothing to resume (no {SNAPSHOT})")
     try:
-        data = path.read_bytes()
+        with open_regular(path, FileProblem) as f:
+            data = f.read()
         tensors = deserialise(data)
         header = json.loads(_metadata(data)["snapshot"])
-        return _join(header["state"], tensors), header["run"]
-    except FileNotFoundError:
-        raise CheckpointError(f"{folder}: nothing to resume (no {SNAPSHOT})") from None
-    except (OSError, SafetensorError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: unreadable resume snapshot ({e})") from None
+        state, run = _join(header["state"], tensors), header["run"]
+    except FileProblem as e:
+        raise CheckpointError(f"{path}: unreadable resume snapshot ({e.problem})") from None
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError, RecursionError) as e:
+        # RecursionError: JSON nested thousands deep (json.loads and _join both recurse)
+        problem = "nested too deep" if isinstance(e, RecursionError) else e
+        raise CheckpointError(f"{path}: unreadable resume snapshot ({problem})") from None
+    position = state.get("position") if isinstance(state, dict) else None
+    if not isinstance(position, dict) or type(position.get("epoch")) is not int or position["epoch"] < 0:
+        raise CheckpointError(f"{path}: unreadable resume snapshot (no position: 'state.position.epoch')")
+    return state, described(run, path)
+
+
+def described(run: Any, where: Path | str) -> dict[str, Any]:
+    """The snapshot's description of how the run was started (`run`: model, args, options, data, tensorboard,
+    log_bytes), every field checked, options against TrainConfig and the model's family's Params as meta.json's
+    are. Returns it (missing optional fields filled in). Raises `CheckpointError` naming `where` and the field."""
+    f = Fields(where)
+    if not isinstance(run, dict):
+        raise f.wrong("run", "an object", run)
+    f.values(run, "'run'")  # first: nothing below meets a value nested a thousand deep
+    name = f.text(run.get("model"), "run.model", None, NAME)
+    if name is None:
+        raise f.wrong("run.model", "a registered model's name", None)
+    try:
+        family = get_family(get_entry(name).family)
+    except MnistError as e:
+        raise CheckpointError(f"{where}: 'run.model': {e}") from None
+    args = f.mapping(run.get("args"), "run.args")
+    if f.values(args, "'run.args'") > MAX_ARGS or "name" in args:  # 'name': registry.create_model's own parameter
+        raise f.wrong("run.args", f"the model's arguments (at most {MAX_ARGS:,} values, none named 'name')", args)
+    options = f.mapping(run.get("options"), "run.options")
+    unknown = sorted(set(options) - field_names(TrainConfig) - field_names(family.Params))
+    if unknown:
+        raise CheckpointError(f"{where}: 'run.options' holds {unknown[0]!r}, no option of a {family.name} model")
+    for dataclass in (TrainConfig, family.Params):
+        try:
+            check_options(options, dataclass, where)
+        except CheckpointError as e:  # check_options names meta.json's field ('config...'): here it is the run's
+            raise CheckpointError(str(e).replace("'config", "'run.options", 1)) from None
+    return {
+        **run,
+        "model": name,
+        "args": args,
+        "options": options,
+        "data": f.text(run.get("data"), "run.data", None),
+        "tensorboard": f.flag(run.get("tensorboard"), "run.tensorboard", False),
+        "log_bytes": f.whole(run.get("log_bytes"), "run.log_bytes") or 0,
+    }
 
 
 def peek(folder: Path) -> dict[str, Any] | None:
-    """The snapshot's `run` description and `position` (epoch, step, ...) without loading tensors, or None."""
+    """The snapshot's `run` description and `position` (epoch, step, ...) without loading tensors, or None (no
+    snapshot, not a regular file, or a header that cannot be read). Its values are unchecked."""
     try:
-        with (folder / SNAPSHOT).open("rb") as f:
+        with open_regular(folder / SNAPSHOT, FileProblem) as f:
             size = int.from_bytes(f.read(8), "little")
             if not 0 < size < 100_000_000:
                 return None
@@ -85,7 +145,7 @@ def peek(folder: Path) -> dict[str, Any] | None:
         pairs = header["state"].get("__dict__", [])
         position: dict[str, Any] = next((_join(v, {}) for k, v in pairs if k == "position"), {})
         return {**header["run"], "position": position}
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+    except (FileProblem, OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError):
         return None
 
 
