@@ -265,3 +265,23 @@ class OneShotReport:
     @property
     def failures(self) -> list[Failure]:
         return [r for r in self.results if isinstance(r, Failure)]
+
+
+@dataclass
+class ExportReport:
+    """`mnist export`: the file written and how closely its answers matched torch's."""
+
+    run: store.Run
+    path: str
+    format: str  # onnx or torchscript
+    size_bytes: int
+    inputs: list[str]  # the file's input names
+    outputs: list[str]  # its output names
+    metadata: dict[str, Any]  # the run's description, as read back from the file
+    compared: int  # inputs both answered: images, or bags (`compared_unit`)
+    compared_unit: str
+    data: str  # what they were: "MNIST test images", or synthetic ones when no MNIST was found
+    max_output_diff: float  # the largest absolute difference between the file's outputs and torch's
+    max_probability_diff: float | None  # the same in probabilities (None for an embedding, which has none)
+    tolerance: float  # the most the probability (an embedding: its value) may differ
+    seconds: float

@@ -19,6 +19,7 @@ from mnistcli.api.ensembling import members_of, stopped_ensemble, trains_members
 from mnistcli.api.ensembling import resume as resume_ensemble
 from mnistcli.api.ensembling import train as train_ensemble
 from mnistcli.api.evaluation import evaluate
+from mnistcli.api.exporting import export
 from mnistcli.api.launching import LaunchFailed, launch, nproc
 from mnistcli.api.launching import check as check_launch
 from mnistcli.api.launching import check_resume as check_resume_launch
@@ -33,6 +34,7 @@ from mnistcli.reports import (
     BagsReport,
     EmbedReport,
     EvalReport,
+    ExportReport,
     Failure,
     FewShotReport,
     FewShotScore,
@@ -52,6 +54,7 @@ __all__ = [
     "BagsReport",
     "EmbedReport",
     "EvalReport",
+    "ExportReport",
     "Failure",
     "FewShotReport",
     "FewShotScore",
@@ -75,6 +78,7 @@ __all__ = [
     "checkpoints",
     "embed",
     "evaluate",
+    "export",
     "in_use",
     "interrupted_runs",
     "launch",

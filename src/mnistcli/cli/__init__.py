@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 # isort: off
-from mnistcli.cli import train, eval, predict, read, plot, catalog, settings  # noqa: F401  (registers the commands, in --help's order)
+from mnistcli.cli import train, eval, predict, read, plot, export, catalog, settings  # noqa: F401  (registers the commands, in --help's order)
 
 # isort: on
 from mnistcli.cli.common import app

@@ -33,6 +33,7 @@ from mnistcli.families.base import (
     trained_digits,
 )
 from mnistcli.protocols import calibration
+from mnistcli.protocols.export import ADDER
 from mnistcli.protocols.inference import EVAL_BATCH, eval_mode, map_batches
 from mnistcli.reports import AdderReport, SumPrediction
 from mnistcli.work import WorkFn, phase
@@ -56,6 +57,8 @@ class AdderParams:
 @register_family
 class AdderFamily(Family):
     """Digit and sum cross-entropy (summed); "accuracy" is sum accuracy, the network's final answer."""
+
+    exported = ADDER
 
     name = "adder"
     Params = AdderParams

@@ -27,6 +27,7 @@ from mnistcli.engine.sampling import Sampler, Shuffled
 from mnistcli.errors import UsageError
 from mnistcli.families import contrastive, register_family
 from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult, rounded
+from mnistcli.protocols.export import BAGS
 from mnistcli.protocols.inference import eval_mode, model_device
 from mnistcli.protocols.ranking import roc_auc
 from mnistcli.registry import create_model
@@ -148,6 +149,12 @@ class BagsParams:
 @register_family
 class BagsFamily(Family):
     """Binary cross-entropy on each bag's logit; accuracy = bags on the right side of 0."""
+
+    exported = BAGS
+    onnx_limit = (
+        "torch.export cannot follow a data-dependent number of masked images through this instance network"
+        " (its batch norm, e.g. --arg instance=simclr); --format torchscript exports it"
+    )
 
     name = "bags"
     Params = BagsParams

@@ -26,6 +26,7 @@ from mnistcli.data.tensors import TensorData, to_float
 from mnistcli.engine.loop import Step
 from mnistcli.engine.sampling import Sampler, Shuffled
 from mnistcli.errors import UsageError
+from mnistcli.protocols.export import Spec
 from mnistcli.protocols.inference import ClassifierEval
 from mnistcli.reports import EvalReport
 from mnistcli.work import WorkFn
@@ -143,6 +144,8 @@ class Family:
     suggested_model: ClassVar[str] = ""  # what to `mnist train` when a command needs a run of this family
     encoder_family: ClassVar[str | None] = None  # the family of the runs `--encoder RUN` starts it from
     trains_members: ClassVar[bool] = False  # trained as several runs, not one loop (ensembles: api/ensembling.py)
+    exported: ClassVar[Spec | None] = None  # what `mnist export` writes of its model (protocols/export.py); None: none
+    onnx_limit: ClassVar[str | None] = None  # why torch.export may fail on some of its models, said when it does
     processes: int = 1  # how many processes share every batch (data-parallel training, engine/dist.py; set by the api)
 
     def __init__(self, params: Any, config: TrainConfig, generator: torch.Generator | None = None) -> None:

@@ -28,6 +28,7 @@ from mnistcli.families.base import (
     trained_digits,
 )
 from mnistcli.protocols import calibration
+from mnistcli.protocols.export import LOGITS
 from mnistcli.protocols.inference import evaluate_classifier, predict_proba, with_tta
 from mnistcli.reports import EvalReport, Prediction
 from mnistcli.work import WorkFn, phase
@@ -47,6 +48,8 @@ class ClassifyParams:
 @register_family
 class ClassifyFamily(Family):
     """Softmax classification of digits (label smoothing and whole-batch augmentation while training)."""
+
+    exported = LOGITS
 
     name = "classify"
     Params = ClassifyParams

@@ -24,6 +24,7 @@ from mnistcli.engine.loop import Step
 from mnistcli.errors import UsageError
 from mnistcli.families import register_family
 from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult, classifier_report
+from mnistcli.protocols.export import EMBEDDING
 from mnistcli.protocols.inference import eval_mode
 from mnistcli.protocols.linear_probe import frozen, linear_evaluation, pixels
 from mnistcli.reports import EvalReport
@@ -93,6 +94,8 @@ class ContrastiveParams:
 @register_family
 class ContrastiveFamily(Family):
     """SimCLR pretraining; views drawn from a generator of their own, seeded by the run's seed + 1."""
+
+    exported = EMBEDDING
 
     name = "contrastive"
     Params = ContrastiveParams

@@ -32,6 +32,7 @@ from mnistcli.families import register_family
 from mnistcli.families.base import Data, Family, TestResult
 from mnistcli.families.contrastive import nt_xent
 from mnistcli.protocols import fewshot
+from mnistcli.protocols.export import EMBEDDING
 from mnistcli.protocols.inference import dataset_features
 from mnistcli.work import Counter, WorkFn, phase
 
@@ -105,6 +106,8 @@ class TripletFamily(Family):
     training image (labels unread) in batches of `batch_size`, each step paired with a fresh
     labelled batch; otherwise an epoch is len(train) / batch_size labelled batches.
     """
+
+    exported = EMBEDDING
 
     name = "triplet"
     Params = TripletParams

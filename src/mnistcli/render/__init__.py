@@ -17,6 +17,7 @@ from mnistcli.render.evaluation import (
     fewshot_json,
     fewshot_report,
 )
+from mnistcli.render.exporting import export_json, export_summary
 from mnistcli.render.predicting import embeddings, oneshot_results, predictions, shown_inputs
 from mnistcli.render.reading import readings
 from mnistcli.render.settings import settings_view
@@ -34,6 +35,8 @@ __all__ = [
     "error",
     "eval_json",
     "eval_report",
+    "export_json",
+    "export_summary",
     "fewshot_json",
     "fewshot_report",
     "json_line",
