@@ -328,3 +328,60 @@ def test_a_run_log_on_a_full_disk_is_still_one_error_naming_it(tmp_path: Path) -
         other.close()
     finally:
         os.close(full)
+
+
+def _position(field: str, value: object) -> object:
+    """A change to a snapshot's JSON setting the loop position's `field` to `value` (JSON as the store encodes it)."""
+
+    def change(inner: dict) -> None:
+        position = next(v for k, v in inner["state"]["__dict__"] if k == "position")["__dict__"]
+        for pair in position:
+            if pair[0] == field:
+                pair[1] = value
+                return
+        position.append([field, value])
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("step", "x", "'state.position.step'"),
+        ("seconds", -1, "'state.position.seconds'"),
+        ("history", [5], "'state.position.history[0]'"),
+        ("history", [{"epoch": 1}], "'state.position.history[0].train_loss'"),
+        ("stopped_early", "no", "'state.position.stopped_early'"),
+        ("elsewhere", 1, "'elsewhere'"),
+    ],
+)
+def test_a_forged_position_is_one_line_naming_the_field(
+    field: str, value: object, named: str, runner: CliRunner, isolated_home: Path, stopped_template: Path
+) -> None:
+    folder = stopped(isolated_home, stopped_template)
+    rewrite_snapshot(folder / snapshot.SNAPSHOT, _position(field, value))
+    one_error(runner.invoke(app, ["train", "--resume", "stopped"]), "resume.safetensors", named)
+    assert not (folder / "meta.json").exists()  # nothing trained on, nothing saved that cannot be read back
+
+
+def test_a_snapshot_without_the_model_state_is_one_line(
+    runner: CliRunner, isolated_home: Path, stopped_template: Path
+) -> None:
+    folder = stopped(isolated_home, stopped_template)
+
+    def drop_model(inner: dict) -> None:
+        inner["state"]["__dict__"] = [p for p in inner["state"]["__dict__"] if p[0] != "model"]
+
+    rewrite_snapshot(folder / snapshot.SNAPSHOT, drop_model)
+    one_error(runner.invoke(app, ["train", "--resume", "stopped"]), "resume.safetensors", "does not fit the run")
+    assert lock.holder(folder) is None
+
+
+def test_a_snapshot_or_a_log_larger_than_any_run_writes_is_refused_unread(
+    runner: CliRunner, isolated_home: Path, stopped_template: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stopped(isolated_home, stopped_template)
+    monkeypatch.setattr(snapshot, "MAX_SNAPSHOT_BYTES", 100)  # as a 20 GB file meets the real limit
+    one_error(runner.invoke(app, ["train", "--resume", "stopped"]), "resume.safetensors", "more than a snapshot")
+    monkeypatch.setattr(runlog, "MAX_LOG_BYTES", 10)
+    one_error(runner.invoke(app, ["plot", "stopped", "-o", str(isolated_home / "pics")]), "log.jsonl", "more than")

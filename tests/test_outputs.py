@@ -342,3 +342,40 @@ def test_a_diverged_run_answers_no_digit(runner: CliRunner, digit: Path, isolate
     result = runner.invoke(app, ["predict", str(digit), "-c", "diverged"])
     assert result.exit_code == 1 and result.stdout == ""
     assert _errors(result) == [f"error: {digit}: the model's output is not a number: the run diverged"]
+
+
+def test_invisible_and_reordering_characters_are_escaped_too() -> None:
+    # A name that reads as another: zero-width spaces and joiners, bidi marks, the word joiner, a byte-order mark.
+    for char in ("\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u061c", "\u2060", "\ufeff", "\u202e"):
+        assert console.shown(f"lin{char}1") == f"lin\\u{ord(char):04x}1"
+    assert console.shown("naïve ünïcode, 日本") == "naïve ünïcode, 日本"  # letters stay as they are
+
+
+def test_a_support_folder_named_with_an_escape_is_escaped_in_oneshot(runner: CliRunner, tmp_path: Path) -> None:
+    images, _ = make_digits(4, seed=3)
+    support = tmp_path / "support"
+    for label in ("1\x1b[31m", "plain"):
+        (support / label).mkdir(parents=True)
+    save_png(images[0], support / "1\x1b[31m" / "a.png")
+    save_png(images[1], support / "plain" / "b.png")
+    query = save_png(images[2], tmp_path / "q.png")
+    result = runner.invoke(app, ["oneshot", "-c", "cnn-pretrained", "--support-dir", str(support), str(query)])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and len(result.stdout.splitlines()) == 1
+
+
+def test_a_nul_in_the_remembered_folder_and_a_home_too_long_are_one_line(
+    runner: CliRunner, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MNIST_DATA_DIR", raising=False)
+    (isolated_home / "settings.json").write_text('{"data_dir": "\\u0000x"}')
+    for args in (["settings"], ["eval", "-c", "cnn-pretrained"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert result.stderr.endswith(
+            "settings.json: data_dir holds a NUL character; fix it or run `mnist settings --reset`\n"
+        )
+    monkeypatch.setenv("MNISTCLI_HOME", str(isolated_home / ("a" * 300)))
+    result = runner.invoke(app, ["checkpoints"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.stderr.count("\n") == 1 and "File name too long" in result.stderr, result.output

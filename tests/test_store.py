@@ -422,7 +422,7 @@ def test_a_default_name_claimed_but_not_yet_made_is_taken(tmp_path: Path) -> Non
     from mnistcli.store import lock
 
     with lock.claimed(tmp_path / "linear-1"):  # another run claimed this name and has not made its folder yet
-        assert store.unique_name("linear-1", tmp_path) == "linear-1-2"
+        assert store.unique_name("linear-1", tmp_path) == "linear-1.2"
     assert store.unique_name("linear-1", tmp_path) == "linear-1"
 
 

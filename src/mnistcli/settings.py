@@ -91,6 +91,8 @@ def _read() -> dict[str, Any]:
             raise FileProblem(
                 file, f"{key} must be {setting.kind.__name__} or null; fix it or run `mnist settings --reset`"
             )
+        if isinstance(value, str) and "\0" in value:  # no path holds one: os calls refuse it
+            raise FileProblem(file, f"{key} holds a NUL character; fix it or run `mnist settings --reset`")
     return data
 
 

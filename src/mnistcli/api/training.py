@@ -174,13 +174,14 @@ def resume(
     `mnist checkpoints rm` meanwhile either is refused or has removed it: it is then not made again."""
     t0 = time.perf_counter()
     folder = store.stopped_run(ref)
-    lock.check_free(folder)  # a run in training has a snapshot too: say that it is in use
+    main = _main_process()  # the others of a data-parallel resume meet the claim rank 0 holds: they leave it be
+    if main:
+        lock.check_free(folder)  # a run in training has a snapshot too: say that it is in use
     if (folder / store.PLAN).is_file():  # a stopped ensemble: its members go on (api/ensembling.py), claimed there
         from mnistcli.api import ensembling
 
         hooks = Hooks(on_step, on_epoch, on_download, on_work)
         return ensembling.resume(folder, device, 1, lambda _: hooks, on_work)
-    main = _main_process()
     if main:
         lock.claim(folder)
     try:
@@ -205,6 +206,19 @@ def resume(
     finally:
         if main:
             lock.release(folder)
+
+
+def _restore(loop: Loop, state: dict[str, Any], folder: Path | None) -> None:
+    """Put a snapshot's `state` back into `loop`. Raises `CheckpointError` if it does not fit the run (a snapshot
+    edited or forged: a tensor missing or of another shape), naming the snapshot (its folder: `folder`)."""
+    try:
+        loop.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        where = folder / snapshot.SNAPSHOT if folder is not None else snapshot.SNAPSHOT
+        first = f"no {e}" if isinstance(e, KeyError) else str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(
+            f"{where}: the resume snapshot does not fit the run ({first[:200] or type(e).__name__})"
+        ) from None
 
 
 def _main_process() -> bool:
@@ -313,7 +327,7 @@ def _run(
     if run_dir is None:
         loop = _loop(s, [], here)
         if state is not None:
-            loop.load_state_dict(state)
+            _restore(loop, state, None)
         here.seed_own_draws(config.seed, loop.position.epoch)
         loop.run()
         return None
@@ -371,7 +385,7 @@ def _run(
         loop = _loop(s, callbacks, here)
         family.on_work = hooks.on_work
         if state is not None:
-            loop.load_state_dict(state)
+            _restore(loop, state, run_dir)
             saved[1] = attempts.current if attempts is not None else 1
             if board is not None and attempts is not None and attempts.current > 1:
                 board.attempt(attempts.current)  # a run resumed in its second attempt or later

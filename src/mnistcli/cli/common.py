@@ -64,6 +64,10 @@ def guarded(fn: F) -> F:
         except BrokenPipeError:  # `mnist predict ... | head`: the reader left, which is not a failure
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
+        except OSError as e:  # the last line of defence: a file problem no layer below turned into its own error
+            where = e.filename if e.filename is not None else "a file"
+            render.error(f"{os.fsdecode(where) if isinstance(where, bytes) else where}: {e.strerror or e}")
+            raise typer.Exit(1) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -32,8 +32,13 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
     0x0A: "\\n",
     0x0D: "\\r",
     **{0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)},
-    # Unicode's line separators and the marks that reorder text on screen (a name that reads as another).
-    **{c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+    # Unicode's line separators, the marks that reorder text on screen and the invisible ones (a name that reads
+    # as another): bidi controls and marks, zero-width spaces and joiners, the word joiner, the byte-order mark.
+    **{
+        c: f"\\u{c:04x}"
+        for c in (0x061C, *range(0x200B, 0x2010), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2060, 0x206A))
+    },
+    0xFEFF: "\\ufeff",
 }
 
 

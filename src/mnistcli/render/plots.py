@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ def _pyplot() -> Any:
         raise UsageError("pictures need matplotlib: pip install 'mnistcli[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    # A name with a character no font draws (an escape, a control character) is drawn as a box; matplotlib's warning
+    # would carry the raw character to the terminal.
+    warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
 
     return plt
 

@@ -210,7 +210,7 @@ def oneshot_results(report: Any, as_json: bool) -> None:
             )
     elif not is_terminal():
         for r in ok:
-            sys.stdout.write(f"{shown(r.path)}\t{r.label}\t{r.distance:.4f}\t{r.confidence:.4f}\n")
+            sys.stdout.write(f"{shown(r.path)}\t{shown(r.label)}\t{r.distance:.4f}\t{r.confidence:.4f}\n")
     elif ok:
         _oneshot_table(report, ok)
     if not report.calibrated:

@@ -153,7 +153,9 @@ class Checkpoint:
             model=_model(f, spec),
             config=_config(f, meta.get("config")),
             data=_data(f, f.mapping(meta.get("data"), "data")),
-            history=[_epoch(f, e, f"history[{i}]") for i, e in enumerate(f.sequence(meta.get("history"), "history"))],
+            history=[
+                epoch_entry(f, e, f"history[{i}]") for i, e in enumerate(f.sequence(meta.get("history"), "history"))
+            ],
             results=_results(f, f.mapping(meta.get("metrics"), "metrics")),
             family_entries=_entries(f, meta),
             preprocessing=f.mapping(meta.get("preprocessing"), "preprocessing"),
@@ -215,7 +217,7 @@ def _data(f: Fields, data: dict[str, Any]) -> DataSpec:
     )
 
 
-def _epoch(f: Fields, entry: Any, key: str) -> dict[str, Any]:
+def epoch_entry(f: Fields, entry: Any, key: str) -> dict[str, Any]:
     """One epoch of the history (engine.loop.EpochInfo): its number and measurements (NaN where a run diverged)."""
     entry = f.mapping(entry, key)
     if f.whole(entry.get("epoch"), f"{key}.epoch") is None:

@@ -161,6 +161,10 @@ def finite(value: Any) -> Any:
     return value
 
 
+# A run logs a line of some 200 bytes every 10 steps and one an epoch: a million steps make some 20 MB.
+MAX_LOG_BYTES = 256 * 2**20
+
+
 def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(step events, epoch events) of a log file: of the attempt kept, if the run was trained several times (of the
     attempt going on, while it trains). Raises `FileProblem` if it cannot be read."""
@@ -168,6 +172,9 @@ def read_log(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     kept: int | None = None
     try:
         with open_regular(path, FileProblem) as f:  # a FIFO is refused, not waited on
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_LOG_BYTES:
+                raise FileProblem(path, f"a run log of {size:,} bytes, more than any run writes ({MAX_LOG_BYTES:,})")
             text = f.read()
     except OSError as e:
         raise FileProblem(path, f"cannot read ({e.strerror or e})") from None

@@ -283,11 +283,12 @@ def _check_weights(model: nn.Module, run: Run) -> None:
 
 
 def unique_name(base: str, root: Path) -> str:
-    """`base`, or `base-2`, `base-3`, ... whichever is free under `root` (no folder, and no process claiming it)."""
+    """`base`, or `base.2`, `base.3`, ... whichever is free under `root` (no folder, and no process claiming it). A
+    dot, not a dash: `base-2` is the second of the repeats `mnist train --runs` names after `base`."""
     name, n = base, 1
     while (root / name).exists() or lock.holder(root / name) is not None:
         n += 1
-        name = f"{base}-{n}"
+        name = f"{base}.{n}"
     return name
 
 

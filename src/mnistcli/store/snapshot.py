@@ -28,8 +28,8 @@ from mnistcli.config import TrainConfig, field_names
 from mnistcli.data.files import open_regular
 from mnistcli.errors import CheckpointError, FileProblem, MnistError
 from mnistcli.families import get_family
-from mnistcli.registry import get_entry
-from mnistcli.store.checkpoint import MAX_ARGS, NAME
+from mnistcli.registry import MAX_PARAMETERS, get_entry
+from mnistcli.store.checkpoint import MAX_ARGS, NAME, epoch_entry
 from mnistcli.store.fields import Fields, check_options
 
 SNAPSHOT = "resume.safetensors"
@@ -64,6 +64,11 @@ def _join(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return value
 
 
+# A snapshot holds the weights, the optimizer's state (two tensors a weight at most) and a best or first copy of
+# the weights: some five times the largest model registry.create_model builds (MAX_PARAMETERS float32 numbers).
+MAX_SNAPSHOT_BYTES = 6 * 4 * MAX_PARAMETERS
+
+
 def write(folder: Path, state: dict[str, Any], run: dict[str, Any]) -> Path:
     """Replace `folder`'s snapshot with `state` (a loop's state_dict) and `run` (how it was started: JSON values)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -79,6 +84,9 @@ def read(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CheckpointError(f"{folder}: nothing to resume (no {SNAPSHOT})")
     try:
         with open_regular(path, FileProblem) as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_SNAPSHOT_BYTES:
+                raise FileProblem(path, f"{size:,} bytes, more than a snapshot of any model mnistcli builds")
             data = f.read()
         tensors = deserialise(data)
         header = json.loads(_metadata(data)["snapshot"])
@@ -92,7 +100,24 @@ def read(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     position = state.get("position") if isinstance(state, dict) else None
     if not isinstance(position, dict) or type(position.get("epoch")) is not int or position["epoch"] < 0:
         raise CheckpointError(f"{path}: unreadable resume snapshot (no position: 'state.position.epoch')")
+    state["position"] = _position(position, path)
     return state, described(run, path)
+
+
+def _position(position: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The loop's position (engine.loop.Position), each field checked; raises `CheckpointError` naming it."""
+    f = Fields(where)
+    unknown = sorted(set(position) - {"epoch", "step", "seconds", "history", "stopped_early"})
+    if unknown:
+        raise CheckpointError(f"{where}: 'state.position' holds {unknown[0]!r}, which a run's position has not")
+    history = f.sequence(position.get("history"), "state.position.history")
+    return {
+        "epoch": position["epoch"],
+        "step": f.whole(position.get("step"), "state.position.step") or 0,
+        "seconds": f.number(position.get("seconds"), "state.position.seconds", low=0) or 0.0,
+        "history": [epoch_entry(f, e, f"state.position.history[{i}]") for i, e in enumerate(history)],
+        "stopped_early": f.flag(position.get("stopped_early"), "state.position.stopped_early", False),
+    }
 
 
 def described(run: Any, where: Path | str) -> dict[str, Any]:
