@@ -315,3 +315,21 @@ def test_sigterm_to_the_launcher_says_so_once_and_keeps_the_snapshot(env: dict[s
     assert len(errors) == 1 and "stopped by SIGTERM" in errors[0] and "Traceback" not in err
     assert (isolated_home / "runs" / "termed" / "resume.safetensors").exists()
     assert not ranks_of(isolated_home)
+
+
+def test_a_process_of_several_leaves_with_its_exit_code_and_all_it_printed(tmp_path: Path, isolated_home: Path) -> None:
+    # One of several processes ends through os._exit (api/launching.py `leave`), skipping the interpreter's
+    # finalization where gloo's threads can abort it: what it printed must still all come out, and its code.
+    env = {**os.environ, "MNISTCLI_HOME": str(isolated_home), "WORLD_SIZE": "2", "RANK": "1"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "mnistcli", "models", "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert listed.returncode == 0 and len([json.loads(line) for line in listed.stdout.splitlines()]) > 10
+    refused = subprocess.run(
+        [sys.executable, "-m", "mnistcli", "train", "linear", "--epochs", "1"],
+        env={k: v for k, v in env.items() if k not in ("MASTER_ADDR", "MASTER_PORT")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "no MASTER_ADDR" in refused.stderr and "Traceback" not in refused.stderr

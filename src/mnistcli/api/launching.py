@@ -10,13 +10,15 @@ which failed and how, once.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import signal
 import socket
 import sys
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -111,6 +113,26 @@ def _check_machine(n: int, device_name: str) -> None:
     cores = os.cpu_count() or 1
     if device.type != "cuda" and n > cores:
         raise UsageError(f"--nproc {n}: more processes than this machine's {cores} CPU cores")
+
+
+def leave(code: int | str | None) -> NoReturn:
+    """End this process, one of several of a data-parallel job, with `code` (as `sys.exit` would): its output
+    flushed and the process group left, but without the interpreter's finalization, in which gloo's worker
+    threads, still holding tensors, can abort the process (SIGABRT, "terminate called without an active
+    exception") after the job has finished, which the launcher would report as a failure. Everything this
+    process wrote is closed by then (rank 0's files are written atomically, and its claim on the run is a lock
+    the kernel releases)."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    if status == 0:  # after a failure, the others may be gone: leaving the group could wait for them
+        with contextlib.suppress(Exception):
+            gc.collect()  # a DistributedDataParallel no longer referred to lets go of the process group
+            dist.stop()
+    os._exit(status)
 
 
 def free_port() -> int:

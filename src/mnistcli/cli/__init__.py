@@ -7,6 +7,7 @@ package registers every command; none of it imports torch until a command runs.
 
 from __future__ import annotations
 
+import os
 import sys
 
 # isort: off
@@ -25,3 +26,10 @@ def main() -> None:
     except BrokenPipeError:  # `mnist predict ... | head`: the reader left; that is not an error
         sys.stderr.close()
         sys.exit(0)
+    except SystemExit as done:
+        if "torch.distributed" in sys.modules and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
+            # one of several processes of a job (torchrun, --nproc) that may have joined its process group
+            from mnistcli.api.launching import leave
+
+            leave(done.code)  # never returns
+        raise
