@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -15,11 +16,12 @@ from mnistcli import store
 from mnistcli.api import exporting
 from mnistcli.cli import app
 from mnistcli.data.images import load_images
+from mnistcli.families import families_where, get_family
 from tests.helpers import make_digits, save_png
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")  # a user's load
 TINY = ["--epochs", "1", "--per-class", "5", "--batch-size", "25", "--name", "run"]
-META_KEYS = {"run", "model", "family", "classes", "test_accuracy", "mnistcli_version", "preprocessing", "temperature"}
+META_KEYS = {"run", "model", "family", "test_accuracy", "mnistcli_version", "preprocessing", "inputs", "outputs"}
 
 
 def train(runner: CliRunner, model: str, *args: str) -> None:
@@ -95,6 +97,7 @@ def test_a_classifier_file_gives_mnist_predicts_probabilities(
     assert meta["model"] == model and meta["family"] == "classify" and meta["classes"] == list(range(10))
     assert meta["preprocessing"]["normalize"]["where"] == "inside the model"
     assert meta["temperature"] == store.resolve("run").temperature
+    assert "sum_temperature" not in meta and "target" not in meta
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -112,6 +115,44 @@ def test_an_adder_file_takes_an_image_and_a_number(
     np.testing.assert_allclose(softmax(total), [p["sum_probabilities"] for p in predicted], atol=1e-5)
 
 
+def test_an_adders_files_agree_on_a_number_outside_0_to_9(
+    runner: CliRunner, synthetic_env: Path, tmp_path: Path
+) -> None:
+    """torch's one-hot raises on 10 and ONNX Runtime's gives zeros: the files both give NaN sums for such a row."""
+    train(runner, "adder", "--arg", "width=4")
+    _, arrays = user_images(tmp_path, n=4)
+    numbers = np.array([3, 10, -1, 9], dtype=np.int64)
+    answers = {}
+    for fmt in ("onnx", "torchscript"):
+        export(runner, tmp_path / f"adder.{fmt}", fmt)
+        answers[fmt], meta = run_file(tmp_path / f"adder.{fmt}", fmt, arrays, numbers)
+        run = store.resolve("run")
+        assert meta["sum_temperature"] == run.sum_temperature and meta["number_range"] == [0, 9]
+        assert "outside 0-9 gives NaN sum_logits" in meta["outputs"]
+    (digit, total), (ts_digit, ts_total) = answers["onnx"], answers["torchscript"]
+    assert np.isnan(total[1:3]).all() and np.isfinite(total[[0, 3]]).all() and np.isfinite(digit).all()
+    np.testing.assert_allclose(total, ts_total, atol=1e-5)  # NaN where the other has NaN
+    np.testing.assert_allclose(digit, ts_digit, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_bags_file_names_its_target_and_answers_an_empty_bag_with_nan(
+    runner: CliRunner, synthetic_env: Path, tmp_path: Path, fmt: str
+) -> None:
+    args = ["--bags", "16", "--epochs", "1", "--pretrain-epochs", "1", "--target", "3", "--name", "run"]
+    result = runner.invoke(app, ["train", "mil", *args])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / f"bags.{fmt}"
+    export(runner, out, fmt)
+    bags = np.random.default_rng(0).random((3, 4, 1, 28, 28), dtype=np.float32)
+    mask = np.array([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]], dtype=bool)
+    (logit, attention), meta = run_file(out, fmt, bags, mask)
+    assert meta["target"] == 3 and "temperature" not in meta and "classes" not in meta
+    assert np.isnan(logit[1]) and np.isfinite(logit[[0, 2]]).all()
+    np.testing.assert_allclose(attention.sum(axis=1), [1, 0, 1], atol=1e-6)
+    assert (attention[~mask] == 0).all()
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_an_embedding_file_gives_the_models_embedding(
     runner: CliRunner, synthetic_env: Path, tmp_path: Path, fmt: str
@@ -126,6 +167,7 @@ def test_an_embedding_file_gives_the_models_embedding(
     with torch.no_grad():
         expected = model.features(torch.from_numpy(arrays)).numpy()
     assert embedding.shape == (5, 8) and meta["family"] == "triplet"
+    assert "temperature" not in meta and "classes" not in meta  # an embedding is neither divided nor over digits
     np.testing.assert_allclose(embedding, expected, atol=1e-5)
 
 
@@ -146,6 +188,11 @@ def test_without_mnist_the_bundled_run_is_checked_on_synthetic_images(runner: Cl
         (["--format", "tf", "-o", "x.onnx"], "unknown format 'tf'; choose onnx or torchscript"),
         (["-o", "model.bin"], "which format for model.bin? give --format onnx or torchscript"),
         (["-f", "onnx", "-o", "-"], "-o -: the export is a binary file"),
+        (["-o", "-"], "-o -: the export is a binary file and the summary goes to standard output"),
+        (["-o", "/dev/stderr"], "-o /dev/stderr: the export is a binary file and messages go to standard error"),
+        (["-f", "torchscript", "-o", "/dev/fd/2"], "-o /dev/fd/2: the export is a binary file and messages go to"),
+        (["--format", "torchscript", "-o", "model.onnx"], "-o model.onnx: the suffix .onnx says onnx, not torchscript"),
+        (["-f", "onnx", "-o", "model.PT"], "-o model.PT: the suffix .pt says torchscript, not onnx"),
     ],
 )
 def test_bad_formats_and_outputs_are_refused_in_one_line(runner: CliRunner, args: list[str], says: str) -> None:
@@ -178,3 +225,70 @@ def test_a_file_that_does_not_match_torch_is_not_written(
     result = runner.invoke(app, ["export", "-o", str(out)])
     assert result.exit_code == 1 and "differs from torch's" in result.stderr and "was not written" in result.stderr
     assert out.read_bytes() == b"old"
+
+
+def test_a_wrong_mnist_data_dir_is_an_error_not_synthetic_images(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in `mnist eval`: a folder the user named that holds no MNIST is said, not replaced by synthetic images."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("MNIST_DATA_DIR", str(empty))
+    out = tmp_path / "m.pt"
+    result = runner.invoke(app, ["export", "-o", str(out)])
+    assert result.exit_code == 1 and result.stderr.startswith(f"error: {empty} (MNIST_DATA_DIR): no MNIST file")
+    assert result.stderr.count("\n") == 1 and not out.exists()
+    evaluated = runner.invoke(app, ["eval"])  # the same words as mnist eval
+    assert evaluated.exit_code == 1 and evaluated.stderr.splitlines()[0].startswith(f"error: {empty} (MNIST_DATA_DIR)")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_diverged_run_is_refused_before_any_export(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    real = exporting.load_checkpoint
+
+    def diverged(*args: object) -> tuple:
+        run, model, rest = real(*args)  # type: ignore[arg-type]
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+        return run, model, rest
+
+    monkeypatch.setattr(exporting, "load_checkpoint", diverged)
+    out = tmp_path / "m.bin"
+    result = runner.invoke(app, ["export", "-f", fmt, "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    says = "error: cnn-pretrained: the model's output is not a number: the run diverged; nothing was written\n"
+    assert result.stderr == says and not out.exists()
+
+
+def test_a_tracer_that_fails_is_one_line_not_a_traceback(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Tracer cannot infer type of output\n  pages of explanation\n  and more")
+
+    monkeypatch.setattr(torch.jit, "trace", fails)
+    result = runner.invoke(app, ["export", "-o", str(tmp_path / "m.pt")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (
+        result.stderr
+        == "error: the TorchScript exporter failed on 'cnn-pretrained': Tracer cannot infer type of output\n"
+    )
+
+
+@pytest.mark.parametrize("family", sorted(families_where(lambda f: f.exported is not None)))
+def test_each_familys_file_carries_its_own_keys_and_a_short_accuracy(family: str) -> None:
+    """Every file has the common keys; a temperature only where outputs are divided by one; float32 artefacts go."""
+    run = store.resolve("cnn-pretrained")
+    metrics = {**run.meta["metrics"], "test_accuracy": 0.9900000095367432}  # a float32 stored as a double
+    forged = dataclasses.replace(run, meta={**run.meta, "metrics": metrics})
+    spec = get_family(family).exported
+    assert spec is not None
+    meta = exporting.metadata(forged, spec)
+    assert META_KEYS | {"model_args", "test_measure", "trained_with"} <= set(meta)
+    assert meta["test_accuracy"] == 0.99
+    divided = {"classify": {"temperature"}, "ensemble": {"temperature"}, "adder": {"temperature", "sum_temperature"}}
+    assert {k for k in meta if "temperature" in k} == divided.get(family, set())
+    assert ("classes" in meta) == (family in divided)

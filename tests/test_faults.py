@@ -53,7 +53,7 @@ def act(room=0):
 
 from mnistcli import atomic, store
 from mnistcli.engine import loop
-from mnistcli.store import runlog, runs
+from mnistcli.store import runlog, weights
 from mnistcli.store import snapshot as snap
 
 if site == "begin":  # the run's folder is claimed: nothing written yet
@@ -87,13 +87,13 @@ elif site == "log":  # a line of log.jsonl
     runlog.RunLog.write = hooked_write
 elif site in ("weights", "meta"):  # the checkpoint's files: the weights, then meta.json
     names = {"weights": "model.safetensors", "meta": "meta.json"}
-    for writer in ("atomic_write_bytes", "atomic_write_text"):
-        def hooked_save(path, payload, _real=getattr(runs, writer)):
+    for writer in ("atomic_write_bytes", "atomic_write_text"):  # store/weights.py writes both
+        def hooked_save(path, payload, _real=getattr(weights, writer)):
             if path.name == names[site] and due():
                 act(len(payload) // 2)
             return _real(path, payload)
 
-        setattr(runs, writer, hooked_save)
+        setattr(weights, writer, hooked_save)
 elif site == "snapshot":  # the resume snapshot, killed half-way through writing it
     real = snap.atomic_write_bytes
 

@@ -71,7 +71,7 @@ def test_an_interrupted_save_leaves_no_run(tmp_path: Path, monkeypatch: pytest.M
     def explode(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store.runs, "serialise", explode)
+    monkeypatch.setattr(store.weights, "serialise", explode)
     with pytest.raises(KeyboardInterrupt):
         save(tmp_path)
     assert list(tmp_path.iterdir()) == []

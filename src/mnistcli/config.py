@@ -41,6 +41,14 @@ class Device(str, Enum):
     mps = "mps"
 
 
+class Backend(str, Enum):
+    """What runs a model for `mnist predict`, `read`, `embed` and `oneshot` (api/serving.py)."""
+
+    auto = "auto"
+    onnx = "onnx"
+    torch = "torch"
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
@@ -178,3 +186,24 @@ def flag(name: str, value: Any) -> str:
 def article(word: str) -> str:
     """'a' or 'an' before `word`."""
     return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """`mnist predict`'s options that some families' predictors need (`Family.predict_options` names which)."""
+
+    add: int | None = None  # adder: the number 0-9 added to each digit
+    bag: bool | None = None  # multiple-instance (bags): True to predict bags of images (None: not asked for)
+    tta: bool = False  # classifiers: test-time augmentation (not a choice of family: `given` leaves it out)
+
+    def __post_init__(self) -> None:
+        from mnistcli.errors import UsageError
+
+        if self.add is not None and not 0 <= self.add <= 9:
+            raise UsageError(f"--add {self.add}: the number to add must be 0-9")
+        if self.add is not None and self.bag:
+            raise UsageError("--add is for adder checkpoints and --bag for bags checkpoints; give one of them")
+
+    def given(self) -> frozenset[str]:
+        """The names of the options set (not None)."""
+        return frozenset(f.name for f in fields(self) if f.name != "tta" and getattr(self, f.name) is not None)

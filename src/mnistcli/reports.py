@@ -176,12 +176,22 @@ class BagsReport:
     protocol: str = "bags"
 
 
+def rounded(probabilities: np.ndarray) -> list[float]:
+    """Probabilities as a prediction carries them: floats rounded to 6 places."""
+    return [round(float(p), 6) for p in probabilities]
+
+
 @dataclass
 class Prediction:
     path: str
     digit: int
     confidence: float
     probabilities: list[float]
+
+    @classmethod
+    def of(cls, path: str, probabilities: np.ndarray) -> Prediction:
+        """The answer whose class probabilities (10,) are `probabilities`, as torch and onnxruntime both give it."""
+        return cls(path, int(probabilities.argmax()), round(float(probabilities.max()), 6), rounded(probabilities))
 
 
 @dataclass
@@ -196,6 +206,20 @@ class SumPrediction:
     sum_confidence: float
     digit_probabilities: list[float]
     sum_probabilities: list[float]
+
+    @classmethod
+    def of(cls, path: str, added: int, digit: np.ndarray, total: np.ndarray) -> SumPrediction:
+        """The answer whose digit (10,) and sum (19,) probabilities are `digit` and `total`."""
+        return cls(
+            path,
+            added,
+            int(digit.argmax()),
+            round(float(digit.max()), 6),
+            int(total.argmax()),
+            round(float(total.max()), 6),
+            rounded(digit),
+            rounded(total),
+        )
 
 
 @dataclass
@@ -228,6 +252,45 @@ class PredictReport:
     run: store.Run
     results: list[Prediction | SumPrediction | BagPrediction | Failure] = field(default_factory=list)
     shown: list[str] = field(default_factory=list)  # --show-input: the 28x28 pictures written, in input order
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [r for r in self.results if isinstance(r, Failure)]
+
+
+Box = tuple[int, int, int, int]  # x, y, width, height in the image's pixels
+
+
+@dataclass
+class ReadDigit:
+    """One digit of a number: what it is, how sure the model is, and where it is."""
+
+    digit: int
+    confidence: float
+    box: Box
+
+
+@dataclass
+class Reading:
+    """The number read in one image."""
+
+    path: str
+    digits: list[ReadDigit]
+
+    @property
+    def text(self) -> str:
+        return "".join(str(d.digit) for d in self.digits)
+
+    @property
+    def confidence(self) -> float:
+        """The least confident digit's confidence: how far the whole number can be trusted."""
+        return min(d.confidence for d in self.digits)
+
+
+@dataclass
+class ReadReport:
+    run: store.Run
+    results: list[Reading | Failure] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Failure]:

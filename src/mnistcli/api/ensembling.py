@@ -34,8 +34,7 @@ from mnistcli.families.ensemble import EnsembleFamily, EnsembleParams
 from mnistcli.registry import create_model, get_entry
 from mnistcli.reports import TrainReport
 from mnistcli.store import lock
-from mnistcli.store.runs import MEMBERS, PLAN
-from mnistcli.store.snapshot import SNAPSHOT
+from mnistcli.store.runs import MEMBERS, PLAN, SNAPSHOT
 from mnistcli.work import notify
 
 MemberHooks = Callable[[str], Any]  # one member's hooks by its name: on_step, on_epoch, on_work (training.Hooks)

@@ -6,9 +6,10 @@ family's temperature applied to its logits, so that softmax of the file's logits
 probability. The run's description goes in with it: ONNX `metadata_props`, TorchScript `meta.json`.
 
 Then, as timm's export script does, the file is run on a few hundred MNIST test images (seeded synthetic ones when
-no MNIST is found) beside torch's model; the largest differences are reported, and a file whose probabilities
-differ from torch's by more than `TOLERANCE` is not written. What each family's file takes and gives is its
-`exported` (protocols/export.py).
+no MNIST is found and none was named) beside torch's model; the largest differences are reported, and a file whose
+probabilities differ from torch's by more than `TOLERANCE` is not written (nor is one of a model whose own outputs
+are not numbers: a diverged run). What each family's file takes and gives, and which keys of the run's description
+it adds, is its `exported` (protocols/export.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import importlib.util
 import io
 import json
 import logging
+import os
 import stat
 import tempfile
 import time
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mnistcli import __version__, store
+from mnistcli import __version__, settings, store
 from mnistcli.api.common import a_model, load_checkpoint
 from mnistcli.atomic import descriptor, mode_of, write_output
 from mnistcli.data import mnist
@@ -53,13 +55,18 @@ class ParityError(MnistError):
 
 
 def output_format(format: str | None, output: str) -> str:
-    """The format asked for, or the one `output`'s suffix names (.onnx; .pt, .pth, .ts). Raises `UsageError`."""
+    """The format asked for, or the one `output`'s suffix names (.onnx; .pt, .pth, .ts). Raises `UsageError` for an
+    unknown format, a suffix that names none when none is asked for, and one that names another."""
+    suffix = Path(output).suffix.lower()
+    named = SUFFIXES.get(suffix)
     if format is None:
-        format = SUFFIXES.get(Path(output).suffix.lower())
-        if format is None:
+        if named is None:
             raise UsageError(f"which format for {output}? give --format {' or '.join(FORMATS)}")
+        format = named
     if format not in FORMATS:
         raise UsageError(f"unknown format {format!r}; choose {' or '.join(FORMATS)}")
+    if named is not None and named != format:
+        raise UsageError(f"-o {output}: the suffix {suffix} says {named}, not {format}; change the suffix or --format")
     return format
 
 
@@ -73,13 +80,14 @@ def export(
     checking the file's answers against torch's (see the module docstring). Returns an `ExportReport`.
 
     Raises `UsageError` for a format, an output or a family that cannot be exported (or the missing extra),
-    `ParityError` when the file's probabilities differ from torch's by more than `TOLERANCE` (nothing is written),
-    `MnistError` when the exporter fails, `FileProblem` when the file cannot be written."""
+    `DataError` for a named MNIST folder that is not one, `ParityError` when the file's probabilities differ from
+    torch's by more than `TOLERANCE` (nothing is written), `MnistError` when the model's own outputs are not numbers
+    or the exporter fails, `FileProblem` when the file cannot be written."""
     t0 = time.perf_counter()
+    _check_output(output)  # first: `-o -` is refused as standard output, whatever its format
     format = output_format(format, output)
     if format == "onnx" and any(importlib.util.find_spec(m) is None for m in EXTRA_MODULES):
         raise UsageError(EXTRA)
-    _check_output(output)
     run, model, _ = load_checkpoint(ref, None, "cpu")
     family = get_family(run.family)
     spec = family.exported
@@ -90,13 +98,17 @@ def export(
     images, source = parity_images(data_dir)
     inputs = spec.make_inputs(images, torch.Generator().manual_seed(SEED))
     example = tuple(t[:2] for t in inputs)  # two: a batch of one would be fixed at 1 by the exporter
+    with torch.no_grad():
+        expected = module(*inputs)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    if not all(bool(torch.isfinite(t).all()) for t in expected):  # before any export: no file could match it
+        raise MnistError(f"{run.name}: the model's output is not a number: the run diverged; nothing was written")
     meta = metadata(run, spec)
     with quiet_exporter():
-        payload = _onnx(module, example, spec, meta, run) if format == "onnx" else _torchscript(module, example, meta)
-        outputs, read_meta = (_run_onnx if format == "onnx" else _run_torchscript)(payload, spec, inputs)
-        with torch.no_grad():
-            expected = module(*inputs)
-    expected = expected if isinstance(expected, tuple) else (expected,)
+        payload = (
+            to_onnx(module, example, spec, meta, run) if format == "onnx" else _torchscript(module, example, meta, run)
+        )
+        outputs, read_meta = _run(format, payload, spec, inputs, run)
     out_diff = _largest(outputs, expected)
     p_diff = None if spec.probabilities is None else _largest(spec.probabilities(outputs), spec.probabilities(expected))
     measured = out_diff if p_diff is None else p_diff
@@ -126,13 +138,13 @@ def export(
 
 
 def _check_output(output: str) -> None:
-    """Refuse, before any work, an output that cannot take the file: standard output (the summary goes there), a
-    folder. A FIFO or a device is written to as it is; anything else that is there and not a regular file is
-    refused when it is written (atomic.write_output)."""
-    if descriptor(output) == 1:
-        raise UsageError(
-            f"-o {output}: the export is a binary file and the summary goes to standard output; name a file"
-        )
+    """Refuse, before any work, an output that cannot take the file: standard output (the summary goes there),
+    standard error (the messages go there), a folder. A FIFO or a device is written to as it is; anything else that
+    is there and not a regular file is refused when it is written (atomic.write_output)."""
+    fd = descriptor(output)
+    if fd in (1, 2):
+        goes = "the summary goes to standard output" if fd == 1 else "messages go to standard error"
+        raise UsageError(f"-o {output}: the export is a binary file and {goes}; name a file")
     mode = mode_of(output, f"-o {output}")
     if mode is not None and stat.S_ISDIR(mode):
         raise UsageError(f"-o {output}: it is a folder; name the file to write")
@@ -140,13 +152,14 @@ def _check_output(output: str) -> None:
 
 def parity_images(data_dir: str | None) -> tuple[torch.Tensor, str]:
     """(float images (N, 1, 28, 28) in [0, 1], what they are): `PARITY_IMAGES` MNIST test images drawn with `SEED`,
-    from `data_dir` or where MNIST is found without downloading; seeded synthetic ones where none is found (a named
-    `data_dir` that fails is an error)."""
+    from `data_dir` or where MNIST is found without downloading (as `mnist eval` finds it); seeded synthetic ones
+    where none is found. A named folder that fails (`data_dir`, $MNIST_DATA_DIR, the remembered one) is an error, as
+    in `mnist eval`: `UsageError` for `data_dir`, `DataError` for the others."""
     g = torch.Generator().manual_seed(SEED)
     try:
         folder = mnist.resolve_dir(data_dir, download=False, splits=("test",))
     except DataError:
-        if data_dir is not None:
+        if data_dir is not None or os.environ.get(mnist.ENV_DATA_DIR) or settings.load()["data_dir"] is not None:
             raise
         synthetic = torch.rand(PARITY_IMAGES, 1, 28, 28, generator=g)
         return synthetic, "synthetic images (no MNIST found)"
@@ -157,17 +170,19 @@ def parity_images(data_dir: str | None) -> tuple[torch.Tensor, str]:
 
 
 def metadata(run: store.Run, spec: Spec) -> dict[str, Any]:
-    """The run's description that goes into the file (docs/usage.md lists the keys)."""
+    """The run's description that goes into the file: every file's keys and those of its kind (`spec.metadata`:
+    classifiers their classes and temperature, ...); docs/usage.md lists them."""
     info = run.info
+    accuracy = info.results.test_accuracy
     return {
         "run": run.name,
         "model": run.model,
         "model_args": info.model.args,
         "family": run.family,
-        "classes": list(info.data.classes),
-        "test_accuracy": info.results.test_accuracy,
+        # a float32 measured and stored as a double (0.9900000095367432): six significant digits say it
+        "test_accuracy": accuracy if accuracy is None else float(f"{accuracy:.6g}"),
         "test_measure": info.results.test_measure,
-        "temperature": run.temperature,
+        **spec.metadata(run),
         "mnistcli_version": __version__,
         "trained_with": info.versions.get("mnistcli"),
         "preprocessing": info.preprocessing,
@@ -190,7 +205,7 @@ def quiet_exporter() -> Iterator[None]:
             logging.disable(previous)
 
 
-def _onnx(module: nn.Module, example: Tensors, spec: Spec, meta: dict[str, Any], run: store.Run) -> bytes:
+def to_onnx(module: nn.Module, example: Tensors, spec: Spec, meta: dict[str, Any], run: store.Run) -> bytes:
     """The ONNX file's bytes (torch.export, one self-contained file), `meta` in its metadata_props as strings."""
     batch = torch.export.Dim("batch")
     extra = spec.dynamic or tuple({} for _ in spec.inputs)
@@ -212,8 +227,7 @@ def _onnx(module: nn.Module, example: Tensors, spec: Spec, meta: dict[str, Any],
         limit = get_family(run.family).onnx_limit
         if limit:
             raise UsageError(f"{run.name!r} cannot be exported to ONNX: {limit}") from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MnistError(f"the ONNX exporter failed on {run.name!r}: {first}") from None
+        raise MnistError(f"the ONNX exporter failed on {run.name!r}: {_first_line(e)}") from None
     assert program is not None
     for key, value in meta.items():
         program.model.metadata_props[key] = value if isinstance(value, str) else json.dumps(value)
@@ -223,12 +237,30 @@ def _onnx(module: nn.Module, example: Tensors, spec: Spec, meta: dict[str, Any],
         return path.read_bytes()
 
 
-def _torchscript(module: nn.Module, example: Tensors, meta: dict[str, Any]) -> bytes:
-    """The TorchScript file's bytes (traced: the batch axis stays free), `meta` as its `meta.json` extra file."""
-    traced = torch.jit.trace(module, example, check_trace=False)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer, _extra_files={"meta.json": json.dumps(meta)})
+def _torchscript(module: nn.Module, example: Tensors, meta: dict[str, Any], run: store.Run) -> bytes:
+    """The TorchScript file's bytes (traced on the CPU: the batch axis stays free), `meta` as its `meta.json` extra
+    file. Raises `MnistError` (one line) when tracing fails."""
+    try:
+        traced = torch.jit.trace(module, example, check_trace=False)
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={"meta.json": json.dumps(meta)})
+    except Exception as e:  # the tracer raises RuntimeErrors pages long
+        raise MnistError(f"the TorchScript exporter failed on {run.name!r}: {_first_line(e)}") from None
     return buffer.getvalue()
+
+
+def _run(format: str, payload: bytes, spec: Spec, inputs: Tensors, run: store.Run) -> tuple[Tensors, dict[str, Any]]:
+    """`_run_onnx` or `_run_torchscript`; a file that fails to run is a `MnistError` (one line), not a traceback."""
+    try:
+        return (_run_onnx if format == "onnx" else _run_torchscript)(payload, spec, inputs)
+    except Exception as e:  # onnxruntime's and TorchScript's own errors, pages long
+        raise MnistError(f"the exported {format} file of {run.name!r} failed to run: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _run_onnx(payload: bytes, spec: Spec, inputs: Tensors) -> tuple[Tensors, dict[str, Any]]:

@@ -7,13 +7,10 @@ checkpoint answers bags of images instead: api/bags.py groups the paths.
 
 from __future__ import annotations
 
-import csv
 import io
-import math
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,25 +20,29 @@ from PIL import Image
 
 from mnistcli import store
 from mnistcli.api.bags import predict_bags
-from mnistcli.api.common import a_model, answer_images, load_checkpoint, read_images, unreadable
-from mnistcli.atomic import atomic_write_bytes, mode_of, write_output
-from mnistcli.data.images import collect_paths, image_files
+from mnistcli.api.common import (
+    a_model,
+    answer_images,
+    finite_only,
+    load_checkpoint,
+    match,
+    read_images,
+    read_support,
+    unreadable,
+)
+from mnistcli.atomic import atomic_write_bytes, mode_of
+from mnistcli.data.images import collect_paths
 from mnistcli.errors import ImageError, UsageError
 from mnistcli.families import families_where, family_names, get_family
 from mnistcli.families.base import Family, PredictOptions
 from mnistcli.protocols import fewshot
 from mnistcli.protocols.inference import image_features
-from mnistcli.reports import EmbedReport, Failure, Match, OneShotReport, PredictReport
+from mnistcli.reports import EmbedReport, Match, OneShotReport, PredictReport
 
 NO_IMAGES = "no images given (pass files, folders, or - to read paths from stdin)"
 NO_SHOW_BAGS = "--show-input is for predictions of single images; it does not apply to bags (--bag)"
 R = TypeVar("R")
 FLAGS = {"add": "--add", "bag": "--bag"}  # PredictOptions' fields as the command line spells them
-
-
-def check_add(add: int | None, bag: bool = False) -> PredictOptions:
-    """`mnist predict`'s options; raises `UsageError` unless `add` is None or a number 0-9, or for --add with --bag."""
-    return PredictOptions(add=add, bag=bag or None)
 
 
 def predict(
@@ -84,33 +85,6 @@ def predict(
     shown = [str(p) for p in write_inputs(loaded, make_folder(show_input, "--show-input"))] if show_input else []
     results = answer_images(loaded, lambda ok, images: family.predict(run, model, ok, images, options))
     return PredictReport(run, finite_only(results), shown)
-
-
-DIVERGED = "the model's output is not a number: the run diverged"
-
-
-def finite_only(results: Sequence[R | Failure]) -> list[R | Failure]:
-    """`results` with each answer that holds a number that is not finite (NaN from a diverged run's weights) made a
-    `Failure` for its image (or bag): such an answer ("digit 0, confidence nan") is no answer."""
-    out: list[R | Failure] = []
-    for r in results:
-        if isinstance(r, Failure) or _finite(asdict(r)):  # type: ignore[call-overload]
-            out.append(r)
-            continue
-        where = getattr(r, "path", None) or getattr(r, "bag", None) or "loose files"
-        out.append(Failure(str(where), f"{where}: {DIVERGED}"))
-    return out
-
-
-def _finite(value: object) -> bool:
-    """Whether every number in `value` (a result's fields: floats, lists and dicts of them) is finite."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_finite(v) for v in value)
-    return True
 
 
 def _predictor(ref: str | None, options: PredictOptions, device: str) -> tuple[store.Run, torch.nn.Module, Family]:
@@ -208,65 +182,6 @@ def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto") ->
     return EmbedReport(run, embedded, vectors, unreadable(loaded))
 
 
-def save_embeddings(report: EmbedReport, output: str | Path, fmt: str | None = None) -> Path:
-    """Write the vectors as .npy (float32, rows in input order) or CSV (path, then the values): atomically to a file,
-    directly to `-` (standard output), a device or a FIFO (atomic.write_output).
-
-    `fmt` defaults to the file's extension (.csv -> csv, anything else -> npy).
-    """
-    fmt = fmt or ("csv" if Path(output).suffix.lower() == ".csv" else "npy")
-    if fmt == "npy":
-        return write_output(output, lambda f: np.save(f, report.vectors.astype(np.float32)))
-    if fmt == "csv":
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(["path", *(f"e{i}" for i in range(report.vectors.shape[1]))])
-        writer.writerows([p, *(f"{v:.6g}" for v in row)] for p, row in zip(report.paths, report.vectors, strict=True))
-        # surrogateescape: a file name that is not valid UTF-8 is written back as the same bytes
-        return write_output(output, lambda f: f.write(text.getvalue().encode("utf-8", "surrogateescape")))
-    raise UsageError(f"unknown format {fmt!r} (choose npy or csv)")
-
-
-def read_support(support_dir: str | Path) -> tuple[dict[str, np.ndarray], list[Failure]]:
-    """One sub-folder per class label, each with example images -> ({label: images (n, 28, 28)}, skipped images).
-
-    Raises `UsageError` naming the folder if it is missing, has fewer than two classes, or has
-    a class with no readable image.
-    """
-    folder = Path(support_dir)
-    mode = mode_of(folder, f"--support-dir {support_dir}") if str(support_dir) else None
-    if mode is None or not stat.S_ISDIR(mode):
-        raise UsageError(f"--support-dir {support_dir!s}: not a folder")
-    try:
-        class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError as e:
-        raise UsageError(f"--support-dir {support_dir}: cannot read it ({e.strerror})") from None
-    if not class_dirs:
-        raise UsageError(
-            f"--support-dir {support_dir}: no class folders (make one sub-folder per label, each with example images)"
-        )
-    if len(class_dirs) < 2:
-        raise UsageError(
-            f"--support-dir {support_dir}: only one class ({class_dirs[0].name!r}); one-shot needs at least two"
-        )
-    support: dict[str, np.ndarray] = {}
-    skipped: list[Failure] = []
-    for class_dir in class_dirs:
-        try:
-            files = [str(p) for p in image_files(class_dir)]
-        except OSError as e:
-            raise UsageError(f"{class_dir}: cannot read class folder {class_dir.name!r} ({e.strerror})") from None
-        loaded, stacked = read_images(files)
-        skipped += unreadable(loaded)
-        if not len(stacked):
-            raise UsageError(
-                f"{class_dir}: class {class_dir.name!r} has no readable image"
-                + (f" ({skipped[-1].error})" if loaded else "")
-            )
-        support[class_dir.name] = stacked
-    return support, skipped
-
-
 def oneshot(
     support_dir: str | Path, paths: Sequence[str], ref: str | None = None, device: str = "auto"
 ) -> OneShotReport:
@@ -295,20 +210,8 @@ def oneshot(
         d2 = fewshot.distances(torch.from_numpy(image_features(model, images)), protos)
         conf = fewshot.confidences(d2, scale)
         return [
-            _match(path, labels, dist, probs) for path, dist, probs in zip(ok, d2.tolist(), conf.tolist(), strict=True)
+            match(path, labels, dist, probs) for path, dist, probs in zip(ok, d2.tolist(), conf.tolist(), strict=True)
         ]
 
     results = finite_only(answer_images(loaded, nearest))
     return OneShotReport(run, dict(zip(labels, counts, strict=True)), scale, calibrated, results, skipped)
-
-
-def _match(path: str, labels: list[str], squared: list[float], confidences: list[float]) -> Match:
-    """The answer for one query: its nearest prototype, from its squared distances to each class's."""
-    best = int(np.argmin(squared))
-    return Match(
-        path,
-        labels[best],
-        float(np.sqrt(squared[best])),
-        float(confidences[best]),
-        {c: round(float(np.sqrt(d)), 6) for c, d in zip(labels, squared, strict=True)},
-    )

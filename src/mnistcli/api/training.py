@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mnistcli import __version__, store
-from mnistcli.api import calibrating
+from mnistcli.api import calibrating, onnxcache
 from mnistcli.api.common import data_folder, load_checkpoint, load_tensors, params_count
 from mnistcli.api.launching import NO_ENSEMBLES
 from mnistcli.config import TrainConfig, split
@@ -426,6 +426,7 @@ def _run(
             )
             checkpoint = _checkpoint(s, position, test, target, best.best_epoch, calibration, restarts, tries, here)
             run = store.save(s.model, checkpoint, run_dir)
+            onnxcache.write(run, s.model)  # the fast path's model (api/serving.py), when onnxruntime is there
         except KeyboardInterrupt:
             log.close()
             if saved[0] < 0:  # no snapshot yet: nothing to resume, so nothing is kept

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mnistcli import store
-from mnistcli.api import calibrating, training
+from mnistcli.api import calibrating, onnxcache, training
 from mnistcli.api.common import load_tensors, params_count
 from mnistcli.config import TrainConfig, field_names
 from mnistcli.data.tensors import TensorData
@@ -137,6 +137,7 @@ def combine(run_dir: Path, plan: dict[str, Any], on_work: Any, t0: float) -> Tra
         versions=training.versions(),
     )
     run = store.save(model, checkpoint, run_dir)
+    onnxcache.write(run, model)  # the fast path's model (api/serving.py), when onnxruntime is there
     return TrainReport(
         run=run,
         options=options,

@@ -22,7 +22,7 @@ import typer
 from mnistcli import __version__, render
 from mnistcli.cli import complete
 from mnistcli.cli.helptext import choice, either
-from mnistcli.config import Device
+from mnistcli.config import Backend, Device
 from mnistcli.errors import Interrupted, MnistError, PeerFailed, UsageError
 
 app = typer.Typer(
@@ -131,6 +131,16 @@ CheckpointOpt = Annotated[
 ]
 DeviceOpt = Annotated[
     Device, typer.Option(help=f"Where to compute: {either(Device)}.", metavar="DEVICE", parser=choice(Device))
+]
+BackendOpt = Annotated[
+    Backend,
+    typer.Option(
+        help="What runs the model: onnx (onnxruntime, without importing torch: fast to start; needs the fast extra"
+        " and the run's model.onnx), torch, or auto (onnx when it can, else torch, which then writes model.onnx"
+        " for the next time).",
+        metavar="BACKEND",
+        parser=choice(Backend),
+    ),
 ]
 DataDirOpt = Annotated[
     Optional[str],

@@ -44,7 +44,8 @@ def export(
         typer.Option(
             metavar="DIR",
             help="Folder of MNIST IDX files for the check. Default: $MNIST_DATA_DIR, else the remembered folder, else"
-            " the download cache (nothing is downloaded); none: 300 seeded synthetic images.",
+            " the download cache (nothing is downloaded); a named folder without MNIST is an error; none named or"
+            " cached: 300 seeded synthetic images.",
             show_default=False,
         ),
     ] = None,
@@ -53,8 +54,9 @@ def export(
     """Export a run's model to ONNX or TorchScript, with its description inside.
 
     The file takes float32 images (N, 1, 28, 28) in [0, 1], white ink on black, any batch size; it normalises them.
-    Classifiers give logits (their softmax: mnist predict's probabilities); adders digit and sum logits;
-    embedding models their embedding; MIL models a bag logit and each image's attention.
+    Classifiers give logits (their softmax: mnist predict's probabilities); adders digit and sum logits (NaN sum
+    logits for a number outside 0-9); embedding models their embedding; MIL models a bag logit and each image's
+    attention (a bag with no image: NaN logit, zero attention). TorchScript files are traced on the CPU.
     The file is checked first on 300 MNIST test images: if its probabilities differ from torch's by more than 1e-4,
     it is not written (exit 1). ONNX needs the export extra: pip install 'mnistcli\\[export]'.
     """

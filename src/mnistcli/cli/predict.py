@@ -10,6 +10,7 @@ from mnistcli import render
 from mnistcli.atomic import descriptor
 from mnistcli.cli import complete
 from mnistcli.cli.common import (
+    BackendOpt,
     CheckpointOpt,
     Device,
     DeviceOpt,
@@ -21,6 +22,7 @@ from mnistcli.cli.common import (
     image_paths,
     input_items,
 )
+from mnistcli.config import Backend
 from mnistcli.errors import UsageError
 
 
@@ -71,6 +73,7 @@ def predict(
             " one pixel (five times the work).",
         ),
     ] = False,
+    backend: BackendOpt = Backend.auto,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images: the digit, its confidence and the probability of every class (with --add: and the sum).
@@ -79,9 +82,7 @@ def predict(
     """
     with render.starting():
         from mnistcli import api
-    from mnistcli.api.predicting import check_add
-
-    check_add(add, bag)  # before stdin is read
+    api.check_add(add, bag)  # before stdin is read
     paths = input_items(images)
     if not paths and "-" in images:
         return  # `find ... | mnist predict -` that found nothing: nothing to do
@@ -91,7 +92,7 @@ def predict(
         from mnistcli.render import plots
 
         plots.check_writable(plot)
-    report = api.predict(paths, checkpoint, device=device.value, add=add, show_input=show_input, bag=bag, tta=tta)
+    report = api.predict(paths, checkpoint, device.value, add, show_input, bag, tta, backend=backend.value)
     render.predictions(report, json_out)
     if show_input is not None:
         render.shown_inputs(report.shown, show_input)
@@ -131,6 +132,7 @@ def embed(
         ),
     ] = None,
     device: DeviceOpt = Device.auto,
+    backend: BackendOpt = Backend.auto,
     json_out: JsonOpt = False,
 ) -> None:
     """Print each image's feature vector (penultimate layer, encoder output, or siamese embedding)."""
@@ -142,7 +144,7 @@ def embed(
     paths = image_paths(images)
     if not paths and "-" in images:
         return
-    report = api.embed(paths, checkpoint, device=device.value)
+    report = api.embed(paths, checkpoint, device=device.value, backend=backend.value)
     written = (
         str(api.save_embeddings(report, output, fmt.value if fmt else None)) if output and len(report.paths) else None
     )
@@ -173,6 +175,7 @@ def oneshot(
         ),
     ] = None,
     device: DeviceOpt = Device.auto,
+    backend: BackendOpt = Backend.auto,
     json_out: JsonOpt = False,
 ) -> None:
     """Classify images by the nearest class prototype of a folder of examples (any labels, even new symbols)."""
@@ -182,7 +185,7 @@ def oneshot(
     paths = image_paths(images)
     if not paths and "-" in images:
         return
-    report = api.oneshot(support_dir, paths, checkpoint, device=device.value)
+    report = api.oneshot(support_dir, paths, checkpoint, device=device.value, backend=backend.value)
     render.oneshot_results(report, json_out)
     if report.failures:
         raise typer.Exit(1)

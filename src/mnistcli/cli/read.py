@@ -5,7 +5,18 @@ from __future__ import annotations
 import typer
 
 from mnistcli import render
-from mnistcli.cli.common import CheckpointOpt, Device, DeviceOpt, ImagesArg, JsonOpt, app, guarded, image_paths
+from mnistcli.cli.common import (
+    BackendOpt,
+    CheckpointOpt,
+    Device,
+    DeviceOpt,
+    ImagesArg,
+    JsonOpt,
+    app,
+    guarded,
+    image_paths,
+)
+from mnistcli.config import Backend
 
 
 @app.command()
@@ -14,6 +25,7 @@ def read(
     images: ImagesArg,
     checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto,
+    backend: BackendOpt = Backend.auto,
     json_out: JsonOpt = False,
 ) -> None:
     """Read every digit in each image, left to right, as one number (a price, a house number, a score)."""
@@ -23,7 +35,7 @@ def read(
     paths = image_paths(images)
     if not paths and "-" in images:
         return  # `find ... | mnist read -` that found nothing: nothing to do
-    report = api.read(paths, checkpoint, device=device.value)
+    report = api.read(paths, checkpoint, device=device.value, backend=backend.value)
     render.readings(report, json_out)
     if report.failures:
         raise typer.Exit(1)

@@ -29,7 +29,6 @@ from mnistcli.families.base import (
     Family,
     PredictOptions,
     TestResult,
-    rounded,
     trained_digits,
 )
 from mnistcli.protocols import calibration
@@ -167,19 +166,7 @@ class AdderFamily(Family):
         """The digit and the sum with `options.add`, each head calibrated by its own temperature."""
         assert options.add is not None  # check_predict
         digit_p, sum_p = predict_adder(model, images, options.add, run.temperature, run.sum_temperature)
-        return [
-            SumPrediction(
-                path,
-                options.add,
-                int(d.argmax()),
-                round(float(d.max()), 6),
-                int(s.argmax()),
-                round(float(s.max()), 6),
-                rounded(d),
-                rounded(s),
-            )
-            for path, d, s in zip(paths, digit_p, sum_p, strict=True)
-        ]
+        return [SumPrediction.of(path, options.add, d, s) for path, d, s in zip(paths, digit_p, sum_p, strict=True)]
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -26,12 +26,12 @@ from mnistcli.engine.loop import Step
 from mnistcli.engine.sampling import Sampler, Shuffled
 from mnistcli.errors import UsageError
 from mnistcli.families import contrastive, register_family
-from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult, rounded
+from mnistcli.families.base import Data, EvalData, EvalOptions, Family, TestResult
 from mnistcli.protocols.export import BAGS
 from mnistcli.protocols.inference import eval_mode, model_device
 from mnistcli.protocols.ranking import roc_auc
 from mnistcli.registry import create_model
-from mnistcli.reports import BagPrediction, BagsReport
+from mnistcli.reports import BagPrediction, BagsReport, rounded
 from mnistcli.work import WorkFn, phase
 
 TEST_BAGS = 1000  # the benchmark's test set
@@ -146,11 +146,16 @@ class BagsParams:
             )
 
 
+def exported_keys(run: Any) -> dict[str, Any]:
+    """What a bags model's exported file adds to the run's description: the digit its bag logit is about."""
+    return {"target": BagsFamily.from_checkpoint(run.info.config).params.target}
+
+
 @register_family
 class BagsFamily(Family):
     """Binary cross-entropy on each bag's logit; accuracy = bags on the right side of 0."""
 
-    exported = BAGS
+    exported = replace(BAGS, metadata=exported_keys)
     onnx_limit = (
         "torch.export cannot follow a data-dependent number of masked images through this instance network"
         " (its batch norm, e.g. --arg instance=simclr); --format torchscript exports it"

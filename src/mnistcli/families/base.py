@@ -14,14 +14,14 @@ file in models/, and the import in `families/__init__.py`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from mnistcli.config import TrainConfig, field_names, split
+from mnistcli.config import PredictOptions, TrainConfig, field_names, split
 from mnistcli.data.tensors import TensorData, to_float
 from mnistcli.engine.loop import Step
 from mnistcli.engine.sampling import Sampler, Shuffled
@@ -70,30 +70,6 @@ class EvalOptions:
     labels_per_class: int | None = None  # self-supervised: the probe trains on K labels per digit
     seed: int | None = None  # what the protocol draws (probe labels; an adder's numbers); None: its default
     tta: bool = False  # classifiers: test-time augmentation (protocols/inference.py `with_tta`)
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """`mnist predict`'s options that some families' predictors need (`Family.predict_options` names which)."""
-
-    add: int | None = None  # adder: the number 0-9 added to each digit
-    bag: bool | None = None  # multiple-instance (bags): True to predict bags of images (None: not asked for)
-    tta: bool = False  # classifiers: test-time augmentation (not a choice of family: `given` leaves it out)
-
-    def __post_init__(self) -> None:
-        if self.add is not None and not 0 <= self.add <= 9:
-            raise UsageError(f"--add {self.add}: the number to add must be 0-9")
-        if self.add is not None and self.bag:
-            raise UsageError("--add is for adder checkpoints and --bag for bags checkpoints; give one of them")
-
-    def given(self) -> frozenset[str]:
-        """The names of the options set (not None)."""
-        return frozenset(f.name for f in fields(self) if f.name != "tta" and getattr(self, f.name) is not None)
-
-
-def rounded(probabilities: np.ndarray) -> list[float]:
-    """Probabilities as a prediction carries them: floats rounded to 6 places."""
-    return [round(float(p), 6) for p in probabilities]
 
 
 def classifier_report(run: Any, result: ClassifierEval, seconds: float, device: str, **fields: Any) -> EvalReport:

@@ -24,7 +24,6 @@ from mnistcli.families.base import (
     PredictOptions,
     TestResult,
     classifier_report,
-    rounded,
     trained_digits,
 )
 from mnistcli.protocols import calibration
@@ -119,7 +118,5 @@ class ClassifyFamily(Family):
     ) -> list[Prediction]:
         """The digit, its probability and every digit's: softmax(logits / the checkpoint's temperature), the logits
         averaged over shifted copies with `options.tta`."""
-        return [
-            Prediction(path, int(p.argmax()), round(float(p.max()), 6), rounded(p))
-            for path, p in zip(paths, predict_proba(with_tta(model, options.tta), images, run.temperature), strict=True)
-        ]
+        probabilities = predict_proba(with_tta(model, options.tta), images, run.temperature)
+        return [Prediction.of(path, p) for path, p in zip(paths, probabilities, strict=True)]

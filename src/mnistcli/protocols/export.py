@@ -2,14 +2,20 @@
 
 A family names its own (`Family.exported`): classifiers their logits divided by the run's temperature (softmax
 gives `mnist predict`'s probabilities), embedding models their features, the adder its two heads of an image and a
-number, bags models a bag's logit and attention over its images. api/exporting.py writes and checks the file.
+number, bags models a bag's logit and attention over its images. Each also names what it adds to the run's
+description in the file (`Spec.metadata`): a temperature only where the outputs are divided by one, the classes only
+where they are logits over digits. api/exporting.py writes and checks the file.
+
+Inputs a model was never meant to take answer the same in both formats, and the summary documents it: an adder's
+number outside 0-9 gives NaN sum logits (the digit logits, which do not read it, stay as they are), and a bag with no
+image (its mask all False) a NaN bag logit and zero attention.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +29,11 @@ BAG = 10  # instances per parity bag of a bags model; each bag keeps 1-10 of the
 Tensors = tuple[torch.Tensor, ...]
 
 
+def no_keys(run: Run) -> dict[str, Any]:
+    """A `Spec.metadata` that adds nothing."""
+    return {}
+
+
 @dataclass(frozen=True)
 class Spec:
     """What a family's exported file takes and gives."""
@@ -34,6 +45,7 @@ class Spec:
     probabilities: Callable[[Tensors], Tensors] | None  # what the tolerance is about; None: the outputs themselves
     describe: str  # the `outputs` metadata entry
     dynamic: tuple[dict[int, str], ...] = ()  # per input, its dynamic axes beyond the batch: {axis: name}
+    metadata: Callable[[Run], dict[str, Any]] = field(default=no_keys)  # its own keys beside every file's
 
 
 class _Logits(nn.Module):
@@ -48,15 +60,33 @@ class _Logits(nn.Module):
 
 
 class _Adder(nn.Module):
-    """An adder's digit and sum logits, each divided by its head's temperature."""
+    """An adder's digit and sum logits, each divided by its head's temperature; NaN sum logits for a number outside
+    0-9 (the model's one-hot raises in torch and gives zeros or garbage in ONNX Runtime: now both give NaN)."""
 
     def __init__(self, model: nn.Module, temperature: float, sum_temperature: float) -> None:
         super().__init__()
         self.model, self.temperature, self.sum_temperature = model, temperature, sum_temperature
 
     def forward(self, image: torch.Tensor, number: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        digit, total = self.model(image, number)
+        valid = ((number >= 0) & (number <= 9)).unsqueeze(1)
+        digit, total = self.model(image, number.clamp(0, 9))
+        total = torch.where(valid, total, torch.full_like(total, float("nan")))
         return digit / self.temperature, total / self.sum_temperature
+
+
+class _Bags(nn.Module):
+    """A bags model's bag logit and attention; a bag with no image gives a NaN logit and zero attention (the model
+    itself gives NaN, or -inf with max pooling, and NaN attention)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, bags: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logit, attention = self.model(bags, mask)
+        empty = ~mask.any(dim=1)
+        logit = torch.where(empty, torch.full_like(logit, float("nan")), logit)
+        return logit, torch.where(empty.unsqueeze(1), torch.zeros_like(attention), attention)
 
 
 class _Embedding(nn.Module):
@@ -93,6 +123,14 @@ def _bag_probabilities(outputs: Tensors) -> Tensors:
     return torch.sigmoid(outputs[0]), outputs[1]  # the bag's probability; the attention weights already are
 
 
+def _classes(run: Run) -> dict[str, Any]:
+    return {"classes": list(run.info.data.classes), "temperature": run.temperature}
+
+
+def _adder_keys(run: Run) -> dict[str, Any]:
+    return {**_classes(run), "sum_temperature": run.sum_temperature, "number_range": [0, 9]}
+
+
 LOGITS = Spec(
     ("image",),
     ("logits",),
@@ -100,6 +138,7 @@ LOGITS = Spec(
     _images,
     _softmax,
     "logits (N, 10), divided by the run's temperature: their softmax is mnist predict's probabilities",
+    metadata=_classes,
 )
 EMBEDDING = Spec(
     ("image",),
@@ -116,15 +155,17 @@ ADDER = Spec(
     _with_numbers,
     _softmax,
     "digit_logits (N, 10) and sum_logits (N, 19) of image and number (int64 0-9), each divided by its head's"
-    " temperature: their softmax is mnist predict --add's probabilities",
+    " temperature: their softmax is mnist predict --add's probabilities; a number outside 0-9 gives NaN sum_logits",
+    metadata=_adder_keys,
 )
 BAGS = Spec(
     ("bags", "mask"),
     ("bag_logit", "attention"),
-    lambda run, model: model,
+    lambda run, model: _Bags(model),
     _bags,
     _bag_probabilities,
-    "bag_logit (B,) of bags (B, L, 1, 28, 28) whose mask (B, L, bool) marks the real images, and attention (B, L):"
-    " each image's weight, zero for padding",
+    "bag_logit (B,) of bags (B, L, 1, 28, 28) whose mask (B, L, bool) marks the real images: the log-odds that the"
+    " bag holds the target digit; and attention (B, L): each image's weight, zero for padding; a bag with no image"
+    " gives a NaN bag_logit and zero attention",
     ({1: "instances"}, {1: "instances"}),
 )

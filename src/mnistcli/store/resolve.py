@@ -20,6 +20,7 @@ from mnistcli.store.runs import (
     META,
     NAME_RE,
     PLAN,
+    SNAPSHOT,
     WEIGHTS,
     Run,
     broken_runs,
@@ -28,7 +29,6 @@ from mnistcli.store.runs import (
     open_run,
     resumable,
 )
-from mnistcli.store.snapshot import SNAPSHOT
 
 
 def _is(test: Callable[[], bool]) -> bool:

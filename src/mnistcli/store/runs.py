@@ -12,37 +12,32 @@ when the user has no run of their own.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
 import shutil
 import stat
 import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-from safetensors.torch import save as serialise
-from torch import nn
-
 from mnistcli import paths
-from mnistcli.atomic import atomic_write_bytes, atomic_write_text
+from mnistcli.data.files import open_regular
 from mnistcli.errors import CheckpointError, FileProblem, MnistError, UsageError
-from mnistcli.families import get_family
-from mnistcli.registry import create_model
 from mnistcli.store import lock
-from mnistcli.store.checkpoint import FORMAT, Checkpoint
+from mnistcli.store.checkpoint import Checkpoint
 from mnistcli.store.fields import check_options
-from mnistcli.store.runlog import LOG, finite
-from mnistcli.store.snapshot import SNAPSHOT
+from mnistcli.store.runlog import LOG
 
 WEIGHTS, META = "model.safetensors", "meta.json"
+SNAPSHOT = "resume.safetensors"  # a stopped run's state to resume from (store/snapshot.py)
 # An ensemble's folder also holds its members' run folders under `members/`, and, until it is saved,
 # `plan.json`: what it was started with (api/ensembling.py), which `mnist train --resume` goes on from.
 MEMBERS, PLAN = "members", "plan.json"
@@ -130,12 +125,51 @@ def _read_small(path: Path) -> str:
 
 
 def _check_family(info: Checkpoint, where: Path) -> None:
-    """Raise `CheckpointError` unless the run's family is registered and takes the family options in its `config`."""
+    """Raise `CheckpointError` unless the run's family is registered and takes the family options in its `config`
+    (not inside `options_unchecked`)."""
+    if not _CHECK_OPTIONS.get():
+        return
+    from mnistcli.families import get_family  # the families import torch
+
     try:
         family = get_family(info.model.family)
     except MnistError as e:
         raise CheckpointError(f"{where}: 'model.family': {e}") from None
     check_options(info.config, family.Params, where)
+
+
+_CHECK_OPTIONS: ContextVar[bool] = ContextVar("check_options", default=True)
+
+
+@contextlib.contextmanager
+def options_unchecked() -> Iterator[None]:
+    """Inside the block, runs are read field by field (store/checkpoint.py: types, ranges, size) but their `config` is
+    not checked against their family's options, which needs the families, and so torch: for the torch-free fast
+    path (api/serving.py), which uses neither the options nor the weights, only meta.json and model.onnx."""
+    token = _CHECK_OPTIONS.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_OPTIONS.reset(token)
+
+
+def fingerprint(folder: Path) -> str:
+    """A digest of the run's meta.json and weights (SHA-256): what a file made from them, its model.onnx
+    (api/onnxcache.py), records, so that a file made before either changed (a temperature set again, weights
+    replaced) is known to be stale. Raises `CheckpointError` if either is not a regular file or cannot be read."""
+    digest = hashlib.sha256()
+    for name in (META, WEIGHTS):
+        try:
+            with open_regular(folder / name, _Unreadable) as f:  # never waits on a FIFO in its place
+                for block in iter(lambda: f.read(2**20), b""):
+                    digest.update(block)
+        except (OSError, _Unreadable) as e:
+            raise CheckpointError(f"{folder / name}: cannot read it ({e})") from None
+    return digest.hexdigest()
+
+
+class _Unreadable(FileProblem):
+    """A run's file is not a regular file that can be read."""
 
 
 def read_checkpoint(folder: Path) -> Checkpoint:
@@ -213,75 +247,6 @@ def bundled_runs() -> list[Run]:
     return [open_run(f, bundled=True) for f in sorted(BUNDLED_ROOT.iterdir()) if (f / META).is_file()]
 
 
-def load(run: Run, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the run's model through the registry and load its weights (no code runs).
-
-    The model is first built on the meta device (no memory) and compared with the weights file's
-    header, so arguments the weights do not fit (a width of 2000) are refused before anything is
-    allocated. Returns the model in eval mode on `device`. Raises `CheckpointError` if the weights
-    are missing, corrupt, or do not fit the model the metadata names.
-    """
-    spec = run.info.model
-    with torch.device("meta"):
-        _check_weights(_rebuild(run), run)
-    model = _rebuild(run)
-    try:
-        state = load_file(run.path / WEIGHTS, device="cpu")
-    except FileNotFoundError:
-        raise CheckpointError(f"{run.path}: no {WEIGHTS}") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{run.path / WEIGHTS}: corrupt weights ({e})") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{run.path / WEIGHTS}: weights do not fit model {spec.name!r} ({first})") from None
-    return model.to(device).eval()
-
-
-def _rebuild(run: Run) -> nn.Module:
-    """The run's model through the registry (on the current default device). Raises `CheckpointError`."""
-    try:
-        return create_model(run.info.model.name, **run.info.model.args)
-    except MnistError as e:
-        raise CheckpointError(f"{run.path}: cannot rebuild its model ({e})") from None
-
-
-def _check_weights(model: nn.Module, run: Run) -> None:
-    """Raise `CheckpointError` unless the run's weights file holds exactly `model`'s tensors, name for name and shape
-    for shape (read from the file's header alone; `model` may be on the meta device)."""
-    path = run.path / WEIGHTS
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise CheckpointError(f"{path}: not a regular file")
-        with safe_open(path, framework="pt") as f:
-            found = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-    except FileNotFoundError:
-        raise CheckpointError(f"{run.path}: no {WEIGHTS}") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt weights ({e})") from None
-    wanted = {k: list(v.shape) for k, v in model.state_dict().items()}
-    wrong = [k for k in wanted if k in found and found[k] != wanted[k]]
-    missing, extra = [k for k in wanted if k not in found], [k for k in found if k not in wanted]
-
-    def dims(shape: list[int]) -> str:
-        return "x".join(map(str, shape)) or "a scalar"
-
-    if wrong or missing or extra:
-        problem = (
-            f"{wrong[0]!r} is {dims(found[wrong[0]])} in the file, {dims(wanted[wrong[0]])} in the model"
-            if wrong
-            else f"no {missing[0]!r} in the file"
-            if missing
-            else f"{extra[0]!r} is not the model's"
-        )
-        more = len(wrong) + len(missing) + len(extra) - 1
-        raise CheckpointError(
-            f"{path}: weights do not fit model {run.info.model.name!r} ({problem}"
-            + (f"; {more} more tensor{'s' if more > 1 else ''} differ)" if more else ")")
-        )
-
-
 def unique_name(base: str, root: Path) -> str:
     """`base`, or `base.2`, `base.3`, ... whichever is free under `root` (no folder, and no process claiming it). A
     dot, not a dash: `base-2` is the second of the repeats `mnist train --runs` names after `base`."""
@@ -346,40 +311,6 @@ def begin(model_name: str, name: str | None = None, root: Path | None = None) ->
             raise FileProblem(root / chosen, f"cannot make the run's folder ({e.strerror or e})") from None
         return root / chosen
     raise CheckpointError(f"cannot find a free run name in {root}")
-
-
-def save(
-    model: nn.Module,
-    checkpoint: Checkpoint,
-    folder: Path | None = None,
-    name: str | None = None,
-    root: Path | None = None,
-) -> Run:
-    """Save a run: the weights, then `meta.json` (whose presence marks a complete checkpoint); returns it.
-
-    Into `folder` (from `begin`) or a new folder named as `begin` names it (claimed while it is saved).
-    Each file is written to a temporary name and renamed into place, so no half-written file is ever
-    visible; if saving fails (`FileProblem`: a full disk), a folder this call created is removed again.
-    """
-    if folder is None:
-        folder = begin(checkpoint.model.name, name, root)
-        try:
-            return save(model, checkpoint, folder)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        finally:
-            lock.release(folder)
-    checkpoint = dataclasses.replace(checkpoint, name=folder.name)
-    if not checkpoint.created:
-        checkpoint = dataclasses.replace(checkpoint, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    # Serialised in memory and written through atomic_write (safetensors' own save_file makes 0600 files).
-    metadata = {"format": FORMAT, "model": checkpoint.model.name}
-    atomic_write_bytes(folder / WEIGHTS, serialise(state, metadata=metadata))
-    text = json.dumps(finite(checkpoint.to_json()), indent=2, allow_nan=False)  # strict JSON: a NaN is written null
-    atomic_write_text(folder / META, text + "\n")
-    return open_run(folder)
 
 
 def remove(ref: str, root: Path | None = None) -> Run:

@@ -31,8 +31,8 @@ from mnistcli.families import get_family
 from mnistcli.registry import MAX_PARAMETERS, get_entry
 from mnistcli.store.checkpoint import MAX_ARGS, NAME, epoch_entry
 from mnistcli.store.fields import Fields, check_options
+from mnistcli.store.runs import SNAPSHOT
 
-SNAPSHOT = "resume.safetensors"
 TENSOR = "__tensor__"  # in the JSON, {"__tensor__": key} stands for the tensor stored under `key`
 
 
