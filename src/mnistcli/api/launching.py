@@ -135,6 +135,19 @@ def leave(code: int | str | None) -> NoReturn:
     os._exit(status)
 
 
+def _cause(e: Any) -> tuple[int, Any]:
+    """(rank, failure) of the process whose failure stopped the job (a ChildFailedError `e`). A process killed by a
+    signal comes before one that exited with a code: the others of a job whose process was killed leave with code 1
+    (PeerFailed, silently) and may be seen to have ended first. SIGTERM comes last among signals, as the launcher
+    sends it to the processes still running when it stops the job (and records them too), within the same second."""
+    killed = sorted(
+        (f.exitcode == -signal.SIGTERM, f.timestamp, rank, id(f), f) for rank, f in e.failures.items() if f.exitcode < 0
+    )
+    if killed:
+        return killed[0][2], killed[0][4]
+    return e.get_first_failure()  # type: ignore[no-any-return]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now (the rendezvous's)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -177,7 +190,7 @@ def launch(n: int, args: list[str]) -> None:
             said=False,
         ) from None
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
+        rank, failure = _cause(e)
         code = failure.exitcode
         if code > 0:  # it exited with an error of its own, which it has said
             raise LaunchFailed(f"process {rank} of {n} exited with code {code}", code, said=True) from None
