@@ -336,20 +336,25 @@ def test_a_process_of_several_leaves_with_its_exit_code_and_all_it_printed(tmp_p
 
 
 def test_a_killed_process_is_named_even_when_the_one_it_stopped_is_seen_first() -> None:
-    # The others of a job whose process was killed leave with code 1 and say nothing (PeerFailed); if the launcher
+    # The others of a job whose process was killed leave with PEER_EXIT and say nothing (PeerFailed); if the launcher
     # sees one of them first, the cause is still the killed one (CI caught the race once the ranks left faster).
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 
     from mnistcli.api.launching import _cause
+    from mnistcli.errors import PEER_EXIT
 
-    peer = ProcessFailure(local_rank=0, pid=1, exitcode=1, error_file="<none>")
+    peer = ProcessFailure(local_rank=0, pid=1, exitcode=PEER_EXIT, error_file="<none>")
     killed = ProcessFailure(local_rank=1, pid=2, exitcode=-9, error_file="<none>")
     peer.timestamp, killed.timestamp = 100, 200
     rank, failure = _cause(ChildFailedError("mnistcli", {0: peer, 1: killed}))
     assert (rank, failure.exitcode) == (1, -9)
     rank, failure = _cause(ChildFailedError("mnistcli", {0: peer}))
-    assert (rank, failure.exitcode) == (0, 1)
+    assert (rank, failure.exitcode) == (0, PEER_EXIT)
     stopped = ProcessFailure(local_rank=0, pid=1, exitcode=-15, error_file="<none>")  # the launcher's SIGTERM
     stopped.timestamp = killed.timestamp  # recorded within the same second
     rank, failure = _cause(ChildFailedError("mnistcli", {0: stopped, 1: killed}))
     assert (rank, failure.exitcode) == (1, -9)
+    failed = ProcessFailure(local_rank=0, pid=1, exitcode=1, error_file="<none>")  # an error of its own, said
+    stopped.timestamp, failed.timestamp = 100, 200
+    rank, failure = _cause(ChildFailedError("mnistcli", {0: failed, 1: stopped}))
+    assert (rank, failure.exitcode) == (0, 1)

@@ -315,3 +315,17 @@ def test_embed_writing_its_vectors_imports_no_torch(tmp_path: Path, isolated_hom
         assert out.returncode == 0, out.stderr[-2000:]
         imported = [line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")]
         assert "torch" not in imported and (tmp_path / output).stat().st_size > 0
+
+
+def test_a_cache_file_replaces_a_link_put_in_its_place_never_what_it_points_to(tmp_path: Path) -> None:
+    from mnistcli.atomic import atomic_write_bytes
+
+    victim, link = tmp_path / "victim.txt", tmp_path / "run" / "model.onnx"
+    victim.write_text("mine")
+    link.parent.mkdir()
+    link.symlink_to(victim)
+    atomic_write_bytes(link, b"model", own=True)
+    assert victim.read_text() == "mine" and not link.is_symlink() and link.read_bytes() == b"model"
+    with pytest.raises(Exception):  # noqa: B017  (a folder that is not there is not made)
+        atomic_write_bytes(tmp_path / "gone" / "model.onnx", b"model", own=True)
+    assert not (tmp_path / "gone").exists()

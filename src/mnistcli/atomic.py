@@ -31,19 +31,22 @@ from typing import BinaryIO
 from mnistcli.errors import FileProblem, UsageError
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object], own: bool = False) -> Path:
     """Call `write(f)` on a temporary file beside `path`, then rename it over `path`.
 
-    Returns the final path. If `write` raises, the temporary file is removed and `path` untouched.
+    Returns the final path. If `write` raises, the temporary file is removed and `path` untouched. `own`: a file
+    mnistcli keeps for itself in a folder that is there (a run's model.onnx): whatever is at `path` is replaced
+    by the rename, a link itself and never what it points to, and no folder is made.
     """
-    path = replaceable(Path(path))
+    path = Path(path) if own else replaceable(Path(path))
     try:
-        old = os.stat(path).st_mode  # a file replaced keeps its permissions
+        old = None if own and path.is_symlink() else os.stat(path).st_mode  # a file replaced keeps its permissions
     except OSError:
         old = None
     mode = stat.S_IMODE(old) if old is not None else 0o666 & ~_umask()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not own:
+            path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise FileProblem(path, f"cannot write ({e.strerror or e})") from None
@@ -184,9 +187,9 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
-    """Write `payload` to `path` atomically; returns the path."""
-    return atomic_write(path, lambda f: f.write(payload))
+def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes, own: bool = False) -> Path:
+    """Write `payload` to `path` atomically (`own`: see `atomic_write`); returns the path."""
+    return atomic_write(path, lambda f: f.write(payload), own)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -51,4 +51,8 @@ class Interrupted(MnistError):
 
 
 class PeerFailed(MnistError):
-    """Another process of a data-parallel run failed and says why itself: this one stops without a word (exit code 1)."""
+    """Another process of a data-parallel run failed and says why itself: this one stops without a word, with exit code
+    `PEER_EXIT`, which only the launcher sees (api/launching.py): it tells this process's failure from the cause."""
+
+
+PEER_EXIT = 3

@@ -10,6 +10,7 @@ which failed and how, once.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import logging
@@ -28,7 +29,7 @@ from mnistcli.config import split
 from mnistcli.data import mnist
 from mnistcli.engine import dist
 from mnistcli.engine.device import choose_device
-from mnistcli.errors import MnistError, UsageError
+from mnistcli.errors import PEER_EXIT, MnistError, UsageError
 from mnistcli.families import get_family
 from mnistcli.registry import get_entry
 from mnistcli.store import lock, runlog, snapshot
@@ -119,33 +120,41 @@ def leave(code: int | str | None) -> NoReturn:
     """End this process, one of several of a data-parallel job, with `code` (as `sys.exit` would): its output
     flushed and the process group left, but without the interpreter's finalization, in which gloo's worker
     threads, still holding tensors, can abort the process (SIGABRT, "terminate called without an active
-    exception") after the job has finished, which the launcher would report as a failure. Everything this
-    process wrote is closed by then (rank 0's files are written atomically, and its claim on the run is a lock
-    the kernel releases)."""
+    exception") after the job has finished, which the launcher would report as a failure. The exit handlers run
+    first, as at any exit (leaving the process group among them, unless this process failed), and everything this
+    process wrote is closed by then (rank 0's files are written atomically, its claim on the run is released)."""
     if isinstance(code, str):
         print(code, file=sys.stderr)
     status = code if isinstance(code, int) else (0 if code is None else 1)
+    with contextlib.suppress(Exception):
+        if status == 0:
+            gc.collect()  # a DistributedDataParallel no longer referred to lets go of the process group
+        else:  # after a failure, the others may be gone: leaving the group could wait for them
+            atexit.unregister(dist.stop)
+        atexit._run_exitfuncs()  # what a normal exit runs first: a --runs stem's claim released, dist.stop
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    if status == 0:  # after a failure, the others may be gone: leaving the group could wait for them
-        with contextlib.suppress(Exception):
-            gc.collect()  # a DistributedDataParallel no longer referred to lets go of the process group
-            dist.stop()
     os._exit(status)
 
 
 def _cause(e: Any) -> tuple[int, Any]:
-    """(rank, failure) of the process whose failure stopped the job (a ChildFailedError `e`). A process killed by a
-    signal comes before one that exited with a code: the others of a job whose process was killed leave with code 1
-    (PeerFailed, silently) and may be seen to have ended first. SIGTERM comes last among signals, as the launcher
-    sends it to the processes still running when it stops the job (and records them too), within the same second."""
-    killed = sorted(
-        (f.exitcode == -signal.SIGTERM, f.timestamp, rank, id(f), f) for rank, f in e.failures.items() if f.exitcode < 0
-    )
-    if killed:
-        return killed[0][2], killed[0][4]
-    return e.get_first_failure()  # type: ignore[no-any-return]
+    """(rank, failure) of the process whose failure stopped the job (a ChildFailedError `e`), the first to fail in
+    this order: killed by a signal other than SIGTERM; exited with an error of its own; killed by SIGTERM (the
+    launcher records the processes it stops with it too, within the same second); stopped because another process
+    went away (`PEER_EXIT`, said nothing)."""
+
+    def rank_of(item: tuple[int, Any]) -> tuple[int, float, int]:
+        rank, f = item
+        if f.exitcode == PEER_EXIT:
+            order = 3
+        elif f.exitcode == -signal.SIGTERM:
+            order = 2
+        else:
+            order = 0 if f.exitcode < 0 else 1
+        return order, f.timestamp, rank
+
+    return min(e.failures.items(), key=rank_of)  # type: ignore[no-any-return]
 
 
 def free_port() -> int:
@@ -192,6 +201,9 @@ def launch(n: int, args: list[str]) -> None:
     except ChildFailedError as e:
         rank, failure = _cause(e)
         code = failure.exitcode
+        if code == PEER_EXIT:  # none said why: each saw another go (which was not recorded)
+            message = f"the processes lost each other (process {rank} of {n} first); no checkpoint was written"
+            raise LaunchFailed(message, 1, said=False) from None
         if code > 0:  # it exited with an error of its own, which it has said
             raise LaunchFailed(f"process {rank} of {n} exited with code {code}", code, said=True) from None
         try:

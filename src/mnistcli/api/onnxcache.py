@@ -46,10 +46,10 @@ def stamp(run: store.Run) -> str:
     return onnxrt.stamp(store.fingerprint(run.path))
 
 
-def fresh(run: store.Run) -> bool:
-    """Whether `run` has a model.onnx made from it as it is now (`stamp`)."""
+def fresh(run: store.Run, expected: str | None = None) -> bool:
+    """Whether `run` has a model.onnx made from it as it is now (`stamp`, or `expected`)."""
     try:
-        return onnxrt.Session(run.path / onnxrt.ONNX).metadata.get(STAMP) == stamp(run)
+        return onnxrt.Session(run.path / onnxrt.ONNX).metadata.get(STAMP) == (expected or stamp(run))
     except Exception:  # no file, not ours, onnxruntime failing to load: not fresh
         return False
 
@@ -67,26 +67,29 @@ def write(run: store.Run, model: nn.Module | None = None) -> Path | None:
             return None
         if os.path.lexists(target) and not stat.S_ISREG(os.lstat(target).st_mode):
             return None  # a link (to anywhere: a downloaded run's), a FIFO, a folder: left as it is
-        if fresh(run):
+        expected = stamp(run)  # before the weights are read: a run replaced meanwhile gets a stale file, never one
+        if fresh(run, expected):  # that passes for fresh
             return target
         model = store.load(run, "cpu") if model is None else model
         was = next((p.device for p in model.parameters()), torch.device("cpu")), model.training
         try:
             module = spec.wrap(run, model.cpu().eval()).eval()
-            payload = _checked(run, _export(spec, run, module), spec, module)
+            payload = _checked(_export(spec, run, module, expected), expected, spec, module)
         finally:
             model.to(was[0]).train(was[1])
-        return None if payload is None else atomic_write_bytes(target, payload)
+        return None if payload is None else atomic_write_bytes(target, payload, own=True)  # a link put there meanwhile
+        # is replaced, never written through
     except Exception:  # a cache, never a reason to fail
         return None
 
 
-def _export(spec: Spec, run: store.Run, module: nn.Module) -> bytes:
-    """The ONNX file's bytes for the exported `module` (spec.wrap of the model, on the CPU), `stamp` in its metadata."""
+def _export(spec: Spec, run: store.Run, module: nn.Module, expected: str) -> bytes:
+    """The ONNX file's bytes for the exported `module` (spec.wrap of the model, on the CPU), `expected` (its
+    `stamp`) in its metadata."""
     from mnistcli.api.exporting import metadata, quiet_exporter, to_onnx
 
     example = tuple(t[:2] for t in spec.make_inputs(torch.rand(2, 1, 28, 28), torch.Generator().manual_seed(SEED)))
-    meta = {"run": run.name, STAMP: stamp(run), "mnistcli_version": __version__}
+    meta = {"run": run.name, STAMP: expected, "mnistcli_version": __version__}
     with quiet_exporter(), contextlib.redirect_stdout(io.StringIO()):
         buffer = io.BytesIO()
         try:
@@ -110,21 +113,21 @@ def _export(spec: Spec, run: store.Run, module: nn.Module) -> bytes:
     return model.SerializeToString()  # type: ignore[no-any-return]
 
 
-def _checked(run: store.Run, payload: bytes, spec: Spec, module: nn.Module) -> bytes | None:
+def _checked(payload: bytes, expected: str, spec: Spec, module: nn.Module) -> bytes | None:
     """`payload` if onnxruntime's answers on `CHECK_IMAGES` seeded random images match `module`'s to `TOLERANCE`."""
     import onnxruntime
 
     g = torch.Generator().manual_seed(SEED)
     inputs = spec.make_inputs(torch.rand(CHECK_IMAGES, 1, 28, 28, generator=g), g)
     session = onnxruntime.InferenceSession(payload, providers=["CPUExecutionProvider"])
-    if session.get_modelmeta().custom_metadata_map.get(STAMP) != stamp(run):
+    if session.get_modelmeta().custom_metadata_map.get(STAMP) != expected:
         return None
     got = session.run(list(spec.outputs), {n: t.numpy() for n, t in zip(spec.inputs, inputs, strict=True)})
     with torch.no_grad():
-        expected = module(*inputs)
-    expected = expected if isinstance(expected, tuple) else (expected,)
+        answered = module(*inputs)
+    wanted: Tensors = answered if isinstance(answered, tuple) else (answered,)
     measured: Tensors = tuple(torch.from_numpy(np.asarray(o)) for o in got)
     if spec.probabilities is not None:
-        measured, expected = spec.probabilities(measured), spec.probabilities(expected)
-    worst = max(float((a.double() - b.double()).abs().max()) for a, b in zip(measured, expected, strict=True))
+        measured, wanted = spec.probabilities(measured), spec.probabilities(wanted)
+    worst = max(float((a.double() - b.double()).abs().max()) for a, b in zip(measured, wanted, strict=True))
     return payload if worst <= TOLERANCE else None  # NaN fails too

@@ -134,9 +134,9 @@ def _session(run: store.Run, kind: str) -> onnxrt.Session:
 
 
 def _how_to_write() -> str:
-    """How a run gets its model.onnx here."""
+    """How a run gets its model.onnx here (a read-only folder never does)."""
     if onnxrt.writable():
-        return "one use with --backend auto writes it"
+        return "one use with --backend auto writes it, where the run's folder can be written to"
     return "writing it needs the onnx package too, which torch's exporter uses: pip install 'mnistcli[fast]'"
 
 

@@ -23,7 +23,7 @@ from mnistcli import __version__, render
 from mnistcli.cli import complete
 from mnistcli.cli.helptext import choice, either
 from mnistcli.config import Backend, Device
-from mnistcli.errors import Interrupted, MnistError, PeerFailed, UsageError
+from mnistcli.errors import PEER_EXIT, Interrupted, MnistError, PeerFailed, UsageError
 
 app = typer.Typer(
     name="mnist",
@@ -54,7 +54,7 @@ def guarded(fn: F) -> F:
             render.error(str(e), shared=True)
             raise typer.Exit(_exit_code()) from None
         except PeerFailed:  # another process of a data-parallel run failed, and says why
-            raise typer.Exit(1) from None
+            raise typer.Exit(PEER_EXIT) from None
         except MnistError as e:
             render.error(str(e))
             raise typer.Exit(1) from None
