@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -95,12 +95,25 @@ def _fast(backend: str, device: str, answer: Callable[[], T]) -> T | None:
         return None
 
 
-def _cache(run: store.Run, backend: str) -> None:
-    """After torch has answered with `run` (backend auto): write its model.onnx for the next time (api/onnxcache.py)."""
+class _Answer(Protocol):
+    run: store.Run
+
+
+A = TypeVar("A", bound=_Answer)
+
+
+def _answer(backend: str, device: str, fast: Callable[[], A], slow: Callable[[], A]) -> A:
+    """`fast()` when `backend` allows it and it can (`_fast`), else `slow()` (torch), after which (backend auto) the
+    run that answered gets its model.onnx for the next time (api/onnxcache.py)."""
+    answered = _fast(backend, device, fast)
+    if answered is not None:
+        return answered
+    report = slow()
     if backend == "auto" and onnxrt.available():
         from mnistcli.api import onnxcache
 
-        onnxcache.write(run)
+        onnxcache.write(report.run)
+    return report
 
 
 def _run(ref: str | None, families: set[str] | None, suggest: str = "cnn") -> store.Run:
@@ -176,14 +189,12 @@ def predict(
         )
         return PredictReport(run, [*results])
 
-    answered = _fast(backend, device, fast)
-    if answered is not None:
-        return answered
-    from mnistcli.api import predicting
+    def slow() -> PredictReport:
+        from mnistcli.api import predicting
 
-    report = predicting.predict(paths, ref, device, add, show_input, bag, tta)
-    _cache(report.run, backend)
-    return report
+        return predicting.predict(paths, ref, device, add, show_input, bag, tta)
+
+    return _answer(backend, device, fast, slow)
 
 
 def read(paths: Sequence[str], ref: str | None = None, device: str = "auto", backend: str = "auto") -> ReadReport:
@@ -196,14 +207,12 @@ def read(paths: Sequence[str], ref: str | None = None, device: str = "auto", bac
         session = _session(run, "logits")
         return read_with(run, paths, lambda images: onnxrt.softmax(session.run(images)[0]))
 
-    answered = _fast(backend, device, fast)
-    if answered is not None:
-        return answered
-    from mnistcli.api import reading
+    def slow() -> ReadReport:
+        from mnistcli.api import reading
 
-    report = reading.read(paths, ref, device)
-    _cache(report.run, backend)
-    return report
+        return reading.read(paths, ref, device)
+
+    return _answer(backend, device, fast, slow)
 
 
 def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto", backend: str = "auto") -> EmbedReport:
@@ -218,14 +227,12 @@ def embed(paths: Sequence[str], ref: str | None = None, device: str = "auto", ba
         embedded = [p for p, item in loaded if not isinstance(item, ImageError)]
         return EmbedReport(run, embedded, vectors, unreadable(loaded))
 
-    answered = _fast(backend, device, fast)
-    if answered is not None:
-        return answered
-    from mnistcli.api import predicting
+    def slow() -> EmbedReport:
+        from mnistcli.api import predicting
 
-    report = predicting.embed(paths, ref, device)
-    _cache(report.run, backend)
-    return report
+        return predicting.embed(paths, ref, device)
+
+    return _answer(backend, device, fast, slow)
 
 
 def oneshot(
@@ -259,11 +266,9 @@ def oneshot(
         results = finite_only(answer_images(loaded, nearest))
         return OneShotReport(run, dict(zip(labels, counts, strict=True)), scale, calibrated, results, skipped)
 
-    answered = _fast(backend, device, fast)
-    if answered is not None:
-        return answered
-    from mnistcli.api import predicting
+    def slow() -> OneShotReport:
+        from mnistcli.api import predicting
 
-    report = predicting.oneshot(support_dir, paths, ref, device)
-    _cache(report.run, backend)
-    return report
+        return predicting.oneshot(support_dir, paths, ref, device)
+
+    return _answer(backend, device, fast, slow)
