@@ -46,10 +46,10 @@ def stamp(run: store.Run) -> str:
     return onnxrt.stamp(store.fingerprint(run.path))
 
 
-def fresh(run: store.Run, expected: str | None = None) -> bool:
-    """Whether `run` has a model.onnx made from it as it is now (`stamp`, or `expected`)."""
+def fresh(run: store.Run, expected: str) -> bool:
+    """Whether `run` has a model.onnx made from it as it is now (its `stamp`: `expected`)."""
     try:
-        return onnxrt.Session(run.path / onnxrt.ONNX).metadata.get(STAMP) == (expected or stamp(run))
+        return onnxrt.Session(run.path / onnxrt.ONNX).metadata.get(STAMP) == expected
     except Exception:  # no file, not ours, onnxruntime failing to load: not fresh
         return False
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +145,3 @@ def distances(queries: np.ndarray, protos: np.ndarray) -> np.ndarray:
 def confidences(d2: np.ndarray, scale: float) -> np.ndarray:
     """Softmax over classes of -scale x squared distance (fewshot.py's `confidences`)."""
     return softmax(-scale * d2)
-
-
-Probabilities = Callable[[np.ndarray], np.ndarray]
