@@ -1,7 +1,7 @@
 """One process with every thread against N data-parallel processes (`mnist train --nproc N`), the threads shared out.
 
     python benchmarks/distributed.py --data-dir ../shared/data/mnist [--model cnn] [--epochs 2] [--nproc 2]
-        [--threads 2] [--repeats 3] [--device cpu]
+        [--threads 2] [--repeats 3] [--device cpu] [--nproc-device cuda|cpu]
 
 Trains the same run (`mnist train MODEL --epochs E --seed 0`) as one process with THREADS threads and as
 `--nproc N` with THREADS/N threads each (OMP_NUM_THREADS), alternately, R times each, in one temporary
@@ -9,6 +9,9 @@ MNISTCLI_HOME, beside `python -c "import torch"` (the reference every time here 
 median whole-process time, the training time the run reports, and the test accuracy of each, and the ratio.
 The two train on the same batches in the same order with the same augmentation (engine/dist.py), so their
 accuracy differs only as batch norm's per-process statistics and floating-point sums make it.
+`--nproc-device` puts the N processes on another device than the one process: on a machine with one GPU,
+`--device cuda --nproc-device cpu` sets the GPU against N processes on its CPU cores (N processes cannot share
+one GPU: NCCL takes one GPU per process, and `mnist train --nproc` refuses more processes than GPUs).
 """
 
 from __future__ import annotations
@@ -41,14 +44,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="CPU threads in all, for either way")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--nproc-device", default=None, help="device of the N processes (default: --device)")
     a = p.parse_args()
     home = tempfile.mkdtemp(prefix="distributed-bench-")
     base = [sys.executable, "-m", "mnistcli", "train", a.model, "--epochs", str(a.epochs), "--seed", "0"]
-    base += ["--device", a.device, "--data-dir", a.data_dir, "--json"]
+    base += ["--data-dir", a.data_dir, "--json"]
+    many = a.nproc_device or a.device
     ways = {
-        f"1 process x {a.threads} threads": ([], a.threads),
-        f"{a.nproc} processes x {max(1, a.threads // a.nproc)} thread(s)": (
-            ["--nproc", str(a.nproc)],
+        f"1 process x {a.threads} threads, --device {a.device}": (["--device", a.device], a.threads),
+        f"{a.nproc} processes x {max(1, a.threads // a.nproc)} thread(s), --device {many}": (
+            ["--device", many, "--nproc", str(a.nproc)],
             max(1, a.threads // a.nproc),
         ),
     }

@@ -1,7 +1,7 @@
 """Where the time of `mnist train MODEL --target-accuracy T` goes, whole process, phase by phase.
 
     python benchmarks/time_breakdown.py --data-dir ../shared/data/mnist [--model cnn-fast] [--target 0.99]
-        [--seeds 0,1,2,3,4] [--threads 2]
+        [--seeds 0,1,2,3,4] [--threads 2] [--extra "--device cuda"]
 
 Each seed runs in a process of its own, as a user's command does, with the command's own code wrapped
 by wall-clock timers (no profiler, whose overhead would move the Python-heavy parts): importing mnistcli
@@ -24,7 +24,7 @@ import tempfile
 import time
 
 CHILD = r"""
-import json, sys, time
+import atexit, json, sys, time
 t0 = time.perf_counter()
 timings = {}
 
@@ -54,12 +54,15 @@ timed(calibrating, "fit", "calibration")
 timed(weights, "save", "save (weights, meta.json)")
 timed(onnxcache, "write", "model.onnx")
 sys.argv = ["mnist", *json.loads(sys.argv[1])]
-try:
-    main()
-except SystemExit:
-    pass
-timings["process (from Python's start)"] = time.perf_counter() - t0
-print("TIMINGS " + json.dumps(timings), file=sys.stderr)
+
+
+@atexit.register  # the command ends through os._exit (mnistcli/exiting.py), after the exit handlers
+def report():
+    timings["process (from Python's start)"] = time.perf_counter() - t0
+    print("TIMINGS " + json.dumps(timings), file=sys.stderr, flush=True)
+
+
+main()
 """
 
 
@@ -78,6 +81,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.99)
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--extra", default="", help="more options of mnist train, e.g. '--device cuda'")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -90,6 +94,7 @@ def main() -> None:
         for seed in args.seeds.split(","):
             torch_import.append(run([sys.executable, "-c", "import torch"], env)[0])
             options = ["train", args.model, "--target-accuracy", str(args.target), "--seed", seed, "--json"]
+            options += args.extra.split()
             wall, stdout, stderr = run([sys.executable, "-c", CHILD, json.dumps(options)], env)
             timings = json.loads(stderr.rsplit("TIMINGS ", 1)[1])
             report = json.loads(stdout.splitlines()[-1])
@@ -107,7 +112,10 @@ def main() -> None:
         return statistics.median(r.get(key, 0.0) for r in rows)
 
     steps = median("training (with checks and snapshots)") - sum(median(k) for k in inner)
-    print(f"`mnist train {args.model} --target-accuracy {args.target}`, seeds {args.seeds}, {args.threads} threads:")
+    extra = f" {args.extra}" if args.extra else ""
+    print(
+        f"`mnist train {args.model} --target-accuracy {args.target}{extra}`, seeds {args.seeds}, {args.threads} threads:"
+    )
     print(f"{sum(r['reached'] for r in rows):.0f}/{len(rows)} reached the target; median of each phase")
     print()
     print("| phase | seconds | / import torch |")

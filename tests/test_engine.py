@@ -60,6 +60,25 @@ def test_fp16_without_cuda_is_refused(runner: CliRunner, synthetic_env: Path) ->
     assert result.exit_code == 2 and "needs a CUDA device" in result.stderr
 
 
+def test_auto_precision_is_bf16_only_where_the_device_computes_it(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from mnistcli.engine.device import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    for native, recorded in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        result = runner.invoke(app, ["train", "linear", "--epochs", "1", "--precision", "auto", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["config"]["precision"] == recorded  # as it trained, never "auto"
+
+
 def test_each_rank_takes_its_share_of_every_global_batch() -> None:
     index = torch.arange(10)
     shares = [Dist(rank, 3).shard(index) for rank in range(3)]

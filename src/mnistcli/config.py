@@ -50,6 +50,7 @@ class Backend(str, Enum):
 
 
 class Precision(str, Enum):
+    auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
@@ -94,7 +95,7 @@ class TrainConfig:
     classes: tuple[int, ...] | None = None  # train only on these digits (None: all ten)
     per_class: int | None = None  # use at most this many training images per class (None: all)
     accumulate: int = 1  # batches whose gradients add up to one optimizer step (batch_size x accumulate per step)
-    precision: str = "fp32"  # fp32; bf16 (autocast where the device has it); fp16 (CUDA, with a gradient scaler)
+    precision: str = "fp32"  # fp32; bf16 (autocast); fp16 (CUDA, with a gradient scaler); auto: bf16 where native
 
     def __post_init__(self) -> None:
         from mnistcli.errors import UsageError

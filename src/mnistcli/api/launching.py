@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from mnistcli import store
+from mnistcli import exiting, store
 from mnistcli.api.common import data_folder
 from mnistcli.config import split
 from mnistcli.data import mnist
@@ -123,19 +123,12 @@ def leave(code: int | str | None) -> NoReturn:
     exception") after the job has finished, which the launcher would report as a failure. The exit handlers run
     first, as at any exit (leaving the process group among them, unless this process failed), and everything this
     process wrote is closed by then (rank 0's files are written atomically, its claim on the run is released)."""
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-    status = code if isinstance(code, int) else (0 if code is None else 1)
     with contextlib.suppress(Exception):
-        if status == 0:
+        if exiting.status(code) == 0:
             gc.collect()  # a DistributedDataParallel no longer referred to lets go of the process group
         else:  # after a failure, the others may be gone: leaving the group could wait for them
             atexit.unregister(dist.stop)
-        atexit._run_exitfuncs()  # what a normal exit runs first: a --runs stem's claim released, dist.stop
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(status)
+    exiting.leave(code)
 
 
 def _cause(e: Any) -> tuple[int, Any]:

@@ -34,7 +34,7 @@ from mnistcli.data.tensors import TensorData
 from mnistcli.engine import callbacks as cb
 from mnistcli.engine import dist, optim
 from mnistcli.engine import tensorboard as tb_events
-from mnistcli.engine.device import seed_everything
+from mnistcli.engine.device import resolve_precision, seed_everything
 from mnistcli.engine.loop import EpochInfo, Loop, Position, StepInfo
 from mnistcli.errors import CheckpointError, FileProblem, Interrupted, UsageError
 from mnistcli.families import Data, Family, TestResult, get_family
@@ -249,6 +249,7 @@ def _setup(
     """Seed, build the model and the family, load and split the data: in this order, every time (and in every process
     of a data-parallel run, which therefore all start alike)."""
     device = here.device or torch.device("cpu")
+    config.precision = resolve_precision(config.precision, device)  # recorded as it trains: bf16 or fp32
     if config.precision == "fp16" and device.type != "cuda":
         raise UsageError(f"--precision fp16 needs a CUDA device (this run is on {device.type}); bf16 works here")
     generator = seed_everything(config.seed)
@@ -343,7 +344,15 @@ def _run(
             cleanup.callback(board.close)  # whatever happens after this, the events reach the disk
         best = cb.BestEpoch(config.early_stopping)
         watch = (
-            cb.TargetWatch(family.validate, monitor, config.target_accuracy, config.check_every, hooks.on_work)
+            cb.TargetWatch(
+                family.validate,
+                monitor,
+                config.target_accuracy,
+                config.check_every,
+                hooks.on_work,
+                config.precision,
+                family.per_image_validation,
+            )
             if config.target_accuracy
             else None
         )

@@ -32,10 +32,16 @@ from mnistcli.render import progress
 RECIPE = "recipe"  # shown as [default: (recipe)]: the model's own value (`mnist models --json` lists them)
 
 
-def _check_every_default() -> str:
-    """'0.25; cnn-fast 0.125': the default fraction and the recipes that change it, read without importing torch."""
-    own = {name: r["check_every"] for name, r in declared_models().items() if "check_every" in r}
-    return "; ".join([f"{TrainConfig.check_every:g}", *(f"{name} {value:g}" for name, value in own.items())])
+def _recipes_default(field: str) -> str:
+    """'0.25; cnn-fast 0.125': a field's default and the recipes that change it, read without importing torch."""
+    default = getattr(TrainConfig, field)
+    own = {name: r[field] for name, r in declared_models().items() if field in r}
+    return "; ".join(
+        [
+            f"{default:g}" if isinstance(default, float) else str(default),
+            *(f"{name} {v:g}" if isinstance(v, float) else f"{name} {v}" for name, v in own.items()),
+        ]
+    )
 
 
 @app.command()
@@ -165,7 +171,7 @@ def train(
         Optional[float],
         typer.Option(
             help="With --target-accuracy: check every this fraction of an epoch.",
-            show_default=_check_every_default(),
+            show_default=_recipes_default("check_every"),
             rich_help_panel=STOPPING,
         ),
     ] = None,
@@ -381,10 +387,11 @@ def train(
     precision: Annotated[
         Optional[Precision],
         typer.Option(
-            help="fp32; bf16 (autocast, where the device has it); fp16 (CUDA only, with a gradient scaler).",
+            help="fp32; bf16 (autocast); fp16 (CUDA only, with a gradient scaler); auto: bf16 where the device "
+            "computes it natively (a CPU with AVX-512 BF16 or AMX, a CUDA GPU with bf16), else fp32.",
             metavar="NAME",
             parser=choice(Precision),
-            show_default="fp32",
+            show_default=_recipes_default("precision"),
             rich_help_panel=OPTIMISATION,
         ),
     ] = None,

@@ -28,6 +28,26 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 in hardware: a CUDA GPU that supports it, a CPU with AVX-512 BF16 or AMX
+    (oneDNN's bf16 kernels). Elsewhere bf16 autocast is emulated, and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(
+            getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        )
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`precision` as a run trains: 'auto' is bf16 where the device computes it natively (`native_bf16`), else fp32."""
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch; return a torch CPU generator for the training run's own draws."""
     random.seed(seed)

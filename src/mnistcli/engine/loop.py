@@ -178,7 +178,7 @@ class Loop:
         """Seconds of training so far, including those before a resume."""
         return self.position.seconds + time.perf_counter() - self.started
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -226,7 +226,7 @@ class Loop:
         model, dist = self.model, self.dist
         syncing = self.ddp is None or steps  # DDP averages the gradients at the last batch of a step only
         with contextlib.nullcontext() if syncing else self.ddp.no_sync():  # type: ignore[union-attr,operator]
-            with self._autocast():
+            with self.autocast():
                 batch = dist.shard(self.trainee.augment(batch))
                 out = self.trainee.step(model, batch) if self.ddp is None else self.ddp(batch)
             loss = out.loss / group if group > 1 else out.loss  # the step follows the mean over its group

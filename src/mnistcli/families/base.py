@@ -107,6 +107,7 @@ class Family:
     validate_is_test: ClassVar[bool] = (
         False  # `validate` on the test images is `test` (a target check can stand for it)
     )
+    per_image_validation: ClassVar[bool] = False  # `validate`'s figures are means over images: chunks add up
     train_label: ClassVar[str] = "accuracy"  # what the running training "accuracy" is, for the summary
     val_label: ClassVar[str] = "accuracy"  # what validation accuracy is
     test_label: ClassVar[str] = "test accuracy"  # the headline of the training summary

@@ -53,6 +53,7 @@ class ClassifyFamily(Family):
     name = "classify"
     Params = ClassifyParams
     calibrated = True
+    per_image_validation = True
     predicts = True
     suggested_model = "cnn"
     classifies = True

@@ -122,6 +122,7 @@ def cnn_w32(width: int = 32) -> Classifier:
     scheduler="onecycle",
     label_smoothing=0.1,
     check_every=0.125,
+    precision="auto",
 )
 def cnn_fast(width: int = 12, hidden: int = 128) -> Classifier:
     """Like `cnn` at three quarters of the width, but the first convolution strides by 2 instead of

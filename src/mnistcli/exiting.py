@@ -1,0 +1,42 @@
+"""How a command's process ends once torch is loaded: exit handlers run and output flushed, then `os._exit`.
+
+Python's finalization after `import torch` (tearing down torch's modules and everything they hold) takes
+0.3-0.5 s on a laptop CPU: a fifth of `python -c "import torch"`, and a tenth of a five-second training.
+None of it is work of ours: every file mnistcli writes is complete when the command returns (written by an
+atomic rename, or through a descriptor with unbuffered writes), and what must happen at exit (a run's claim
+released, temporary folders removed, logging flushed) is registered with `atexit`, whose handlers run here
+first, as they would at any exit. It is only done when no other non-daemon thread is alive: a thread still
+working (a worker pool's relay, say) gets the interpreter's ordinary exit, which waits for it. No torch here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+import threading
+from typing import NoReturn
+
+
+def status(code: int | str | None) -> int:
+    """The exit status `sys.exit(code)` gives (a string is printed to stderr by the caller and means 1)."""
+    return code if isinstance(code, int) else (0 if code is None else 1)
+
+
+def alone() -> bool:
+    """Whether this is the only non-daemon thread alive (the interpreter would exit at once)."""
+    main = threading.main_thread()
+    return threading.current_thread() is main and all(t is main or t.daemon for t in threading.enumerate())
+
+
+def leave(code: int | str | None) -> NoReturn:
+    """End the process with `code` as `sys.exit` would, without the interpreter's finalization."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()  # what a normal exit runs first
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status(code))

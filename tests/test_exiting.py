@@ -1,0 +1,63 @@
+"""How a command's process ends once torch is loaded (mnistcli/exiting.py): without the interpreter's finalization,
+but with its exit handlers run, its output whole and its exit status kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
+
+
+def test_leave_runs_the_exit_handlers_flushes_and_keeps_the_status() -> None:
+    done = python(
+        "import atexit, sys, torch\nfrom mnistcli import exiting\n"
+        "atexit.register(lambda: print('handler ran'))\n"
+        "sys.stdout.write('written, never flushed; ')\nexiting.leave(3)\n"
+    )
+    assert done.returncode == 3 and done.stdout == "written, never flushed; handler ran\n"
+    said = python("from mnistcli import exiting\nexiting.leave('error: no such run')")
+    assert said.returncode == 1 and said.stderr == "error: no such run\n"
+    assert python("from mnistcli import exiting\nexiting.leave(None)").returncode == 0
+
+
+def test_a_thread_still_working_gets_the_ordinary_exit_which_waits_for_it(tmp_path: Path) -> None:
+    mark = tmp_path / "mark"
+    done = python(
+        "import sys, threading, time, torch\nfrom mnistcli.cli import main\n"
+        f"def work():\n    time.sleep(0.5)\n    open({str(mark)!r}, 'w').write('done')\n"
+        "threading.Thread(target=work).start()\n"
+        "sys.argv = ['mnist', 'models', '--json']\nmain()\n"
+    )
+    assert done.returncode == 0 and [json.loads(line) for line in done.stdout.splitlines()]
+    assert mark.read_text() == "done"
+
+
+def test_a_training_process_ends_with_its_run_whole_and_released(synthetic_dir: Path, tmp_path: Path) -> None:
+    env = {"MNIST_DATA_DIR": str(synthetic_dir), "MNISTCLI_HOME": str(tmp_path / "home")}
+    command = "import sys\nfrom mnistcli.cli import main\nsys.argv = ['mnist', *sys.argv[1:]]\nmain()\n"
+    trained = subprocess.run(
+        [sys.executable, "-c", command, "train", "linear", "--epochs", "1", "--name", "r", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads(trained.stdout)["run"] == "r"
+    removed = subprocess.run(
+        [sys.executable, "-m", "mnistcli", "checkpoints", "rm", "r"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    assert removed.returncode == 0, removed.stderr  # the claim on the run went with the exit handlers
+    assert not (tmp_path / "home" / "runs" / "r").exists()

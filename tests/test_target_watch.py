@@ -1,0 +1,102 @@
+"""`--target-accuracy`'s checks (engine/callbacks.py TargetWatch): cheap when they fail, exact when they pass.
+
+The evaluation here is a stand-in that knows which held-out images a "model" gets wrong (label 1: a mistake), so
+each test sets the accuracy to the image and counts the images each check looked at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+from mnistcli.data.tensors import TensorData
+from mnistcli.engine.callbacks import TargetWatch
+
+N = 10_000
+
+
+def held_out(mistakes: int, seed: int = 0) -> TensorData:
+    """N images, `mistakes` of them (placed at random) answered wrongly by the stand-in evaluation."""
+    wrong = np.zeros(N, dtype=np.int64)
+    wrong[np.random.default_rng(seed).choice(N, mistakes, replace=False)] = 1
+    return TensorData.from_numpy(np.zeros((N, 28, 28), np.uint8), wrong, torch.device("cpu"))
+
+
+class Counting:
+    """The stand-in evaluation: accuracy and a loss (the mistakes' share again) of any subset; counts images seen."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.autocast: list[bool] = []
+
+    def __call__(self, model: torch.nn.Module, data: TensorData) -> dict[str, float]:
+        self.seen += len(data)
+        self.autocast.append(torch.is_autocast_enabled("cpu"))
+        share = float(data.labels.float().mean())
+        return {"loss": share, "accuracy": 1 - share}
+
+
+def check(watch: TargetWatch, precision: str = "fp32") -> dict[str, float] | None:
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+    return watch._reached(torch.nn.Identity(), ctx)
+
+
+def test_a_check_that_passes_reports_the_figures_of_every_image_in_one_pass() -> None:
+    evaluate = Counting()
+    watch = TargetWatch(evaluate, held_out(95), 0.99, 0.125, per_image=True)
+    reached = check(watch)
+    assert reached == pytest.approx({"loss": 0.0095, "accuracy": 0.9905})
+    assert evaluate.seen == N  # the chunks add up to the full pass: nothing is evaluated twice
+
+
+def test_a_model_far_below_the_target_costs_one_chunk() -> None:
+    evaluate = Counting()
+    assert check(TargetWatch(evaluate, held_out(300), 0.99, 0.125, per_image=True)) is None  # 97%
+    assert evaluate.seen == TargetWatch.QUICK
+
+
+def test_a_model_a_little_below_gives_up_before_the_end() -> None:
+    evaluate = Counting()
+    assert check(TargetWatch(evaluate, held_out(160), 0.99, 0.125, per_image=True)) is None  # 98.4%
+    assert TargetWatch.QUICK < evaluate.seen < N
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_model_at_or_above_the_target_is_never_given_up_on(seed: int) -> None:
+    for mistakes in (100, 80):  # exactly 99.0%, and 99.2%
+        assert check(TargetWatch(Counting(), held_out(mistakes, seed), 0.99, 0.125, per_image=True)) is not None
+
+
+def test_a_model_just_short_is_never_reported_as_reaching() -> None:
+    assert check(TargetWatch(Counting(), held_out(101), 0.99, 0.125, per_image=True)) is None  # 98.99%
+
+
+def test_under_autocast_a_pass_is_decided_in_fp32() -> None:
+    evaluate = Counting()
+    watch = TargetWatch(evaluate, held_out(90), 0.99, 0.125, precision="bf16", per_image=True)
+    assert check(watch, "bf16") == pytest.approx({"loss": 0.009, "accuracy": 0.991})
+    chunks = N // TargetWatch.QUICK
+    assert evaluate.autocast == [True] * chunks + [False]  # looked at under autocast, decided by one fp32 pass
+    assert evaluate.seen == 2 * N
+    evaluate = Counting()
+    assert check(TargetWatch(evaluate, held_out(300), 0.99, 0.125, precision="bf16", per_image=True), "bf16") is None
+    assert evaluate.autocast == [True]  # given up at the first chunk: nothing in fp32
+
+
+def test_an_evaluation_that_is_no_mean_over_images_gets_one_look_then_the_full_pass() -> None:
+    evaluate = Counting()  # as an AUC or a retrieval accuracy: a chunk's figure says little of the whole
+    assert check(TargetWatch(evaluate, held_out(95), 0.99, 0.125)) is not None
+    assert evaluate.seen == TargetWatch.QUICK + N
+    evaluate = Counting()
+    assert check(TargetWatch(evaluate, held_out(300), 0.99, 0.125)) is None
+    assert evaluate.seen == TargetWatch.QUICK
+
+
+def test_few_held_out_images_are_evaluated_once() -> None:
+    evaluate = Counting()
+    small = held_out(0).subset(torch.arange(TargetWatch.QUICK))
+    assert check(TargetWatch(evaluate, small, 0.99, 0.125, per_image=True)) is not None
+    assert evaluate.seen == TargetWatch.QUICK
