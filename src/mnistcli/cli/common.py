@@ -130,11 +130,13 @@ CheckpointOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    Device, typer.Option(help=f"Where to compute: {either(Device)}.", metavar="DEVICE", parser=choice(Device))
+    Device,
+    typer.Option("--device", help=f"Where to compute: {either(Device)}.", metavar="DEVICE", parser=choice(Device)),
 ]
 BackendOpt = Annotated[
     Backend,
     typer.Option(
+        "--backend",
         help="What runs the model: onnx (onnxruntime, without importing torch: fast to start; needs the fast extra"
         " and the run's model.onnx), torch, or auto (onnx when it can, else torch, which then writes model.onnx"
         " for the next time).",
@@ -145,6 +147,7 @@ BackendOpt = Annotated[
 DataDirOpt = Annotated[
     Optional[str],
     typer.Option(
+        "--data-dir",
         metavar="DIR",
         help="Folder of MNIST IDX files (raw or .gz); remembered once it has worked. Default: $MNIST_DATA_DIR,"
         " else the remembered folder (`mnist settings`), else downloaded.",
