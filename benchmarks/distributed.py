@@ -79,8 +79,8 @@ def main() -> None:
         medians[way] = whole
         accuracies = ", ".join(sorted({f"{100 * r[2]:.2f}%" for r in rows}))
         print(f"| {way} | {whole:.1f} s ({whole / torch_s:.1f}x import torch) | {training:.1f} s | {accuracies} |")
-    one, many = medians.values()
-    print(f"\n{a.nproc} processes take {many / one:.2f}x the time of one (median of {a.repeats}, whole process)")
+    one, several = medians.values()
+    print(f"\n{a.nproc} processes take {several / one:.2f}x the time of one (median of {a.repeats}, whole process)")
 
 
 if __name__ == "__main__":

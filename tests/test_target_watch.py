@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mnistcli.data.tensors import TensorData
-from mnistcli.engine.callbacks import TargetWatch
+from mnistcli.engine.callbacks import TargetWatch, allowed_mistakes
 
 N = 10_000
 
@@ -35,8 +35,8 @@ class Counting:
     def __call__(self, model: torch.nn.Module, data: TensorData) -> dict[str, float]:
         self.seen += len(data)
         self.autocast.append(torch.is_autocast_enabled("cpu"))
-        share = float(data.labels.float().mean())
-        return {"loss": share, "accuracy": 1 - share}
+        wrong = int(data.labels.sum())
+        return {"loss": wrong / len(data), "accuracy": (len(data) - wrong) / len(data)}  # as the families count
 
 
 def check(watch: TargetWatch, precision: str = "fp32") -> dict[str, float] | None:
@@ -44,12 +44,21 @@ def check(watch: TargetWatch, precision: str = "fp32") -> dict[str, float] | Non
     return watch._reached(torch.nn.Identity(), ctx)
 
 
-def test_a_check_that_passes_reports_the_figures_of_every_image_in_one_pass() -> None:
+def test_a_check_that_passes_is_decided_and_reported_by_one_full_pass() -> None:
     evaluate = Counting()
     watch = TargetWatch(evaluate, held_out(95), 0.99, 0.125, per_image=True)
     reached = check(watch)
-    assert reached == pytest.approx({"loss": 0.0095, "accuracy": 0.9905})
-    assert evaluate.seen == N  # the chunks add up to the full pass: nothing is evaluated twice
+    assert reached == {"loss": 0.0095, "accuracy": 0.9905}  # the full pass's own figures, not the chunks' sum
+    assert evaluate.seen == 2 * N  # the looks, then the pass
+
+
+@pytest.mark.parametrize("target", [0.9, 0.8, 0.93, 0.99, 0.997, 0.5])
+def test_a_model_exactly_at_a_target_reaches_it(target: float) -> None:
+    """1 - 0.9 is not 0.1 in floating point: the mistakes allowed are counted as the final comparison counts them."""
+    mistakes = allowed_mistakes(N, target)
+    assert (N - mistakes) / N >= target > (N - mistakes - 1) / N
+    assert check(TargetWatch(Counting(), held_out(mistakes), target, 0.125, per_image=True)) is not None
+    assert check(TargetWatch(Counting(), held_out(mistakes + 1), target, 0.125, per_image=True)) is None
 
 
 def test_a_model_far_below_the_target_costs_one_chunk() -> None:
@@ -100,3 +109,27 @@ def test_few_held_out_images_are_evaluated_once() -> None:
     small = held_out(0).subset(torch.arange(TargetWatch.QUICK))
     assert check(TargetWatch(evaluate, small, 0.99, 0.125, per_image=True)) is not None
     assert evaluate.seen == TargetWatch.QUICK
+
+
+@pytest.mark.parametrize("model", ["mlp", "adder"])
+def test_the_target_figures_are_those_mnist_eval_gives(model: str, tmp_path) -> None:
+    """Over 2,000 held-out images, so the checks look at chunks; the adder's own numbers pair with its images
+    by position, so its checks never add chunks up (a chunk would pair them otherwise)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mnistcli.cli import app
+    from tests.helpers import write_mnist
+
+    data = write_mnist(tmp_path / "data", n_train=600, n_test=2500)
+    runner = CliRunner()
+    target = "0.1" if model == "adder" else "0.3"  # sums of a digit and a number: 19 answers, and a small net
+    options = ["--epochs", "3", "--target-accuracy", target, "--check-every", "0.5", "--name", "t", "--json"]
+    trained = runner.invoke(app, ["train", model, *options, "--data-dir", str(data)])
+    assert trained.exit_code == 0, trained.output
+    reached = json.loads(trained.stdout)["target"]
+    assert reached["reached"]
+    evaluated = json.loads(runner.invoke(app, ["eval", "-c", "t", "--json", "--data-dir", str(data)]).stdout)
+    measure = "sum_accuracy" if model == "adder" else "accuracy"
+    assert reached["accuracy"] == evaluated[measure] and reached["loss"] == evaluated["loss"]

@@ -17,7 +17,7 @@ from mnistcli.registry import ModelEntry, create_model, get_entry, list_models, 
 from mnistcli.reports import ModelInfo
 from mnistcli.store import snapshot
 
-# Choices of a run rather than of a model (left out of a model's listed options).
+# Choices of a run rather than of a model (left out of a model's listed options, unless its recipe sets one).
 RUN_CHOICES = {"seed", "device", "classes", "per_class", "target_accuracy", "accumulate", "precision"}
 
 
@@ -26,7 +26,7 @@ def _info(e: ModelEntry) -> ModelInfo:
     family = get_family(e.family)
     config, own = family.configure(e.recipe, {})  # what `mnist train NAME` uses (a bags model's epochs: --bags)
     options = {**config.to_dict(), **asdict(own)}
-    shown = {k: v for k, v in options.items() if k not in RUN_CHOICES}
+    shown = {k: v for k, v in options.items() if k not in RUN_CHOICES or k in e.recipe}
     if family.trains_members:  # an ensemble: its own options; training options and --arg go to every member
         args, shown = {}, dict(e.recipe)
     return ModelInfo(e.name, e.family, e.description, params_count(create_model(e.name)), e.recipe, args, shown)

@@ -67,20 +67,30 @@ class BestEpoch(Callback):
         self.best_epoch, self.best_state = state["best_epoch"], state["best_state"]
 
 
+def allowed_mistakes(n: int, target: float) -> int:
+    """The most mistakes among `n` images that still reach `target`, as the check compares it: (n - m) / n >= target
+    (in floating point, where 1 - 0.9 is not 0.1)."""
+    m = max(0, min(n, math.floor((1 - target) * n)))
+    while m > 0 and (n - m) / n < target:
+        m -= 1
+    while m < n and (n - m - 1) / n >= target:
+        m += 1
+    return m
+
+
 class TargetWatch(Callback):
     """Stops the run as soon as held-out accuracy reaches `target`, checked every `every` (a fraction) of an epoch.
 
-    A check looks at the held-out images in chunks of `QUICK`, in a fixed random order (MNIST's test set is
-    ordered, and its first half is the easier one), and gives up as soon as the mistakes so far make the target
-    implausible: after the first chunk, an accuracy more than a point below the target; after each later one
-    (`per_image`: where the evaluation's figures are means over images, so chunks add up), more mistakes than the
-    target allows that far, plus `Z` standard deviations (those of a model exactly at the target, drawn without
-    replacement). The checks that fail, most of them, cost a fraction of a full pass. The looks run in the run's
+    A check first looks at the held-out images in chunks of `QUICK`, in a fixed random order (MNIST's test set is
+    ordered, and its first half is the easier one), and gives up as soon as the mistakes so far rule the target
+    out: where the evaluation's figures are means over images, each image's own (`per_image`), more mistakes than
+    the target allows that far, plus `Z` standard deviations (those of drawing that share of the allowed mistakes
+    without replacement), after any chunk; otherwise, one chunk only, an accuracy more than a point below. Most checks fail, and those cost a fraction of a full pass. The looks run in the run's
     precision (under bf16 autocast, if it trains so: a third cheaper); one that ends below the target under bf16
-    is not checked again in fp32 (the two may differ by an image or two, so a check that fp32 would just pass can
-    be missed, and the target is then met at the next). What decides is always fp32 on every held-out image,
-    what `mnist eval` gives: in fp32 the chunks of a `per_image` evaluation added up, else one full pass after the
-    looks. `reached` holds those figures, the epochs (fractional) and seconds.
+    is not looked at again in fp32 (the two may differ by an image or two, so a check that fp32 would just pass
+    can be missed, and the target is then met at the next). A check that gets through is decided by one full
+    fp32 pass of the family's `validate` over every held-out image: the figures of `reached` are that pass's,
+    with the epochs (fractional) and seconds, the same figures the final test would compute.
     """
 
     key = "target"
@@ -102,36 +112,32 @@ class TargetWatch(Callback):
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
         chunks = [data.subset(part) for part in order.split(self.QUICK)] if len(data) > self.QUICK else []
         self.looks = chunks if per_image else chunks[:1]  # no look before a full pass of QUICK images or fewer
+        self.allowed = allowed_mistakes(len(data), target)
         self.reached: dict[str, float] | None = None
 
     def _implausible(self, seen: int, mistakes: int, first: bool) -> bool:
         """Whether `mistakes` among the first `seen` held-out images rule the target out (see the class)."""
-        if first:
+        if first and not self.per_image:  # a figure that is no mean over images: a point below says enough
             return 1 - mistakes / seen < self.target - 0.01
         share = seen / len(self.data)
-        allowed = (1 - self.target) * len(self.data) * share
-        return mistakes > allowed + self.Z * math.sqrt(allowed * (1 - share))
+        return mistakes > self.allowed * share + self.Z * math.sqrt(self.allowed * share * (1 - share))
 
-    def _scan(self, model: nn.Module, chunks: list[TensorData]) -> dict[str, float] | None:
-        """The figures of `chunks`, evaluated in turn (their means over images), or None once the target is ruled out."""
-        seen, mistakes = 0, 0
-        sums: dict[str, float] = {}
-        for i, chunk in enumerate(chunks):
-            metrics = self.evaluate(model, chunk)
+    def _plausible(self, model: nn.Module) -> bool:
+        """Whether the looks at the chunks in turn leave the target possible."""
+        seen = mistakes = 0
+        for i, chunk in enumerate(self.looks):
+            accuracy = self.evaluate(model, chunk)["accuracy"]
             seen += len(chunk)
-            mistakes += round((1 - metrics["accuracy"]) * len(chunk))
-            sums = {k: sums.get(k, 0.0) + v * len(chunk) for k, v in metrics.items()}
+            mistakes += round((1 - accuracy) * len(chunk))
             if self._implausible(seen, mistakes, first=i == 0):
-                return None
-        return {**{k: v / seen for k, v in sums.items()}, "accuracy": (seen - mistakes) / seen}
+                return False
+        return True
 
     def _reached(self, model: nn.Module, autocast: Callable[[], Any]) -> dict[str, float] | None:
-        with autocast():  # the run's own precision: where that is bf16, the looks cost two thirds of fp32's
-            scan = self._scan(model, self.looks) if self.looks else {}
-        if scan is None:
-            return None
-        exact = self.precision == "fp32" and self.per_image and bool(self.looks)  # the chunks were the full pass
-        full = scan if exact else self.evaluate(model, self.data)
+        with autocast():  # the run's own precision
+            if not self._plausible(model):
+                return None
+        full = self.evaluate(model, self.data)  # fp32, every held-out image: what decides, and what is reported
         return full if full["accuracy"] >= self.target else None
 
     def on_step_end(self, loop: Loop) -> None:

@@ -62,7 +62,6 @@ class AdderFamily(Family):
     name = "adder"
     Params = AdderParams
     calibrated = True
-    per_image_validation = True
     train_label = val_label = "sum accuracy"
     test_label = "test sum accuracy"
     eval_options = frozenset({"seed"})
