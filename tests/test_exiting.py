@@ -61,3 +61,35 @@ def test_a_training_process_ends_with_its_run_whole_and_released(synthetic_dir: 
     )
     assert removed.returncode == 0, removed.stderr  # the claim on the run went with the exit handlers
     assert not (tmp_path / "home" / "runs" / "r").exists()
+
+
+MAIN = "import sys{torch}\nfrom mnistcli.cli import main\nsys.argv = ['mnist', 'models', '--json']\nmain()\n"
+
+
+def test_output_that_cannot_be_written_is_an_error_not_a_silent_success() -> None:
+    for torch in ("", ", torch"):  # the fast exit once torch is loaded, and the ordinary one
+        with open("/dev/full", "w") as full:  # every write: ENOSPC, as on a full disk
+            done = subprocess.run(
+                [sys.executable, "-c", MAIN.format(torch=torch)],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=120,
+                env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+            )
+        assert done.returncode == 1, (torch, done.stderr)
+        assert done.stderr.strip().splitlines() == ["error: standard output: No space left on device"]
+
+
+def test_a_reader_that_left_is_no_error() -> None:
+    for torch in ("", ", torch"):
+        child = subprocess.Popen(
+            [sys.executable, "-c", MAIN.format(torch=torch)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        )
+        assert child.stdout is not None and child.stderr is not None
+        child.stdout.close()  # gone before the first line is written
+        assert child.wait(timeout=120) == 0, torch
+        assert child.stderr.read() == b""

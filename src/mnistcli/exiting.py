@@ -30,13 +30,39 @@ def alone() -> bool:
     return threading.current_thread() is main and all(t is main or t.daemon for t in threading.enumerate())
 
 
+def flush(code: int | str | None) -> int | str | None:
+    """Flush standard output and error at the end of a command; the exit code to end with. A reader that has left
+    (`mnist predict ... | head -1`) is no error: what it did not read is dropped. Any other failure to write what
+    is still buffered (a full disk under `> file`) is one line on stderr and, for a command that had succeeded,
+    exit 1, never a silent 0. Either way the rest goes to /dev/null, so the interpreter's own last flush finds
+    nothing to fail on."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+    except OSError as e:
+        _discard_stdout()
+        with contextlib.suppress(Exception):
+            print(f"error: standard output: {e.strerror or e}", file=sys.stderr)
+        code = code if status(code) else 1
+    except ValueError:  # standard output already closed: nothing is buffered
+        pass
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    return code
+
+
+def _discard_stdout() -> None:
+    with contextlib.suppress(Exception):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def leave(code: int | str | None) -> NoReturn:
     """End the process with `code` as `sys.exit` would, without the interpreter's finalization."""
     if isinstance(code, str):
         print(code, file=sys.stderr)
     with contextlib.suppress(Exception):
         atexit._run_exitfuncs()  # what a normal exit runs first
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(status(code))
+    os._exit(status(flush(code)))

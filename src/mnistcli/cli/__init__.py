@@ -25,8 +25,7 @@ def main() -> None:
     try:
         app()
     except BrokenPipeError:  # `mnist predict ... | head`: the reader left; that is not an error
-        sys.stderr.close()
-        sys.exit(0)
+        raise SystemExit(exiting.flush(0)) from None
     except SystemExit as done:
         if "torch.distributed" in sys.modules and os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1"):
             # one of several processes of a job (torchrun, --nproc) that may have joined its process group
@@ -35,4 +34,4 @@ def main() -> None:
             leave(done.code)  # never returns
         if "torch" in sys.modules and exiting.alone():
             exiting.leave(done.code)  # without the interpreter's finalization of torch: 0.3-0.5 s
-        raise
+        raise SystemExit(exiting.flush(done.code)) from None
