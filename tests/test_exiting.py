@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -63,33 +65,47 @@ def test_a_training_process_ends_with_its_run_whole_and_released(synthetic_dir: 
     assert not (tmp_path / "home" / "runs" / "r").exists()
 
 
-MAIN = "import sys{torch}\nfrom mnistcli.cli import main\nsys.argv = ['mnist', 'models', '--json']\nmain()\n"
+MAIN = "import sys{torch}\nfrom mnistcli.cli import main\nsys.argv = ['mnist', *sys.argv[1:]]\nmain()\n"
+USER_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as a user's shell has it
+# (what is run, with torch loaded first or not): JSON lines, a rich table, rich's help (typer's own console)
+ENDINGS = [(["models", "--json"], ""), (["models", "--json"], ", torch"), (["models"], ""), (["--help"], "")]
 
 
-def test_output_that_cannot_be_written_is_an_error_not_a_silent_success() -> None:
-    for torch in ("", ", torch"):  # the fast exit once torch is loaded, and the ordinary one
-        with open("/dev/full", "w") as full:  # every write: ENOSPC, as on a full disk
-            done = subprocess.run(
-                [sys.executable, "-c", MAIN.format(torch=torch)],
-                stdout=full,
-                stderr=subprocess.PIPE,
-                text=True,
-                timeout=120,
-                env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
-            )
-        assert done.returncode == 1, (torch, done.stderr)
-        assert done.stderr.strip().splitlines() == ["error: standard output: No space left on device"]
-
-
-def test_a_reader_that_left_is_no_error() -> None:
-    for torch in ("", ", torch"):
-        child = subprocess.Popen(
-            [sys.executable, "-c", MAIN.format(torch=torch)],
-            stdout=subprocess.PIPE,
+@pytest.mark.parametrize(("args", "torch"), ENDINGS)
+def test_output_that_cannot_be_written_is_an_error_not_a_silent_success(args: list[str], torch: str) -> None:
+    with open("/dev/full", "w") as full:  # every write: ENOSPC, as on a full disk
+        done = subprocess.run(
+            [sys.executable, "-c", MAIN.format(torch=torch), *args],
+            stdout=full,
             stderr=subprocess.PIPE,
-            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+            text=True,
+            timeout=120,
+            env=USER_ENV,
         )
-        assert child.stdout is not None and child.stderr is not None
-        child.stdout.close()  # gone before the first line is written
-        assert child.wait(timeout=120) == 0, torch
-        assert child.stderr.read() == b""
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == ["error: standard output: No space left on device"]
+
+
+@pytest.mark.parametrize(("args", "torch"), ENDINGS)
+def test_a_reader_that_left_is_no_error(args: list[str], torch: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", MAIN.format(torch=torch), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=USER_ENV,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # gone before the first line is written
+    assert child.wait(timeout=120) == 0
+    assert child.stderr.read() == b""
+
+
+def test_a_closed_standard_output_is_one_line() -> None:
+    done = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m mnistcli models --json >&-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=USER_ENV,
+    )
+    assert done.returncode == 1 and done.stderr == "error: standard output is closed\n"

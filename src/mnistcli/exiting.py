@@ -39,9 +39,9 @@ def flush(code: int | str | None) -> int | str | None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        _discard_stdout()
+        discard_stdout()
     except OSError as e:
-        _discard_stdout()
+        discard_stdout()
         with contextlib.suppress(Exception):
             print(f"error: standard output: {e.strerror or e}", file=sys.stderr)
         code = code if status(code) else 1
@@ -52,10 +52,26 @@ def flush(code: int | str | None) -> int | str | None:
     return code
 
 
-def _discard_stdout() -> None:
+def write_failed(e: OSError) -> int:
+    """A write to standard output or error failed outside any command's own guard (help text, an error message):
+    one line if stderr can still take it, the rest of both streams dropped, and the exit status (1)."""
+    discard_stdout()
+    with contextlib.suppress(Exception):
+        print(f"error: standard output: {e.strerror or e}", file=sys.stderr, flush=True)
+    _discard(sys.stderr)
+    return 1
+
+
+def discard_stdout() -> None:
+    """Drop whatever is still buffered for standard output (its descriptor pointed at /dev/null)."""
+    _discard(sys.stdout)
+
+
+def _discard(stream: object) -> None:
+    """Point `stream`'s descriptor at /dev/null: what is still buffered for it goes nowhere, and fails nowhere."""
     with contextlib.suppress(Exception):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())  # type: ignore[attr-defined]
         os.close(devnull)
 
 

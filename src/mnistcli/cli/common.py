@@ -19,7 +19,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
-from mnistcli import __version__, render
+from mnistcli import __version__, exiting, render
 from mnistcli.cli import complete
 from mnistcli.cli.helptext import choice, either
 from mnistcli.config import Backend, Device
@@ -65,7 +65,7 @@ def guarded(fn: F) -> F:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
         except OSError as e:  # the last line of defence: a file problem no layer below turned into its own error
-            where = e.filename if e.filename is not None else "a file"
+            where = e.filename if e.filename is not None else _stdout_or_a_file(e)
             render.error(f"{os.fsdecode(where) if isinstance(where, bytes) else where}: {e.strerror or e}")
             raise typer.Exit(1) from None
         finally:
@@ -73,6 +73,25 @@ def guarded(fn: F) -> F:
                 signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _stdout_or_a_file(e: OSError) -> str:
+    """What an OSError without a file name failed to write: standard output if the error came from writing it (a
+    rich console of stdout among the frames) or it still cannot take what is buffered for it (then dropped, so it
+    is not reported twice), else some file."""
+    tb, stdout = e.__traceback__, sys.stdout
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if owner is stdout or getattr(owner, "file", None) is stdout:
+            exiting.discard_stdout()
+            return "standard output"
+        tb = tb.tb_next
+    try:
+        stdout.flush()
+    except OSError:
+        exiting.discard_stdout()
+        return "standard output"
+    return "a file"
 
 
 _stopped_by: list[int] = [0]  # the signal that is stopping this command, if SIGTERM is (`_on_sigterm`)
