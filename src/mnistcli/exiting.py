@@ -1,4 +1,8 @@
-"""How a command's process ends once torch is loaded: exit handlers run and output flushed, then `os._exit`.
+"""How a command's process ends: its output flushed, and once torch is loaded, without Python's finalization.
+
+Flushing (`flush`, `write_failed`): a reader of standard output that has left (`| head -1`) is no error, and
+what it did not read is dropped; output that cannot be written (a full disk) is one line and exit 1, never a
+silent 0 or Python's own "Exception ignored" and exit 120.
 
 Python's finalization after `import torch` (tearing down torch's modules and everything they hold) takes
 0.3-0.5 s on a laptop CPU: a fifth of `python -c "import torch"`, and a tenth of a five-second training.

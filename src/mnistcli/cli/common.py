@@ -62,7 +62,7 @@ def guarded(fn: F) -> F:
             render.error("interrupted", shared=True)
             raise typer.Exit(_exit_code()) from None
         except BrokenPipeError:  # `mnist predict ... | head`: the reader left, which is not a failure
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            exiting.discard_stdout()
             raise typer.Exit(0) from None
         except OSError as e:  # the last line of defence: a file problem no layer below turned into its own error
             where = e.filename if e.filename is not None else _stdout_or_a_file(e)
