@@ -85,13 +85,13 @@ def test_a_model_just_short_is_never_reported_as_reaching() -> None:
 
 def test_under_autocast_a_pass_is_decided_in_fp32() -> None:
     evaluate = Counting()
-    watch = TargetWatch(evaluate, held_out(90), 0.99, 0.125, precision="bf16", per_image=True)
+    watch = TargetWatch(evaluate, held_out(90), 0.99, 0.125, per_image=True)
     assert check(watch, "bf16") == pytest.approx({"loss": 0.009, "accuracy": 0.991})
     chunks = N // TargetWatch.QUICK
     assert evaluate.autocast == [True] * chunks + [False]  # looked at under autocast, decided by one fp32 pass
     assert evaluate.seen == 2 * N
     evaluate = Counting()
-    assert check(TargetWatch(evaluate, held_out(300), 0.99, 0.125, precision="bf16", per_image=True), "bf16") is None
+    assert check(TargetWatch(evaluate, held_out(300), 0.99, 0.125, per_image=True), "bf16") is None
     assert evaluate.autocast == [True]  # given up at the first chunk: nothing in fp32
 
 

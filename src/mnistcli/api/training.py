@@ -350,7 +350,6 @@ def _run(
                 config.target_accuracy,
                 config.check_every,
                 hooks.on_work,
-                config.precision,
                 family.per_image_validation,
             )
             if config.target_accuracy

@@ -104,11 +104,10 @@ class TargetWatch(Callback):
         target: float,
         every: float,
         on_work: WorkFn | None = None,
-        precision: str = "fp32",
         per_image: bool = False,
     ) -> None:
         self.evaluate, self.data, self.target, self.every, self.on_work = evaluate, data, target, every, on_work
-        self.precision, self.per_image = precision, per_image
+        self.per_image = per_image
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
         chunks = [data.subset(part) for part in order.split(self.QUICK)] if len(data) > self.QUICK else []
         self.looks = chunks if per_image else chunks[:1]  # no look before a full pass of QUICK images or fewer
