@@ -12,6 +12,12 @@ these very episodes (for reference only: it looks at test labels).
 hidden layer of its projection head, from the head's output, and from raw pixels: the
 measurement that placed `siamese`'s embedding.
 
+--train-table: the seed project's protocol. Every image of the 60,000-image training set is classified by its
+nearest prototype, with one support image per digit drawn at random from the training images of that digit
+(draw d uses seed d; the ten supports are among the images classified). Prints, per digit, the images, the
+correct ones (mean over the draws) and the accuracy (mean, and lowest to highest over the draws), beside raw
+pixels through the same supports.
+
 Prints markdown tables. Runs use MNISTCLI_HOME as the CLI does.
 """
 
@@ -77,14 +83,55 @@ def layers(ref: str, test: TensorData) -> None:
         print(f"| {name} | {100 * score.accuracy:.2f}% ± {100 * score.ci95:.2f} |")
 
 
+def train_table(ref: str, train: TensorData, draws: int) -> None:
+    run = store.resolve(ref)
+    model = store.load(run).eval()
+    embeddings = {run.name: features(model.features, train), "raw pixels": train.images.flatten(1).float()}
+    per_digit = [torch.nonzero(train.labels == d).flatten() for d in range(10)]
+    totals = torch.bincount(train.labels, minlength=10)
+    hits: dict[str, torch.Tensor] = {}  # (draws, 10) correct per digit
+    for name, emb in embeddings.items():
+        rows = []
+        for draw in range(draws):
+            gen = torch.Generator().manual_seed(draw)
+            support = torch.stack([pool[torch.randint(len(pool), (1,), generator=gen)][0] for pool in per_digit])
+            protos = fewshot.prototypes(emb[support], torch.arange(10), 10)
+            predicted = fewshot.distances(emb, protos).argmin(dim=1)
+            rows.append(torch.bincount(train.labels[predicted == train.labels], minlength=10))
+        hits[name] = torch.stack(rows).float()
+    ours, pixels = hits[run.name], hits["raw pixels"]
+    print(f"\n| digit | images | {run.name}: correct (mean of {draws}) | accuracy (lowest-highest) | raw pixels |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for d in range(10):
+        acc = ours[:, d] / totals[d]
+        print(
+            f"| {d} | {int(totals[d])} | {float(ours[:, d].mean()):.0f} | {100 * float(acc.mean()):.2f}% "
+            f"({100 * float(acc.min()):.2f}-{100 * float(acc.max()):.2f}) "
+            f"| {100 * float(pixels[:, d].mean() / totals[d]):.2f}% |"
+        )
+    overall, base = ours.sum(dim=1) / len(train), pixels.sum(dim=1) / len(train)
+    print(
+        f"| all | {len(train)} | {float(ours.sum(dim=1).mean()):.0f} | **{100 * float(overall.mean()):.2f}%** "
+        f"± {100 * float(overall.std()):.2f} ({100 * float(overall.min()):.2f}-{100 * float(overall.max()):.2f}) "
+        f"| {100 * float(base.mean()):.2f}% |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--calibration", nargs="*", default=[], metavar="RUN")
     parser.add_argument("--layers", default=None, metavar="SIMCLR_RUN")
+    parser.add_argument("--train-table", default=None, metavar="RUN")
+    parser.add_argument("--draws", type=int, default=5, help="--train-table: support draws (seeds 0..N-1)")
     args = parser.parse_args()
     split = mnist.load_split("test", mnist.resolve_dir(args.data_dir))
     test = TensorData.from_numpy(split.images, split.labels, torch.device("cpu"))
+    if args.train_table:
+        whole = mnist.load_split("train", mnist.resolve_dir(args.data_dir))
+        train_table(
+            args.train_table, TensorData.from_numpy(whole.images, whole.labels, torch.device("cpu")), args.draws
+        )
     if args.calibration:
         calibration(args.calibration, test)
     if args.layers:

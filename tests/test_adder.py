@@ -31,7 +31,7 @@ def test_training_numbers_are_fresh_each_epoch_and_held_out_numbers_fixed_by_see
     sampler = family.sampler(16)
 
     def epoch() -> tuple[torch.Tensor, torch.Tensor]:
-        family.begin_epoch(generator)
+        family.begin_epoch(generator, 1, torch.nn.Identity())
         batches = [family.batch(index) for index in sampler.epoch(generator)]
         return torch.cat([b[1] for b in batches]), torch.cat([b[2] for b in batches])
 

@@ -92,7 +92,7 @@ def test_the_loop_averages_metrics_it_does_not_know() -> None:
     """A family may report any metric; the loop divides each total by the items seen."""
 
     class Halves:
-        def begin_epoch(self, generator: torch.Generator) -> None: ...
+        def begin_epoch(self, generator: torch.Generator, epoch: int, model: torch.nn.Module) -> None: ...
 
         def batch(self, index: torch.Tensor) -> torch.Tensor:
             return index.float()

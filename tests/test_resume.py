@@ -24,7 +24,9 @@ RUNS = {
     "mlp-deep": ["--arg", "widths=[16]", "--scheduler", "cosine", "--optimizer", "nesterov", "--lr", "0.05"],
     "adder": ["--arg", "width=4", "--augment"],
     "simclr": ["--arg", "width=4", "--batch-size", "32"],
-    "siamese": ["--arg", "width=4", "--arg", "dim=16", "--batch-size", "30", "--ssl-weight", "0.5"],
+    # self-supervision for epoch 1, then grouped and self-labelled afresh at epochs 2 and 3 (the stop falls in 2)
+    "siamese": "--arg width=4 --arg dim=16 --batch-size 30 --ssl-weight 0.5 --classes 0,1,2 --per-class 20 --clusters 5"
+    " --cluster-from 2".split(),
     "mil": ["--bags", "12", "--batch-size", "2", "--augment", "--remix", "1"],
 }
 

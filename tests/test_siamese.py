@@ -73,7 +73,7 @@ def test_batches_are_class_balanced_and_carry_unlabelled_images() -> None:
     train = _data().select((0, 1, 2), 10, torch.Generator().manual_seed(0))
     pool = _data(300, seed=3)
 
-    def batches(ssl_weight: float) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]]:
+    def batches(ssl_weight: float) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, None]]]:
         family = TripletFamily(TripletParams(ssl_weight=ssl_weight), TrainConfig(batch_size=30), torch.Generator())
         family.prepare(Data(train, None, train, pool, pool))
         sampler = family.sampler(30)
@@ -81,10 +81,10 @@ def test_batches_are_class_balanced_and_carry_unlabelled_images() -> None:
 
     steps, both = batches(1.0)
     assert steps == len(both) == 300 // 30  # an epoch is a pass over the unlabelled pool
-    for x, y, u in both:
+    for x, y, u, groups in both:
         assert torch.bincount(y).tolist() == [10, 10, 10]  # P = 3 classes x K = 10
-        assert u is not None and u.shape == (30, 1, 28, 28) and x.shape == (30, 1, 28, 28)
-    assert all(u is None for _, _, u in batches(0.0)[1])
+        assert u is not None and u.shape == (30, 1, 28, 28) and x.shape == (30, 1, 28, 28) and groups is None
+    assert all(u is None for _, _, u, _ in batches(0.0)[1])
 
 
 def test_episodes_measure_separability() -> None:
@@ -227,6 +227,11 @@ def test_fewshot_options_are_checked(runner: CliRunner, synthetic_env: Path, tmp
         (["train", "siamese", "--classes", "3"], "at least 2 classes"),
         (["train", "siamese", "--margin", "0"], "--margin"),
         (["train", "siamese", "--ssl-weight", "-1"], "--ssl-weight"),
+        (["train", "siamese", "--triplet-weight", "-1"], "--triplet-weight"),
+        (["train", "siamese", "--clusters", "1"], "--clusters"),
+        (["train", "siamese", "--clusters", "-2"], "--clusters"),
+        (["train", "siamese", "--cluster-from", "0"], "--cluster-from"),
+        (["train", "siamese", "--triplet-weight", "0", "--ssl-weight", "0", "--clusters", "0"], "nothing to learn"),
         (["oneshot", "--support-dir", str(tmp_path)], "Missing argument"),
     ]
     for args, message in cases:
@@ -261,8 +266,12 @@ def test_every_mining_trains(mining: str) -> None:
     assert family.validate(model, data)["loss"] < family.validate(before, data)["loss"]
 
 
-def test_no_label_of_another_digit_is_read(tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shuffling the labels of digits outside --classes changes nothing: same weights, bit for bit."""
+@pytest.mark.parametrize("extra", ["--epochs 1", "--epochs 2 --clusters 5 --cluster-from 2"])
+def test_no_label_of_another_digit_is_read(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch, extra: str
+) -> None:
+    """Shuffling the labels of digits outside --classes changes nothing: same weights, bit for bit (also when the
+    unlabelled images are grouped and self-labelled)."""
     from mnistcli.data.idx import read_idx, write_idx
     from tests.helpers import write_mnist
 
@@ -278,7 +287,7 @@ def test_no_label_of_another_digit_is_read(tmp_path: Path, runner: CliRunner, mo
     write_idx(poisoned / "train-labels-idx1-ubyte.gz", labels)
     weights = []
     for name, folder in (("a", clean), ("b", poisoned)):
-        args = f"train siamese --classes 0,1,2 --per-class 20 --epochs 1 --batch-size 30 --arg width=4 --arg dim=16 --name {name} --data-dir {folder} --json"
+        args = f"train siamese --classes 0,1,2 --per-class 20 {extra} --batch-size 30 --arg width=4 --arg dim=16 --name {name} --data-dir {folder} --json"
         result = runner.invoke(app, args.split())
         assert result.exit_code == 0, result.output
         from safetensors.torch import load_file
@@ -351,3 +360,17 @@ def test_a_run_with_every_digit_calibrates_its_confidences(
     shot = runner.invoke(app, ["oneshot", "--support-dir", str(support), str(query), "--json"])  # latest siamese run
     assert shot.exit_code == 0 and json.loads(shot.stdout)["calibrated"] is True
     assert "default scale" not in shot.stderr
+
+
+def test_self_labelling_groups_the_unlabelled_images_and_says_so(runner: CliRunner, synthetic_env: Path) -> None:
+    base = "train siamese --classes 0,1,2 --per-class 20 --batch-size 30 --arg width=4 --arg dim=16".split()
+    grouped = runner.invoke(app, [*base, "--epochs", "2", "--clusters", "10", "--cluster-from", "2", "--name", "g"])
+    assert grouped.exit_code == 0, grouped.output
+    assert "epoch 2:" in grouped.stderr and "of 300 unlabelled images self-labelled into 10 groups" in grouped.stderr
+    assert "epoch 1:" not in grouped.stderr  # epoch 1 trains as before: self-supervision only
+    early = runner.invoke(app, [*base, "--epochs", "1", "--name", "e"])  # the recipe groups from epoch 6
+    assert early.exit_code == 0, early.output
+    assert "no self-labelling: --epochs 1 ends before --cluster-from 6" in early.stderr
+    every = runner.invoke(app, ["train", "siamese", "--epochs", "1", "--batch-size", "30", "--arg", "width=4"])
+    assert every.exit_code == 0, every.output  # every label read: nothing to self-label, and nothing said
+    assert "self-label" not in every.stderr

@@ -129,7 +129,7 @@ class FewShotReport:
     nn_accuracy: float  # each test image labelled by its nearest training image in embedding space
     seconds: float
     device: str
-    map_path: str | None = None  # the PCA map, when asked for
+    map_path: str | None = None  # the embedding maps (t-SNE and PCA), when asked for
     protocol: str = "fewshot"
 
 

@@ -22,7 +22,7 @@ from mnistcli.data import mnist
 from mnistcli.data.tensors import TensorData
 from mnistcli.errors import DataError, UsageError
 from mnistcli.families import EvalData, EvalOptions, get_family
-from mnistcli.protocols import fewshot
+from mnistcli.protocols import fewshot, maps
 from mnistcli.protocols.inference import dataset_features
 from mnistcli.render import plots
 from mnistcli.reports import AdderReport, EvalReport, FewShotReport, FewShotScore
@@ -50,7 +50,7 @@ def evaluate(
 
     `labels_per_class` and `seed` go to the family's protocol where it takes them (a linear probe on
     K labels per digit; what it draws). `shots` (default 1 and 5), `episodes` (default 1,000),
-    `map_path` (a PCA map PNG) and `seed` (default 0) belong to the few-shot protocol. `tta` averages a
+    `map_path` (a PNG of t-SNE and PCA maps) and `seed` (default 0) belong to the few-shot protocol. `tta` averages a
     classifier's logits over shifted copies of each image (protocols/inference.py `with_tta`). Options that
     do not apply to the checkpoint's protocol are refused, not ignored. Progress of the longer
     protocols goes to `on_work`.
@@ -176,8 +176,33 @@ def _fewshot(
     searched.finish()
     written = None
     if map_path is not None:
-        title = f"{run.name} ({run.model}): test embeddings, PCA" + (
+        title = f"{run.name} ({run.model}): test embeddings" + (
             f"; labels seen in training: {','.join(map(str, seen))}" if seen and unseen else ""
         )
-        written = str(plots.embedding_map(emb.numpy(), labels.numpy(), seen, map_path, title))
+        written = str(plots.embedding_map(_map_panels(emb, labels, on_work), seen, map_path, title))
     return FewShotReport(run, scores, per_class, seen, unseen, nn_accuracy, time.perf_counter() - t0, dev, written)
+
+
+def _map_panels(emb: torch.Tensor, labels: torch.Tensor, on_work: WorkFn | None) -> list[plots.MapPanel]:
+    """The two views `--map` draws: t-SNE of a seeded sample (the groups) and PCA of every test image (a faithful
+    linear view, where groups may lie over each other)."""
+    sample = maps.sample(len(emb))
+    with phase(on_work, f"map: t-SNE of {len(sample):,} test images"):
+        grouped = maps.tsne(emb[sample])
+    flat, ratio = maps.pca(emb)
+    return [
+        plots.MapPanel(
+            grouped.numpy(),
+            labels[sample].numpy(),
+            f"t-SNE, {len(sample):,} test images (seeded sample): neighbours kept near, distances not to scale",
+            "t-SNE 1",
+            "t-SNE 2",
+        ),
+        plots.MapPanel(
+            flat.numpy(),
+            labels.numpy(),
+            f"PCA, all {len(emb):,} test images",
+            f"principal component 1 ({100 * float(ratio[0]):.0f}% of variance)",
+            f"principal component 2 ({100 * float(ratio[1]):.0f}% of variance)",
+        ),
+    ]

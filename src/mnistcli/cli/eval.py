@@ -59,7 +59,9 @@ def eval_(
     ] = None,
     map_path: Annotated[
         Optional[str],
-        typer.Option("--map", help="Few-shot: write a PCA map of the test embeddings to this PNG.", metavar="PNG"),
+        typer.Option(
+            "--map", help="Few-shot: write maps of the test embeddings (t-SNE and PCA) to this PNG.", metavar="PNG"
+        ),
     ] = None,
     tta: Annotated[
         bool,

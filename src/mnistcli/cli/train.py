@@ -205,6 +205,31 @@ def train(
             rich_help_panel=FAMILY,
         ),
     ] = None,
+    triplet_weight: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Triplet models: weight of the triplet loss on the labelled images; 0 turns it off.",
+            show_default="1",
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
+    clusters: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Triplet models trained on some labels: group the unlabelled training images into this many"
+            " clusters (SCAN on the embedding) and train on the confident ones as labelled; 0 turns it off.",
+            show_default=RECIPE,
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
+    cluster_from: Annotated[
+        Optional[int],
+        typer.Option(
+            help="With --clusters: the first epoch that groups and self-labels (the groups are redone each epoch).",
+            show_default=RECIPE,
+            rich_help_panel=FAMILY,
+        ),
+    ] = None,
     bags: Annotated[
         Optional[int],
         typer.Option(
@@ -493,6 +518,9 @@ def train(
         margin=margin,
         mining=mining.value if mining else None,
         ssl_weight=ssl_weight,
+        triplet_weight=triplet_weight,
+        clusters=clusters,
+        cluster_from=cluster_from,
         bags=bags,
         target=target,
         bag_size=bag_size,

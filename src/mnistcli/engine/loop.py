@@ -42,8 +42,9 @@ class Step:
 class Trainee(Protocol):
     """The part of a family the loop uses."""
 
-    def begin_epoch(self, generator: torch.Generator) -> None:
-        """Draw whatever the family draws once per epoch (before the sampler draws its order)."""
+    def begin_epoch(self, generator: torch.Generator, epoch: int, model: nn.Module) -> None:
+        """Draw whatever the family draws once per epoch, or work out what epoch `epoch` (1, 2, ...) trains on from
+        `model` as it is (self-labelling), before the sampler draws its order."""
         ...
 
     def batch(self, index: Any) -> Any:
@@ -195,10 +196,10 @@ class Loop:
         if self.schedule is not None:
             self.schedule.step()
 
-    def _batches(self) -> Iterator[tuple[bool, int, Any]]:
-        """(whether an optimizer step follows, batches in this step's group, batch) for one epoch. The last group
-        of an epoch may hold fewer than `accumulate` batches."""
-        self.trainee.begin_epoch(self.generators["run"])
+    def _batches(self, epoch: int) -> Iterator[tuple[bool, int, Any]]:
+        """(whether an optimizer step follows, batches in this step's group, batch) for epoch `epoch`. The last
+        group of an epoch may hold fewer than `accumulate` batches."""
+        self.trainee.begin_epoch(self.generators["run"], epoch, self.model)
         n, k = len(self.sampler), self.accumulate
         for i, index in enumerate(self.sampler.epoch(self.generators["run"])):
             group = min(k, n - i // k * k)
@@ -259,7 +260,7 @@ class Loop:
         loss_sum, sums, seen = zero.clone(), {"accuracy": zero.clone()}, 0
         # the learning curve: the mean batch loss since the previous report
         window_sum, window_batches, lr = zero.clone(), 0, float(self.optimizer.param_groups[0]["lr"])
-        for steps, group, batch in self._batches():
+        for steps, group, batch in self._batches(epoch):
             out, weight = self._forward_backward(batch, group, steps)
             loss_sum += out.loss.detach().float() * out.size
             # weighted as its share of the global batch: the processes' sum / their number is the batch's mean

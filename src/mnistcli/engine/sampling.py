@@ -53,7 +53,9 @@ class Shuffled:
 class ClassBalanced:
     """P x K batches: K distinct items of each of the P classes (repeats only where a class has fewer than K),
     `steps` batches an epoch. With `extra` items (an unlabelled pool), each batch also takes the next
-    `extra_size` of a permutation of them drawn at the epoch's start: batches are then (labelled, extra)."""
+    `extra_size` of a permutation of them drawn at the epoch's start: batches are then (labelled, extra).
+    Once `group` has been given groups of the extra items, the extra part is drawn P' x K' over those groups instead
+    (self-labelling: families/triplet.py)."""
 
     def __init__(
         self,
@@ -64,26 +66,49 @@ class ClassBalanced:
         extra_size: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
-        labels = labels.cpu()
-        self.pools = [torch.nonzero(labels == c).flatten() for c in labels.unique().tolist()]
+        self.pools = _pools(labels)
         self.k, self.steps, self.extra, self.extra_size = per_class, steps, extra, extra_size
         self.device = torch.device(device)
+        self.groups: list[torch.Tensor] | None = None
+        self.group_k = 0
+
+    def group(self, groups: torch.Tensor | None) -> None:
+        """From the next epoch, draw each batch's extra part as K' items of each group of `groups` (one entry per
+        extra item, -1 for items left out; K' = `extra_size` // the number of groups, at least 2), or back to the
+        permutation when None."""
+        self.groups = _pools(groups) if groups is not None else None
+        if self.groups is not None:
+            self.group_k = max(2, self.extra_size // max(len(self.groups), 1))
 
     def __len__(self) -> int:
         return self.steps
 
     def epoch(self, generator: torch.Generator) -> Iterator[Any]:
-        order = torch.randperm(self.extra, generator=generator) if self.extra else None
-        k = self.k
+        grouped = self.groups is not None
+        order = torch.randperm(self.extra, generator=generator) if self.extra and not grouped else None
         for step in range(self.steps):
-            picks = [
-                pool[torch.randperm(len(pool), generator=generator)[:k]]
-                if len(pool) >= k
-                else pool[torch.randint(len(pool), (k,), generator=generator)]
-                for pool in self.pools
-            ]
-            index = torch.cat(picks).to(self.device)
-            if order is None:
+            index = _balanced(self.pools, self.k, generator).to(self.device)
+            if self.groups is not None:
+                yield index, _balanced(self.groups, self.group_k, generator).to(self.device)
+            elif order is None:
                 yield index
             else:
                 yield index, order[step * self.extra_size : (step + 1) * self.extra_size].to(self.device)
+
+
+def _pools(labels: torch.Tensor) -> list[torch.Tensor]:
+    """The positions of each label of `labels` (negative labels: left out), in the order of the labels."""
+    labels = labels.cpu()
+    return [torch.nonzero(labels == c).flatten() for c in labels.unique().tolist() if c >= 0]
+
+
+def _balanced(pools: list[torch.Tensor], k: int, generator: torch.Generator) -> torch.Tensor:
+    """K items of each pool: distinct where it has K, drawn with repeats where it has fewer."""
+    picks = [
+        pool[torch.randperm(len(pool), generator=generator)[:k]]
+        if len(pool) >= k
+        else pool[torch.randint(len(pool), (k,), generator=generator)]
+        for pool in pools
+        if len(pool)
+    ]
+    return torch.cat(picks)

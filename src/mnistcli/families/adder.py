@@ -71,7 +71,7 @@ class AdderFamily(Family):
     suggested_model = "adder"
     numbers: torch.Tensor | None = None
 
-    def begin_epoch(self, generator: torch.Generator) -> None:
+    def begin_epoch(self, generator: torch.Generator, epoch: int, model: nn.Module) -> None:
         """A fresh number for every training image."""
         assert self.train is not None
         self.numbers = torch.randint(0, 10, (len(self.train),), generator=generator).to(self.train.labels.device)

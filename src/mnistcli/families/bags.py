@@ -341,7 +341,7 @@ class BagsFamily(Family):
         if self.params.encoder is None:
             self.pretrain(model)
 
-    def begin_epoch(self, generator: torch.Generator) -> None:
+    def begin_epoch(self, generator: torch.Generator, epoch: int, model: nn.Module) -> None:
         """With --remix K: K new bags per training bag, drawn afresh each epoch from the training bags alone.
 
         A new negative bag is a draw of the negative bags' images (all of them non-targets); a new

@@ -186,8 +186,9 @@ class Family:
         assert self.train is not None
         return Shuffled(len(self.train), batch_size, self.train.labels.device, smallest=2 * self.processes)
 
-    def begin_epoch(self, generator: torch.Generator) -> None:
-        """Draw what the family draws once an epoch (nothing, by default)."""
+    def begin_epoch(self, generator: torch.Generator, epoch: int, model: nn.Module) -> None:
+        """Draw what the family draws once an epoch, or work out from `model` what epoch `epoch` (1, 2, ...) trains
+        on (nothing, by default)."""
 
     def batch(self, index: Any) -> Any:
         """(float images (B, 1, 28, 28) in [0, 1], labels) of the sampled indices."""

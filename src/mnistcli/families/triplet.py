@@ -11,6 +11,15 @@ clusters. So, unless `ssl_weight` is 0, each step also takes a batch of *unlabel
 images (labels never read) and adds SimCLR's NT-Xent on two views of them, computed through a
 projection head on top of the embedding: the embedding must keep what tells any two digits apart,
 not only the seen ones.
+
+That embedding gets the neighbourhoods right (an image's nearest neighbour shows the same digit
+98.7% of the time) but not the whole shape: one example of a digit never labelled is a poor
+prototype for the rest (80% on 10-way 1-shot episodes). So, with `clusters` > 0 and images whose
+labels the run does not read, every epoch from `cluster_from` on begins by grouping all the
+unlabelled images by SCAN on the embedding as it is (protocols/clustering.py), and trains that
+epoch on the confident ones as labelled (self-labelling): the triplet loss on class-balanced
+batches of the groups, beside the labelled batch, in place of NT-Xent. The groups are worked out
+afresh from the weights at each such epoch, so a resumed run finds the same ones.
 """
 
 from __future__ import annotations
@@ -31,10 +40,10 @@ from mnistcli.errors import UsageError
 from mnistcli.families import register_family
 from mnistcli.families.base import Data, Family, TestResult
 from mnistcli.families.contrastive import nt_xent
-from mnistcli.protocols import fewshot
+from mnistcli.protocols import clustering, fewshot
 from mnistcli.protocols.export import EMBEDDING
 from mnistcli.protocols.inference import dataset_features
-from mnistcli.work import Counter, WorkFn, phase
+from mnistcli.work import Counter, WorkFn, notify, phase
 
 
 def squared_distances(e: torch.Tensor) -> torch.Tensor:
@@ -85,6 +94,9 @@ class TripletParams:
     mining: str = "batch-hard"  # triplet mining in each P x K batch: batch-hard or semi-hard
     ssl_weight: float = 0.0  # weight of NT-Xent on unlabelled training images beside the triplet loss (0: off)
     temperature: float = 0.2  # NT-Xent temperature of that self-supervision
+    triplet_weight: float = 1.0  # weight of the triplet loss on the labelled images (0: off, to measure the rest)
+    clusters: int = 0  # group the unlabelled images into this many clusters and self-label them (0: off)
+    cluster_from: int = 1  # the first epoch that groups and self-labels (with clusters > 0)
 
     def __post_init__(self) -> None:
         if self.mining not in MINING:
@@ -95,6 +107,14 @@ class TripletParams:
             raise UsageError("--ssl-weight must be 0 (off) or positive")
         if self.temperature <= 0:
             raise UsageError("--temperature must be positive")
+        if self.triplet_weight < 0:
+            raise UsageError("--triplet-weight must be 0 (off) or positive")
+        if self.clusters < 0 or self.clusters == 1:
+            raise UsageError("--clusters must be 0 (off) or at least 2")
+        if self.cluster_from < 1:
+            raise UsageError("--cluster-from must be an epoch, 1 or more")
+        if self.triplet_weight == 0 and self.ssl_weight == 0 and self.clusters == 0:
+            raise UsageError("with --triplet-weight 0, --ssl-weight 0 and --clusters 0 there is nothing to learn from")
 
 
 @register_family
@@ -117,6 +137,9 @@ class TripletFamily(Family):
     fewshot_by_default = True
     suggested_model = "siamese"
     unlabelled: TensorData | None = None
+    balanced: ClassBalanced | None = None  # the sampler, told each self-labelling epoch's groups
+    self_labels: torch.Tensor | None = None  # the current epoch's group of every unlabelled image (-1: left out)
+    clustering = False  # whether this run groups and self-labels (`clusters`, and images it has no labels of)
 
     @classmethod
     def check(cls, params: Any, config: TrainConfig) -> None:
@@ -146,8 +169,11 @@ class TripletFamily(Family):
     def prepare(self, data: Data) -> None:
         fewshot.check_episodes(data.full_test.labels, max(fewshot.SHOTS))  # before training, not after it
         super().prepare(data)
-        # Self-supervision may use every training image; their labels are never read.
-        self.unlabelled = data.full_train if self.params.ssl_weight > 0 else None
+        # Self-labelling only where there are images whose labels the run does not read.
+        held = len(data.train) + (len(data.val) if data.val is not None else 0)
+        self.clustering = self.params.clusters > 0 and held < len(data.full_train)
+        # Self-supervision and self-labelling may use every training image; their labels are never read.
+        self.unlabelled = data.full_train if self.params.ssl_weight > 0 or self.clustering else None
 
     def sampler(self, batch_size: int) -> Sampler:
         assert self.train is not None
@@ -155,15 +181,49 @@ class TripletFamily(Family):
         steps = max(1, n // batch_size)
         k = max(2, batch_size // len(self.train.labels.unique()))  # check() refuses batches under 2 x classes
         extra = len(self.unlabelled) if self.unlabelled is not None else 0
-        return ClassBalanced(self.train.labels, k, steps, extra, batch_size, self.train.labels.device)
+        self.balanced = ClassBalanced(self.train.labels, k, steps, extra, batch_size, self.train.labels.device)
+        return self.balanced
+
+    def self_labelling(self, epoch: int) -> bool:
+        """Whether epoch `epoch` trains on self-labels."""
+        return self.clustering and epoch >= self.params.cluster_from
+
+    def begin_epoch(self, generator: torch.Generator, epoch: int, model: nn.Module) -> None:
+        """In a self-labelling epoch, group the unlabelled images by SCAN on `model`'s embedding and hand the confident
+        groups to the sampler (from a generator of the seed and epoch alone: the run's draws are not touched)."""
+        assert self.balanced is not None
+        if epoch == 1 and self.clustering and self.config.epochs < self.params.cluster_from:
+            notify(
+                self.on_work,
+                f"no self-labelling: --epochs {self.config.epochs} ends before --cluster-from {self.params.cluster_from}",
+            )
+        if not self.self_labelling(epoch):
+            self.balanced.group(None)
+            self.self_labels = None
+            return
+        assert self.unlabelled is not None
+        with phase(self.on_work, f"epoch {epoch}: grouping the unlabelled images"):
+            embedded = dataset_features(model, self.unlabelled)
+            draws = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+            grouping = clustering.cluster(embedded, self.params.clusters, draws)
+        self.self_labels = grouping.self_labels().to(self.unlabelled.labels.device)
+        self.balanced.group(self.self_labels)
+        kept = grouping.summary()
+        notify(
+            self.on_work,
+            f"epoch {epoch}: {kept['kept']:,} of {len(self.unlabelled):,} unlabelled images self-labelled"
+            f" into {self.params.clusters} groups",
+        )
 
     def batch(self, index: Any) -> Any:
-        """(labelled images, their labels, unlabelled images or None)."""
+        """(labelled images, their labels, unlabelled images or None, their self-labels or None)."""
         assert self.train is not None
         labelled, extra = index if isinstance(index, tuple) else (index, None)
         x, y = to_float(self.train.images[labelled]), self.train.labels[labelled]
-        u = to_float(self.unlabelled.images[extra]) if self.unlabelled is not None and extra is not None else None
-        return x, y, u
+        if self.unlabelled is None or extra is None:
+            return x, y, None, None
+        u = to_float(self.unlabelled.images[extra])
+        return x, y, u, self.self_labels[extra] if self.self_labels is not None else None
 
     def triplet(self, e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The triplet loss of normalised embeddings `e` under the chosen mining."""
@@ -171,30 +231,40 @@ class TripletFamily(Family):
         return fn(e, y, self.params.margin)
 
     def leaves_parameters_unused(self) -> bool:
-        return self.unlabelled is None  # without self-supervision the projection head is not used
+        # without self-supervision, or in a self-labelling epoch, the projection head is not used
+        return self.unlabelled is None or self.params.ssl_weight == 0 or self.clustering
 
     def augment(self, batch: Any) -> Any:
-        """(labelled images, after a random affine if augmenting; their labels; two contrastive views of each
-        unlabelled image, or None and None)."""
-        xl, yl, xu = batch
+        """(labelled images, after a random affine if augmenting; their labels; then for the unlabelled images, two
+        contrastive views of each and None, or, when they carry self-labels, each after a random affine if
+        augmenting, None and their self-labels; or None, None, None)."""
+        xl, yl, xu, groups = batch
         if self.config.augment:
             xl = random_affine(xl, self.generator)
-        if xu is None:
-            return xl, yl, None, None
-        return xl, yl, contrastive_view(xu, self.generator), contrastive_view(xu, self.generator)
+        if xu is None or (groups is None and self.params.ssl_weight == 0):
+            return xl, yl, None, None, None
+        if groups is not None:
+            return xl, yl, random_affine(xu, self.generator) if self.config.augment else xu, None, groups
+        return xl, yl, contrastive_view(xu, self.generator), contrastive_view(xu, self.generator), None
 
     def step(self, model: nn.Module, batch: Any) -> Step:
-        """Triplet loss (+ ssl_weight x NT-Xent); accuracy = labelled images whose in-batch nearest neighbour shares
-        their label."""
-        xl, yl, first, second = batch
+        """triplet_weight x the triplet loss of the labelled images, + ssl_weight x NT-Xent of the unlabelled ones'
+        views, or + the triplet loss of the self-labelled ones; accuracy = labelled images whose in-batch nearest
+        labelled neighbour shares their label."""
+        xl, yl, first, second, groups = batch
+        weight = self.params.triplet_weight
         if first is None:
             e = model.embed(xl)  # type: ignore[operator]
-            loss = self.triplet(e, yl)
+            loss = weight * self.triplet(e, yl)
+        elif groups is not None:
+            both = model.embed(torch.cat([xl, first]))  # type: ignore[operator]
+            e = both[: len(xl)]
+            loss = weight * self.triplet(e, yl) + self.triplet(both[len(xl) :], groups)
         else:
             h = model.hidden(torch.cat([xl, first, second]))  # type: ignore[operator]
             e = F.normalize(h[: len(xl)], dim=1)
             ssl, _ = nt_xent(model.project(h[len(xl) :]), self.params.temperature)  # type: ignore[operator]
-            loss = self.triplet(e, yl) + self.params.ssl_weight * ssl
+            loss = weight * self.triplet(e, yl) + self.params.ssl_weight * ssl
         size = len(yl) + (len(first) if first is not None else 0)
         # counted per labelled image, weighted like the loss by every image of the batch
         hits = nearest_neighbour_hits(e.detach(), yl).float() * (size / len(yl))

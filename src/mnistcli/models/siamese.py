@@ -73,6 +73,8 @@ class Siamese(nn.Module):
     mining="batch-hard",
     ssl_weight=1.0,
     temperature=0.2,
+    clusters=10,
+    cluster_from=6,
 )
 def siamese(width: int = 16, dim: int = 128, projection: int = 64) -> Siamese:
     return Siamese(width, dim, projection)

@@ -73,19 +73,44 @@ def _save(fig: Any, path: str | Path, derived: bool) -> Path:
     return write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project rows of `x` onto their first two principal components; returns (points (N, 2), explained variance ratio (2,))."""
-    centred = x - x.mean(axis=0, keepdims=True)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
-    var = s**2
-    return centred @ vt[:2].T, var[:2] / var.sum()
+@dataclass
+class MapPanel:
+    """One 2-D view of embeddings for `embedding_map`."""
+
+    points: np.ndarray  # (N, 2)
+    labels: np.ndarray  # (N,) the digit of each point
+    heading: str  # above the panel
+    xlabel: str
+    ylabel: str
 
 
-def embedding_map(embeddings: np.ndarray, labels: np.ndarray, seen: list[int], path: str | Path, title: str) -> Path:
-    """A 2-D PCA map of `embeddings` coloured by digit; digits in `seen` filled, the others hollow. Returns the path."""
+def embedding_map(panels: list[MapPanel], seen: list[int], path: str | Path, title: str) -> Path:
+    """Maps of embeddings side by side, coloured by digit; digits in `seen` filled, the others hollow, each digit's
+    name at its median point. Returns the path."""
     plt = _pyplot()
-    points, ratio = pca_2d(embeddings.astype(np.float64))
-    fig, ax = plt.subplots(figsize=(8, 7), dpi=120)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 7), dpi=110, squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        _map_panel(ax, panel, seen)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    legend = fig.legend(
+        handles,
+        names,
+        markerscale=3,
+        fontsize=9,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 0.93),
+        title="digit\n(filled: labels\nseen in training)",
+    )
+    legend.get_title().set_fontsize(9)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    out = _save(fig, path, False)
+    plt.close(fig)
+    return out
+
+
+def _map_panel(ax: Any, panel: MapPanel, seen: list[int]) -> None:
+    points, labels = panel.points, panel.labels
     for digit in range(10):
         mask = labels == digit
         if not mask.any():
@@ -113,21 +138,10 @@ def embedding_map(embeddings: np.ndarray, labels: np.ndarray, seen: list[int], p
             va="center",
             bbox={"boxstyle": "circle,pad=0.2", "fc": "white", "ec": colour, "alpha": 0.85},
         )
-    ax.set_title(title, fontsize=11)
-    ax.set_xlabel(f"principal component 1 ({100 * ratio[0]:.0f}% of variance)")
-    ax.set_ylabel(f"principal component 2 ({100 * ratio[1]:.0f}% of variance)")
-    legend = ax.legend(
-        markerscale=3,
-        fontsize=8,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-        title="digit\n(filled: labels\nseen in training)",
-    )
-    legend.get_title().set_fontsize(8)
+    ax.set_title(panel.heading, fontsize=10)
+    ax.set_xlabel(panel.xlabel)
+    ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.2)
-    out = _save(fig, path, False)
-    plt.close(fig)
-    return out
 
 
 @dataclass
