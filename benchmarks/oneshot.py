@@ -112,8 +112,13 @@ def train_table(ref: str, train: TensorData, draws: int) -> None:
     overall, base = ours.sum(dim=1) / len(train), pixels.sum(dim=1) / len(train)
     print(
         f"| all | {len(train)} | {float(ours.sum(dim=1).mean()):.0f} | **{100 * float(overall.mean()):.2f}%** "
-        f"± {100 * float(overall.std()):.2f} ({100 * float(overall.min()):.2f}-{100 * float(overall.max()):.2f}) "
-        f"| {100 * float(base.mean()):.2f}% |"
+        f"± {100 * float(overall.std()):.2f} ({100 * float(overall.min()):.2f}-{100 * float(overall.max()):.2f}; "
+        f"median {100 * float(overall.median()):.2f}) | {100 * float(base.mean()):.2f}% |"
+    )
+    worst = int(overall.argmin())
+    print(
+        f"\nlowest draw: seed {worst}, {100 * float(overall[worst]):.2f}%; per digit there: "
+        + ", ".join(f"{d} {100 * float(ours[worst, d] / totals[d]):.1f}%" for d in range(10))
     )
 
 

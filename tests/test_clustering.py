@@ -41,9 +41,21 @@ def test_clustering_finds_separated_groups_and_repeats_with_its_generator() -> N
 def test_only_confident_images_get_a_self_label() -> None:
     probabilities = torch.tensor([[0.995, 0.005], [0.6, 0.4], [0.001, 0.999]])
     confidence, groups = probabilities.max(dim=1)
-    grouping = clustering.Grouping(groups, confidence, probabilities, clustering.CONFIDENCE)
+    head = torch.nn.Linear(2, 2)
+    grouping = clustering.Grouping(groups, confidence, probabilities, clustering.CONFIDENCE, head, [0.5, 0.25], 1)
     assert grouping.self_labels().tolist() == [0, -1, 1]
-    assert grouping.summary() == {"kept": 2, "share": 2 / 3, "sizes": [1, 1]}
+    assert grouping.summary() == {"kept": 2, "share": 2 / 3, "sizes": [1, 1], "head": 1, "losses": [0.5, 0.25]}
+
+
+def test_the_head_of_least_loss_is_kept_and_answers_for_new_embeddings() -> None:
+    x = _blobs()
+    grouping = clustering.cluster(x, 5, torch.Generator().manual_seed(3), heads=3)
+    assert len(grouping.losses) == 3 and grouping.losses[grouping.kept] == min(grouping.losses)
+    assert torch.allclose(grouping.probabilities_of(x), grouping.probabilities)
+    near = clustering.neighbours(x, 20)
+    layer = clustering.scan_heads(x, near, 5, torch.Generator().manual_seed(3), heads=3)
+    losses = clustering.head_losses(layer, x, near, 5, clustering.ENTROPY_WEIGHT)
+    assert losses.shape == (3,) and torch.isfinite(losses).all()
 
 
 def test_clustering_refuses_too_little_and_handles_fewer_images_than_neighbours() -> None:
@@ -75,6 +87,16 @@ def test_the_sampler_draws_self_labelled_groups_balanced_then_goes_back_to_the_p
     sampler.group(None)
     extras = torch.cat([extra for _, extra in sampler.epoch(torch.Generator().manual_seed(0))])
     assert len(set(extras.tolist())) == len(extras) == 36  # the next 12 of one permutation per batch
+    try:
+        sampler.group(torch.full((50,), -1))
+    except ValueError as e:
+        assert "no group" in str(e)
+    else:
+        raise AssertionError("groups with no item were accepted")
+    shared = ClassBalanced(labels, 4, steps=1, extra=50, extra_size=12, smallest_group=4)  # 2 processes: 2 each
+    shared.group(groups)
+    _, extra = next(iter(shared.epoch(torch.Generator().manual_seed(0))))
+    assert torch.bincount(groups[extra]).tolist() == [4, 4, 4]
 
 
 def test_tsne_keeps_groups_apart_and_repeats() -> None:

@@ -362,15 +362,63 @@ def test_a_run_with_every_digit_calibrates_its_confidences(
     assert "default scale" not in shot.stderr
 
 
-def test_self_labelling_groups_the_unlabelled_images_and_says_so(runner: CliRunner, synthetic_env: Path) -> None:
+def test_self_labelling_groups_the_unlabelled_images_and_says_so(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnistcli.protocols import clustering
+
+    real, seen = clustering.cluster, []
+
+    def sure(*args: object, **kwargs: object) -> clustering.Grouping:
+        grouping = real(*args, **kwargs)  # type: ignore[arg-type]
+        grouping.confidence = torch.ones_like(grouping.confidence)  # a tiny model on 300 images is rarely sure
+        seen.append(int((torch.bincount(grouping.groups) > 0).sum()))
+        return grouping
+
+    monkeypatch.setattr(clustering, "cluster", sure)
     base = "train siamese --classes 0,1,2 --per-class 20 --batch-size 30 --arg width=4 --arg dim=16".split()
     grouped = runner.invoke(app, [*base, "--epochs", "2", "--clusters", "10", "--cluster-from", "2", "--name", "g"])
     assert grouped.exit_code == 0, grouped.output
-    assert "epoch 2:" in grouped.stderr and "of 300 unlabelled images self-labelled into 10 groups" in grouped.stderr
-    assert "epoch 1:" not in grouped.stderr  # epoch 1 trains as before: self-supervision only
+    assert len(seen) == 1  # epoch 1 trains as before: self-supervision only
+    assert f"epoch 2: 300 of 300 unlabelled images self-labelled into {seen[0]} groups" in grouped.stderr
+    monkeypatch.setattr(clustering, "cluster", real)
     early = runner.invoke(app, [*base, "--epochs", "1", "--name", "e"])  # the recipe groups from epoch 6
     assert early.exit_code == 0, early.output
     assert "no self-labelling: --epochs 1 ends before --cluster-from 6" in early.stderr
     every = runner.invoke(app, ["train", "siamese", "--epochs", "1", "--batch-size", "30", "--arg", "width=4"])
     assert every.exit_code == 0, every.output  # every label read: nothing to self-label, and nothing said
     assert "self-label" not in every.stderr
+
+
+def test_an_epoch_with_too_few_confident_groups_trains_as_before(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnistcli.protocols import clustering
+
+    real = clustering.cluster
+
+    def unsure(*args: object, **kwargs: object) -> clustering.Grouping:
+        grouping = real(*args, **kwargs)  # type: ignore[arg-type]
+        grouping.confidence = torch.zeros_like(grouping.confidence)  # nothing passes the threshold
+        return grouping
+
+    monkeypatch.setattr(clustering, "cluster", unsure)
+    args = "train siamese --classes 0,1,2 --per-class 20 --batch-size 30 --arg width=4 --arg dim=16 --epochs 2"
+    result = runner.invoke(app, [*args.split(), "--cluster-from", "2", "--clusters", "5"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 2: too few confident groups to self-label (0 images); this epoch trains as the ones before" in (
+        result.stderr
+    )
+
+
+def test_self_labelling_options_that_cannot_work_are_refused(runner: CliRunner, synthetic_env: Path) -> None:
+    base = "train siamese --classes 0,1,2 --per-class 20 --arg width=4 --arg dim=16 --epochs 2".split()
+    cases = [
+        (["--batch-size", "30", "--clusters", "16"], "--clusters 16: at most 15 with --batch-size 30"),
+        (["--batch-size", "400", "--clusters", "200", "--cluster-from", "1"], "at most 150 groups of the 300"),
+        (["--triplet-weight", "0", "--ssl-weight", "0", "--clusters", "5"], "use --cluster-from 1"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 2, (extra, result.output)
+        assert message in result.stderr and "Traceback" not in result.output, (extra, result.stderr)

@@ -65,20 +65,24 @@ class ClassBalanced:
         extra: int = 0,
         extra_size: int = 0,
         device: torch.device | str = "cpu",
+        smallest_group: int = 2,
     ) -> None:
         self.pools = _pools(labels)
         self.k, self.steps, self.extra, self.extra_size = per_class, steps, extra, extra_size
         self.device = torch.device(device)
         self.groups: list[torch.Tensor] | None = None
-        self.group_k = 0
+        self.group_k, self.smallest_group = 0, smallest_group
 
     def group(self, groups: torch.Tensor | None) -> None:
         """From the next epoch, draw each batch's extra part as K' items of each group of `groups` (one entry per
-        extra item, -1 for items left out; K' = `extra_size` // the number of groups, at least 2), or back to the
-        permutation when None."""
+        extra item, -1 for items left out; K' = `extra_size` // the number of groups, at least `smallest_group`: 2,
+        or 2 per process when a batch is shared), or back to the permutation when None. Raises ValueError when no
+        group has an item."""
         self.groups = _pools(groups) if groups is not None else None
         if self.groups is not None:
-            self.group_k = max(2, self.extra_size // max(len(self.groups), 1))
+            if not self.groups:
+                raise ValueError("no group has an item")
+            self.group_k = max(self.smallest_group, self.extra_size // len(self.groups))
 
     def __len__(self) -> int:
         return self.steps

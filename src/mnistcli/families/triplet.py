@@ -122,9 +122,10 @@ class TripletFamily(Family):
     """Triplet loss on P x K labelled batches, optionally with NT-Xent on unlabelled images.
 
     `batch_size` images per labelled batch are split evenly among the training classes (P =
-    number of classes, K = batch_size // P). With `ssl_weight` > 0, an epoch is one pass over every
-    training image (labels unread) in batches of `batch_size`, each step paired with a fresh
-    labelled batch; otherwise an epoch is len(train) / batch_size labelled batches.
+    number of classes, K = batch_size // P). With `ssl_weight` > 0, or a run that self-labels, an
+    epoch is one pass over every training image (labels unread) in batches of `batch_size`, each
+    step paired with a fresh labelled batch; otherwise an epoch is len(train) / batch_size labelled
+    batches.
     """
 
     exported = EMBEDDING
@@ -139,7 +140,8 @@ class TripletFamily(Family):
     unlabelled: TensorData | None = None
     balanced: ClassBalanced | None = None  # the sampler, told each self-labelling epoch's groups
     self_labels: torch.Tensor | None = None  # the current epoch's group of every unlabelled image (-1: left out)
-    clustering = False  # whether this run groups and self-labels (`clusters`, and images it has no labels of)
+    unread = False  # whether some training images' labels are not read (--classes, --per-class)
+    clustering = False  # whether this run groups and self-labels (`clusters`, such images, and epochs enough)
 
     @classmethod
     def check(cls, params: Any, config: TrainConfig) -> None:
@@ -154,6 +156,15 @@ class TripletFamily(Family):
             raise UsageError(
                 f"--batch-size must be at least {2 * classes} for a triplet model on {classes} classes"
                 " (a batch holds at least 2 images of each)"
+            )
+        if params.clusters > config.batch_size // 2:
+            raise UsageError(
+                f"--clusters {params.clusters}: at most {config.batch_size // 2} with --batch-size {config.batch_size}"
+                " (a self-labelled batch holds at least 2 images of every group)"
+            )
+        if params.triplet_weight == 0 and params.ssl_weight == 0 and params.clusters > 0 and params.cluster_from > 1:
+            raise UsageError(
+                "with --triplet-weight 0 and --ssl-weight 0 nothing is learnt before --cluster-from: use --cluster-from 1"
             )
 
     @classmethod
@@ -171,7 +182,13 @@ class TripletFamily(Family):
         super().prepare(data)
         # Self-labelling only where there are images whose labels the run does not read.
         held = len(data.train) + (len(data.val) if data.val is not None else 0)
-        self.clustering = self.params.clusters > 0 and held < len(data.full_train)
+        self.unread = len(data.full_train) > held
+        self.clustering = self.params.clusters > 0 and self.unread and self.config.epochs >= self.params.cluster_from
+        if self.clustering and len(data.full_train) < 2 * self.params.clusters:
+            raise UsageError(
+                f"--clusters {self.params.clusters}: at most {len(data.full_train) // 2} groups of the"
+                f" {len(data.full_train)} training images (2 images each)"
+            )
         # Self-supervision and self-labelling may use every training image; their labels are never read.
         self.unlabelled = data.full_train if self.params.ssl_weight > 0 or self.clustering else None
 
@@ -181,7 +198,8 @@ class TripletFamily(Family):
         steps = max(1, n // batch_size)
         k = max(2, batch_size // len(self.train.labels.unique()))  # check() refuses batches under 2 x classes
         extra = len(self.unlabelled) if self.unlabelled is not None else 0
-        self.balanced = ClassBalanced(self.train.labels, k, steps, extra, batch_size, self.train.labels.device)
+        device = self.train.labels.device
+        self.balanced = ClassBalanced(self.train.labels, k, steps, extra, batch_size, device, 2 * self.processes)
         return self.balanced
 
     def self_labelling(self, epoch: int) -> bool:
@@ -192,7 +210,7 @@ class TripletFamily(Family):
         """In a self-labelling epoch, group the unlabelled images by SCAN on `model`'s embedding and hand the confident
         groups to the sampler (from a generator of the seed and epoch alone: the run's draws are not touched)."""
         assert self.balanced is not None
-        if epoch == 1 and self.clustering and self.config.epochs < self.params.cluster_from:
+        if epoch == 1 and self.params.clusters > 0 and self.unread and self.config.epochs < self.params.cluster_from:
             notify(
                 self.on_work,
                 f"no self-labelling: --epochs {self.config.epochs} ends before --cluster-from {self.params.cluster_from}",
@@ -206,13 +224,23 @@ class TripletFamily(Family):
             embedded = dataset_features(model, self.unlabelled)
             draws = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
             grouping = clustering.cluster(embedded, self.params.clusters, draws)
-        self.self_labels = grouping.self_labels().to(self.unlabelled.labels.device)
+        labels = grouping.self_labels()
+        sizes = torch.bincount(labels[labels >= 0], minlength=self.params.clusters)
+        if int((sizes >= 2).sum()) < 2:  # no negatives to learn from: this epoch trains as the ones before
+            self.balanced.group(None)
+            self.self_labels = None
+            notify(
+                self.on_work,
+                f"epoch {epoch}: too few confident groups to self-label ({int(sizes.sum())} images);"
+                " this epoch trains as the ones before",
+            )
+            return
+        self.self_labels = labels.to(self.unlabelled.labels.device)
         self.balanced.group(self.self_labels)
-        kept = grouping.summary()
         notify(
             self.on_work,
-            f"epoch {epoch}: {kept['kept']:,} of {len(self.unlabelled):,} unlabelled images self-labelled"
-            f" into {self.params.clusters} groups",
+            f"epoch {epoch}: {int(sizes.sum()):,} of {len(self.unlabelled):,} unlabelled images self-labelled"
+            f" into {int((sizes > 0).sum())} groups",
         )
 
     def batch(self, index: Any) -> Any:
@@ -220,8 +248,8 @@ class TripletFamily(Family):
         assert self.train is not None
         labelled, extra = index if isinstance(index, tuple) else (index, None)
         x, y = to_float(self.train.images[labelled]), self.train.labels[labelled]
-        if self.unlabelled is None or extra is None:
-            return x, y, None, None
+        if self.unlabelled is None or extra is None or (self.self_labels is None and self.params.ssl_weight == 0):
+            return x, y, None, None  # (unlabelled images that nothing in this epoch would look at are not gathered)
         u = to_float(self.unlabelled.images[extra])
         return x, y, u, self.self_labels[extra] if self.self_labels is not None else None
 
@@ -231,8 +259,8 @@ class TripletFamily(Family):
         return fn(e, y, self.params.margin)
 
     def leaves_parameters_unused(self) -> bool:
-        # without self-supervision, or in a self-labelling epoch, the projection head is not used
-        return self.unlabelled is None or self.params.ssl_weight == 0 or self.clustering
+        # without self-supervision the projection head is never used (self-labelling epochs keep it in the graph)
+        return self.unlabelled is None or self.params.ssl_weight == 0
 
     def augment(self, batch: Any) -> Any:
         """(labelled images, after a random affine if augmenting; their labels; then for the unlabelled images, two
@@ -257,9 +285,12 @@ class TripletFamily(Family):
             e = model.embed(xl)  # type: ignore[operator]
             loss = weight * self.triplet(e, yl)
         elif groups is not None:
-            both = model.embed(torch.cat([xl, first]))  # type: ignore[operator]
+            h = model.hidden(torch.cat([xl, first]))  # type: ignore[operator]
+            both = F.normalize(h, dim=1)
             e = both[: len(xl)]
             loss = weight * self.triplet(e, yl) + self.triplet(both[len(xl) :], groups)
+            if self.params.ssl_weight > 0:  # the projection head stays in the graph, with no gradient: data-parallel
+                loss = loss + 0.0 * model.project(h[:1]).sum()  # training then need not look for unused parameters
         else:
             h = model.hidden(torch.cat([xl, first, second]))  # type: ignore[operator]
             e = F.normalize(h[: len(xl)], dim=1)

@@ -27,7 +27,12 @@ def pca(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     centred = x.double() - x.double().mean(dim=0, keepdim=True)
     _, s, vt = torch.linalg.svd(centred, full_matrices=False)
     var = s**2
-    return (centred @ vt[:2].T).float(), (var[:2] / var.sum()).float()
+    share = var[:2] / var.sum() if float(var.sum()) > 0 else torch.zeros(2, dtype=var.dtype)  # identical rows: none
+    points = centred @ vt[:2].T
+    if points.shape[1] < 2:  # one-dimensional rows: the second axis is 0
+        points = torch.cat([points, torch.zeros(len(points), 2 - points.shape[1], dtype=points.dtype)], dim=1)
+        share = torch.cat([share, torch.zeros(2 - len(share), dtype=share.dtype)])
+    return points.float(), share.float()
 
 
 def sample(n: int, size: int = TSNE_POINTS, seed: int = 0) -> torch.Tensor:
@@ -42,7 +47,9 @@ def _affinities(x: torch.Tensor, perplexity: float) -> torch.Tensor:
     row's entropy is log(perplexity)."""
     n = len(x)
     d = torch.cdist(x, x).pow_(2)
-    d = d / d[d > 0].median().clamp_min(1e-12)  # the scale does not matter to the bisection, only its range
+    apart = d[d > 0]
+    if len(apart):  # the scale does not matter to the bisection, only its range (all identical: all 0)
+        d = d / apart.median()
     target = math.log(min(perplexity, (n - 1) / 3))
     beta = torch.ones(n, dtype=d.dtype)
     lo, hi = torch.zeros(n, dtype=d.dtype), torch.full((n,), math.inf, dtype=d.dtype)
