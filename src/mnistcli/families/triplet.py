@@ -289,8 +289,9 @@ class TripletFamily(Family):
             both = F.normalize(h, dim=1)
             e = both[: len(xl)]
             loss = weight * self.triplet(e, yl) + self.triplet(both[len(xl) :], groups)
-            if self.params.ssl_weight > 0:  # the projection head stays in the graph, with no gradient: data-parallel
-                loss = loss + 0.0 * model.project(h[:1]).sum()  # training then need not look for unused parameters
+            if self.params.ssl_weight > 0:  # the projection head stays in the graph, with a zero gradient, so that
+                # data-parallel training need not look for unused parameters in every step
+                loss = loss + 0.0 * model.project(h[:1]).sum()  # type: ignore[operator]
         else:
             h = model.hidden(torch.cat([xl, first, second]))  # type: ignore[operator]
             e = F.normalize(h[: len(xl)], dim=1)
