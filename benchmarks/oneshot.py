@@ -90,11 +90,14 @@ def train_table(ref: str, train: TensorData, draws: int) -> None:
     per_digit = [torch.nonzero(train.labels == d).flatten() for d in range(10)]
     totals = torch.bincount(train.labels, minlength=10)
     hits: dict[str, torch.Tensor] = {}  # (draws, 10) correct per digit
+    supports: list[list[int]] = []  # each draw's support image of each digit (indices into the training set)
     for name, emb in embeddings.items():
         rows = []
         for draw in range(draws):
             gen = torch.Generator().manual_seed(draw)
             support = torch.stack([pool[torch.randint(len(pool), (1,), generator=gen)][0] for pool in per_digit])
+            if name == run.name:
+                supports.append(support.tolist())
             protos = fewshot.prototypes(emb[support], torch.arange(10), 10)
             predicted = fewshot.distances(emb, protos).argmin(dim=1)
             rows.append(torch.bincount(train.labels[predicted == train.labels], minlength=10))
@@ -115,10 +118,12 @@ def train_table(ref: str, train: TensorData, draws: int) -> None:
         f"± {100 * float(overall.std()):.2f} ({100 * float(overall.min()):.2f}-{100 * float(overall.max()):.2f}; "
         f"median {100 * float(overall.median()):.2f}) | {100 * float(base.mean()):.2f}% |"
     )
+    print("\neach draw: " + ", ".join(f"{d} {100 * float(a):.2f}%" for d, a in enumerate(overall)))
     worst = int(overall.argmin())
     print(
         f"\nlowest draw: seed {worst}, {100 * float(overall[worst]):.2f}%; per digit there: "
         + ", ".join(f"{d} {100 * float(ours[worst, d] / totals[d]):.1f}%" for d in range(10))
+        + f"; its support images (training-set indices, digits 0-9): {supports[worst]}"
     )
 
 

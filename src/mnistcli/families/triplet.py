@@ -141,7 +141,7 @@ class TripletFamily(Family):
     balanced: ClassBalanced | None = None  # the sampler, told each self-labelling epoch's groups
     self_labels: torch.Tensor | None = None  # the current epoch's group of every unlabelled image (-1: left out)
     unread = False  # whether some training images' labels are not read (--classes, --per-class)
-    clustering = False  # whether this run groups and self-labels (`clusters`, such images, and epochs enough)
+    groups_images = False  # whether this run groups and self-labels (`clusters`, such images, epochs enough)
 
     @classmethod
     def check(cls, params: Any, config: TrainConfig) -> None:
@@ -157,7 +157,7 @@ class TripletFamily(Family):
                 f"--batch-size must be at least {2 * classes} for a triplet model on {classes} classes"
                 " (a batch holds at least 2 images of each)"
             )
-        if params.clusters > config.batch_size // 2:
+        if cls._may_self_label(params, config) and params.clusters > config.batch_size // 2:
             raise UsageError(
                 f"--clusters {params.clusters}: at most {config.batch_size // 2} with --batch-size {config.batch_size}"
                 " (a self-labelled batch holds at least 2 images of every group)"
@@ -166,6 +166,13 @@ class TripletFamily(Family):
             raise UsageError(
                 "with --triplet-weight 0 and --ssl-weight 0 nothing is learnt before --cluster-from: use --cluster-from 1"
             )
+
+    @staticmethod
+    def _may_self_label(params: Any, config: TrainConfig) -> bool:
+        """Whether the options let a run self-label: clusters, epochs that reach --cluster-from, and some images
+        whose labels are not read (--classes short of ten digits, or --per-class)."""
+        some = config.per_class is not None or (config.classes is not None and len(set(config.classes)) < 10)
+        return params.clusters > 0 and config.epochs >= params.cluster_from and some
 
     @classmethod
     def check_processes(cls, world: int, config: TrainConfig) -> None:
@@ -183,14 +190,19 @@ class TripletFamily(Family):
         # Self-labelling only where there are images whose labels the run does not read.
         held = len(data.train) + (len(data.val) if data.val is not None else 0)
         self.unread = len(data.full_train) > held
-        self.clustering = self.params.clusters > 0 and self.unread and self.config.epochs >= self.params.cluster_from
-        if self.clustering and len(data.full_train) < 2 * self.params.clusters:
+        self.groups_images = self.params.clusters > 0 and self.unread and self.config.epochs >= self.params.cluster_from
+        if self.groups_images and len(data.full_train) < 2 * self.params.clusters:
             raise UsageError(
                 f"--clusters {self.params.clusters}: at most {len(data.full_train) // 2} groups of the"
                 f" {len(data.full_train)} training images (2 images each)"
             )
+        if self.params.triplet_weight == 0 and self.params.ssl_weight == 0 and not self.groups_images:
+            raise UsageError(
+                "with --triplet-weight 0 and --ssl-weight 0 only self-labelling is left, and this run has none"
+                " (it needs --clusters, --epochs reaching --cluster-from, and images whose labels it does not read)"
+            )
         # Self-supervision and self-labelling may use every training image; their labels are never read.
-        self.unlabelled = data.full_train if self.params.ssl_weight > 0 or self.clustering else None
+        self.unlabelled = data.full_train if self.params.ssl_weight > 0 or self.groups_images else None
 
     def sampler(self, batch_size: int) -> Sampler:
         assert self.train is not None
@@ -204,7 +216,7 @@ class TripletFamily(Family):
 
     def self_labelling(self, epoch: int) -> bool:
         """Whether epoch `epoch` trains on self-labels."""
-        return self.clustering and epoch >= self.params.cluster_from
+        return self.groups_images and epoch >= self.params.cluster_from
 
     def begin_epoch(self, generator: torch.Generator, epoch: int, model: nn.Module) -> None:
         """In a self-labelling epoch, group the unlabelled images by SCAN on `model`'s embedding and hand the confident
@@ -222,7 +234,7 @@ class TripletFamily(Family):
         assert self.unlabelled is not None
         with phase(self.on_work, f"epoch {epoch}: grouping the unlabelled images"):
             embedded = dataset_features(model, self.unlabelled)
-            draws = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+            draws = torch.Generator().manual_seed((self.config.seed * 1_000_003 + epoch) % 2**63)
             grouping = clustering.cluster(embedded, self.params.clusters, draws)
         labels = grouping.self_labels()
         sizes = torch.bincount(labels[labels >= 0], minlength=self.params.clusters)
@@ -239,8 +251,8 @@ class TripletFamily(Family):
         self.balanced.group(self.self_labels)
         notify(
             self.on_work,
-            f"epoch {epoch}: {int(sizes.sum()):,} of {len(self.unlabelled):,} unlabelled images self-labelled"
-            f" into {int((sizes > 0).sum())} groups",
+            f"epoch {epoch}: {int(sizes.sum()):,} of the {len(self.unlabelled):,} training images self-labelled"
+            f" into {int((sizes > 0).sum())} groups (their labels unread)",
         )
 
     def batch(self, index: Any) -> Any:

@@ -54,7 +54,7 @@ class Grouping:
         return torch.where(self.confidence > self.threshold, self.groups, torch.full_like(self.groups, -1))
 
     def summary(self) -> dict[str, object]:
-        """Kept images, their share, and the size of each cluster among them (for the run log)."""
+        """Kept images, their share, the size of each cluster among them, which head was kept, every head's loss."""
         labels = self.self_labels()
         kept = labels[labels >= 0]
         return {
@@ -157,11 +157,11 @@ def cluster(
     clusters: int,
     generator: torch.Generator,
     k: int = NEIGHBOURS,
-    threshold: float = CONFIDENCE,
+    threshold: float | None = None,
     heads: int = HEADS,
 ) -> Grouping:
     """Group `embeddings` (N, D) into `clusters` by SCAN: neighbours, `heads` clustering heads, and the
-    probabilities of the head of least loss (`head_losses`)."""
+    probabilities of the head of least loss (`head_losses`); self-labels above `threshold` (default CONFIDENCE)."""
     if clusters < 2 or len(embeddings) < 2:
         raise ValueError("clustering needs at least 2 clusters and 2 embeddings")
     near = neighbours(embeddings, min(k, len(embeddings) - 1))
@@ -175,7 +175,8 @@ def cluster(
         head.bias.copy_(layer.bias[rows])
         probabilities = head(F.normalize(embeddings.float(), dim=1)).softmax(dim=1)
     confidence, groups = probabilities.max(dim=1)
-    return Grouping(groups, confidence, probabilities, threshold, head, losses.tolist(), best)
+    kept = CONFIDENCE if threshold is None else threshold
+    return Grouping(groups, confidence, probabilities, kept, head, losses.tolist(), best)
 
 
 def cluster_accuracy(groups: torch.Tensor, labels: torch.Tensor) -> float:
