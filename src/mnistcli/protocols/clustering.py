@@ -3,7 +3,7 @@
 SCAN (Van Gansbeke et al., "SCAN: Learning to Classify Images without Labels", ECCV 2020) clusters
 in two steps on top of a self-supervised embedding. First it mines each image's k nearest
 neighbours, which on a good embedding nearly always show the same class (here, on a `siamese`
-embedding trained with the labels of 0, 1, 2 only: 98.7% for the nearest, 97.8% over 20). Then it
+embedding trained with the labels of 0, 1, 2 only: 98.7% for the nearest; benchmarks/selflabel.py). Then it
 trains a clustering head whose class probabilities must agree between an image and its neighbours
 (the dot product of the two distributions, as a log loss), while the mean distribution over a
 batch is kept spread over every cluster (its entropy, weighted). Images whose largest probability
