@@ -1,12 +1,15 @@
 """This checkout beside another commit of mnistcli, in one run on one machine: is anything slower?
 
     python benchmarks/commits.py --against de3787e --data-dir ../shared/data/mnist [--repeats 5] [--out r.json]
+        [--only cnn-fast] [--seeds 0,1,2,3,4]
 
 The other commit is checked out into a temporary git worktree and run from its own source
 (`PYTHONPATH`), with the same Python, torch and data. Each command is a whole process as a user
 runs it, timed from here; the two sides alternate, repeat by repeat, so a noisy neighbour slows
 both alike. Prints a markdown table of medians with the ratio (other / this: above 1 means this
-checkout is faster), and writes the raw times to --out.
+checkout is faster), and writes the raw times to --out. `--only` keeps the commands whose name holds it;
+`--seeds` gives the training commands a seed, the next one each repeat (both sides the same), so ten repeats
+over five seeds run each seed twice a side.
 """
 
 from __future__ import annotations
@@ -63,7 +66,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--only", default="", help="time only the commands whose name holds this")
+    parser.add_argument("--seeds", default="", help="seeds the training commands take in turn, e.g. 0,1,2,3,4")
     args = parser.parse_args()
+    seeds = args.seeds.split(",") if args.seeds else []
     work = Path(tempfile.mkdtemp(prefix="mnist-commits-"))
     other = work / "other"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other), args.against], check=True)
@@ -78,13 +84,17 @@ def main() -> None:
         sides = {"this": ROOT / "src", args.against: other / "src"}
         times: dict[str, dict[str, list[float]]] = {}
         for label, cmd in commands(str(Path(args.data_dir).resolve()), image).items():
+            if args.only not in label:
+                continue
             times[label] = {side: [] for side in sides}
-            for _ in range(args.repeats):
+            for r in range(args.repeats):
+                seeded = [*cmd, "--seed", seeds[r % len(seeds)]] if seeds and "train" in cmd else cmd
                 for side, src in sides.items():
                     home = work / f"home-{side}"
                     shutil.rmtree(home, ignore_errors=True)
-                    times[label][side].append(timed(cmd, src, home, args.threads))
-        print(f"\n{args.repeats} repeats, medians, OMP_NUM_THREADS={args.threads}\n")
+                    times[label][side].append(timed(seeded, src, home, args.threads))
+        over = f", seeds {args.seeds} in turn" if seeds else ""
+        print(f"\n{args.repeats} repeats{over}, medians, OMP_NUM_THREADS={args.threads}\n")
         print(f"| command | this checkout | {args.against} | ratio ({args.against} / this) |")
         print("| --- | --- | --- | --- |")
         for label, by_side in times.items():

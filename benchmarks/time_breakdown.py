@@ -101,6 +101,7 @@ def main() -> None:
             timings["whole process"] = wall
             timings["reached"] = float(bool((report.get("target") or {}).get("reached")))
             timings["test accuracy"] = report["test_accuracy"]
+            timings["epochs"] = (report.get("target") or {}).get("epochs") or float("nan")
             rows.append(timings)
     reference = statistics.median(torch_import)
     inner = ("target checks", "snapshots")
@@ -131,7 +132,10 @@ def main() -> None:
     print(f"| `python -c 'import torch'` (reference) | {reference:.2f} | 1.00 |")
     print()
     for seed, r in zip(args.seeds.split(","), rows, strict=True):
-        print(f"seed {seed}: {r['whole process']:.2f} s whole process, test accuracy {100 * r['test accuracy']:.2f}%")
+        print(
+            f"seed {seed}: {r['whole process']:.2f} s whole process, test accuracy {100 * r['test accuracy']:.2f}%"
+            f" after {r['epochs']:.3f} epochs"
+        )
 
 
 if __name__ == "__main__":

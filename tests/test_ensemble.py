@@ -321,7 +321,7 @@ def _wait_for_snapshots(folder: Path, count: int) -> None:
 
 @pytest.mark.parametrize("stop", [False, True])
 def test_members_train_in_parallel_processes_and_ctrl_c_stops_them_all(synthetic_env: Path, stop: bool) -> None:
-    process, folder = _in_parallel("par", 3, 300 if stop else 2)
+    process, folder = _in_parallel("par", 3, 5000 if stop else 2)  # stopped long before any member ends
     if stop:
         _wait_for_snapshots(folder, 2)
         os.killpg(process.pid, signal.SIGINT)

@@ -45,7 +45,7 @@ def test_models_name_shows_its_arguments_and_recipe(runner: CliRunner) -> None:
     card = runner.invoke(app, ["models", "cnn-fast", "--json"])
     assert card.exit_code == 0, card.output
     info = json.loads(card.stdout)
-    assert info["args"] == {"width": 12, "hidden": 128}
+    assert info["args"] == {"width": 12, "hidden": 128, "stem_norm": False}
     assert info["recipe"]["epochs"] == 1 and info["config"]["epochs"] == 1
     assert info["config"]["check_every"] == 0.125 and info["config"]["momentum"] == 0.9  # recipe over defaults
     assert "margin" not in info["config"]  # a triplet model's option, not a classifier's

@@ -80,7 +80,7 @@ def test_one_epoch_of_training_lowers_the_loss(name: str) -> None:
 def test_save_load_round_trip_is_exact(name: str, tmp_path) -> None:
     torch.manual_seed(0)
     model = registry.create_model(name).eval()
-    checkpoint = store.Checkpoint(ModelSpec(name, {}, registry.get_entry(name).family))
+    checkpoint = store.Checkpoint(ModelSpec(name, registry.recorded_args(name, {}), registry.get_entry(name).family))
     run = store.save(model, checkpoint, store.begin(name, root=tmp_path))
     loaded = store.load(run)
     x = torch.rand(4, 1, 28, 28)

@@ -93,7 +93,8 @@ def test_runs_at_once_are_refused_in_a_process_torchrun_started(
 
 
 def test_ctrl_c_stops_every_run_and_names_those_that_can_go_on(synthetic_env: Path) -> None:
-    command = [sys.executable, "-m", "mnistcli", *QUICK[:4], "--epochs", "300", "--batch-size", "50"]
+    # Epochs enough that no run ends before both workers are under way, however slowly they start.
+    command = [sys.executable, "-m", "mnistcli", *QUICK[:4], "--epochs", "5000", "--batch-size", "50"]
     command += ["--runs", "3", "--jobs", "2", "--name", "c"]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 from mnistcli import store
 from mnistcli.cli import app
 from mnistcli.errors import CheckpointError, UsageError
-from mnistcli.registry import create_model, list_models
+from mnistcli.registry import create_model, list_models, recorded_args
 from tests.helpers import save_png
 
 
@@ -359,7 +359,7 @@ def test_weights_that_do_not_fit_are_refused_before_the_model_is_allocated(isola
 
 def test_every_registered_model_still_loads_through_the_shape_check(tmp_path: Path) -> None:
     for entry in list_models():
-        model = {"name": entry.name, "args": {}, "family": entry.family}
+        model = {"name": entry.name, "args": recorded_args(entry.name, {}), "family": entry.family}
         run = store.save(create_model(entry.name), spec(entry.name, model=model), root=tmp_path)
         assert isinstance(store.load(run), torch.nn.Module), entry.name
 

@@ -30,29 +30,37 @@ B = TypeVar("B", bound=Callable[..., "nn.Module"])
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered model: its builder, family, one-line description and training recipe."""
+    """A registered model: its builder, family, one-line description and training recipe.
+
+    `legacy` holds the arguments the model gained after checkpoints of it were written, each with the value that
+    builds the model those checkpoints hold (see `saved_args`)."""
 
     name: str
     builder: Callable[..., nn.Module]
     family: str
     description: str
     recipe: dict[str, Any] = field(default_factory=dict)
+    legacy: dict[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, family: str, description: str, **recipe: Any) -> Callable[[B], B]:
+def register_model(
+    name: str, *, family: str, description: str, legacy: dict[str, Any] | None = None, **recipe: Any
+) -> Callable[[B], B]:
     """Decorator: register `builder(**kwargs) -> nn.Module` under `name`, trained as a `family` model.
 
     `recipe` holds this model's defaults of training options (TrainConfig's and its family's
-    Params'). Raises `ModelError` on a duplicate name; a test checks every family exists.
+    Params'). `legacy`: arguments added to a model that already had checkpoints, with the values
+    those checkpoints were built with (`saved_args`). Raises `ModelError` on a duplicate name; a
+    test checks every family exists.
     """
 
     def decorate(builder: B) -> B:
         if name in _REGISTRY:
             raise ModelError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, builder, family, description, dict(recipe))
+        _REGISTRY[name] = ModelEntry(name, builder, family, description, dict(recipe), dict(legacy or {}))
         return builder
 
     return decorate
@@ -84,6 +92,23 @@ def model_args(name: str) -> dict[str, Any]:
     signature = inspect.signature(get_entry(name).builder)
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {p.name: p.default for p in signature.parameters.values() if p.kind in named}
+
+
+def recorded_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments a new checkpoint of `name` records: `args`, plus the current default of each argument the model
+    gained since its first checkpoints (its `legacy` ones), so a later reading cannot take them for an old one's."""
+    entry = get_entry(name)
+    defaults = model_args(name)
+    return {**{k: defaults[k] for k in entry.legacy if k not in args}, **args}
+
+
+def saved_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments a checkpoint of `name` recorded as `args` was built with: a `legacy` argument it does not record
+    predates it and takes the value that builds the model it holds (a checkpoint of `cnn-fast` from before its stem
+    lost its batch norm: `stem_norm=True`). An unknown `name` is left for the rebuild to refuse."""
+    _load()
+    entry = _REGISTRY.get(name)
+    return {**entry.legacy, **args} if entry is not None else args
 
 
 def describe_args(name: str) -> str:
@@ -236,7 +261,7 @@ def _recipe(call: ast.Call, dicts: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for k in call.keywords:
         if k.arg is None and isinstance(k.value, ast.Name):
             recipe.update(dicts.get(k.value.id) or {})
-        elif k.arg not in ("family", "description"):
+        elif k.arg not in ("family", "description", "legacy"):
             value = _literal(k.value)
             if value is not None:
                 recipe[str(k.arg)] = value

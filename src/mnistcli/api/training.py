@@ -39,7 +39,7 @@ from mnistcli.engine.loop import EpochInfo, Loop, Position, StepInfo
 from mnistcli.errors import CheckpointError, FileProblem, Interrupted, UsageError
 from mnistcli.families import Data, Family, TestResult, get_family
 from mnistcli.models.base import MEAN, STD
-from mnistcli.registry import create_model, get_entry
+from mnistcli.registry import create_model, get_entry, recorded_args, saved_args
 from mnistcli.reports import TrainReport
 from mnistcli.store import lock, runlog, snapshot
 from mnistcli.store.checkpoint import Checkpoint, DataSpec, ModelSpec, Results
@@ -128,7 +128,7 @@ def train(
         if name is not None and here.is_main:
             store.check_new_name(name, root)  # before training, not after it
         hooks = Hooks(on_step, on_epoch, on_download, on_work)
-        model_args, encoder = model_args_for(family, params, model_args or {})
+        model_args, encoder = model_args_for(family, params, recorded_args(model_name, model_args or {}))
         setup = _setup(model_name, model_args, config, params, data_dir, hooks, here, encoder)
         run_dir = store.begin(model_name, name, root) if here.is_main else None  # claimed (store/lock.py)
         try:
@@ -199,7 +199,8 @@ def resume(
         # On any number of processes: the snapshot holds everything the run shares (weights, optimizer, generators).
         with dist.session(config.device) as here:
             family.check_processes(here.world, config)
-            setup = _setup(run["model"], run["args"], config, params, run["data"], hooks, here)
+            args = saved_args(run["model"], run["args"])  # a run begun before its model gained an argument
+            setup = _setup(run["model"], args, config, params, run["data"], hooks, here)
             if here.is_main:
                 runlog.cut(folder / LOG, run["log_bytes"])  # what the stopped epoch logged runs again
             return _run(setup, folder if here.is_main else None, run["tensorboard"], hooks, t0, here, state)

@@ -28,6 +28,7 @@ from mnistcli.families.ensemble import EnsembleFamily, EnsembleParams, member_lo
 from mnistcli.models.ensemble import Ensemble, combine_probabilities
 from mnistcli.protocols import calibration
 from mnistcli.protocols.combining import nll, select_weights
+from mnistcli.registry import saved_args
 from mnistcli.reports import TrainReport
 from mnistcli.store.checkpoint import Checkpoint, DataSpec, ModelSpec, Results
 from mnistcli.store.runs import MEMBERS, open_run
@@ -106,7 +107,7 @@ def combine(run_dir: Path, plan: dict[str, Any], on_work: Any, t0: float) -> Tra
     ]
     seconds = sum(float(r.info.seconds or 0.0) for r in runs)
     args = {
-        "members": [{"name": r.model, "args": r.info.model.args} for r in runs],
+        "members": [{"name": r.model, "args": saved_args(r.model, r.info.model.args)} for r in runs],
         "combine": model.combine,
         "weights": weights,
         "temperatures": temperatures,

@@ -141,10 +141,9 @@ def _read_gzip(path: str | os.PathLike[str], f: BinaryIO, check: HeaderCheck | N
                 raise IdxError(
                     path, f"{_describe(dtype, shape)} needs {nbytes} bytes: more than fits in memory"
                 ) from None
-            done = 0
-            while done < nbytes and (chunk := gz.read(min(CHUNK, nbytes - done))):
-                data[done : done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
-                done += len(chunk)
+            done, view = 0, memoryview(data)
+            while done < nbytes and (got := gz.readinto(view[done : done + CHUNK])):
+                done += got
             trailing = len(gz.read(TRAILING_PEEK)) if done == nbytes else 0  # reaching the end checks the CRC
     except (OSError, EOFError, zlib.error) as e:
         raise IdxError(path, f"broken gzip data ({e})") from None

@@ -23,11 +23,12 @@ class TensorData:
 
     @classmethod
     def from_numpy(cls, images: np.ndarray, labels: np.ndarray, device: torch.device) -> TensorData:
-        """Copy numpy arrays (e.g. a read-only memory-mapped IDX file) onto `device`."""
-        return cls(
-            torch.from_numpy(np.array(images, dtype=np.uint8, order="C")).to(device),
-            torch.from_numpy(np.array(labels, dtype=np.int64)).to(device),
-        )
+        """Numpy arrays as tensors on `device`: a writable C-ordered uint8 array (an inflated .gz file) is taken as it
+        is, anything else (a read-only memory-mapped IDX file) copied."""
+        images = np.asarray(images)
+        if not (images.dtype == np.uint8 and images.flags.c_contiguous and images.flags.writeable):
+            images = np.array(images, dtype=np.uint8, order="C")
+        return cls(torch.from_numpy(images).to(device), torch.from_numpy(np.array(labels, dtype=np.int64)).to(device))
 
     def __len__(self) -> int:
         return len(self.labels)

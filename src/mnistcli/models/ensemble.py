@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnistcli.registry import create_model, get_entry, register_model
+from mnistcli.registry import create_model, get_entry, register_model, saved_args
 
 COMBINE = ("soft", "vote")
 MAX_MEMBERS = 100
@@ -126,7 +126,7 @@ def ensemble(
             raise ValueError("each member is {'name': MODEL, 'args': {...}}")
         if get_entry(name).family != "classify":
             raise ValueError(f"member {name!r} is not a classifier")
-        built.append(create_model(name, **args))
+        built.append(create_model(name, **saved_args(name, args)))
     weights = [1.0] * len(built) if weights is None else _numbers(weights, "weights")
     temperatures = [1.0] * len(built) if temperatures is None else _numbers(temperatures, "temperatures")
     if len(weights) != len(built) or len(temperatures) != len(built):

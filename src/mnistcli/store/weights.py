@@ -22,7 +22,7 @@ from torch import nn
 
 from mnistcli.atomic import atomic_write_bytes, atomic_write_text
 from mnistcli.errors import CheckpointError, MnistError
-from mnistcli.registry import create_model
+from mnistcli.registry import create_model, saved_args
 from mnistcli.store import lock
 from mnistcli.store.checkpoint import FORMAT, Checkpoint
 from mnistcli.store.runlog import finite
@@ -58,7 +58,7 @@ def load(run: Run, device: torch.device | str = "cpu") -> nn.Module:
 def _rebuild(run: Run) -> nn.Module:
     """The run's model through the registry (on the current default device). Raises `CheckpointError`."""
     try:
-        return create_model(run.info.model.name, **run.info.model.args)
+        return create_model(run.info.model.name, **saved_args(run.info.model.name, run.info.model.args))
     except MnistError as e:
         raise CheckpointError(f"{run.path}: cannot rebuild its model ({e})") from None
 

@@ -1,0 +1,118 @@
+"""A model that gains an argument keeps reading the checkpoints written before it (registry `legacy`).
+
+`cnn-fast` lost its stem's batch norm on 2026-12-05 (`stem_norm=False`, the new default). Its
+checkpoints from before record no `stem_norm` and hold the normalised stem's weights: they must
+still load, evaluate, export, join ensembles and resume; new checkpoints record the argument.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from mnistcli import registry, store
+from mnistcli.cli import app
+from mnistcli.store.checkpoint import ModelSpec
+
+
+def stem_norms(model: nn.Module) -> int:
+    """How many batch norms `cnn-fast`'s stem (its first three layers) holds."""
+    return sum(isinstance(m, nn.BatchNorm2d) for m in list(model.body)[:3])
+
+
+def save_old_cnn_fast(root: Path) -> tuple[store.Run, nn.Module]:
+    """A `cnn-fast` checkpoint as mnistcli wrote it before 2026-12-05: the stem normalised, no `stem_norm` recorded."""
+    torch.manual_seed(0)
+    model = registry.create_model("cnn-fast", stem_norm=True)
+    model.train()
+    with torch.no_grad():  # running statistics of their own, so the normalisation is not the identity
+        model(torch.rand(64, 1, 28, 28))
+    model.eval()
+    run = store.save(model, store.Checkpoint(ModelSpec("cnn-fast", {}, "classify")), store.begin("cnn-fast", root=root))
+    return run, model
+
+
+def test_recorded_and_saved_args() -> None:
+    assert registry.recorded_args("cnn-fast", {}) == {"stem_norm": False}
+    assert registry.recorded_args("cnn-fast", {"stem_norm": True, "width": 8}) == {"stem_norm": True, "width": 8}
+    assert registry.saved_args("cnn-fast", {}) == {"stem_norm": True}
+    assert registry.saved_args("cnn-fast", {"stem_norm": False}) == {"stem_norm": False}
+    assert registry.recorded_args("cnn", {"width": 8}) == {"width": 8}  # no legacy arguments: as given
+    assert registry.saved_args("cnn", {}) == {}
+    assert registry.saved_args("no-such-model", {"x": 1}) == {"x": 1}  # left for the rebuild to refuse
+
+
+def test_new_cnn_fast_has_no_stem_norm_and_the_old_one_has() -> None:
+    assert stem_norms(registry.create_model("cnn-fast")) == 0
+    assert stem_norms(registry.create_model("cnn-fast", stem_norm=True)) == 1
+
+
+def test_an_old_cnn_fast_checkpoint_loads_and_computes_as_before(tmp_path: Path) -> None:
+    run, model = save_old_cnn_fast(tmp_path)
+    loaded = store.load(run)
+    assert stem_norms(loaded) == 1
+    x = torch.rand(8, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_an_old_cnn_fast_checkpoint_through_the_cli(
+    runner: CliRunner, synthetic_env: Path, isolated_home: Path, tmp_path: Path
+) -> None:
+    save_old_cnn_fast(isolated_home / "runs")
+    evaluated = runner.invoke(app, ["eval", "cnn-fast", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert 0.0 <= json.loads(evaluated.stdout)["accuracy"] <= 1.0
+    exported = runner.invoke(app, ["export", "cnn-fast", "--output", str(tmp_path / "old.onnx")])
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "old.onnx").stat().st_size > 0
+
+
+def test_training_records_the_new_argument(runner: CliRunner, synthetic_env: Path, isolated_home: Path) -> None:
+    for extra, expected in (([], False), (["--arg", "stem_norm=true"], True)):
+        result = runner.invoke(app, ["train", "cnn-fast", "--epochs", "1", "--json", *extra])
+        assert result.exit_code == 0, result.output
+        run_dir = Path(json.loads(result.stdout)["path"])
+        meta = json.loads((run_dir / "meta.json").read_text())
+        assert meta["model"]["args"] == {"stem_norm": expected}
+        assert stem_norms(store.load(store.resolve(run_dir.name))) == int(expected)
+
+
+def test_an_ensemble_recorded_before_keeps_its_members_stems() -> None:
+    old = registry.create_model("ensemble", members=[{"name": "cnn-fast", "args": {}}])
+    new = registry.create_model("ensemble", members=[{"name": "cnn-fast", "args": {"stem_norm": False}}])
+    assert [stem_norms(m) for m in old.members] == [1]
+    assert [stem_norms(m) for m in new.members] == [0]
+
+
+def test_a_run_interrupted_before_resumes_with_its_own_stem(
+    runner: CliRunner, synthetic_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot of a run begun before the change records no `stem_norm` (and holds a normalised stem): it resumes
+    with that stem, and the finished run records it."""
+    from mnistcli import paths
+    from mnistcli.render import progress
+    from mnistcli.store import snapshot
+
+    real = progress.TrainProgress.epoch
+
+    def stop(self: progress.TrainProgress, info: object) -> None:
+        real(self, info)  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    args = ["train", "cnn-fast", "--epochs", "2", "--arg", "stem_norm=true", "--name", "cut"]
+    with monkeypatch.context() as patch:
+        patch.setattr(progress.TrainProgress, "epoch", stop)
+        assert runner.invoke(app, args).exit_code == 130  # Ctrl-C after the first epoch
+    folder = paths.runs_dir() / "cut"
+    state, run = snapshot.read(folder)
+    assert run["args"] == {"stem_norm": True}
+    snapshot.write(folder, state, {**run, "args": {}})  # as written before the change
+    resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((folder / "meta.json").read_text())["model"]["args"] == {"stem_norm": True}
+    assert stem_norms(store.load(store.resolve("cut"))) == 1
