@@ -46,9 +46,7 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(
-    name: str, *, family: str, description: str, legacy: dict[str, Any] | None = None, **recipe: Any
-) -> Callable[[B], B]:
+def register_model(name: str, *, family: str, description: str, legacy: Any = None, **recipe: Any) -> Callable[[B], B]:
     """Decorator: register `builder(**kwargs) -> nn.Module` under `name`, trained as a `family` model.
 
     `recipe` holds this model's defaults of training options (TrainConfig's and its family's

@@ -141,7 +141,7 @@ def _read_gzip(path: str | os.PathLike[str], f: BinaryIO, check: HeaderCheck | N
                 raise IdxError(
                     path, f"{_describe(dtype, shape)} needs {nbytes} bytes: more than fits in memory"
                 ) from None
-            done, view = 0, memoryview(data)
+            done, view = 0, data.data  # the array's own memory
             while done < nbytes and (got := gz.readinto(view[done : done + CHUNK])):
                 done += got
             trailing = len(gz.read(TRAILING_PEEK)) if done == nbytes else 0  # reaching the end checks the CRC
