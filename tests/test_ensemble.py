@@ -325,7 +325,11 @@ def test_members_train_in_parallel_processes_and_ctrl_c_stops_them_all(synthetic
     if stop:
         _wait_for_snapshots(folder, 2)
         os.killpg(process.pid, signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:  # an ensemble that ignored Ctrl-C must not train its 5000 epochs on after the test
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
     if not stop:
         assert process.returncode == 0, err
         report = json.loads(out)

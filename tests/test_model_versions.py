@@ -116,3 +116,38 @@ def test_a_run_interrupted_before_resumes_with_its_own_stem(
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((folder / "meta.json").read_text())["model"]["args"] == {"stem_norm": True}
     assert stem_norms(store.load(store.resolve("cut"))) == 1
+
+
+def test_an_old_runs_export_names_the_model_it_holds(isolated_home: Path) -> None:
+    from mnistcli.api import exporting
+    from mnistcli.families import get_family
+
+    run, _ = save_old_cnn_fast(isolated_home / "runs")
+    spec = get_family("classify").exported
+    assert spec is not None
+    assert exporting.metadata(store.resolve(run.name), spec)["model_args"] == {"stem_norm": True}
+
+
+def test_an_ensembles_plan_records_each_members_arguments_and_an_old_plan_keeps_its_own() -> None:
+    from mnistcli.api.ensembling import member_args
+
+    plan = {"model_args": {}}
+    assert member_args({"name": "01-cnn-fast", "model": "cnn-fast", "seed": 0}, plan) == {"stem_norm": True}
+    new = {"name": "01-cnn-fast", "model": "cnn-fast", "seed": 0, "args": {"stem_norm": False}}
+    assert member_args(new, plan) == {"stem_norm": False}
+    assert member_args({"name": "01-cnn", "model": "cnn", "seed": 0}, {"model_args": {"width": 4}}) == {"width": 4}
+
+
+def test_an_ensemble_of_cnn_fast_trains_its_members_as_they_are_now(runner: CliRunner, synthetic_env: Path) -> None:
+    args = ["train", "ensemble", "--arch", "cnn-fast", "--members", "2", "--epochs", "1", "--val-split", "0.2"]
+    result = runner.invoke(app, [*args, "--batch-size", "50", "--json"])
+    assert result.exit_code == 0, result.output
+    folder = Path(json.loads(result.stdout)["path"])
+    meta = json.loads((folder / "meta.json").read_text())
+    assert [m["args"] for m in meta["model"]["args"]["members"]] == [{"stem_norm": False}] * 2
+    assert [stem_norms(m) for m in store.load(store.resolve(folder.name)).members] == [0, 0]
+
+
+def test_a_switchs_default_is_spelled_as_arg_takes_it(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["train", "cnn-fast", "--arg", "stem_norm=maybe"])
+    assert result.exit_code != 0 and "stem_norm=false" in result.stderr and "False" not in result.stderr

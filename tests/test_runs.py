@@ -103,7 +103,11 @@ def test_ctrl_c_stops_every_run_and_names_those_that_can_go_on(synthetic_env: Pa
     while time.monotonic() < deadline and len(list(runs.glob("c-*/resume.safetensors"))) < 2:
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C at a terminal does: the whole foreground group
-    _, err = process.communicate(timeout=120)
+    try:
+        _, err = process.communicate(timeout=120)
+    finally:  # a run that ignored Ctrl-C must not train its 5000 epochs on after the test
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, err
     assert "Traceback" not in err
     said = [line for line in err.splitlines() if line.startswith("error:")]

@@ -114,7 +114,10 @@ def describe_args(name: str) -> str:
     args = model_args(name)
     if not args:
         return "it takes no arguments"
-    shown = (k if v is inspect.Parameter.empty else f"{k}={v!r}" for k, v in args.items())
+    def spelled(v: Any) -> str:  # as `--arg KEY=VALUE` takes it: a switch is true or false
+        return str(v).lower() if isinstance(v, bool) else repr(v)
+
+    shown = (k if v is inspect.Parameter.empty else f"{k}={spelled(v)}" for k, v in args.items())
     return "its arguments: " + ", ".join(shown)
 
 

@@ -31,7 +31,7 @@ from mnistcli.errors import CheckpointError, FileProblem, Interrupted, MnistErro
 from mnistcli.families import get_family
 from mnistcli.families.classify import ClassifyParams
 from mnistcli.families.ensemble import EnsembleFamily, EnsembleParams
-from mnistcli.registry import create_model, get_entry
+from mnistcli.registry import create_model, get_entry, recorded_args, saved_args
 from mnistcli.reports import TrainReport
 from mnistcli.store import lock
 from mnistcli.store.runs import MEMBERS, PLAN, SNAPSHOT
@@ -98,6 +98,9 @@ def train(
                 "--combine select chooses weights on the validation images every member holds out: give --val-split above 0"
             )
         _check_members(members, member_options, model_args or {})
+        # Each member's arguments as its run will record them, so a plan resumed after a model gained an argument
+        # trains its members as it would have then (registry `legacy`).
+        members = [{**m, "args": recorded_args(m["model"], model_args or {})} for m in members]
         own = {
             **{k: v for k, v in config.to_dict().items() if k in ("seed", *SHARED)},
             **{k: getattr(params, k) for k in ("members", "arch", "combine", "calibrate")},
@@ -181,8 +184,9 @@ def read_plan(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{where}: not an ensemble plan ({', '.join(wrong)} missing or of the wrong type)")
     for member in plan["members"]:
         ok = isinstance(member, dict) and isinstance(member.get("name"), str) and isinstance(member.get("model"), str)
-        if not ok or not store.NAME_RE.fullmatch(member["name"]) or type(member.get("seed")) is not int:
-            raise CheckpointError(f"{where}: a member must be {{name, model, seed}}; got {str(member)[:80]}")
+        ok = ok and type(member.get("seed")) is int and isinstance(member.get("args", {}), dict)
+        if not ok or not store.NAME_RE.fullmatch(member["name"]):
+            raise CheckpointError(f"{where}: a member must be {{name, model, seed[, args]}}; got {str(member)[:80]}")
         try:
             family = get_entry(member["model"]).family
         except MnistError as e:
@@ -201,6 +205,14 @@ def read_plan(folder: Path) -> dict[str, Any]:
     except (MnistError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: {e}") from None
     return plan  # type: ignore[no-any-return]
+
+
+def member_args(member: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """The model arguments a planned member trains with: its own entry's, or in a plan written before members had one,
+    the plan's `--arg`s read as that plan's members were built (`registry.saved_args`)."""
+    if "args" in member:
+        return dict(member["args"])
+    return saved_args(member["model"], plan["model_args"])
 
 
 def _planned(params: EnsembleParams, config: TrainConfig) -> list[dict[str, Any]]:
@@ -345,7 +357,7 @@ def train_member(
         report = training.train(
             member["model"],
             {**plan["member_options"], "seed": member["seed"]},
-            plan["model_args"],
+            member_args(member, plan),
             name=member["name"],
             data_dir=plan["data"],
             on_step=on_step,

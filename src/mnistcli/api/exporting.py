@@ -39,6 +39,7 @@ from mnistcli.data import mnist
 from mnistcli.errors import DataError, MnistError, UsageError
 from mnistcli.families import families_where, get_family
 from mnistcli.protocols.export import Spec, Tensors
+from mnistcli.registry import saved_args
 from mnistcli.reports import ExportReport
 
 FORMATS = ("onnx", "torchscript")
@@ -177,7 +178,7 @@ def metadata(run: store.Run, spec: Spec) -> dict[str, Any]:
     return {
         "run": run.name,
         "model": run.model,
-        "model_args": info.model.args,
+        "model_args": saved_args(run.model, info.model.args),  # as built: an argument gained later, named
         "family": run.family,
         # a float32 measured and stored as a double (0.9900000095367432): six significant digits say it
         "test_accuracy": accuracy if accuracy is None else float(f"{accuracy:.6g}"),

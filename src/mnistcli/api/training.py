@@ -150,7 +150,7 @@ def model_args_for(family: type[Family], params: Any, model_args: dict[str, Any]
         run, encoder, _ = load_checkpoint(ref, {family.encoder_family}, "cpu", suggest="simclr")
     except CheckpointError as e:
         raise UsageError(f"--encoder {ref}: {e}") from None
-    wanted = family.encoder_args(run.info.model.args)
+    wanted = family.encoder_args(saved_args(run.model, run.info.model.args))
     clash = sorted(k for k in wanted if k in model_args and model_args[k] != wanted[k])
     if clash:
         raise UsageError(f"--arg {', '.join(clash)}: set by --encoder {run.name} (its architecture), not to be changed")
