@@ -1,6 +1,6 @@
 """A model that gains an argument keeps reading the checkpoints written before it (registry `legacy`).
 
-`cnn-fast` lost its stem's batch norm on 2026-12-05 (`stem_norm=False`, the new default). Its
+`cnn-fast` lost its stem's batch norm on 2026-12-04 (`stem_norm=False`, the new default). Its
 checkpoints from before record no `stem_norm` and hold the normalised stem's weights: they must
 still load, evaluate, export, join ensembles and resume; new checkpoints record the argument.
 """
@@ -26,7 +26,7 @@ def stem_norms(model: nn.Module) -> int:
 
 
 def save_old_cnn_fast(root: Path) -> tuple[store.Run, nn.Module]:
-    """A `cnn-fast` checkpoint as mnistcli wrote it before 2026-12-05: the stem normalised, no `stem_norm` recorded."""
+    """A `cnn-fast` checkpoint as mnistcli wrote it before the change of 2026-12-04: the stem normalised, no `stem_norm` recorded."""
     torch.manual_seed(0)
     model = registry.create_model("cnn-fast", stem_norm=True)
     model.train()

@@ -124,7 +124,7 @@ def cnn_w32(width: int = 32) -> Classifier:
     label_smoothing=0.1,
     check_every=0.125,
     precision="auto",
-    legacy={"stem_norm": True},  # checkpoints written before 2026-12-05 normalise the stem
+    legacy={"stem_norm": True},  # checkpoints written before the change of 2026-12-04 normalise it
 )
 def cnn_fast(width: int = 12, hidden: int = 128, stem_norm: bool = False) -> Classifier:
     """Like `cnn` at three quarters of the width, but the first convolution strides by 2 instead of
