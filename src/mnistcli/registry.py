@@ -114,6 +114,7 @@ def describe_args(name: str) -> str:
     args = model_args(name)
     if not args:
         return "it takes no arguments"
+
     def spelled(v: Any) -> str:  # as `--arg KEY=VALUE` takes it: a switch is true or false
         return str(v).lower() if isinstance(v, bool) else repr(v)
 
