@@ -54,11 +54,13 @@ def test_a_check_that_passes_is_decided_and_reported_by_one_full_pass() -> None:
 
 @pytest.mark.parametrize("target", [0.9, 0.8, 0.93, 0.99, 0.997, 0.5])
 def test_a_model_exactly_at_a_target_reaches_it(target: float) -> None:
-    """1 - 0.9 is not 0.1 in floating point: the mistakes allowed are counted as the final comparison counts them."""
+    """1 - 0.9 is not 0.1 in floating point: the mistakes allowed are counted as the final comparison counts them.
+    (Decided by the full pass alone: a look at the first chunk gives up only a point below. The chunks' give-up
+    rule, which may give up on a model exactly at the target, is tested below.)"""
     mistakes = allowed_mistakes(N, target)
     assert (N - mistakes) / N >= target > (N - mistakes - 1) / N
-    assert check(TargetWatch(Counting(), held_out(mistakes), target, 0.125, per_image=True)) is not None
-    assert check(TargetWatch(Counting(), held_out(mistakes + 1), target, 0.125, per_image=True)) is None
+    assert check(TargetWatch(Counting(), held_out(mistakes), target, 0.125)) is not None
+    assert check(TargetWatch(Counting(), held_out(mistakes + 1), target, 0.125)) is None
 
 
 def test_a_model_far_below_the_target_costs_one_chunk() -> None:
@@ -69,14 +71,22 @@ def test_a_model_far_below_the_target_costs_one_chunk() -> None:
 
 def test_a_model_a_little_below_gives_up_before_the_end() -> None:
     evaluate = Counting()
-    assert check(TargetWatch(evaluate, held_out(160), 0.99, 0.125, per_image=True)) is None  # 98.4%
+    assert check(TargetWatch(evaluate, held_out(135), 0.99, 0.125, per_image=True)) is None  # 98.65%
     assert TargetWatch.QUICK < evaluate.seen < N
 
 
 @pytest.mark.parametrize("seed", range(20))
-def test_a_model_at_or_above_the_target_is_never_given_up_on(seed: int) -> None:
-    for mistakes in (100, 80):  # exactly 99.0%, and 99.2%
-        assert check(TargetWatch(Counting(), held_out(mistakes, seed), 0.99, 0.125, per_image=True)) is not None
+def test_a_model_above_the_target_is_never_given_up_on(seed: int) -> None:
+    assert check(TargetWatch(Counting(), held_out(80, seed), 0.99, 0.125, per_image=True)) is not None  # 99.2%
+
+
+def test_a_model_exactly_at_the_target_is_seldom_given_up_on() -> None:
+    """With Z = 2 a check gives up on a model at exactly 99.0% now and then (the next check then passes it): 11 of
+    200 orders of the mistakes here, against none at 99.2%. A check that would pass is missed, never the reverse."""
+    missed = sum(
+        check(TargetWatch(Counting(), held_out(100, seed), 0.99, 0.125, per_image=True)) is None for seed in range(200)
+    )
+    assert 0 < missed <= 20
 
 
 def test_a_model_just_short_is_never_reported_as_reaching() -> None:
