@@ -122,7 +122,7 @@ def cnn_w32(width: int = 32) -> Classifier:
     weight_decay=1e-2,
     scheduler="onecycle",
     label_smoothing=0.1,
-    check_every=0.1,  # against 0.125: whole runs 5.31 s against 5.47 s and 5.57 against 6.05 (docs/benchmarks.md)
+    check_every=0.1,  # against 0.125: whole runs 5.28 s against 5.49 s (benchmarks/variants.py; docs/benchmarks.md)
     precision="auto",
     legacy={"stem_norm": True},  # checkpoints written before the change of 2026-12-04 normalise it
 )
