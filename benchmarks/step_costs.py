@@ -32,6 +32,8 @@ from mnistcli.registry import create_model
 CASES = [  # (label, model, model arguments, channels-last, bf16)
     ("cnn-fast, fp32", "cnn-fast", {}, True, False),
     ("cnn-fast, bf16", "cnn-fast", {}, True, True),
+    ("cnn-fast stem normalised (before 2026-12-04), fp32", "cnn-fast", {"stem_norm": True}, True, False),
+    ("cnn-fast stem normalised (before 2026-12-04), bf16", "cnn-fast", {"stem_norm": True}, True, True),
     ("cnn-fast NCHW, fp32", "cnn-fast", {}, False, False),
     ("cnn-fast NCHW, bf16", "cnn-fast", {}, False, True),
     ("cnn-fast width 8, bf16", "cnn-fast", {"width": 8}, True, True),

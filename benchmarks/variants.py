@@ -5,8 +5,9 @@
         [--train "cnn-fast --target-accuracy 0.99"]
 
 A variant is NAME=OPTIONS (more options of `mnist train`, given after --train's) or NAME=@REV (this command run
-from another commit's source, checked out into a temporary git worktree). Each repeat runs every variant once, in
-turn, with the same seed (the seeds in turn, repeat by repeat), each a whole process as a user runs it, beside
+from another commit's source, checked out into a temporary git worktree; its first run also compiles its
+bytecode). Each repeat runs every variant once, starting with the next one each repeat (so none always goes
+first), with the same seed (the seeds in turn, repeat by repeat), each a whole process as a user runs it, beside
 `python -c "import torch"`, so a noisy neighbour slows all alike. Prints, per variant, the median whole-process
 time, its ratio to the first variant and to `import torch`, the median CPU time (user + system, which the
 machine's other tenants move less), the median training time the run reports, and the epochs each run stopped
@@ -54,6 +55,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     seeds = args.seeds.split(",")
+    if not all(s.isdigit() for s in seeds):
+        parser.error(f"--seeds: whole numbers separated by commas, not {args.seeds!r}")
+    names = [spec.partition("=")[0] for spec in args.variant]
+    if any("=" not in spec or not name for spec, name in zip(args.variant, names, strict=True)):
+        parser.error("--variant: NAME=OPTIONS or NAME=@REV")
+    if len(set(names)) < len(names):
+        parser.error("--variant: each NAME once")
     work = Path(tempfile.mkdtemp(prefix="mnist-variants-"))
     variants: dict[str, tuple[Path, list[str]]] = {}
     trees: list[Path] = []
@@ -74,10 +82,14 @@ def main() -> None:
         for repeat in range(args.repeats):
             seed = seeds[repeat % len(seeds)]
             torch_import.append(timed([sys.executable, "-c", "import torch"], env)[0])
-            for name, (src, options) in variants.items():
+            order = list(variants)
+            order = order[repeat % len(order) :] + order[: repeat % len(order)]
+            for name in order:
+                src, options = variants[name]
                 home = work / "home"
                 shutil.rmtree(home, ignore_errors=True)
                 command = [sys.executable, "-m", "mnistcli", "train", *shlex.split(args.train), *options]
+                print(f"repeat {repeat + 1}, seed {seed}, {name} ...", file=sys.stderr, flush=True)
                 wall, cpu, out = timed(
                     [*command, "--seed", seed, "--json"], {**env, "PYTHONPATH": str(src), "MNISTCLI_HOME": str(home)}
                 )

@@ -24,7 +24,7 @@ from mnistcli.models.ensemble import combine_probabilities, ensemble
 from mnistcli.protocols.combining import select_weights
 from mnistcli.protocols.inference import SHIFTS, ShiftAveraged, shifted
 from mnistcli.render import progress
-from tests.helpers import make_digits, save_png
+from tests.helpers import kill_group, make_digits, save_png
 
 SMALL = ["--arg", "width=4", "--epochs", "2", "--batch-size", "50", "--val-split", "0.2"]
 
@@ -322,14 +322,13 @@ def _wait_for_snapshots(folder: Path, count: int) -> None:
 @pytest.mark.parametrize("stop", [False, True])
 def test_members_train_in_parallel_processes_and_ctrl_c_stops_them_all(synthetic_env: Path, stop: bool) -> None:
     process, folder = _in_parallel("par", 3, 5000 if stop else 2)  # stopped long before any member ends
-    if stop:
-        _wait_for_snapshots(folder, 2)
-        os.killpg(process.pid, signal.SIGINT)
     try:
+        if stop:
+            _wait_for_snapshots(folder, 2)
+            os.killpg(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=120)
-    finally:  # an ensemble that ignored Ctrl-C must not train its 5000 epochs on after the test
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    finally:  # nothing of the 5000 epochs trains on after the test, whatever stopped it
+        kill_group(process)
     if not stop:
         assert process.returncode == 0, err
         report = json.loads(out)

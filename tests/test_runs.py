@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from mnistcli.cli import app
+from tests.helpers import kill_group
 
 QUICK = ["train", "mlp", "--arg", "hidden=16", "--epochs", "2", "--batch-size", "50"]
 
@@ -99,15 +100,14 @@ def test_ctrl_c_stops_every_run_and_names_those_that_can_go_on(synthetic_env: Pa
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     runs = Path(os.environ["MNISTCLI_HOME"]) / "runs"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(runs.glob("c-*/resume.safetensors"))) < 2:
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C at a terminal does: the whole foreground group
     try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(list(runs.glob("c-*/resume.safetensors"))) < 2:
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C at a terminal does: the whole foreground group
         _, err = process.communicate(timeout=120)
-    finally:  # a run that ignored Ctrl-C must not train its 5000 epochs on after the test
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    finally:  # nothing of the 5000 epochs trains on after the test, whatever stopped it
+        kill_group(process)
     assert process.returncode == 130, err
     assert "Traceback" not in err
     said = [line for line in err.splitlines() if line.startswith("error:")]

@@ -85,7 +85,7 @@ class TargetWatch(Callback):
     ordered, and its first half is the easier one), and gives up as soon as the mistakes so far rule the target
     out: where the evaluation's figures are means over images, each image's own (`per_image`), more mistakes than
     the target allows that far, plus `Z` standard deviations (those of drawing that share of the allowed mistakes
-    without replacement), after any chunk; otherwise, one chunk only, an accuracy more than a point below. Most checks fail, and those cost a fraction of a full pass. A model exactly at the target is given up on now and then (1 order of its mistakes in 18), one 0.1 point above it almost never: a check that would pass may be missed, and the next one passes. The looks run in the run's
+    without replacement), after any chunk; otherwise, one chunk only, an accuracy more than a point below. Most checks fail, and those cost a fraction of a full pass. A model exactly at the target is given up on now and then (1 order of its mistakes in 18), one 0.1 point above it almost never: a check that would pass may be missed, and a later one may pass. The looks run in the run's
     precision (under bf16 autocast, if it trains so: a third cheaper); one that ends below the target under bf16
     is not looked at again in fp32 (the two may differ by an image or two, so a check that fp32 would just pass
     can be missed, and the target is then met at the next). A check that gets through is decided by one full

@@ -135,8 +135,9 @@ def cnn_fast(width: int = 12, hidden: int = 128, stem_norm: bool = False) -> Cla
 
     The stem has no batch norm (`stem_norm=False`): its 14 x 14 x w output is the largest the net
     normalises, and under bf16 autocast that normalisation took a sixth of a training step. Without
-    it a step costs 0.81x and the test accuracy climbs as fast (seeds 0-4, fp32 test accuracy every
-    1/32 epoch: 99% first reached after a median 0.69 epochs either way; docs/benchmarks.md)."""
+    it a bf16 step costs 0.76x (fp32 0.80x) and the test accuracy climbs as fast (seeds 0-4, fp32 test accuracy every
+    1/32 epoch: 99% first reached after a median 0.69 epochs either way; docs/benchmarks.md,
+    benchmarks/step_costs.py)."""
     convs = cnn_body(width, strided_stem=True, stem_norm=stem_norm)
     body = nn.Sequential(
         *convs, nn.Linear(convs.out_features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)

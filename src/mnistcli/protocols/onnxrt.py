@@ -22,7 +22,7 @@ from mnistcli.data.files import open_regular
 from mnistcli.errors import CheckpointError, FileProblem
 
 ONNX = "model.onnx"  # beside a run's weights
-EVAL_BATCH = 1000  # images per run of the session
+EVAL_BATCH = 1000  # images per run of the session (as protocols/inference.py)
 STAMP = "run_fingerprint"  # the metadata entry naming the run files the model was made from (store.fingerprint)
 MAX_BYTES = 512 * 2**20  # an mnistcli model's file is a few MiB; an ensemble's tens
 
