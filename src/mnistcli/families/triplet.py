@@ -236,8 +236,7 @@ class TripletFamily(Family):
             embedded = dataset_features(model, self.unlabelled)
             draws = torch.Generator().manual_seed((self.config.seed * 1_000_003 + epoch) % 2**63)
             grouping = clustering.cluster(embedded, self.params.clusters, draws)
-        labels = grouping.self_labels()
-        sizes = torch.bincount(labels[labels >= 0], minlength=self.params.clusters)
+        sizes = grouping.sizes()
         if int((sizes >= 2).sum()) < 2:  # no negatives to learn from: this epoch trains as the ones before
             self.balanced.group(None)
             self.self_labels = None
@@ -247,7 +246,7 @@ class TripletFamily(Family):
                 " this epoch trains as the ones before",
             )
             return
-        self.self_labels = labels.to(self.unlabelled.labels.device)
+        self.self_labels = grouping.self_labels().to(self.unlabelled.labels.device)
         self.balanced.group(self.self_labels)
         notify(
             self.on_work,

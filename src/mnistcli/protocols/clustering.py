@@ -53,14 +53,19 @@ class Grouping:
         """(N,) int64: each image's cluster where its confidence passes the threshold, else -1 (left out)."""
         return torch.where(self.confidence > self.threshold, self.groups, torch.full_like(self.groups, -1))
 
+    def sizes(self) -> torch.Tensor:
+        """(clusters,) int64: how many images each cluster keeps (those whose confidence passes the threshold)."""
+        labels = self.self_labels()
+        return torch.bincount(labels[labels >= 0], minlength=self.probabilities.shape[1])
+
     def summary(self) -> dict[str, object]:
         """Kept images, their share, the size of each cluster among them, which head was kept, every head's loss."""
-        labels = self.self_labels()
-        kept = labels[labels >= 0]
+        sizes = self.sizes()
+        kept = int(sizes.sum())
         return {
-            "kept": len(kept),
-            "share": float(len(kept)) / max(len(labels), 1),
-            "sizes": torch.bincount(kept, minlength=self.probabilities.shape[1]).tolist(),
+            "kept": kept,
+            "share": float(kept) / max(len(self.groups), 1),
+            "sizes": sizes.tolist(),
             "head": self.kept,
             "losses": self.losses,
         }
