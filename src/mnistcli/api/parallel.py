@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from mnistcli import allocator
 from mnistcli.errors import Interrupted, MnistError
 from mnistcli.work import WorkFn
 
@@ -230,6 +231,7 @@ def _work(task: Task, threads: int, events: Any, interruptible: bool, gpu: int |
     try:  # from the first moment a signal can interrupt it, a worker says how it ended
         _first_interrupt_only(signal.SIGINT if interruptible else None)
         _watch_parent()
+        allocator.keep_freed_memory()  # a spawned process starts with glibc's defaults again
         torch.set_num_threads(threads)
         result = task.run(
             *task.args,
