@@ -57,7 +57,7 @@ def test_train_help_is_grouped_into_panels(runner: CliRunner, monkeypatch: pytes
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "--optimizer", "rmsprop"], "'rmsprop' is not one of sgd, nesterov, adam, adamw"),
+        (["train", "--optimizer", "rmsprop"], "'rmsprop' is not one of sgd, nesterov, adam, adamw, muon"),
         (["train", "--scheduler", "linear"], "'linear' is not one of none, step, cosine, onecycle"),
         (["eval", "--device", "tpu"], "'tpu' is not one of auto, cpu, cuda, mps"),
         (["train", "--seed", "-1"], "-1 is out of range: a seed is from 0 to 2**63 - 1"),

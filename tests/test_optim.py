@@ -47,7 +47,7 @@ def reference(model: torch.nn.Module, config: TrainConfig) -> tuple[torch.optim.
     return opt, sched
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)  # every choice `mnist train --optimizer` offers
+@pytest.mark.parametrize("optimizer", [o for o in OPTIMIZERS if o != "muon"])  # muon: its own tests below
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 def test_same_trajectory_as_torch_optim(optimizer: str, scheduler: str) -> None:
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ from mnistcli.data.tensors import TensorData
 from mnistcli.registry import create_model
 from tests.helpers import train_in_memory
 data = TensorData(torch.randint(0, 255, (64, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (64,)))
-for opt in ("sgd", "nesterov", "adam", "adamw"):
+for opt in ("sgd", "nesterov", "adam", "adamw", "muon"):
     options = dict(epochs=1, batch_size=16, optimizer=opt, scheduler="onecycle", augment=True)
     train_in_memory(create_model("cnn"), "cnn", data, options)
 from mnistcli.engine import optim
@@ -351,3 +351,132 @@ def test_grad_scaler_unscales_and_steps_our_optimizers(kind: str) -> None:
         torch.equal(torch.as_tensor(v), torch.as_tensor(after[i][k])) for i, s in moments.items() for k, v in s.items()
     )
     assert scaler.get_scale() == 2.0**11
+
+
+# Muon: torch.optim.Muon (Moonshot's scaling, our 3 Newton-Schulz steps) on the matrices, torch's AdamW on the rest.
+
+
+class Both:
+    """torch's Muon and AdamW side by side, stepped as one optimizer (the reference for ours)."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig) -> None:
+        named = list(model.named_parameters())
+        matrices = [p for n, p in named if p.ndim >= 2 and not n.startswith("head.")]
+        rest = [p for n, p in named if not (p.ndim >= 2 and not n.startswith("head."))]
+        self.muon = torch.optim.Muon(
+            matrices, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9, ns_steps=3,
+            adjust_lr_fn="match_rms_adamw",
+        )  # fmt: skip
+        self.adamw = torch.optim.AdamW(rest, lr=config.lr, weight_decay=config.weight_decay)
+        self.parts = (self.muon, self.adamw)
+
+    def zero_grad(self) -> None:
+        for part in self.parts:
+            part.zero_grad()
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+
+@pytest.mark.parametrize("scheduler", ["none", "onecycle"])
+def test_muon_steps_as_torchs_muon_on_the_matrices_and_adamw_on_the_rest(scheduler: str) -> None:
+    """`--optimizer muon` on an MLP: its hidden matrix by torch.optim.Muon, the head and the biases by AdamW; one-cycle
+    sets both rates and cycles Muon's momentum as torch's OneCycleLR cycles it."""
+    torch.manual_seed(0)
+    config = TrainConfig(optimizer="muon", scheduler=scheduler, lr=3e-3, weight_decay=1e-2)
+    ours_model = create_model("mlp", hidden=32)
+    ref_model = copy.deepcopy(ours_model)
+    ours = optim.for_config(ours_model, config)
+    assert isinstance(ours, optim.Muon)
+    ours.ns_dtype = torch.bfloat16  # as torch's (here chosen by the machine: float32 where bf16 is emulated)
+    assert [[tuple(p.shape) for p in g["params"]] for g in ours.param_groups] == [[(32, 784)], [(32,), (10, 32), (10,)]]
+    assert [g["muon"] for g in ours.param_groups] == [True, False]
+    ref = Both(ref_model, config)
+    ours_sched, ref_scheds = ours_optim.schedule_for(ours, config, STEPS), []
+    if scheduler == "onecycle":
+        ref_scheds = [
+            torch.optim.lr_scheduler.OneCycleLR(part, max_lr=config.lr, total_steps=STEPS, pct_start=0.25)
+            for part in ref.parts
+        ]
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    for _ in range(STEPS - 1):
+        for model, opt in ((ours_model, ours), (ref_model, ref)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        for sched in [ours_sched, *ref_scheds]:
+            if sched is not None:
+                sched.step()
+        if scheduler == "onecycle":
+            assert ours.param_groups[0]["betas"][0] == pytest.approx(ref.muon.param_groups[0]["momentum"])
+            assert ours.param_groups[0]["lr"] == pytest.approx(ref.muon.param_groups[0]["lr"], rel=1e-9)
+    for a, b in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_muon_steps_a_convolution_as_the_matrix_of_its_out_channels() -> None:
+    """A 4-d weight (out, in, kh, kw) steps as torch's Muon steps the (out, in x kh x kw) matrix: the rate scaled by
+    0.2 sqrt(in x kh x kw), not by its first two sizes."""
+    torch.manual_seed(0)
+    conv = torch.nn.Parameter(torch.randn(24, 12, 3, 3))
+    flat = torch.nn.Parameter(conv.detach().reshape(24, -1).clone())
+    ours = optim.Muon([{"params": [conv], "muon": True}], lr=0.02, betas=(0.95, 0.999), weight_decay=0.01)
+    ours.ns_dtype = torch.bfloat16
+    ref = torch.optim.Muon(
+        [flat], lr=0.02, weight_decay=0.01, momentum=0.95, ns_steps=3, adjust_lr_fn="match_rms_adamw"
+    )
+    for _ in range(5):
+        g = torch.randn(24, 12, 3, 3)
+        conv.grad, flat.grad = g.clone(), g.reshape(24, -1).clone()
+        ours.step()
+        ref.step()
+    assert torch.equal(conv.detach().reshape(24, -1), flat.detach())
+
+
+@pytest.mark.parametrize("steps", [3, 5])
+def test_orthogonalise_brings_every_singular_value_near_one(steps: int) -> None:
+    torch.manual_seed(0)
+    for shape in [(24, 108), (128, 432), (10, 3)]:
+        matrix = torch.randn(shape) * torch.logspace(-2, 0, shape[1])  # columns of very different sizes
+        values = torch.linalg.svdvals(optim.orthogonalise(matrix, steps))
+        assert values.shape == (min(shape),)
+        assert 0.3 < values.min() and values.max() < 1.3, (shape, values.min(), values.max())
+    assert optim.orthogonalise(torch.zeros(4, 6)).abs().max() == 0  # no update, not NaN
+
+
+def test_muon_resumes_bit_for_bit_and_keeps_its_groups() -> None:
+    """Through a checkpoint (safetensors and JSON): its groups, their kinds and its momentum buffers come back."""
+    n, m = 7, 6
+    torch.manual_seed(0)
+    start = create_model("lenet")
+    config = TrainConfig(optimizer="muon", scheduler="onecycle", lr=3e-3, weight_decay=1e-2)
+
+    def fresh() -> tuple[torch.nn.Module, Any, Any]:
+        model = copy.deepcopy(start)
+        opt = optim.for_config(model, config)
+        return model, opt, optim.schedule_for(opt, config, n + m)
+
+    whole, whole_opt, whole_sched = fresh()
+    for t in range(n + m):
+        train_step(whole, whole_opt, whole_sched, t)
+    first, first_opt, first_sched = fresh()
+    for t in range(n):
+        train_step(first, first_opt, first_sched, t)
+    weights = {k: v.clone() for k, v in first.state_dict().items()}
+    saved, saved_sched = through_disk(first_opt.state_dict()), json.loads(json.dumps(first_sched.state_dict()))
+    assert [g["muon"] for g in saved["param_groups"]] == [True, False]
+    matrix, other = (str(g["params"][0]) for g in saved["param_groups"])
+    assert set(saved["state"][matrix]) == {"momentum_buffer"}
+    assert set(saved["state"][other]) == {"step", "exp_avg", "exp_avg_sq"}
+    second, second_opt, second_sched = fresh()
+    second.load_state_dict(weights)
+    second_opt.load_state_dict(saved)
+    second_sched.load_state_dict(saved_sched)
+    for t in range(n, n + m):
+        train_step(second, second_opt, second_sched, t)
+    for (name, a), b in zip(whole.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="not a Muon"):
+        adam = optim.Adam([{"params": g["params"]} for g in second_opt.param_groups], lr=0.1)
+        second_opt.load_state_dict(through_disk(adam.state_dict()))

@@ -25,6 +25,7 @@ class Optimizer(str, Enum):
     nesterov = "nesterov"
     adam = "adam"
     adamw = "adamw"
+    muon = "muon"
 
 
 class Scheduler(str, Enum):
@@ -64,7 +65,7 @@ class Mining(str, Enum):
 
 
 def values(choices: type[Enum]) -> tuple[str, ...]:
-    """The values of a vocabulary, in order: ('sgd', 'nesterov', 'adam', 'adamw')."""
+    """The values of a vocabulary, in order: ('sgd', 'nesterov', 'adam', 'adamw', 'muon')."""
     return tuple(str(c.value) for c in choices)
 
 
@@ -80,9 +81,9 @@ class TrainConfig:
     epochs: int = 5  # passes over the training set
     batch_size: int = 128  # images per optimizer step
     lr: float = 0.01  # learning rate (the peak rate for onecycle)
-    optimizer: str = "adam"  # sgd (momentum), nesterov, adam or adamw
+    optimizer: str = "adam"  # sgd (momentum), nesterov, adam, adamw or muon (matrices; AdamW for the rest)
     momentum: float = 0.9  # for sgd and nesterov
-    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw)
+    weight_decay: float = 0.0  # L2 penalty (decoupled for adamw and muon)
     scheduler: str = "none"  # none, step (x0.1 at 1/2 and 3/4 of the run), cosine, onecycle; stepped per batch
     augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device
     val_split: float | None = None  # fraction held out for validation; None: 0.1 with early stopping, else 0

@@ -6,7 +6,7 @@ through for a bad value ("Value error, 'rmsprop' is not one of..."). The three s
 below make the help read as git's or pip's does: a flag has no metavar, an argument is named once
 by its metavar, and the usage line reads `IMAGE...` / `[CHECKPOINT]`. They touch only how help is
 drawn, and each is skipped if this Typer lacks the method (older Typers draw help that way anyway).
-The parsers give one-line messages: "'rmsprop' is not one of sgd, nesterov, adam, adamw".
+The parsers give one-line messages: "'rmsprop' is not one of sgd, nesterov, adam, adamw, muon".
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def choice(enum: type[E]) -> Callable[[Any], E]:
 
 
 def either(enum: type[Enum]) -> str:
-    """An Enum's values for a help text: 'sgd, nesterov, adam or adamw'."""
+    """An Enum's values for a help text: 'sgd, nesterov, adam, adamw or muon'."""
     names = [str(e.value) for e in enum]
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 

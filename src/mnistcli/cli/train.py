@@ -90,7 +90,9 @@ def train(
     ] = None,
     weight_decay: Annotated[
         Optional[float],
-        typer.Option(help="Weight decay (decoupled for adamw).", show_default=RECIPE, rich_help_panel=OPTIMISATION),
+        typer.Option(
+            help="Weight decay (decoupled for adamw and muon).", show_default=RECIPE, rich_help_panel=OPTIMISATION
+        ),
     ] = None,
     scheduler: Annotated[
         Optional[Scheduler],
