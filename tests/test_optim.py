@@ -353,7 +353,7 @@ def test_grad_scaler_unscales_and_steps_our_optimizers(kind: str) -> None:
     assert scaler.get_scale() == 2.0**11
 
 
-# Muon: torch.optim.Muon (Moonshot's scaling, our 3 Newton-Schulz steps) on the matrices, torch's AdamW on the rest.
+# Muon: torch.optim.Muon (Moonshot's scaling) on the matrices, torch's AdamW on the rest.
 
 
 class Both:
@@ -364,7 +364,7 @@ class Both:
         matrices = [p for n, p in named if p.ndim >= 2 and not n.startswith("head.")]
         rest = [p for n, p in named if not (p.ndim >= 2 and not n.startswith("head."))]
         self.muon = torch.optim.Muon(
-            matrices, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9, ns_steps=3,
+            matrices, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9,
             adjust_lr_fn="match_rms_adamw",
         )  # fmt: skip
         self.adamw = torch.optim.AdamW(rest, lr=config.lr, weight_decay=config.weight_decay)
@@ -423,9 +423,7 @@ def test_muon_steps_a_convolution_as_the_matrix_of_its_out_channels() -> None:
     flat = torch.nn.Parameter(conv.detach().reshape(24, -1).clone())
     ours = optim.Muon([{"params": [conv], "muon": True}], lr=0.02, betas=(0.95, 0.999), weight_decay=0.01)
     ours.ns_dtype = torch.bfloat16
-    ref = torch.optim.Muon(
-        [flat], lr=0.02, weight_decay=0.01, momentum=0.95, ns_steps=3, adjust_lr_fn="match_rms_adamw"
-    )
+    ref = torch.optim.Muon([flat], lr=0.02, weight_decay=0.01, momentum=0.95, adjust_lr_fn="match_rms_adamw")
     for _ in range(5):
         g = torch.randn(24, 12, 3, 3)
         conv.grad, flat.grad = g.clone(), g.reshape(24, -1).clone()
