@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         remove_checkpoint,
         resumable,
     )
+    from mnistcli.api.common import prefetch_mnist
     from mnistcli.api.embeddings import save_embeddings
     from mnistcli.api.ensembling import members_of, stopped_ensemble, trains_members
     from mnistcli.api.ensembling import resume as resume_ensemble
@@ -102,6 +103,7 @@ _WHERE = {  # name: (module, name there); imported when first used, so that `mni
     "plot_bags": ("mnistcli.api.plotting", "plot_bags"),
     "plot_predictions": ("mnistcli.api.plotting", "plot_predictions"),
     "predict": ("mnistcli.api.serving", "predict"),
+    "prefetch_mnist": ("mnistcli.api.common", "prefetch_mnist"),
     "read": ("mnistcli.api.serving", "read"),
     "remove_checkpoint": ("mnistcli.api.catalog", "remove_checkpoint"),
     "repeat_names": ("mnistcli.api.repeating", "repeat_names"),
@@ -173,6 +175,7 @@ __all__ = [
     "plot_bags",
     "plot_predictions",
     "predict",
+    "prefetch_mnist",
     "read",
     "remove_checkpoint",
     "repeat_names",

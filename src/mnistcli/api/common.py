@@ -17,7 +17,7 @@ from mnistcli import store
 from mnistcli.atomic import mode_of
 from mnistcli.data import images as image_io
 from mnistcli.data.images import image_files
-from mnistcli.errors import CheckpointError, ImageError, UsageError
+from mnistcli.errors import CheckpointError, ImageError, MnistError, UsageError
 from mnistcli.reports import Failure, Match
 
 if TYPE_CHECKING:
@@ -50,12 +50,24 @@ def data_folder(
     return mnist.resolve_dir(data_dir, on_progress=on_download, splits=splits)
 
 
+def prefetch_mnist(data_dir: str | None) -> None:
+    """Begin reading MNIST in the background (data/prefetch.py) from the folder a training would use, if its files
+    are there: nothing is downloaded here, and any problem is left for the training itself to meet and report."""
+    from mnistcli.data import mnist, prefetch
+
+    try:
+        folder = mnist.resolve_dir(data_dir, download=False)
+    except (MnistError, OSError):
+        return
+    prefetch.start(folder)
+
+
 def load_tensors(split: str, folder: Path, device: torch.device) -> TensorData:
-    """The train or test split as tensors on `device`."""
-    from mnistcli.data import mnist
+    """The train or test split as tensors on `device` (read in the background, if `prefetch_mnist` began it)."""
+    from mnistcli.data import mnist, prefetch
     from mnistcli.data.tensors import TensorData
 
-    s = mnist.load_split(split, folder)
+    s = prefetch.take(split, folder) or mnist.load_split(split, folder)
     return TensorData.from_numpy(s.images, s.labels, device)
 
 
