@@ -8,7 +8,9 @@ they come back as new pages, which the kernel zeroes and maps one fault at a tim
 --target-accuracy 0.99` took 400,000 page faults and 1.2 s of system time (4.6 s in all); with blocks up to 32 MiB
 (glibc's most) served from the heap and the heap never trimmed, 113,000 and 0.46 s (3.9 s): docs/benchmarks.md,
 benchmarks/variants.py. PyTorch's CPU performance guide makes the same point when it suggests jemalloc or
-tcmalloc; this is glibc's own switch (`mallopt`), with nothing to install.
+tcmalloc; this is glibc's own switch (`mallopt`), with nothing to install. Every thread shares that one heap
+(glibc gives a thread of its own an arena of its own, whose pages fault in anew): data/prefetch.py's reader, with
+an arena of its own, cost 17,000 more faults and half of what reading in the background gained.
 
 What it costs: the process keeps its largest working set until it ends, which for a command is soon. Only where
 the C library is glibc (Linux); elsewhere, or if glibc refuses, nothing changes. No torch here.
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import sys
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (glibc's malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt's parameters (glibc's malloc.h)
 MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on a 64-bit machine; larger blocks (the dataset) are mapped
 NEVER = -1  # as M_TRIM_THRESHOLD: never trim the heap
+ARENAS = 1  # every thread allocates from the one heap kept above (a thread's own arena would fault its pages anew)
 
 
 def keep_freed_memory() -> bool:
-    """Tell glibc to serve blocks up to `MMAP_THRESHOLD` from its heap and never trim it; whether it took both."""
+    """Tell glibc to serve blocks up to `MMAP_THRESHOLD` from its heap, never trim it, and give every thread that one
+    heap (`ARENAS`); whether it took all three."""
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
@@ -37,4 +41,5 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, NEVER))
+    taken = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD), mallopt(M_TRIM_THRESHOLD, NEVER), mallopt(M_ARENA_MAX, ARENAS)]
+    return all(taken)
