@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import struct
 import subprocess
@@ -314,3 +315,32 @@ def test_max_ndim_is_what_numpy_allows() -> None:
     np.empty((1,) * MAX_NDIM)
     with pytest.raises(ValueError):
         np.empty((1,) * (MAX_NDIM + 1))
+
+
+def test_gzip_read_in_pieces_across_members_and_padding(tmp_path: Path) -> None:
+    """Incompressible data larger than a first read (64 KiB), in members with zeros between them (gzip allows them),
+    inflated in as few calls as the reads allow: the same bytes as the data written."""
+    data = np.random.default_rng(0).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    payload = encode_idx(data)
+    cut = [0, 5, 70_000, 150_000, len(payload)]
+    members = b"".join(gzip.compress(payload[a:b]) + bytes(3) for a, b in itertools.pairwise(cut))
+    path = tmp_path / "pieces.gz"
+    path.write_bytes(members)
+    np.testing.assert_array_equal(read_idx(path), data)
+    np.testing.assert_array_equal(decode_idx(members, "http://mirror/pieces"), data)
+
+
+@pytest.mark.parametrize("damage", ["cut inside a member", "garbage after a member", "a flipped byte"])
+def test_damaged_gzip_is_refused(tmp_path: Path, damage: str) -> None:
+    payload = encode_idx(np.random.default_rng(1).integers(0, 256, (200, 28, 28), dtype=np.uint8))
+    packed = gzip.compress(payload)
+    if damage == "cut inside a member":
+        packed = packed[: len(packed) // 2]
+    elif damage == "garbage after a member":
+        packed += b"not gzip at all"
+    else:
+        packed = packed[:1000] + bytes([packed[1000] ^ 0xFF]) + packed[1001:]
+    path = tmp_path / "damaged.gz"
+    path.write_bytes(packed)
+    with pytest.raises(IdxError, match=r"damaged\.gz: broken gzip data"):
+        read_idx(path)

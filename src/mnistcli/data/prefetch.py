@@ -59,12 +59,13 @@ class _Read:
 
 
 def start(folder: Path, splits: tuple[str, ...] = ("train", "test")) -> None:
-    """Begin reading `splits` from `folder` in the background (nothing if already begun there)."""
+    """Begin reading `splits` from `folder` in the background (nothing for a split being read there already; one
+    read before and never taken is read again)."""
     folder = Path(folder)
     with _lock:
         for split in splits:
             key = (folder, split)
-            if key not in _reads:
+            if key not in _reads or _reads[key].done.is_set():
                 read = _reads[key] = _Read(split, folder)
                 read.start()
 
