@@ -10,8 +10,9 @@ bytecode). Each repeat runs every variant once, starting with the next one each 
 first), with the same seed (the seeds in turn, repeat by repeat), each a whole process as a user runs it, beside
 `python -c "import torch"`, so a noisy neighbour slows all alike. Prints, per variant, the median whole-process
 time, its ratio to the first variant and to `import torch`, the median CPU time (user + system, which the
-machine's other tenants move less), the median training time the run reports, and the epochs each run stopped
-after (with --target-accuracy).
+machine's other tenants move less) and the system's part of it, the median number of page faults (minor: memory
+the kernel handed over), the median training time the run reports, and the epochs each run stopped after (with
+--target-accuracy).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, CPU seconds of the child, its stdout) of one whole process; exits if it fails."""
+def timed(command: list[str], env: dict[str, str]) -> tuple[dict[str, float], str]:
+    """({wall, cpu, system seconds, faults} of one whole process, its stdout); exits if it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -41,8 +42,9 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command[:6])} ... failed:\n{done.stderr[-2000:]}")
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return wall, cpu, done.stdout
+    system = after.ru_stime - before.ru_stime
+    cost = {"wall": wall, "cpu": after.ru_utime - before.ru_utime + system, "system": system}
+    return {**cost, "faults": after.ru_minflt - before.ru_minflt}, done.stdout
 
 
 def main() -> None:
@@ -81,7 +83,7 @@ def main() -> None:
         torch_import: list[float] = []
         for repeat in range(args.repeats):
             seed = seeds[repeat % len(seeds)]
-            torch_import.append(timed([sys.executable, "-c", "import torch"], env)[0])
+            torch_import.append(timed([sys.executable, "-c", "import torch"], env)[0]["wall"])
             order = list(variants)
             order = order[repeat % len(order) :] + order[: repeat % len(order)]
             for name in order:
@@ -90,15 +92,13 @@ def main() -> None:
                 shutil.rmtree(home, ignore_errors=True)
                 command = [sys.executable, "-m", "mnistcli", "train", *shlex.split(args.train), *options]
                 print(f"repeat {repeat + 1}, seed {seed}, {name} ...", file=sys.stderr, flush=True)
-                wall, cpu, out = timed(
+                cost, out = timed(
                     [*command, "--seed", seed, "--json"], {**env, "PYTHONPATH": str(src), "MNISTCLI_HOME": str(home)}
                 )
                 report = json.loads(out.splitlines()[-1])
                 target = report.get("target") or {}
-                runs[name].append(
-                    {"wall": wall, "cpu": cpu, "train": report["seconds"], "epochs": target.get("epochs") or 0}
-                )
-                print(f"repeat {repeat + 1}, seed {seed}, {name}: {wall:.2f} s", file=sys.stderr, flush=True)
+                runs[name].append({**cost, "train": report["seconds"], "epochs": target.get("epochs") or 0})
+                print(f"repeat {repeat + 1}, seed {seed}, {name}: {cost['wall']:.2f} s", file=sys.stderr, flush=True)
     finally:
         for tree in trees:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
@@ -106,16 +106,21 @@ def main() -> None:
     reference = statistics.median(torch_import)
     first = statistics.median(r["wall"] for r in runs[next(iter(runs))])
     print(f"\n`mnist train {args.train}`, {args.repeats} repeats, seeds {args.seeds} in turn, {args.threads} threads\n")
-    print("| variant | whole process | / first | / import torch | CPU | training | epochs, run by run |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print(
+        "| variant | whole process | / first | / import torch | CPU | of which system | page faults | training"
+        " | epochs, run by run |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, rows in runs.items():
-        wall = statistics.median(r["wall"] for r in rows)
-        cpu, train = (statistics.median(r[k] for r in rows) for k in ("cpu", "train"))
+        wall, cpu, system, faults, train = (
+            statistics.median(r[k] for r in rows) for k in ("wall", "cpu", "system", "faults", "train")
+        )
         epochs = ", ".join(f"{r['epochs']:.3f}" for r in rows)
         print(
-            f"| {name} | {wall:.2f} s | {wall / first:.2f} | {wall / reference:.2f} | {cpu:.2f} s | {train:.2f} s | {epochs} |"
+            f"| {name} | {wall:.2f} s | {wall / first:.2f} | {wall / reference:.2f} | {cpu:.2f} s | {system:.2f} s"
+            f" | {faults:,.0f} | {train:.2f} s | {epochs} |"
         )
-    print(f"| `python -c 'import torch'` | {reference:.2f} s | | 1.00 | | | |")
+    print(f"| `python -c 'import torch'` | {reference:.2f} s | | 1.00 | | | | | |")
 
 
 if __name__ == "__main__":
