@@ -16,7 +16,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from mnistcli.config import OPTIMIZERS, SCHEDULERS, TrainConfig
-from mnistcli.engine import optim
+from mnistcli.engine import muon, optim
 from mnistcli.engine import optim as ours_optim
 from mnistcli.registry import create_model
 
@@ -388,7 +388,7 @@ def test_muon_steps_as_torchs_muon_on_the_matrices_and_adamw_on_the_rest(schedul
     ours_model = create_model("mlp", hidden=32)
     ref_model = copy.deepcopy(ours_model)
     ours = optim.for_config(ours_model, config)
-    assert isinstance(ours, optim.Muon)
+    assert isinstance(ours, muon.Muon)
     ours.ns_dtype = torch.bfloat16  # as torch's (here chosen by the machine: float32 where bf16 is emulated)
     assert [[tuple(p.shape) for p in g["params"]] for g in ours.param_groups] == [[(32, 784)], [(32,), (10, 32), (10,)]]
     assert [g["muon"] for g in ours.param_groups] == [True, False]
@@ -421,7 +421,7 @@ def test_muon_steps_a_convolution_as_the_matrix_of_its_out_channels() -> None:
     torch.manual_seed(0)
     conv = torch.nn.Parameter(torch.randn(24, 12, 3, 3))
     flat = torch.nn.Parameter(conv.detach().reshape(24, -1).clone())
-    ours = optim.Muon([{"params": [conv], "muon": True}], lr=0.02, betas=(0.95, 0.999), weight_decay=0.01)
+    ours = muon.Muon([{"params": [conv], "muon": True}], lr=0.02, betas=(0.95, 0.999), weight_decay=0.01)
     ours.ns_dtype = torch.bfloat16
     ref = torch.optim.Muon([flat], lr=0.02, weight_decay=0.01, momentum=0.95, adjust_lr_fn="match_rms_adamw")
     for _ in range(5):
@@ -437,10 +437,10 @@ def test_orthogonalise_brings_every_singular_value_near_one(steps: int) -> None:
     torch.manual_seed(0)
     for shape in [(24, 108), (128, 432), (10, 3)]:
         matrix = torch.randn(shape) * torch.logspace(-2, 0, shape[1])  # columns of very different sizes
-        values = torch.linalg.svdvals(optim.orthogonalise(matrix, steps))
+        values = torch.linalg.svdvals(muon.orthogonalise(matrix, steps))
         assert values.shape == (min(shape),)
         assert 0.3 < values.min() and values.max() < 1.3, (shape, values.min(), values.max())
-    assert optim.orthogonalise(torch.zeros(4, 6)).abs().max() == 0  # no update, not NaN
+    assert muon.orthogonalise(torch.zeros(4, 6)).abs().max() == 0  # no update, not NaN
 
 
 def test_muon_resumes_bit_for_bit_and_keeps_its_groups() -> None:
@@ -478,3 +478,16 @@ def test_muon_resumes_bit_for_bit_and_keeps_its_groups() -> None:
     with pytest.raises(ValueError, match="not a Muon"):
         adam = optim.Adam([{"params": g["params"]} for g in second_opt.param_groups], lr=0.1)
         second_opt.load_state_dict(through_disk(adam.state_dict()))
+
+
+def test_muon_leaves_a_classifiers_head_and_vectors_to_adamw_and_takes_momentum() -> None:
+    """MIL's attention scores with a 1 x 128 weight (a vector in effect): AdamW's, as the classifier's head and the
+    biases; `--momentum` is the first beta of both kinds (one-cycle cycles it)."""
+    model = create_model("mil")
+    opt = optim.for_config(model, TrainConfig(optimizer="muon", lr=1e-3, momentum=0.8))
+    names = {id(p): n for n, p in model.named_parameters()}
+    matrices, rest = ([names[id(p)] for p in g["params"]] for g in opt.param_groups)
+    assert all(p.ndim >= 2 and min(p.shape[0], p.numel() // p.shape[0]) > 1 for p in opt.param_groups[0]["params"])
+    assert any(model.get_parameter(n).ndim >= 2 for n in rest)  # the 1-row scoring weight
+    assert not any(n.startswith("head.") for n in matrices)
+    assert [g["betas"][0] for g in opt.param_groups] == [0.8, 0.8]

@@ -50,6 +50,16 @@ def test_a_file_changed_since_it_was_read_is_read_again(tmp_path: Path) -> None:
     assert len(mnist.load_split("test", folder).labels) == 30
 
 
+def test_a_file_the_caller_would_now_read_instead_is_read(tmp_path: Path) -> None:
+    """A raw file put beside the .gz one after the read began: `load_split` now prefers it, and so does `take`."""
+    folder = write_mnist(tmp_path / "data", n_train=50, n_test=20)
+    prefetch.start(folder, ("test",))
+    wait(folder, "test")
+    write_mnist(tmp_path / "data", n_train=50, n_test=30, gz=False)
+    assert prefetch.take("test", folder) is None
+    assert len(mnist.load_split("test", folder).labels) == 30
+
+
 def test_the_readers_errors_are_left_to_the_caller(tmp_path: Path) -> None:
     folder = write_mnist(tmp_path / "data", n_train=50, n_test=20)
     broken = folder / "t10k-images-idx3-ubyte.gz"

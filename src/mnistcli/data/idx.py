@@ -19,6 +19,7 @@ import gzip
 import io
 import math
 import os
+import re
 import sys
 import zlib
 from collections.abc import Callable
@@ -117,25 +118,32 @@ def _check_size(
 
 
 class _Inflated:
-    """The inflated bytes of a gzip stream, `read` in as few calls to zlib as the compressed bytes allow.
+    """The inflated bytes of a gzip stream, `read` in a few large calls to zlib, each bounded.
 
     Each `read(n)` inflates at most `n` bytes (a gzip bomb stops there), over the members in turn (gzip's rule: a
-    file may hold several, and zeros between them), reading as many compressed bytes as are wanted inflated (between
-    `READ_LEAST` and `READ`: a file no larger than its data is read in one go, a bomb a little at a time). zlib
-    releases the GIL while it inflates, so one call for most of MNIST's training images (0.12 s) lets another
-    thread run meanwhile: the import of torch, while data/prefetch.py reads MNIST. Raises `EOFError` if the
-    stream ends inside a member, `zlib.error` if it is not gzip or fails its CRC or length check.
+    file may hold several, and zeros between them). The compressed file is read as much as is wanted inflated at a
+    time (between `READ_LEAST` and `READ`: MNIST's largest file in one go, a bomb a little at a time); zlib is given
+    it in pieces of at most `PIECE` bytes, from `FIRST_PIECE` at each member's start, doubling while the member
+    goes on (zlib copies what a piece leaves over at a member's end, so a file of many tiny members costs in
+    proportion to its size), and gives back at most `OUT_PIECE` bytes a call, copied straight into the caller's
+    array. zlib releases the GIL while it inflates, so another thread runs meanwhile: the import of torch, while
+    data/prefetch.py reads MNIST. Raises `EOFError` if the stream ends inside a member, `zlib.error` if it is not
+    gzip or fails its CRC or length check.
     """
+
+    FIRST_PIECE, PIECE, OUT_PIECE = 1 << 10, 1 << 20, 4 << 20
 
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
         self.member = zlib.decompressobj(wbits=31)  # gzip's wrapper: header, CRC32 and length checked
-        self.rest = b""  # compressed bytes read and not yet inflated
+        self.buffer, self.at = b"", 0  # compressed bytes read, and how far zlib has taken them
+        self.piece = self.FIRST_PIECE
 
     def read(self, n: int) -> bytes:
+        """At most `n` inflated bytes (fewer only at the end of the stream)."""
         parts: list[bytes] = []
         self._inflate(n, parts.append)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return b"".join(parts)
 
     def readinto(self, view: np.ndarray) -> int:
         """Inflate into `view` (uint8) until it is full or the stream ends; the bytes written."""
@@ -150,27 +158,38 @@ class _Inflated:
         return done
 
     def _inflate(self, n: int, put: Callable[[bytes], None]) -> None:
-        """Inflate at most `n` bytes, giving each piece to `put`."""
+        """Inflate at most `n` bytes, giving each part to `put`."""
         while n > 0:
             if self.member.eof:  # a member ended: another may follow, after zeros
-                self.rest = self.rest.lstrip(b"\0")
-                while not self.rest:
-                    more = self._more(n)
-                    if not more:
-                        return  # the end of the file, after a whole member
-                    self.rest = more.lstrip(b"\0")
-                self.member = zlib.decompressobj(wbits=31)
-            if not self.rest:
-                self.rest = self._more(n)
-                if not self.rest:
+                if not self._next_member(n):
+                    return  # the end of the file, after a whole member
+            if self.at == len(self.buffer):
+                self.buffer, self.at = self._more(n), 0
+                if not self.buffer:
                     raise EOFError("compressed file ended before the end-of-stream marker was reached")
-            part = self.member.decompress(self.rest, n)
-            self.rest = self.member.unused_data if self.member.eof else self.member.unconsumed_tail
+            given = memoryview(self.buffer)[self.at : self.at + self.piece]
+            part = self.member.decompress(given, min(n, self.OUT_PIECE))
+            left = self.member.unused_data if self.member.eof else self.member.unconsumed_tail
+            self.at += len(given) - len(left)
+            self.piece = min(2 * self.piece, self.PIECE)
             put(part)
             n -= len(part)
 
+    def _next_member(self, wanted: int) -> bool:
+        """Skip the zeros after a member; whether another member follows (then zlib is ready for it)."""
+        while (found := _NONZERO.search(self.buffer, self.at)) is None:
+            self.buffer, self.at = self._more(wanted), 0
+            if not self.buffer:
+                return False
+        self.at = found.start()
+        self.member, self.piece = zlib.decompressobj(wbits=31), self.FIRST_PIECE
+        return True
+
     def _more(self, wanted: int) -> bytes:
         return self.f.read(min(READ, max(wanted, READ_LEAST)))
+
+
+_NONZERO = re.compile(rb"[^\x00]")
 
 
 def _read_gzip(path: str | os.PathLike[str], f: BinaryIO, check: HeaderCheck | None, compressed: int) -> np.ndarray:

@@ -22,6 +22,7 @@ _reads: dict[tuple[Path, str], _Read] = {}
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What says a file is the one it was: its device, inode, size and time of change; None if it is gone."""
     try:
         st = os.stat(path)
     except OSError:
@@ -81,4 +82,5 @@ def take(split: str, folder: Path) -> Split | None:
     result = read.result
     if result is None or any(_identity(p) != identity for p, identity in read.files.items()):
         return None
-    return result
+    chosen = [find_file(Path(folder), stem) for stem in SPLITS[split]]  # what the caller would read now
+    return result if chosen == [result.images_path, result.labels_path] else None

@@ -144,6 +144,8 @@ class TargetWatch(Callback):
                 return None
             for name, value in figures.items():
                 totals[name] = totals.get(name, 0.0) + value * len(chunk)
+        if not seen:  # no held-out image: nothing can be reached
+            return None
         return {**{name: total / seen for name, total in totals.items()}, "accuracy": (seen - mistakes) / seen}
 
     def _reached(self, model: nn.Module, autocast: Callable[[], Any]) -> dict[str, float] | None:
