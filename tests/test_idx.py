@@ -344,3 +344,14 @@ def test_damaged_gzip_is_refused(tmp_path: Path, damage: str) -> None:
     path.write_bytes(packed)
     with pytest.raises(IdxError, match=r"damaged\.gz: broken gzip data"):
         read_idx(path)
+
+
+def test_many_tiny_members_are_read(tmp_path: Path) -> None:
+    """Thousands of empty members between the header and the data (gzip allows them): each costs in proportion to
+    its own size, not to what follows it, and the data comes out whole."""
+    data = np.arange(2000, dtype=np.uint8).reshape(2, 1000) % 251
+    payload = encode_idx(data)
+    empty = gzip.compress(b"", mtime=0)
+    path = tmp_path / "members.gz"
+    path.write_bytes(gzip.compress(payload[:12]) + empty * 5000 + gzip.compress(payload[12:]) + empty * 5000)
+    np.testing.assert_array_equal(read_idx(path), data)

@@ -89,7 +89,7 @@ def test_a_model_a_little_below_gives_up_before_the_end() -> None:
 
 def test_the_chunks_give_up_on_a_model_below_the_target_sooner_the_further_below() -> None:
     """On average over 40 orders of the mistakes: at 98% (200 mistakes) about 1,000 images, at 98.5% about 2,000, at
-    98.8% about 5,400 (the class's comment)."""
+    98.8% about 5,400 (the class's comment gives the 98.5%)."""
     looked = {}
     for mistakes in (200, 150, 120):
         counts = []

@@ -8,9 +8,9 @@ they come back as new pages, which the kernel zeroes and maps one fault at a tim
 --target-accuracy 0.99` took 397,000 page faults and 1.03 s of system time (5.39 s in all); with blocks up to 32 MiB
 (glibc's most) served from the heap and the heap never trimmed, 117,000 and 0.41 s (4.68 s): docs/benchmarks.md,
 benchmarks/variants.py. PyTorch's CPU performance guide makes the same point when it suggests jemalloc or
-tcmalloc; this is glibc's own switch (`mallopt`), with nothing to install. Every thread shares that one heap
-(glibc gives a thread of its own an arena of its own, whose pages fault in anew): data/prefetch.py's reader, with
-an arena of its own, cost 17,000 more faults and about half of what reading in the background gained.
+tcmalloc; this is glibc's own switch (`mallopt`), with nothing to install. Every thread shares that one heap:
+glibc gives a thread of its own an arena of its own, whose pages fault in anew, and with one data/prefetch.py's
+reader gained nothing measurable (docs/benchmarks.md).
 
 What it costs: the process keeps its largest working set until it ends, which for a command is soon. Only where
 the C library is glibc (Linux); elsewhere, or if glibc refuses, nothing changes. No torch here.

@@ -82,7 +82,7 @@ class TrainConfig:
     batch_size: int = 128  # images per optimizer step
     lr: float = 0.01  # learning rate (the peak rate for onecycle)
     optimizer: str = "adam"  # sgd (momentum), nesterov, adam, adamw or muon (matrices; AdamW for the rest)
-    momentum: float = 0.9  # for sgd and nesterov
+    momentum: float = 0.9  # for sgd, nesterov and muon (also the first beta of its AdamW part)
     weight_decay: float = 0.0  # L2 penalty (decoupled for adamw and muon)
     scheduler: str = "none"  # none, step (x0.1 at 1/2 and 3/4 of the run), cosine, onecycle; stepped per batch
     augment: bool = False  # random affine (rotation, scale, shift) of whole batches on the device

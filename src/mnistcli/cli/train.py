@@ -83,7 +83,8 @@ def train(
     momentum: Annotated[
         Optional[float],
         typer.Option(
-            help="Momentum of sgd and nesterov (onecycle cycles it between 0.85 and 0.95).",
+            help="Momentum of sgd, nesterov and muon (also the first beta of muon's AdamW part; onecycle cycles it"
+            " between 0.85 and 0.95).",
             show_default="0.9",
             rich_help_panel=OPTIMISATION,
         ),

@@ -128,7 +128,8 @@ class _Inflated:
     proportion to its size), and gives back at most `OUT_PIECE` bytes a call, copied straight into the caller's
     array. zlib releases the GIL while it inflates, so another thread runs meanwhile: the import of torch, while
     data/prefetch.py reads MNIST. Raises `EOFError` if the stream ends inside a member, `zlib.error` if it is not
-    gzip or fails its CRC or length check.
+    gzip or fails its CRC or length check (zlib, unlike Python's gzip module, also refuses a header with reserved
+    flags set or a wrong header CRC, as RFC 1952 asks).
     """
 
     FIRST_PIECE, PIECE, OUT_PIECE = 1 << 10, 1 << 20, 4 << 20
@@ -172,8 +173,9 @@ class _Inflated:
             left = self.member.unused_data if self.member.eof else self.member.unconsumed_tail
             self.at += len(given) - len(left)
             self.piece = min(2 * self.piece, self.PIECE)
-            put(part)
             n -= len(part)
+            put(part)
+            del part  # before zlib makes the next one
 
     def _next_member(self, wanted: int) -> bool:
         """Skip the zeros after a member; whether another member follows (then zlib is ready for it)."""
