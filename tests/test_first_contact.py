@@ -45,9 +45,9 @@ def test_models_name_shows_its_arguments_and_recipe(runner: CliRunner) -> None:
     card = runner.invoke(app, ["models", "cnn-fast", "--json"])
     assert card.exit_code == 0, card.output
     info = json.loads(card.stdout)
-    assert info["args"] == {"width": 12, "hidden": 128, "stem_norm": False}
+    assert info["args"] == {"width": 12, "hidden": 128, "stem_norm": False, "stem_kernel": 6, "stem_pad": False}
     assert info["recipe"]["epochs"] == 1 and info["config"]["epochs"] == 1
-    assert info["config"]["check_every"] == 0.1 and info["config"]["momentum"] == 0.9  # recipe over defaults
+    assert info["config"]["check_every"] == 0.08 and info["config"]["momentum"] == 0.9  # recipe over defaults
     assert "margin" not in info["config"]  # a triplet model's option, not a classifier's
     table = runner.invoke(app, ["models", "mlp-deep"])
     assert table.exit_code == 0 and "dropout" in table.stdout and "0.2" in table.stdout and "--epochs" in table.stdout

@@ -1,8 +1,9 @@
 """A model that gains an argument keeps reading the checkpoints written before it (registry `legacy`).
 
-`cnn-fast` lost its stem's batch norm on 2026-12-04 (`stem_norm=False`, the new default). Its
-checkpoints from before record no `stem_norm` and hold the normalised stem's weights: they must
-still load, evaluate, export, join ensembles and resume; new checkpoints record the argument.
+`cnn-fast` lost its stem's batch norm on 2026-12-04 (`stem_norm=False`, the new default), and its stem became a 6x6
+unpadded convolution on 2026-12-05 (`stem_kernel=6, stem_pad=False`; a 5x5 one padded before). Its checkpoints from
+before record none (before 2026-12-04) or only `stem_norm` (in between) and hold the stem they were trained with:
+they must still load, evaluate, export, join ensembles and resume; new checkpoints record every such argument.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from mnistcli import registry, store
 from mnistcli.cli import app
 from mnistcli.store.checkpoint import ModelSpec
 
+NEW = {"stem_norm": False, "stem_kernel": 6, "stem_pad": False}  # what a `cnn-fast` trained now records
+BETWEEN = {"stem_norm": False, "stem_kernel": 5, "stem_pad": True}  # 2026-12-04 to 12-05 (recording only stem_norm)
+OLDEST = {"stem_norm": True, "stem_kernel": 5, "stem_pad": True}  # before 2026-12-04 (recording nothing)
+
+
+def stem_kernel(model: nn.Module) -> int:
+    """The side of `cnn-fast`'s first convolution."""
+    return int(model.body[0].kernel_size[0])
+
 
 def stem_norms(model: nn.Module) -> int:
     """How many batch norms `cnn-fast`'s stem (its first three layers) holds."""
@@ -26,9 +36,10 @@ def stem_norms(model: nn.Module) -> int:
 
 
 def save_old_cnn_fast(root: Path) -> tuple[store.Run, nn.Module]:
-    """A `cnn-fast` checkpoint as mnistcli wrote it before the change of 2026-12-04: the stem normalised, no `stem_norm` recorded."""
+    """A `cnn-fast` checkpoint as mnistcli wrote it before 2026-12-04: a 5x5 padded stem, normalised, no arguments
+    recorded."""
     torch.manual_seed(0)
-    model = registry.create_model("cnn-fast", stem_norm=True)
+    model = registry.create_model("cnn-fast", **OLDEST)
     model.train()
     with torch.no_grad():  # running statistics of their own, so the normalisation is not the identity
         model(torch.rand(64, 1, 28, 28))
@@ -38,10 +49,11 @@ def save_old_cnn_fast(root: Path) -> tuple[store.Run, nn.Module]:
 
 
 def test_recorded_and_saved_args() -> None:
-    assert registry.recorded_args("cnn-fast", {}) == {"stem_norm": False}
-    assert registry.recorded_args("cnn-fast", {"stem_norm": True, "width": 8}) == {"stem_norm": True, "width": 8}
-    assert registry.saved_args("cnn-fast", {}) == {"stem_norm": True}
-    assert registry.saved_args("cnn-fast", {"stem_norm": False}) == {"stem_norm": False}
+    assert registry.recorded_args("cnn-fast", {}) == NEW
+    assert registry.recorded_args("cnn-fast", {"stem_norm": True, "width": 8}) == {**NEW, "stem_norm": True, "width": 8}
+    assert registry.saved_args("cnn-fast", {}) == OLDEST
+    assert registry.saved_args("cnn-fast", {"stem_norm": False}) == BETWEEN
+    assert registry.saved_args("cnn-fast", NEW) == NEW
     assert registry.recorded_args("cnn", {"width": 8}) == {"width": 8}  # no legacy arguments: as given
     assert registry.saved_args("cnn", {}) == {}
     assert registry.saved_args("no-such-model", {"x": 1}) == {"x": 1}  # left for the rebuild to refuse
@@ -52,10 +64,43 @@ def test_new_cnn_fast_has_no_stem_norm_and_the_old_one_has() -> None:
     assert stem_norms(registry.create_model("cnn-fast", stem_norm=True)) == 1
 
 
+def test_the_stems_map_and_what_it_sees() -> None:
+    """The new stem's map is 12 x 12, the padded one's 14 x 14; both end in the same 3 x 3 x 48 features. The new one
+    sees every pixel: a change to the last row or column moves its features (the padded 5x5 one sees them too)."""
+    x = torch.rand(2, 1, 28, 28)
+    for args, side in ((NEW, 12), (BETWEEN, 14)):
+        model = registry.create_model("cnn-fast", **args).eval()
+        assert model.body[1](model.body[0](x)).shape == (2, 12, side, side)
+        assert model.features(x).shape == (2, 128)
+        for corner in ((27, 27), (0, 0), (27, 0)):
+            moved = x.clone()
+            moved[:, :, corner[0], corner[1]] += 5
+            assert not torch.equal(model.body[0](moved), model.body[0](x)), (args, corner)
+
+
+def test_a_stem_that_does_not_fit_is_refused(runner: CliRunner) -> None:
+    with pytest.raises(registry.ModelError, match="stem of kernel 11 gives 9 x 9"):
+        registry.create_model("cnn-fast", stem_kernel=11, stem_pad=False)
+    result = runner.invoke(app, ["train", "cnn-fast", "--arg", "stem_kernel=11", "--arg", "stem_pad=false"])
+    assert result.exit_code != 0 and "stem of kernel 11" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_checkpoint_from_between_the_changes_keeps_its_padded_stem(tmp_path: Path) -> None:
+    """A `cnn-fast` checkpoint of 2026-12-04/05 records `stem_norm` only: read with the 5x5 padded stem it holds."""
+    torch.manual_seed(0)
+    model = registry.create_model("cnn-fast", **BETWEEN).eval()
+    spec = ModelSpec("cnn-fast", {"stem_norm": False}, "classify")
+    run = store.save(model, store.Checkpoint(spec), store.begin("cnn-fast", root=tmp_path))
+    loaded = store.load(run)
+    assert (stem_kernel(loaded), stem_norms(loaded)) == (5, 0)
+    x = torch.rand(8, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
 def test_an_old_cnn_fast_checkpoint_loads_and_computes_as_before(tmp_path: Path) -> None:
     run, model = save_old_cnn_fast(tmp_path)
     loaded = store.load(run)
-    assert stem_norms(loaded) == 1
+    assert (stem_kernel(loaded), stem_norms(loaded)) == (5, 1)
     x = torch.rand(8, 1, 28, 28)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
 
@@ -78,15 +123,18 @@ def test_training_records_the_new_argument(runner: CliRunner, synthetic_env: Pat
         assert result.exit_code == 0, result.output
         run_dir = Path(json.loads(result.stdout)["path"])
         meta = json.loads((run_dir / "meta.json").read_text())
-        assert meta["model"]["args"] == {"stem_norm": expected}
-        assert stem_norms(store.load(store.resolve(run_dir.name))) == int(expected)
+        assert meta["model"]["args"] == {**NEW, "stem_norm": expected}
+        loaded = store.load(store.resolve(run_dir.name))
+        assert (stem_kernel(loaded), stem_norms(loaded)) == (6, int(expected))
 
 
 def test_an_ensemble_recorded_before_keeps_its_members_stems() -> None:
     old = registry.create_model("ensemble", members=[{"name": "cnn-fast", "args": {}}])
-    new = registry.create_model("ensemble", members=[{"name": "cnn-fast", "args": {"stem_norm": False}}])
-    assert [stem_norms(m) for m in old.members] == [1]
-    assert [stem_norms(m) for m in new.members] == [0]
+    between = registry.create_model("ensemble", members=[{"name": "cnn-fast", "args": {"stem_norm": False}}])
+    new = registry.create_model("ensemble", members=[{"name": "cnn-fast", "args": NEW}])
+    assert [(stem_kernel(m), stem_norms(m)) for m in old.members] == [(5, 1)]
+    assert [(stem_kernel(m), stem_norms(m)) for m in between.members] == [(5, 0)]
+    assert [(stem_kernel(m), stem_norms(m)) for m in new.members] == [(6, 0)]
 
 
 def test_a_run_interrupted_before_resumes_with_its_own_stem(
@@ -104,18 +152,20 @@ def test_a_run_interrupted_before_resumes_with_its_own_stem(
         real(self, info)  # type: ignore[arg-type]
         raise KeyboardInterrupt
 
-    args = ["train", "cnn-fast", "--epochs", "2", "--arg", "stem_norm=true", "--name", "cut"]
+    old = ["--arg", "stem_norm=true", "--arg", "stem_kernel=5", "--arg", "stem_pad=true"]  # the model it held
+    args = ["train", "cnn-fast", "--epochs", "2", *old, "--name", "cut"]
     with monkeypatch.context() as patch:
         patch.setattr(progress.TrainProgress, "epoch", stop)
         assert runner.invoke(app, args).exit_code == 130  # Ctrl-C after the first epoch
     folder = paths.runs_dir() / "cut"
     state, run = snapshot.read(folder)
-    assert run["args"] == {"stem_norm": True}
-    snapshot.write(folder, state, {**run, "args": {}})  # as written before the change
+    assert run["args"] == OLDEST
+    snapshot.write(folder, state, {**run, "args": {}})  # as written before the changes
     resumed = runner.invoke(app, ["train", "--resume", "cut", "--json"])
     assert resumed.exit_code == 0, resumed.output
-    assert json.loads((folder / "meta.json").read_text())["model"]["args"] == {"stem_norm": True}
-    assert stem_norms(store.load(store.resolve("cut"))) == 1
+    assert json.loads((folder / "meta.json").read_text())["model"]["args"] == OLDEST
+    loaded = store.load(store.resolve("cut"))
+    assert (stem_kernel(loaded), stem_norms(loaded)) == (5, 1)
 
 
 def test_an_old_runs_export_names_the_model_it_holds(isolated_home: Path) -> None:
@@ -125,16 +175,18 @@ def test_an_old_runs_export_names_the_model_it_holds(isolated_home: Path) -> Non
     run, _ = save_old_cnn_fast(isolated_home / "runs")
     spec = get_family("classify").exported
     assert spec is not None
-    assert exporting.metadata(store.resolve(run.name), spec)["model_args"] == {"stem_norm": True}
+    assert exporting.metadata(store.resolve(run.name), spec)["model_args"] == OLDEST
 
 
 def test_an_ensembles_plan_records_each_members_arguments_and_an_old_plan_keeps_its_own() -> None:
     from mnistcli.api.ensembling import member_args
 
     plan = {"model_args": {}}
-    assert member_args({"name": "01-cnn-fast", "model": "cnn-fast", "seed": 0}, plan) == {"stem_norm": True}
-    new = {"name": "01-cnn-fast", "model": "cnn-fast", "seed": 0, "args": {"stem_norm": False}}
-    assert member_args(new, plan) == {"stem_norm": False}
+    assert member_args({"name": "01-cnn-fast", "model": "cnn-fast", "seed": 0}, plan) == OLDEST
+    between = {"name": "01-cnn-fast", "model": "cnn-fast", "seed": 0, "args": {"stem_norm": False}}
+    assert member_args(between, plan) == BETWEEN
+    new = {"name": "01-cnn-fast", "model": "cnn-fast", "seed": 0, "args": NEW}
+    assert member_args(new, plan) == NEW
     assert member_args({"name": "01-cnn", "model": "cnn", "seed": 0}, {"model_args": {"width": 4}}) == {"width": 4}
 
 
@@ -144,8 +196,8 @@ def test_an_ensemble_of_cnn_fast_trains_its_members_as_they_are_now(runner: CliR
     assert result.exit_code == 0, result.output
     folder = Path(json.loads(result.stdout)["path"])
     meta = json.loads((folder / "meta.json").read_text())
-    assert [m["args"] for m in meta["model"]["args"]["members"]] == [{"stem_norm": False}] * 2
-    assert [stem_norms(m) for m in store.load(store.resolve(folder.name)).members] == [0, 0]
+    assert [m["args"] for m in meta["model"]["args"]["members"]] == [NEW] * 2
+    assert [(stem_kernel(m), stem_norms(m)) for m in store.load(store.resolve(folder.name)).members] == [(6, 0)] * 2
 
 
 def test_a_switchs_default_is_spelled_as_arg_takes_it(runner: CliRunner) -> None:

@@ -209,10 +209,9 @@ def read_plan(folder: Path) -> dict[str, Any]:
 
 def member_args(member: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
     """The model arguments a planned member trains with: its own entry's, or in a plan written before members had one,
-    the plan's `--arg`s read as that plan's members were built (`registry.saved_args`)."""
-    if "args" in member:
-        return dict(member["args"])
-    return saved_args(member["model"], plan["model_args"])
+    the plan's `--arg`s; either read as that plan's members were built (`registry.saved_args`: an argument the model
+    gained after the plan was written takes the value that builds the model the plan meant)."""
+    return saved_args(member["model"], member["args"] if "args" in member else plan["model_args"])
 
 
 def _planned(params: EnsembleParams, config: TrainConfig) -> list[dict[str, Any]]:
