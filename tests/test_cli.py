@@ -325,3 +325,38 @@ def test_eval_judges_a_classes_run_on_its_own_digits(runner: CliRunner, syntheti
     assert report["accuracy"] == pytest.approx(summary["test_accuracy"])  # the same test images as training used
     assert report["total"] == 30 and report["classes"] == [0, 1, 2]
     assert report["per_class"][5] == {"digit": 5, "correct": 0, "total": 0, "accuracy": None}
+
+
+def test_a_classes_run_whose_digits_the_test_images_lack(
+    runner: CliRunner, synthetic_env: Path, tmp_path: Path
+) -> None:
+    """Test images holding none of a run's digits: training is refused before it starts, `mnist eval` says so in
+    one line, and `mnist plot` draws the rest and notes it; never a traceback or an accuracy of 0 of 0 images."""
+    from tests.helpers import write_idx
+
+    no_nines = tmp_path / "no-nines"
+    write_mnist(no_nines)
+    images, labels = make_digits(100, 2)
+    write_idx(no_nines / "t10k-images-idx3-ubyte.gz", images[labels != 9])
+    write_idx(no_nines / "t10k-labels-idx1-ubyte.gz", labels[labels != 9])
+    refused = runner.invoke(app, ["train", "linear", "--classes", "9", "--epochs", "1", "--data-dir", str(no_nines)])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert f"--classes 9: the test images in {no_nines} hold none of them" in refused.stderr
+    trained = runner.invoke(app, "train linear --classes 8,9 --epochs 1 --batch-size 20 --name nines".split())
+    assert trained.exit_code == 0, trained.output
+    only_nine = runner.invoke(app, "train linear --classes 9 --epochs 1 --batch-size 20 --name nine".split())
+    assert only_nine.exit_code == 0, only_nine.output
+    evaluated = runner.invoke(app, ["eval", "nine", "--data-dir", str(no_nines)])
+    assert evaluated.exit_code == 1 and "Traceback" not in evaluated.output
+    assert (
+        evaluated.stderr.strip()
+        == f"error: the test images in {no_nines} hold no image of digits 9, those the run learnt"
+    )
+    partly = json.loads(runner.invoke(app, ["eval", "nines", "--data-dir", str(no_nines), "--json"]).stdout)
+    assert partly["total"] == int((labels == 8).sum()) and partly["classes"] == [8, 9]  # its 8s are there
+    plotted = runner.invoke(
+        app, ["plot", "nine", "nines", "--data-dir", str(no_nines), "--output", str(tmp_path / "p")]
+    )
+    assert plotted.exit_code == 0, plotted.output
+    assert "nine: the test images in" in plotted.stderr and "so no confusion matrix" in plotted.stderr
+    assert (tmp_path / "p" / "nines-confusion.png").exists() and not (tmp_path / "p" / "nine-confusion.png").exists()

@@ -252,3 +252,16 @@ def test_a_broken_link_or_a_folder_under_an_mnist_name_is_named(tmp_path: Path) 
         mnist.load_split("test", folder)
     write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((10, 28, 28), dtype=np.uint8))  # a file beside it wins
     assert mnist.load_split("test", folder).images.shape == (10, 28, 28)
+
+
+def test_tensors_with_no_images_make_no_batch_and_say_where_they_were_read(tmp_path: Path) -> None:
+    import torch
+
+    from mnistcli.api.common import load_tensors
+    from mnistcli.data.tensors import TensorData
+
+    empty = TensorData(torch.zeros(0, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
+    assert list(empty.batches(4)) == [] and list(empty.batches(4, torch.Generator())) == []
+    assert empty.num_batches(4, shuffle=True) == 0
+    test = load_tensors("test", write_mnist(tmp_path), torch.device("cpu"))
+    assert test.source == f"the test images in {tmp_path}" and len(test) == 100

@@ -68,7 +68,7 @@ def load_tensors(split: str, folder: Path, device: torch.device) -> TensorData:
     from mnistcli.data.tensors import TensorData
 
     s = prefetch.take(split, folder) or mnist.load_split(split, folder)
-    return TensorData.from_numpy(s.images, s.labels, device)
+    return TensorData.from_numpy(s.images, s.labels, device, f"the {split} images in {folder}")
 
 
 def load_checkpoint(

@@ -273,6 +273,8 @@ def _setup(
     splitter = torch.Generator().manual_seed(config.split_seed) if config.split_seed is not None else generator
     train_data, val_data = training_split(full_train, config, splitter)
     test_data = full_test.select(config.classes, None, generator)
+    if not len(test_data):  # refused before any training: the run could not be tested
+        raise UsageError(f"--classes {','.join(map(str, config.classes or ()))}: {full_test.source} hold none of them")
     # A calibrated family's temperature is fitted on held-out training images: the validation split, else its own.
     train_data, held, held_from = calibrating.hold_out(family, train_data, val_data, splitter)
     if len(train_data) < 2:

@@ -8,7 +8,7 @@ There is no DataLoader and no per-sample Python: a batch is `images[perm[i:i+b]]
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,19 +16,23 @@ import torch
 
 @dataclass
 class TensorData:
-    """Images (N, 28, 28) uint8 and labels (N,) int64, on one device."""
+    """Images (N, 28, 28) uint8 and labels (N,) int64, on one device; `source`, where they were read (for messages)."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    source: str | None = field(default=None, compare=False)
 
     @classmethod
-    def from_numpy(cls, images: np.ndarray, labels: np.ndarray, device: torch.device) -> TensorData:
+    def from_numpy(
+        cls, images: np.ndarray, labels: np.ndarray, device: torch.device, source: str | None = None
+    ) -> TensorData:
         """Numpy arrays as tensors on `device`: a writable C-ordered uint8 array (an inflated .gz file) is taken as it
         is, anything else (a read-only memory-mapped IDX file) copied."""
         images = np.asarray(images)
         if not (images.dtype == np.uint8 and images.flags.c_contiguous and images.flags.writeable):
             images = np.array(images, dtype=np.uint8, order="C")
-        return cls(torch.from_numpy(images).to(device), torch.from_numpy(np.array(labels, dtype=np.int64)).to(device))
+        labels = np.array(labels, dtype=np.int64)
+        return cls(torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device), source)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,7 +79,7 @@ class TensorData:
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         order = order.to(self.labels.device)
         starts = batch_starts(n, batch_size, shuffle=generator is not None)
-        for start, end in zip(starts, [*starts[1:], n], strict=True):
+        for start, end in zip(starts, [*starts[1:], n] if starts else [], strict=True):  # no images: no batch
             index = order[start:end]
             yield to_float(self.images[index]), self.labels[index]
 

@@ -25,7 +25,7 @@ from mnistcli.config import PredictOptions, TrainConfig, field_names, split
 from mnistcli.data.tensors import TensorData, to_float
 from mnistcli.engine.loop import Step
 from mnistcli.engine.sampling import Sampler, Shuffled
-from mnistcli.errors import UsageError
+from mnistcli.errors import DataError, UsageError
 from mnistcli.protocols.export import Spec
 from mnistcli.protocols.inference import ClassifierEval
 from mnistcli.reports import EvalReport
@@ -88,8 +88,13 @@ def classifier_report(run: Any, result: ClassifierEval, seconds: float, device: 
 
 
 def trained_digits(test: TensorData, classes: tuple[int, ...]) -> TensorData:
-    """The test images of `classes` (all of them for all ten digits): what a run trained on `--classes` is judged on."""
-    return test.select(classes, None, torch.Generator()) if len(classes) < 10 else test
+    """The test images of `classes` (all of them for all ten digits): what a run trained on `--classes` is judged on.
+    Raises `DataError` if `test` holds none of them: a measure of no image would be no measure."""
+    chosen = test.select(classes, None, torch.Generator()) if len(classes) < 10 else test
+    if not len(chosen):
+        digits = ",".join(map(str, classes))
+        raise DataError(f"{test.source or 'the test images'} hold no image of digits {digits}, those the run learnt")
+    return chosen
 
 
 @dataclass(frozen=True)
