@@ -360,3 +360,40 @@ def test_a_classes_run_whose_digits_the_test_images_lack(
     assert plotted.exit_code == 0, plotted.output
     assert "nine: the test images in" in plotted.stderr and "so no confusion matrix" in plotted.stderr
     assert (tmp_path / "p" / "nines-confusion.png").exists() and not (tmp_path / "p" / "nine-confusion.png").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["models"],
+        ["checkpoints"],
+        ["checkpoints", "rm", "nothing"],
+        ["eval", "nothing"],
+        ["export", "nothing", "--output", "x.onnx"],
+        ["plot", "nothing"],
+        ["train", "linear", "--jobs", "2"],
+    ],
+)
+def test_torch_is_imported_under_the_start_up_spinner(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A command loads the api modules it needs (which import torch, the slow part of its start) inside
+    `render.starting()`, where a terminal user sees a spinner, not after it."""
+    import contextlib
+    from collections.abc import Iterator
+
+    from mnistcli import api, render
+
+    inside, loaded = [False], []
+
+    @contextlib.contextmanager
+    def starting(what: str = "") -> Iterator[None]:
+        inside[0] = True
+        yield
+        inside[0] = False
+
+    real = api.load
+    monkeypatch.setattr(render, "starting", starting)
+    monkeypatch.setattr(api, "load", lambda *names: (loaded.append((names, inside[0])), real(*names)))
+    runner.invoke(app, command)
+    assert loaded and all(under for _, under in loaded), loaded

@@ -121,6 +121,14 @@ _WHERE = {  # name: (module, name there); imported when first used, so that `mni
 }
 
 
+def load(*names: str) -> None:
+    """Import the modules behind the api functions `names` now rather than at their first use: most import torch
+    (1-5 s), which a command does under its start-up spinner (render.starting). Raises KeyError for a name not in
+    the api."""
+    for name in names:
+        importlib.import_module(_WHERE[name][0])
+
+
 def __getattr__(name: str) -> Any:
     """The api function or report `name`, its module imported on first use."""
     if name not in _WHERE:
@@ -166,6 +174,7 @@ __all__ = [
     "in_use",
     "interrupted_runs",
     "launch",
+    "load",
     "members_of",
     "model",
     "models",

@@ -29,6 +29,7 @@ def models(
     with render.starting():
         from mnistcli import api
 
+        api.load("models")  # torch, under the spinner
     if any(c in pattern for c in "*?["):
         render.models_table(api.models(pattern), json_out)
     else:
@@ -43,6 +44,7 @@ def checkpoints_list(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         with render.starting():
             from mnistcli import api
 
+            api.load("checkpoints")  # torch, under the spinner
         render.checkpoints_table(api.checkpoints(), json_out)
         for name in api.interrupted_runs():
             stopped, busy = api.resumable(name), api.in_use(name)
@@ -73,6 +75,7 @@ def checkpoints_rm(
     with render.starting():
         from mnistcli import api
 
+        api.load("remove_checkpoint")  # torch, under the spinner
     failed = False
     for name in names:
         try:

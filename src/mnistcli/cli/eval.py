@@ -84,6 +84,8 @@ def eval_(
     with render.starting():
         from mnistcli import api
 
+        api.load("evaluate")  # torch, under the spinner
+
     if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
         raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
     with progress.download_progress() as on_download, progress.work_progress() as on_work:

@@ -63,6 +63,8 @@ def export(
     with render.starting():
         from mnistcli import api
 
+        api.load("export")  # torch, under the spinner
+
     if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
         raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
     report = api.export(checkpoint_arg or checkpoint, output, format=format, data_dir=data_dir)

@@ -31,6 +31,8 @@ def plot(
     with render.starting():
         from mnistcli import api
 
+        api.load("plot")  # torch, under the spinner
+
     with progress.download_progress() as on_download:
         report = api.plot(runs, output, data_dir=data_dir, device=device.value, on_download=on_download)
     render.plot_report(report, json_out)

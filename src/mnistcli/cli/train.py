@@ -461,8 +461,10 @@ def train(
         render.quiet(f"process {rank}")  # one of several: rank 0 reports for all
     with render.starting():
         from mnistcli import api
-    if resume is None and jobs == 1 and nproc is None and world in ("", "1"):
-        api.prefetch_mnist(data_dir)  # read in the background while torch is imported (data/prefetch.py)
+
+        if resume is None and jobs == 1 and nproc is None and world in ("", "1"):
+            api.prefetch_mnist(data_dir)  # read in the background while torch is imported (data/prefetch.py)
+        api.load("train")  # torch, under the spinner
 
     processes = api.nproc(nproc, device.value) if nproc is not None else 1
 
