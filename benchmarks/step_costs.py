@@ -29,11 +29,15 @@ from mnistcli.engine.device import native_bf16
 from mnistcli.protocols.inference import evaluate_classifier
 from mnistcli.registry import create_model
 
+PADDED = {"stem_kernel": 5, "stem_pad": True}  # cnn-fast's stem before 2026-12-05
+NORMED = {**PADDED, "stem_norm": True}  # and before 2026-12-04
 CASES = [  # (label, model, model arguments, channels-last, bf16)
     ("cnn-fast, fp32", "cnn-fast", {}, True, False),
     ("cnn-fast, bf16", "cnn-fast", {}, True, True),
-    ("cnn-fast stem normalised (before 2026-12-04), fp32", "cnn-fast", {"stem_norm": True}, True, False),
-    ("cnn-fast stem normalised (before 2026-12-04), bf16", "cnn-fast", {"stem_norm": True}, True, True),
+    ("cnn-fast 5x5 stem padded (before 2026-12-05), fp32", "cnn-fast", PADDED, True, False),
+    ("cnn-fast 5x5 stem padded (before 2026-12-05), bf16", "cnn-fast", PADDED, True, True),
+    ("cnn-fast 5x5 stem padded, normalised (before 2026-12-04), fp32", "cnn-fast", NORMED, True, False),
+    ("cnn-fast 5x5 stem padded, normalised (before 2026-12-04), bf16", "cnn-fast", NORMED, True, True),
     ("cnn-fast NCHW, fp32", "cnn-fast", {}, False, False),
     ("cnn-fast NCHW, bf16", "cnn-fast", {}, False, True),
     ("cnn-fast width 8, bf16", "cnn-fast", {"width": 8}, True, True),

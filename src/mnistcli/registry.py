@@ -103,10 +103,24 @@ def recorded_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
 def saved_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
     """The arguments a checkpoint of `name` recorded as `args` was built with: a `legacy` argument it does not record
     predates it and takes the value that builds the model it holds (a checkpoint of `cnn-fast` from before its stem
-    lost its batch norm: `stem_norm=True`). An unknown `name` is left for the rebuild to refuse."""
+    lost its batch norm: `stem_norm=True`); an ensemble's members' arguments the same way, each by its model. An
+    unknown `name` is left for the rebuild to refuse."""
     _load()
     entry = _REGISTRY.get(name)
-    return {**entry.legacy, **args} if entry is not None else args
+    built = {**entry.legacy, **args} if entry is not None else dict(args)
+    members = built.get("members")
+    if isinstance(members, list):  # an ensemble's: each member read as it was built too
+        built["members"] = [_member_as_built(m) for m in members]
+    return built
+
+
+def _member_as_built(member: Any) -> Any:
+    """An ensemble member's {'name': MODEL, 'args': {...}} with its args as built (`saved_args`); anything else as
+    it is, for the ensemble's builder to refuse."""
+    args = member.get("args") or {} if isinstance(member, dict) else None
+    if not (isinstance(member, dict) and isinstance(member.get("name"), str) and isinstance(args, dict)):
+        return member
+    return {**member, "args": saved_args(member["name"], args)}
 
 
 def describe_args(name: str) -> str:

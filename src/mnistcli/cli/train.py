@@ -33,7 +33,7 @@ RECIPE = "recipe"  # shown as [default: (recipe)]: the model's own value (`mnist
 
 
 def _recipes_default(field: str) -> str:
-    """'0.25; cnn-fast 0.1': a field's default and the recipes that change it, read without importing torch."""
+    """'0.25; cnn-fast 0.08': a field's default and the recipes that change it, read without importing torch."""
     default = getattr(TrainConfig, field)
     own = {name: r[field] for name, r in declared_models().items() if field in r}
     return "; ".join(

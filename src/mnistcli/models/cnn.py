@@ -33,6 +33,11 @@ class ConvBody(nn.Sequential):
         self.out_features = out_features
 
 
+MAX_STEM_KERNEL = (
+    7  # a stem's kernel at most: a padded one of any size keeps 14 x 14, at a cost that grows as its square
+)
+
+
 def cnn_body(
     width: int, strided_stem: bool = False, stem_norm: bool = True, stem_kernel: int = 5, stem_pad: bool = True
 ) -> ConvBody:
@@ -42,15 +47,19 @@ def cnn_body(
     unless not `stem_norm`, and ReLU) instead of convolution and pooling (`cnn-fast`), padded to keep half the
     image's size (14 x 14) if `stem_pad`, else unpadded (a 6x6 kernel: 12 x 12, every pixel seen). The two blocks
     after it halve the map twice (to 3 x 3 from 12 to 15): the body gives 3 x 3 x 4w = 36w features.
-    Raises ValueError for a stem whose map would not come down to 3 x 3.
+    Raises ValueError for a stem kernel above `MAX_STEM_KERNEL`, or one whose map would not come down to 3 x 3.
     """
     if not strided_stem:
         stem = conv_pool_bn(1, width, kernel=5)
     else:
         padding = (stem_kernel - 1) // 2 if stem_pad else 0
         side = (28 + 2 * padding - stem_kernel) // 2 + 1
-        if not 12 <= side <= 15:
-            raise ValueError(f"a stem of kernel {stem_kernel} gives {side} x {side}, not 12 to 15 (the blocks' 3 x 3)")
+        if not (1 <= stem_kernel <= MAX_STEM_KERNEL and 12 <= side <= 15):
+            # two poolings must bring the map to 3 x 3: 12 to 15 across
+            raise ValueError(
+                f"stem_kernel must be 1 to {MAX_STEM_KERNEL} with stem_pad=true and 1 to 6 without, not {stem_kernel}"
+                + ("" if stem_pad else " without")
+            )
         conv = nn.Conv2d(1, width, stem_kernel, stride=2, padding=padding, bias=not stem_norm)
         # Without batch norm the convolution's own bias stands in for the normalisation's shift.
         stem = [conv, nn.BatchNorm2d(width), nn.ReLU(inplace=True)] if stem_norm else [conv, nn.ReLU(inplace=True)]
@@ -145,11 +154,11 @@ def cnn_fast(
     (1-epoch one-cycle AdamW runs at lr 0.01 and 0.02, seed 0, test set checked every 1/8 epoch).
     About 0.86 M multiply-adds per image against `cnn`'s 2.1 M.
 
-    The stem has no batch norm (`stem_norm=False`): its 14 x 14 x w output is the largest the net
-    normalises, and under bf16 autocast that normalisation took a sixth of a training step. Without
-    it a bf16 step costs 0.76x (fp32 0.80x) and the test accuracy climbs as fast (seeds 0-4, fp32 test accuracy every
+    The stem has no batch norm (`stem_norm=False`): its output (then 14 x 14 x w) was the largest the net
+    normalised, and under bf16 autocast that normalisation took a sixth of a training step. Without
+    it a bf16 step cost 0.76x (fp32 0.80x) and the test accuracy climbed as fast (seeds 0-4, fp32 test accuracy every
     1/32 epoch: 99% first reached after a median 0.69 epochs either way; docs/benchmarks.md,
-    benchmarks/step_costs.py).
+    benchmarks/step_costs.py, 5x5 padded stems).
 
     The stem is a 6x6 kernel, unpadded (`stem_kernel=6, stem_pad=False`): its map is 12 x 12, not 14 x 14, and
     every block after it works on 0.73x the pixels, yet it still sees every pixel (the 5x5 padded stem's 14 x 14
