@@ -328,7 +328,7 @@ def test_eval_judges_a_classes_run_on_its_own_digits(runner: CliRunner, syntheti
 
 
 def test_a_classes_run_whose_digits_the_test_images_lack(
-    runner: CliRunner, synthetic_env: Path, tmp_path: Path
+    runner: CliRunner, synthetic_env: Path, isolated_home: Path, tmp_path: Path
 ) -> None:
     """Test images holding none of a run's digits: training is refused before it starts, `mnist eval` says so in
     one line, and `mnist plot` draws the rest and notes it; never a traceback or an accuracy of 0 of 0 images."""
@@ -346,6 +346,8 @@ def test_a_classes_run_whose_digits_the_test_images_lack(
     assert trained.exit_code == 0, trained.output
     only_nine = runner.invoke(app, "train linear --classes 9 --epochs 1 --batch-size 20 --name nine".split())
     assert only_nine.exit_code == 0, only_nine.output
+    again = runner.invoke(app, "train linear --classes 9 --epochs 1 --batch-size 20 --seed 1 --name nine-again".split())
+    assert again.exit_code == 0, again.output
     evaluated = runner.invoke(app, ["eval", "nine", "--data-dir", str(no_nines)])
     assert evaluated.exit_code == 1 and "Traceback" not in evaluated.output
     assert (
@@ -358,8 +360,47 @@ def test_a_classes_run_whose_digits_the_test_images_lack(
         app, ["plot", "nine", "nines", "--data-dir", str(no_nines), "--output", str(tmp_path / "p")]
     )
     assert plotted.exit_code == 0, plotted.output
-    assert "nine: the test images in" in plotted.stderr and "so no confusion matrix" in plotted.stderr
+    assert "nine: the test images in" in plotted.stderr and "so no confusion matrix or mistakes" in plotted.stderr
     assert (tmp_path / "p" / "nines-confusion.png").exists() and not (tmp_path / "p" / "nine-confusion.png").exists()
+    # An ensemble on those digits: refused before its run folder is begun, planned or from finished runs
+    runs = isolated_home / "runs"
+    before = sorted(p.name for p in runs.iterdir())
+    planned = ["train", "ensemble", "--classes", "9", "--members", "2", "--epochs", "1", "--data-dir", str(no_nines)]
+    refused = runner.invoke(app, planned)
+    assert refused.exit_code == 2 and f"--classes 9: the test images in {no_nines} hold none of them" in refused.stderr
+    joined = runner.invoke(app, ["train", "ensemble", "--from", "nine,nine-again", "--data-dir", str(no_nines)])
+    assert joined.exit_code == 2 and f"--classes 9: the test images in {no_nines} hold none" in joined.stderr
+    assert sorted(p.name for p in runs.iterdir()) == before
+    # A family tested on every digit (an embedding's few-shot episodes) is not refused for it
+    siamese = ["train", "siamese", "--classes", "9", "--epochs", "1", "--data-dir", str(no_nines), "--json"]
+    assert "hold none of them" not in runner.invoke(app, siamese).output
+
+
+def test_a_split_with_no_images_is_refused_when_read(runner: CliRunner, tmp_path: Path) -> None:
+    from tests.helpers import write_idx
+
+    empty = write_mnist(tmp_path / "empty-test")
+    write_idx(empty / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28), np.uint8))
+    write_idx(empty / "t10k-labels-idx1-ubyte.gz", np.zeros((0,), np.uint8))
+    for command in (["train", "linear", "--epochs", "1"], ["eval", "-c", "cnn-pretrained"]):
+        result = runner.invoke(app, [*command, "--data-dir", str(empty)])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert result.stderr.strip() == f"error: {empty / 't10k-labels-idx1-ubyte.gz'}: no labels, an empty test split"
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_two_checkpoints_are_refused_before_torch_is_loaded(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    from mnistcli import api
+
+    def load(*names: str) -> None:
+        raise AssertionError("loaded torch for a usage error")
+
+    monkeypatch.setattr(api, "load", load)
+    extra = ["--output", "x.onnx"] if command == "export" else []
+    result = runner.invoke(app, [command, "a", "--checkpoint", "b", *extra])
+    assert result.exit_code == 2 and "two checkpoints given ('a' and --checkpoint 'b')" in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -85,11 +85,13 @@ def test_a_stem_that_does_not_fit_is_refused(runner: CliRunner) -> None:
         if fits:
             registry.create_model("cnn-fast", stem_kernel=kernel, stem_pad=pad)
             continue
-        with pytest.raises(registry.ModelError, match=f"1 to 6 without, not {kernel}"):
+        with pytest.raises(registry.ModelError) as refused:
             registry.create_model("cnn-fast", stem_kernel=kernel, stem_pad=pad)
+        given = f"{kernel} {'with' if pad else 'without'} padding"
+        assert f"(stem_kernel must be 1 to 7 with stem_pad=true, 1 to 6 without; not {given});" in str(refused.value)
     result = runner.invoke(app, ["train", "cnn-fast", "--arg", "stem_kernel=1000", "--arg", "stem_pad=true"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "stem_kernel must be 1 to 7 with stem_pad=true and 1 to 6 without, not 1000" in result.stderr
+    assert "stem_kernel must be 1 to 7 with stem_pad=true, 1 to 6 without; not 1000 with padding" in result.stderr
 
 
 def test_a_checkpoint_from_between_the_changes_keeps_its_padded_stem(tmp_path: Path) -> None:

@@ -109,15 +109,15 @@ def saved_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
     entry = _REGISTRY.get(name)
     built = {**entry.legacy, **args} if entry is not None else dict(args)
     members = built.get("members")
-    if isinstance(members, list):  # an ensemble's: each member read as it was built too
+    if entry is not None and entry.family == "ensemble" and isinstance(members, list):  # each member as built too
         built["members"] = [_member_as_built(m) for m in members]
     return built
 
 
 def _member_as_built(member: Any) -> Any:
-    """An ensemble member's {'name': MODEL, 'args': {...}} with its args as built (`saved_args`); anything else as
-    it is, for the ensemble's builder to refuse."""
-    args = member.get("args") or {} if isinstance(member, dict) else None
+    """An ensemble member's {'name': MODEL, 'args': {...}} (no 'args': none given) with its args as built
+    (`saved_args`); anything else as it is, for the ensemble's builder to refuse."""
+    args = member.get("args", {}) if isinstance(member, dict) else None
     if not (isinstance(member, dict) and isinstance(member.get("name"), str) and isinstance(args, dict)):
         return member
     return {**member, "args": saved_args(member["name"], args)}

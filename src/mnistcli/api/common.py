@@ -71,6 +71,19 @@ def load_tensors(split: str, folder: Path, device: torch.device) -> TensorData:
     return TensorData.from_numpy(s.images, s.labels, device, f"the {split} images in {folder}")
 
 
+def check_testable(classes: Sequence[int] | None, folder: Path, labels: np.ndarray | None = None) -> None:
+    """Refuse (`UsageError`) a run on the digits `classes` (None: all ten) whose test images in `folder` hold none of
+    them: it could not be tested on its digits. `labels`: the test labels if read already; else only the label
+    file is read. Called before anything of the run is written."""
+    from mnistcli.data import mnist
+
+    if classes is None or len(set(classes)) >= 10:
+        return  # every split holds images (mnist.load_split refuses an empty one)
+    labels = mnist.load_labels("test", folder) if labels is None else labels
+    if not np.isin(labels, list(classes)).any():
+        raise UsageError(f"--classes {','.join(map(str, classes))}: the test images in {folder} hold none of them")
+
+
 def load_checkpoint(
     ref: str | None, families: set[str] | None, device: str, suggest: str = "cnn"
 ) -> tuple[store.Run, torch.nn.Module, torch.device]:

@@ -23,7 +23,7 @@ from typing import Any
 
 from mnistcli import store
 from mnistcli.api import parallel, training, voting
-from mnistcli.api.common import a_model, data_folder
+from mnistcli.api.common import a_model, check_testable, data_folder
 from mnistcli.atomic import atomic_write_text
 from mnistcli.config import TrainConfig, field_names
 from mnistcli.engine import tensorboard as tb_events
@@ -71,7 +71,7 @@ def train(
         store.check_new_name(name)
     given = {k: v for k, v in options.items() if v is not None}
     if sources is not None:
-        members, options_of, trained_on = _sources(sources, given, model_args, jobs, tensorboard, params)
+        members, options_of, trained_on, classes = _sources(sources, given, model_args, jobs, tensorboard, params)
         if data_dir is None and trained_on is not None:
             data_dir = trained_on  # their held-out images are rebuilt from the images they were trained on
         member_options: dict[str, Any] = {}
@@ -107,6 +107,7 @@ def train(
             "split_seed": split_seed,
         }
     folder = data_folder(data_dir, on_download)
+    check_testable(classes if sources is not None else config.classes, folder)  # before the run's folder is begun
     plan = {
         "members": members,
         "member_options": member_options,
@@ -244,10 +245,10 @@ def _sources(
     jobs: int,
     tensorboard: bool,
     params: EnsembleParams,
-) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
+) -> tuple[list[dict[str, Any]], dict[str, Any], str | None, tuple[int, ...]]:
     """The finished classifier runs `--from` names, as members to copy in, the options they share (what they held
-    out), and the MNIST folder they were all trained on (if one, and it is there). Raises `UsageError` for what
-    cannot be done with them, before anything is written."""
+    out), the MNIST folder they were all trained on (if one, and it is there), and the digits they learnt. Raises
+    `UsageError` for what cannot be done with them, before anything is written."""
     ignored = sorted(k for k in given if k not in ("seed", "device", "combine", "calibrate"))
     if ignored or model_args or jobs != 1 or tensorboard:
         flags = [*("--" + k.replace("_", "-") for k in ignored), *(["--arg"] if model_args else [])]
@@ -281,7 +282,8 @@ def _sources(
     shared = {k: configs[0].get(k) for k in SHARED} if voting.shared_split(configs) else {}
     folders = {r.info.data.folder for r in runs}
     folder = next(iter(folders)) if len(folders) == 1 else None
-    return members, shared, folder if folder is not None and Path(folder).is_dir() else None
+    trained_on = folder if folder is not None and Path(folder).is_dir() else None
+    return members, shared, trained_on, runs[0].info.data.classes
 
 
 def _complete(

@@ -119,7 +119,7 @@ def plot(
         try:
             data = trained_digits(test, run.info.data.classes)
         except DataError as e:  # this run's digits are not among these test images: the other runs still drawn
-            report.notes.append(f"{label}: {e}, so no confusion matrix")
+            report.notes.append(f"{label}: {e}, so no confusion matrix or mistakes")
             continue
         result = evaluate_classifier(model, data)
         title = f"{label}: {100 * result.accuracy:.2f}% of {result.total:,} test images"

@@ -26,7 +26,7 @@ import torch
 
 from mnistcli import __version__, store
 from mnistcli.api import calibrating, onnxcache
-from mnistcli.api.common import data_folder, load_checkpoint, load_tensors, params_count
+from mnistcli.api.common import check_testable, data_folder, load_checkpoint, load_tensors, params_count
 from mnistcli.api.launching import NO_ENSEMBLES
 from mnistcli.config import TrainConfig, split
 from mnistcli.data import mnist
@@ -272,9 +272,9 @@ def _setup(
     # (the members of an ensemble hold out the same validation images, which their combination is fitted on).
     splitter = torch.Generator().manual_seed(config.split_seed) if config.split_seed is not None else generator
     train_data, val_data = training_split(full_train, config, splitter)
+    if family_type.tested_on_its_digits:  # refused before any training: a run that could not be tested
+        check_testable(config.classes, folder, full_test.labels.cpu().numpy())
     test_data = full_test.select(config.classes, None, generator)
-    if not len(test_data):  # refused before any training: the run could not be tested
-        raise UsageError(f"--classes {','.join(map(str, config.classes or ()))}: {full_test.source} hold none of them")
     # A calibrated family's temperature is fitted on held-out training images: the validation split, else its own.
     train_data, held, held_from = calibrating.hold_out(family, train_data, val_data, splitter)
     if len(train_data) < 2:

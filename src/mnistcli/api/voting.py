@@ -23,6 +23,7 @@ from mnistcli.data.tensors import TensorData
 from mnistcli.engine.device import choose_device
 from mnistcli.errors import UsageError
 from mnistcli.families import Data, get_family
+from mnistcli.families.base import trained_digits
 from mnistcli.families.classify import ClassifyParams
 from mnistcli.families.ensemble import EnsembleFamily, EnsembleParams, member_logits
 from mnistcli.models.ensemble import Ensemble, combine_probabilities
@@ -75,7 +76,7 @@ def combine(run_dir: Path, plan: dict[str, Any], on_work: Any, t0: float) -> Tra
     full_train, full_test = load_tensors("train", folder, device), load_tensors("test", folder, device)
     held = held_out([r.info.config for r in runs], full_train)
     classes = runs[0].info.data.classes
-    test = full_test.select(tuple(classes) if len(classes) < 10 else None, None, torch.Generator())
+    test = trained_digits(full_test, tuple(classes))  # DataError if none: never a measure of no image
     weights, selection = [1.0] * len(members), None
     if params.combine == "select":
         if held is None:  # refused before training (ensembling.py); a plan edited since may still ask for it

@@ -81,13 +81,13 @@ def eval_(
     Adders: digit and sum accuracy, the sum by number added and by true sum.
     Multiple-instance models (mil): bag AUC on 1,000 test bags, and where attention points.
     """
+    if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
+        raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
     with render.starting():
         from mnistcli import api
 
         api.load("evaluate")  # torch, under the spinner
 
-    if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
-        raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
     with progress.download_progress() as on_download, progress.work_progress() as on_work:
         report = api.evaluate(
             checkpoint_arg or checkpoint,

@@ -60,12 +60,12 @@ def export(
     The file is checked first on 300 MNIST test images: if its probabilities differ from torch's by more than 1e-4,
     it is not written (exit 1). ONNX needs the export extra: pip install 'mnistcli\\[export]'.
     """
+    if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
+        raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
     with render.starting():
         from mnistcli import api
 
         api.load("export")  # torch, under the spinner
 
-    if checkpoint_arg and checkpoint and checkpoint_arg != checkpoint:
-        raise UsageError(f"two checkpoints given ({checkpoint_arg!r} and --checkpoint {checkpoint!r}); give one")
     report = api.export(checkpoint_arg or checkpoint, output, format=format, data_dir=data_dir)
     render.export_json(report) if json_out else render.export_summary(report)

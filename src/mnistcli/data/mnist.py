@@ -221,19 +221,34 @@ def load_split(split: str, folder: Path) -> Split:
 
     The labels are read first: the image file must then agree with their count from its header
     alone, so a gzip bomb of images is refused before it is inflated. Raises `DataError` if images
-    and labels disagree in count, shape or value range, and `IdxError` if either file is malformed.
+    and labels disagree in count, shape or value range, or there are none, and `IdxError` if either
+    file is malformed.
     """
+    image_path, label_path, labels = _labels(split, folder)
+    images = read_idx(image_path, check=check_images(image_path, (label_path, len(labels))))
+    return Split(np.asarray(images), labels, image_path, label_path)
+
+
+def load_labels(split: str, folder: Path) -> np.ndarray:
+    """The labels of one split ('train' or 'test') in `folder`, validated as `load_split` does, without the images.
+    Raises `DataError` or `IdxError` as `load_split` does for them."""
+    return _labels(split, folder)[2]
+
+
+def _labels(split: str, folder: Path) -> tuple[Path, Path, np.ndarray]:
+    """(the split's image file, its label file, its labels read and checked)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
     image_stem, label_stem = SPLITS[split]
     image_path, label_path = find_file(folder, image_stem), find_file(folder, label_stem)
     if image_path is None or label_path is None:
         raise DataError(f"{folder}: no MNIST {split} files")
-    labels = read_idx(label_path, check=check_labels(label_path))
-    if len(labels) and int(labels.max()) > 9:
+    labels = np.asarray(read_idx(label_path, check=check_labels(label_path)))
+    if not len(labels):  # nothing to train on, or to measure: no command can use it
+        raise DataError(f"{label_path}: no labels, an empty {split} split")
+    if int(labels.max()) > 9:
         raise DataError(f"{label_path}: label {int(labels.max())} is outside 0-9")
-    images = read_idx(image_path, check=check_images(image_path, (label_path, len(labels))))
-    return Split(np.asarray(images), np.asarray(labels), image_path, label_path)
+    return image_path, label_path, labels
 
 
 def verify(stem: str, payload: bytes, name: str) -> np.ndarray:

@@ -162,6 +162,7 @@ class BagsFamily(Family):
     )
 
     name = "bags"
+    tested_on_its_digits = False  # tested on every digit
     Params = BagsParams
     train_label = val_label = "bag accuracy"
     test_label = "test bag AUC"

@@ -91,7 +91,7 @@ def trained_digits(test: TensorData, classes: tuple[int, ...]) -> TensorData:
     """The test images of `classes` (all of them for all ten digits): what a run trained on `--classes` is judged on.
     Raises `DataError` if `test` holds none of them: a measure of no image would be no measure."""
     chosen = test.select(classes, None, torch.Generator()) if len(classes) < 10 else test
-    if not len(chosen):
+    if not len(chosen):  # a split with no image is refused when read (mnist.load_split): some digits are missing
         digits = ",".join(map(str, classes))
         raise DataError(f"{test.source or 'the test images'} hold no image of digits {digits}, those the run learnt")
     return chosen
@@ -108,6 +108,9 @@ class Family:
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     calibrated: ClassVar[bool] = False  # outputs class probabilities, fitted with a temperature (see api/calibrating)
+    # Tested on the test images of the digits it learnt (`--classes`), so refused if there are none; not those tested
+    # on every digit (an embedding's episodes, a linear probe, bags).
+    tested_on_its_digits: ClassVar[bool] = True
     classifies: ClassVar[bool] = False  # model(images) gives the ten digits' logits (confusion matrix, `mnist read`)
     validate_is_test: ClassVar[bool] = (
         False  # `validate` on the test images is `test` (a target check can stand for it)

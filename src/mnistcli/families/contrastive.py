@@ -98,6 +98,7 @@ class ContrastiveFamily(Family):
     exported = EMBEDDING
 
     name = "contrastive"
+    tested_on_its_digits = False  # tested on every digit
     Params = ContrastiveParams
     train_label = val_label = "pair accuracy (a view's nearest view is its pair)"
     test_label = "linear evaluation (test)"

@@ -131,6 +131,7 @@ class TripletFamily(Family):
     exported = EMBEDDING
 
     name = "triplet"
+    tested_on_its_digits = False  # tested on every digit
     Params = TripletParams
     train_label = "accuracy (nearest in-batch neighbour)"
     val_label = "accuracy (nearest class mean)"

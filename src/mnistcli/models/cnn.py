@@ -56,9 +56,9 @@ def cnn_body(
         side = (28 + 2 * padding - stem_kernel) // 2 + 1
         if not (1 <= stem_kernel <= MAX_STEM_KERNEL and 12 <= side <= 15):
             # two poolings must bring the map to 3 x 3: 12 to 15 across
+            given = f"{stem_kernel} {'with' if stem_pad else 'without'} padding"
             raise ValueError(
-                f"stem_kernel must be 1 to {MAX_STEM_KERNEL} with stem_pad=true and 1 to 6 without, not {stem_kernel}"
-                + ("" if stem_pad else " without")
+                f"stem_kernel must be 1 to {MAX_STEM_KERNEL} with stem_pad=true, 1 to 6 without; not {given}"
             )
         conv = nn.Conv2d(1, width, stem_kernel, stride=2, padding=padding, bias=not stem_norm)
         # Without batch norm the convolution's own bias stands in for the normalisation's shift.

@@ -121,7 +121,7 @@ def ensemble(
         raise ValueError(f"combine must be one of {', '.join(COMBINE)}")
     built = []
     for spec in specs:
-        name, args = spec.get("name") if isinstance(spec, dict) else None, spec.get("args") or {}
+        name, args = (spec.get("name"), spec.get("args", {})) if isinstance(spec, dict) else (None, None)
         if not isinstance(name, str) or not isinstance(args, dict):
             raise ValueError("each member is {'name': MODEL, 'args': {...}}")
         if get_entry(name).family != "classify":
